@@ -1,0 +1,12 @@
+"""PollOrchestrator: a scheduled poll message wakes the chain for its next step.
+
+Thin on purpose: all logic is in redisflush.app. Returning completes the message; the only
+exception that escapes is a bus failure (or an unreadable poll state), so the host redelivers.
+"""
+import azure.functions as func
+
+from redisflush.functions import handle_poll
+
+
+def main(msg: func.ServiceBusMessage) -> None:
+    handle_poll(msg)

@@ -1,0 +1,315 @@
+"""A durable local stand-in for Azure Service Bus, in one SQLite file.
+
+Why: `demo`, `serve --local`, `send --local` and the functional tests run the whole flow on one
+machine with no Azure, across processes (a CLI `send` next to a `serve` host), any of which may
+be killed. It implements the same Bus port as the Azure adapter plus the receiving side the
+local host needs, with exactly the Service Bus behaviour this app relies on: queues, topics
+fanning out to subscriptions, scheduled messages, duplicate detection by MessageId, peek-lock
+with delivery counts and dead-lettering, and sessions (as a receive filter).
+
+One row per message. `visible_at` is the single time that says when a row may next be
+received: its send time, its scheduled time, or the end of its current lock. So a receive is
+one indexed range scan inside BEGIN IMMEDIATE, which also makes it atomic between processes:
+two receivers never lock the same row. A lock that expires needs no sweeper: the row is simply
+visible again. The schema and row mapping live in `redisflush.local.bus_schema`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import time
+import uuid
+from typing import Any, Callable, NamedTuple, Sequence
+
+from redisflush.bus import BusError, OutboundMessage, ReceivedMessage
+from redisflush.local.bus_schema import (DEADLETTER_SUFFIX, MAX_DELIVERY_COUNT_EXCEEDED, SCHEMA,
+                                         SUBSCRIPTIONS, properties_json, received_message, to_dt,
+                                         to_us, utc_now)
+from redisflush.local.sqlite_file import SqliteFile
+
+
+class LockLostError(BusError):
+    """The message's lock expired or passed to another receiver: it will be delivered again."""
+
+
+class _Options(NamedTuple):
+    """What receiving from one entity needs; a dead-letter queue never dead-letters again."""
+
+    max_delivery_count: int | None
+    lock_us: int
+    requires_session: bool
+
+
+class LocalBus:
+    """Bus port plus receive/settle on one SQLite file; safe across threads and processes.
+
+    `clock` returns aware UTC now; tests pass a fake one to drive schedules, locks and the
+    duplicate window without sleeping.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
+        self._clock = clock or utc_now
+        self._file = SqliteFile(path, SCHEMA)
+        self.path = self._file.path
+
+    def _now(self) -> int:
+        return to_us(self._clock())
+
+    # -- entities -----------------------------------------------------------------------
+
+    def _ensure(self, db: sqlite3.Connection, name: str, kind: str, topic: str | None = None,
+                **options: Any) -> sqlite3.Row:
+        """Create the entity with defaults if new (Service Bus entities exist before use;
+        here first use creates them), apply `options`, and check it is of the right kind."""
+        if not name or name.endswith(DEADLETTER_SUFFIX):
+            raise ValueError(f"not an entity name: {name!r}")
+        db.execute("INSERT OR IGNORE INTO entities (name, kind, topic) VALUES (?, ?, ?)",
+                   (name, kind, topic))
+        if options:
+            assignments = ", ".join(f"{column} = ?" for column in options)
+            db.execute(f"UPDATE entities SET {assignments} WHERE name = ?",
+                       (*options.values(), name))
+        row = db.execute("SELECT * FROM entities WHERE name = ?", (name,)).fetchone()
+        if row["kind"] != kind:
+            raise BusError(f"{name!r} is a {row['kind']}, not a {kind}")
+        return row
+
+    def _receivable(self, db: sqlite3.Connection, entity: str) -> _Options:
+        """Options of a queue, subscription (`{topic}/subscriptions/{name}`) or either's
+        dead-letter queue (`{entity}/$deadletterqueue`), creating the entity on first use."""
+        base = entity.removesuffix(DEADLETTER_SUFFIX)
+        if SUBSCRIPTIONS in base:
+            topic = base.split(SUBSCRIPTIONS, 1)[0]
+            self._ensure(db, topic, "topic")
+            row = self._ensure(db, base, "subscription", topic)
+        else:
+            row = self._ensure(db, base, "queue")
+        if base != entity:
+            return _Options(None, row["lock_us"], False)
+        return _Options(row["max_delivery_count"], row["lock_us"], bool(row["requires_session"]))
+
+    def ensure_queue(self, name: str, *, max_delivery_count: int = 10,
+                     lock_seconds: float = 30.0, duplicate_window_seconds: float = 600.0,
+                     requires_session: bool = False) -> None:
+        """Create or reconfigure a queue (idempotent)."""
+        if max_delivery_count < 1 or lock_seconds <= 0:
+            raise ValueError("max_delivery_count must be >= 1 and lock_seconds > 0")
+        with self._file.transaction() as db:
+            self._ensure(db, name, "queue", max_delivery_count=max_delivery_count,
+                         lock_us=round(lock_seconds * 1e6), requires_session=int(requires_session),
+                         duplicate_window_us=round(duplicate_window_seconds * 1e6))
+
+    def ensure_topic(self, name: str, *, duplicate_window_seconds: float = 600.0) -> None:
+        """Create or reconfigure a topic (idempotent)."""
+        with self._file.transaction() as db:
+            self._ensure(db, name, "topic",
+                         duplicate_window_us=round(duplicate_window_seconds * 1e6))
+
+    def ensure_subscription(self, topic: str, name: str, *, max_delivery_count: int = 10,
+                            lock_seconds: float = 30.0) -> None:
+        """Create or reconfigure a subscription; only later publishes reach it."""
+        if max_delivery_count < 1 or lock_seconds <= 0:
+            raise ValueError("max_delivery_count must be >= 1 and lock_seconds > 0")
+        with self._file.transaction() as db:
+            self._ensure(db, topic, "topic")
+            self._ensure(db, f"{topic}{SUBSCRIPTIONS}{name}", "subscription", topic,
+                         max_delivery_count=max_delivery_count, lock_us=round(lock_seconds * 1e6))
+
+    # -- sending ------------------------------------------------------------------------
+
+    def send(self, queue: str, messages: Sequence[OutboundMessage]) -> None:
+        """Enqueue all messages, or none (one transaction) and raise BusError."""
+        self._send(queue, "queue", messages)
+
+    def publish(self, topic: str, messages: Sequence[OutboundMessage]) -> None:
+        """Copy each message to every subscription the topic has now; none: dropped."""
+        self._send(topic, "topic", messages)
+
+    def _send(self, name: str, kind: str, messages: Sequence[OutboundMessage]) -> None:
+        if not messages:
+            return
+        prepared = [(m, properties_json(m.application_properties)) for m in messages]
+        now = self._now()
+        with self._file.transaction() as db:
+            entity = self._ensure(db, name, kind)
+            if kind == "queue":
+                targets = [name]
+            else:
+                targets = [r[0] for r in db.execute(
+                    "SELECT name FROM entities WHERE topic = ? AND kind = 'subscription'", (name,))]
+            window = entity["duplicate_window_us"]
+            db.execute("DELETE FROM duplicates WHERE expires_at <= ?", (now,))
+            for message, properties in prepared:
+                if entity["requires_session"] and message.session_id is None:
+                    raise BusError(f"queue {name!r} requires sessions: message "
+                                   f"{message.message_id!r} has no session_id")
+                if window > 0:
+                    # Service Bus keeps the first MessageId for the window and silently
+                    # accepts (and drops) repeats; the window is not extended by a repeat.
+                    if db.execute("SELECT 1 FROM duplicates WHERE entity = ? AND message_id = ?",
+                                  (name, message.message_id)).fetchone():
+                        continue
+                    db.execute("INSERT INTO duplicates VALUES (?, ?, ?)",
+                               (name, message.message_id, now + window))
+                scheduled = None if message.scheduled_at is None else to_us(message.scheduled_at)
+                visible = now if scheduled is None else max(now, scheduled)
+                db.executemany(
+                    "INSERT INTO messages (entity, visible_at, enqueued_at, scheduled_at, "
+                    "message_id, body, content_type, correlation_id, subject, session_id, "
+                    "reply_to, reply_to_session_id, properties) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(target, visible, visible, scheduled, message.message_id,
+                      bytes(message.body), message.content_type, message.correlation_id,
+                      message.subject, message.session_id, message.reply_to,
+                      message.reply_to_session_id, properties) for target in targets])
+
+    # -- receiving and settling ---------------------------------------------------------
+
+    def receive(self, entity: str, *, max_count: int = 1,
+                session_id: str | None = None) -> list[ReceivedMessage]:
+        """Lock and return up to max_count ready messages, oldest first; [] if none is ready.
+
+        A message already delivered max_delivery_count times is dead-lettered instead, as
+        Service Bus does when its lock would be handed out once more.
+        """
+        if max_count < 1:
+            raise ValueError("max_count must be >= 1")
+        now = self._now()
+        received: list[ReceivedMessage] = []
+        with self._file.transaction() as db:
+            options = self._receivable(db, entity)
+            if options.requires_session and session_id is None:
+                raise ValueError(f"{entity!r} requires sessions: pass session_id")
+            query = "SELECT * FROM messages WHERE entity = ? AND visible_at <= ?"
+            params: tuple[Any, ...] = (entity, now)
+            if session_id is not None:
+                query, params = query + " AND session_id = ?", params + (session_id,)
+            while len(received) < max_count:
+                rows = db.execute(query + " ORDER BY seq LIMIT ?",
+                                  params + (max_count - len(received),)).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    if self._dead_letter_if_exhausted(db, row, now, options):
+                        continue
+                    token, until = str(uuid.uuid4()), now + options.lock_us
+                    db.execute("UPDATE messages SET lock_token = ?, visible_at = ?, "
+                               "delivery_count = delivery_count + 1 WHERE seq = ?",
+                               (token, until, row["seq"]))
+                    received.append(received_message(row, lock_token=token, locked_until=until,
+                                                     delivery_count=row["delivery_count"] + 1))
+        return received
+
+    def receive_wait(self, entity: str, timeout: float, *, max_count: int = 1,
+                     session_id: str | None = None,
+                     poll_interval: float = 0.05) -> list[ReceivedMessage]:
+        """Like receive, but polls for up to `timeout` real seconds before returning []."""
+        deadline = time.monotonic() + timeout
+        while True:
+            received = self.receive(entity, max_count=max_count, session_id=session_id)
+            remaining = deadline - time.monotonic()
+            if received or remaining <= 0:
+                return received
+            time.sleep(min(poll_interval, remaining))
+
+    def _locked_row(self, db: sqlite3.Connection, message: ReceivedMessage,
+                    now: int) -> sqlite3.Row:
+        row = db.execute("SELECT * FROM messages WHERE seq = ? AND lock_token = ? "
+                         "AND visible_at > ?",
+                         (message.sequence_number, message.lock_token, now)).fetchone()
+        if row is None:
+            raise LockLostError(f"lock on message {message.message_id!r} (sequence "
+                                f"{message.sequence_number}) in {message.entity!r} expired or "
+                                "was lost: it is, or will be, delivered again")
+        return row
+
+    def _dead_letter(self, db: sqlite3.Connection, row: sqlite3.Row, now: int,
+                     reason: str, description: str) -> None:
+        db.execute("UPDATE messages SET entity = ?, visible_at = ?, lock_token = NULL, "
+                   "properties = json_set(properties, '$.DeadLetterReason', ?, "
+                   "'$.DeadLetterErrorDescription', ?) WHERE seq = ?",
+                   (row["entity"] + DEADLETTER_SUFFIX, now, reason, description, row["seq"]))
+
+    def _dead_letter_if_exhausted(self, db: sqlite3.Connection, row: sqlite3.Row, now: int,
+                                  options: _Options) -> bool:
+        """Service Bus dead-letters a message instead of delivering it more than
+        MaxDeliveryCount times (and at once when such a last delivery is abandoned)."""
+        limit = options.max_delivery_count
+        if limit is None or row["delivery_count"] < limit:
+            return False
+        self._dead_letter(db, row, now, MAX_DELIVERY_COUNT_EXCEEDED,
+                          f"Message could not be consumed after {limit} delivery attempts.")
+        return True
+
+    def complete(self, message: ReceivedMessage) -> None:
+        """Delete the message: it was handled. LockLostError if the lock is gone."""
+        now = self._now()
+        with self._file.transaction() as db:
+            row = self._locked_row(db, message, now)
+            db.execute("DELETE FROM messages WHERE seq = ?", (row["seq"],))
+
+    def abandon(self, message: ReceivedMessage) -> None:
+        """Unlock at once for redelivery; dead-letter if that was the last delivery allowed."""
+        now = self._now()
+        with self._file.transaction() as db:
+            row = self._locked_row(db, message, now)
+            options = self._receivable(db, row["entity"])
+            if not self._dead_letter_if_exhausted(db, row, now, options):
+                db.execute("UPDATE messages SET lock_token = NULL, visible_at = ? WHERE seq = ?",
+                           (now, row["seq"]))
+
+    def dead_letter(self, message: ReceivedMessage, reason: str = "",
+                    description: str = "") -> None:
+        """Move the message to `{entity}/$deadletterqueue` with the reason in its properties."""
+        if message.entity.endswith(DEADLETTER_SUFFIX):
+            raise ValueError("a dead-lettered message cannot be dead-lettered again")
+        now = self._now()
+        with self._file.transaction() as db:
+            self._dead_letter(db, self._locked_row(db, message, now), now, reason, description)
+
+    def renew_lock(self, message: ReceivedMessage) -> dt.datetime:
+        """Extend the lock by the entity's lock duration from now; returns the new expiry."""
+        now = self._now()
+        with self._file.transaction() as db:
+            row = self._locked_row(db, message, now)
+            until = now + self._receivable(db, row["entity"]).lock_us
+            db.execute("UPDATE messages SET visible_at = ? WHERE seq = ?", (until, row["seq"]))
+        return to_dt(until)
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def peek(self, entity: str, max_count: int = 100) -> list[ReceivedMessage]:
+        """Look without locking, scheduled and locked messages included (lock_token '')."""
+        now = self._now()
+        with self._file.reading() as db:
+            rows = db.execute("SELECT * FROM messages WHERE entity = ? ORDER BY seq LIMIT ?",
+                              (entity, max_count)).fetchall()
+        return [received_message(row, lock_token="", locked_until=row["visible_at"]
+                                 if row["lock_token"] is not None and row["visible_at"] > now
+                                 else None)
+                for row in rows]
+
+    def counts(self, entity: str) -> dict[str, int]:
+        """active: receivable now; scheduled: not yet visible; locked; deadletter."""
+        now = self._now()
+        with self._file.reading() as db:
+            row = db.execute(
+                "SELECT COALESCE(SUM(visible_at <= :now), 0), "
+                "COALESCE(SUM(visible_at > :now AND lock_token IS NULL), 0), "
+                "COALESCE(SUM(visible_at > :now AND lock_token IS NOT NULL), 0), "
+                "(SELECT COUNT(*) FROM messages WHERE entity = :dlq) "
+                "FROM messages WHERE entity = :entity",
+                {"now": now, "entity": entity, "dlq": entity + DEADLETTER_SUFFIX}).fetchone()
+        return dict(zip(("active", "scheduled", "locked", "deadletter"), row))
+
+    def close(self) -> None:
+        """Close every thread's connection to the file."""
+        self._file.close()
+
+    def __enter__(self) -> "LocalBus":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

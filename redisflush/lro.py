@@ -1,0 +1,183 @@
+"""ARM asynchronous-operation rules, sans IO: headers and bodies in, readings and delays out.
+
+Follows the ARM RPC's async-operation contract (Azure-AsyncOperation and Location polling,
+Retry-After) as azure-core's ARM poller does, with two deliberate differences: a non-2xx
+status answer is classified rather than fatal, and with no Retry-After the first poll comes
+after 2 s rather than 30 s, the gap growing towards 30 s.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urljoin, urlsplit
+
+SUCCEEDED, FAILED, CANCELED = "Succeeded", "Failed", "Canceled"
+_TERMINAL = {s.lower(): s for s in (SUCCEEDED, FAILED, CANCELED)}
+
+# Gaps between polls when ARM gives no Retry-After: quick at first (most flushes end within
+# seconds), then growing to 30 s so a long operation costs few requests.
+POLL_GAPS = (2.0, 3.0, 3.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
+MAX_RETRY_DELAY = 60.0
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup that works on plain dicts too."""
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def retry_after(headers: Mapping[str, str], now: dt.datetime) -> float | None:
+    """Seconds ARM asks us to wait: retry-after-ms, x-ms-retry-after-ms, then Retry-After."""
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        value = header(headers, name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) / 1000.0)
+            except ValueError:
+                pass
+    value = header(headers, "retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def is_transient(status: int) -> bool:
+    """408, 409 (busy), 429 and 5xx may succeed later; other errors will not."""
+    return status in (408, 409, 429) or status >= 500
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one status answer says: `state` is running, terminal or bad (with a `problem`)."""
+
+    state: str
+    status: str | None = None
+    operation: Mapping[str, Any] | None = None
+    problem: str | None = None
+
+
+def terminal_status(status: object) -> str | None:
+    """The canonical terminal status for any casing, or None while still running."""
+    return _TERMINAL.get(status.lower()) if isinstance(status, str) else None
+
+
+def _reading_from_body(body: bytes, empty: Reading | None) -> Reading:
+    if not body.strip():
+        return empty or Reading("bad", problem="OperationStatusEmptyBody")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Reading("bad", problem="OperationStatusInvalidJson")
+    if not isinstance(doc, dict):
+        return Reading("bad", problem="OperationStatusInvalidJson")
+    status = doc.get("status")
+    if not isinstance(status, str) or not status:
+        return Reading("bad", problem="OperationStatusMissingStatus", operation=doc)
+    final = terminal_status(status)
+    return Reading("terminal" if final else "running", final or status, doc)
+
+
+class AsyncOperationPolling:
+    """Azure-AsyncOperation: every 2xx answer carries an operation resource with `status`."""
+
+    kind = "azure-asyncoperation"
+    header = "Azure-AsyncOperation"
+
+    def read(self, status: int, body: bytes) -> Reading:
+        return _reading_from_body(body, None)
+
+
+class LocationPolling:
+    """Location: 202 while running (body optional), 200/204 when done, body optional."""
+
+    kind = "location"
+    header = "Location"
+
+    def read(self, status: int, body: bytes) -> Reading:
+        if status == 202:
+            reading = _reading_from_body(body, Reading("running", "InProgress"))
+            return reading if reading.state != "bad" else Reading("running", "InProgress")
+        reading = _reading_from_body(body, Reading("terminal", SUCCEEDED))
+        if reading.problem == "OperationStatusMissingStatus":
+            # A Location's final answer may be the result itself, with no status field.
+            return Reading("terminal", SUCCEEDED, reading.operation)
+        return reading
+
+
+# Ordered: ARM's RPC says Azure-AsyncOperation wins when both headers are present.
+STRATEGIES: tuple[AsyncOperationPolling | LocationPolling, ...] = (
+    AsyncOperationPolling(), LocationPolling())
+
+
+def strategy(kind: str) -> AsyncOperationPolling | LocationPolling:
+    for candidate in STRATEGIES:
+        if candidate.kind == kind:
+            return candidate
+    raise ValueError(f"unknown poll kind {kind!r}")
+
+
+def poll_target(headers: Mapping[str, str], answered_url: str) -> tuple[str, str] | None:
+    """(kind, absolute URL) to poll next, from the first strategy whose header is present.
+
+    The URL is used verbatim (percent-encoding and signed parameters kept); only a relative
+    reference is resolved against the URL that returned it.
+    """
+    for candidate in STRATEGIES:
+        value = header(headers, candidate.header)
+        if value and value.strip():
+            return candidate.kind, urljoin(answered_url, value.strip())
+    return None
+
+
+def is_trusted(url: str, arm_endpoint: str) -> bool:
+    """True when `url` has the ARM endpoint's own scheme, host and port (token may go there)."""
+    try:
+        got, want = urlsplit(url), urlsplit(arm_endpoint)
+        return (got.scheme == want.scheme and got.scheme in ("https", "http")
+                and got.hostname is not None and got.hostname == want.hostname
+                and _port(got) == _port(want) and not got.username and not got.password)
+    except ValueError:
+        return False
+
+
+def _port(parts: Any) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def poll_gap(polls_done: int) -> float:
+    """Seconds before the next status poll when ARM gave no Retry-After."""
+    return POLL_GAPS[min(polls_done, len(POLL_GAPS) - 1)]
+
+
+def retry_delay(failures: int, seed: str) -> float:
+    """Backoff after `failures` transient errors: 2, 4, 8 ... 60 s, spread by +-25%.
+
+    The spread comes from a hash of `seed` (request id and attempt), not a random source,
+    so decisions stay deterministic while a fleet of retries does not move in lockstep.
+    """
+    base = min(MAX_RETRY_DELAY, 2.0 ** max(1, failures))
+    spread = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:2], "big") / 65535.0
+    return base * (0.75 + 0.5 * spread)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its query: signed parameters must never reach logs or events."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")

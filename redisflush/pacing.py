@@ -1,0 +1,84 @@
+"""Client-side pacing against ARM's per-subscription token buckets.
+
+ARM throttles each subscription with token buckets (writes: 200, refilled at 10/s; reads:
+250 at 25/s — learn.microsoft.com "Understand how Azure Resource Manager throttles
+requests") and reports what is left in `x-ms-ratelimit-remaining-subscription-*`. A fleet
+flush that ignored this would spend much of its budget on 429s. The pacer mirrors the
+buckets with GCRA (a token bucket kept as one "theoretical arrival time"), corrects the
+mirror from every header ARM sends back, and hands out future slots instead of letting
+requests hit an empty bucket. Several instances each keep their own mirror; the headers
+pull them all down to the server's count.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from .lro import header
+
+LIMITS = {"writes": (200, 10.0), "reads": (250, 25.0)}  # burst, refill per second
+_HEADERS = {"writes": "x-ms-ratelimit-remaining-subscription-writes",
+            "reads": "x-ms-ratelimit-remaining-subscription-reads"}
+
+
+def bucket_kind(method: str) -> str:
+    return "reads" if method.upper() in ("GET", "HEAD") else "writes"
+
+
+@dataclass
+class _Bucket:
+    interval: float  # seconds per token
+    tolerance: float  # (burst - 1) * interval: how far ahead of now `tat` may run
+    tat: float = 0.0  # theoretical arrival time of the next conforming request
+
+
+class Pacer:
+    """Thread-safe mirror of ARM's buckets, keyed by (subscription, writes|reads)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 limits: Mapping[str, tuple[int, float]] = LIMITS) -> None:
+        self._clock = clock
+        self._limits = dict(limits)
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def _bucket(self, subscription: str, kind: str) -> _Bucket:
+        key = (subscription.lower(), kind)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            burst, rate = self._limits[kind]
+            bucket = _Bucket(1.0 / rate, (burst - 1) / rate)
+            self._buckets[key] = bucket
+        return bucket
+
+    def reserve(self, subscription: str, method: str) -> float:
+        """Take the next slot: 0 means send now, else the seconds until our slot comes."""
+        with self._lock:
+            now = self._clock()
+            bucket = self._bucket(subscription, bucket_kind(method))
+            tat = max(bucket.tat, now)
+            wait = max(0.0, tat - bucket.tolerance - now)
+            bucket.tat = tat + bucket.interval
+            return wait
+
+    def observe(self, subscription: str, method: str, status: int,
+                headers: Mapping[str, str], retry_after: float | None = None) -> None:
+        """Pull the mirror down to what ARM says is left (never up: others may share it)."""
+        kind = bucket_kind(method)
+        remaining = header(headers, _HEADERS[kind])
+        with self._lock:
+            now = self._clock()
+            bucket = self._bucket(subscription, kind)
+            if remaining is not None:
+                try:
+                    left = max(0.0, float(remaining))
+                except ValueError:
+                    left = None
+                if left is not None:
+                    bucket.tat = max(bucket.tat,
+                                     now + bucket.tolerance - (left - 1) * bucket.interval)
+            if status == 429:
+                pause = retry_after if retry_after is not None else 1.0
+                bucket.tat = max(bucket.tat, now + bucket.tolerance + pause)
