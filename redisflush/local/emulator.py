@@ -8,12 +8,14 @@ under `/_emulator/` (no token, not throttled).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hmac
 import http.server
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import uuid
@@ -59,6 +61,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return "ArmEmulator/1.0"
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)  # type: ignore[attr-defined]
+        super().finish()
+
     def do_GET(self) -> None:
         self.server.emulator._serve(self, self.command)  # type: ignore[attr-defined]
 
@@ -71,6 +81,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
+    connections: set[socket.socket]
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # e.g. client went away
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
@@ -98,10 +109,12 @@ class ArmEmulator:
     def start(self) -> "ArmEmulator":
         if self._server is None:
             self._server = _Server((self._host, self._port), _Handler)
+            self._server.connections = set()
             self._server.emulator = self  # type: ignore[attr-defined]
             self._port = self._server.server_address[1]
             self._stop.clear()
-            for target in (self._server.serve_forever, self._sweep_loop):
+            server = self._server
+            for target in (lambda: server.serve_forever(poll_interval=0.05), self._sweep_loop):
                 threading.Thread(target=target, name="arm-emulator", daemon=True).start()
             log.info("ARM emulator listening on %s", self.url)
         return self
@@ -112,6 +125,9 @@ class ArmEmulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            for conn in list(self._server.connections):   # kept-alive connections end too
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
             self._server = None
 
     def close(self) -> None:
@@ -127,7 +143,7 @@ class ArmEmulator:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        self.close()
 
     def serve_forever(self) -> None:
         self.start()
@@ -169,24 +185,24 @@ class ArmEmulator:
             except Exception as exc:  # noqa: BLE001 - answer like ARM would, log the rest
                 log.exception("emulator error on %s %s", method, parts.path)
                 reply = _error(500, "InternalServerError", f"Emulator error: {type(exc).__name__}")
+            if reply.status == 429:
+                with self._lock:
+                    self._totals["throttled"] += 1
             if reply.delay > 0:
                 time.sleep(reply.delay)   # `latency`: no lock held
             payload = reply.body if isinstance(reply.body, bytes) else (
                 b"" if reply.body is None else json.dumps(reply.body).encode())
-            request_id = str(uuid.uuid4())
-            h.send_response(reply.status)
-            headers = {"x-ms-request-id": request_id,
-                       "x-ms-correlation-request-id": h.headers.get("x-ms-correlation-request-id") or request_id,
+            rid, client_rid = str(uuid.uuid4()), h.headers.get("x-ms-client-request-id")
+            headers = {"x-ms-request-id": rid,
+                       "x-ms-correlation-request-id": h.headers.get("x-ms-correlation-request-id") or rid,
+                       **({"x-ms-client-request-id": client_rid} if client_rid else {}),
+                       **({"Content-Type": "application/json; charset=utf-8"} if payload else {}),
                        **reply.headers, "Content-Length": str(len(payload))}
-            if h.headers.get("x-ms-client-request-id"):
-                headers["x-ms-client-request-id"] = h.headers["x-ms-client-request-id"]
-            if payload and "Content-Type" not in headers:
-                headers["Content-Type"] = "application/json; charset=utf-8"
+            h.send_response(reply.status)
             for name, value in headers.items():
                 h.send_header(name, value)
             h.end_headers()
-            if method != "HEAD":
-                h.wfile.write(payload)
+            h.wfile.write(payload)
             log.info("%s %s -> %d", method, parts.path, reply.status)
         finally:
             with self._lock:
@@ -202,7 +218,7 @@ class ArmEmulator:
             return _error(405, "MethodNotAllowed", f"The method '{method}' is not allowed here.")
         cfg = self.config
         params = parse_qs(query, keep_blank_values=True)
-        denied = self._check_token(headers.get("Authorization"), cfg) or self._check_api(params, cfg)
+        denied = self._denied(headers.get("Authorization"), params, cfg)
         if denied:
             return denied
         kind = "writes" if flush else "reads"
@@ -215,8 +231,6 @@ class ArmEmulator:
                 allowed, n = bucket.take()
             else:
                 allowed, n = True, getattr(cfg.throttling, kind).burst
-            if not allowed:
-                self._totals["throttled"] += 1
         limit = {f"x-ms-ratelimit-remaining-subscription-{kind}": str(n if allowed else 0)}
         if not allowed:
             reply = _error(429, "TooManyRequests", f"The request was throttled: the subscription's {kind} limit "
@@ -229,16 +243,13 @@ class ArmEmulator:
         return reply
 
     @staticmethod
-    def _check_token(auth: str | None, cfg: EmulatorConfig) -> _Reply | None:
+    def _denied(auth: str | None, params: dict[str, list[str]], cfg: EmulatorConfig) -> _Reply | None:
+        """ARM's front door: bearer token, then api-version."""
         if not auth:
             return _error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), cfg.token.encode()):
             return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
-        return None
-
-    @staticmethod
-    def _check_api(params: dict[str, list[str]], cfg: EmulatorConfig) -> _Reply | None:
         version = (params.get("api-version") or [""])[0]
         if not version:
             return _error(400, "MissingApiVersionParameter",
@@ -278,7 +289,6 @@ class ArmEmulator:
             counters["firstSeen"] = counters["firstSeen"] or now
             reply: _Reply | None = None
             if k < beh.throttle_first:
-                self._totals["throttled"] += 1
                 reply = _error(429, "TooManyRequests", "The request was throttled by Microsoft.Cache. Please retry later.",
                                **{"Retry-After": str(beh.throttle_retry_after)})
             elif k - beh.throttle_first < len(beh.post_errors):

@@ -1,4 +1,5 @@
-"""Configuration of the ARM emulator: which caches exist, how their flush behaves, throttling.
+"""Configuration of the ARM emulator: which caches exist, how their flush behaves, throttling
+(and `TokenBucket`, ARM's throttling model those settings drive).
 
 JSON/TOML keys are camelCase (`retryAfter`, `pollMode`); attributes are snake_case. Every
 problem is a `ValueError` naming the field and the rule; unknown keys are rejected.

@@ -1,0 +1,1 @@
+"""The embedded default: local bus, local Functions host, ARM emulator (no Azure needed)."""

@@ -1,0 +1,105 @@
+"""`python -m redisflush demo`: the whole job on this machine in a few seconds.
+
+It starts what a newcomer would otherwise start by hand (a throwaway redis-server when one
+is installed, the ARM emulator, the local host), seeds keys in a cache, sends a request with
+--wait semantics and prints the event with the key counts before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import Iterator
+
+from ..client import EXIT_CODES, LocalChannel, describe, follow, prepare
+from ..messages import Rejection
+from .emulator_config import EmulatorConfig
+from .runtime import build_runtime, find_app_root
+
+DEMO_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+DEMO_GROUP, DEMO_CACHE = "rg-demo", "demo-cache"
+DEMO_SCOPE = f"/subscriptions/{DEMO_SUBSCRIPTION}/resourceGroups/{DEMO_GROUP}"
+
+
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[str | None]:
+    """A redis-server on a free loopback port with no persistence, or None if not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        else:
+            yield None
+            return
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    app_root = find_app_root(args.app_root)
+    demo_dir = app_root / ".redisflush" / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    config = EmulatorConfig.from_dict({"defaults": {"duration": args.duration}})
+    out = sys.stderr
+    with throwaway_redis() as redis_url:
+        runtime = build_runtime(app_root, emulator_config_obj=config, redis_url=redis_url,
+                                overrides={"REDISFLUSH_LOCAL_DIR": str(demo_dir),
+                                           "REDISFLUSH_ALLOWED_SCOPES": DEMO_SCOPE})
+        with runtime:
+            store = runtime.emulator.keystore
+            store.seed(DEMO_CACHE, args.keys)
+            before = store.count(DEMO_CACHE)
+            backing = f"redis-server at {redis_url}" if redis_url else "an in-memory key store"
+            print(f"ARM emulator at {runtime.emulator.url}, caches backed by {backing}", file=out)
+            print(f"cache {DEMO_CACHE}: {before} keys before the flush", file=out)
+            body = {"subscriptionId": DEMO_SUBSCRIPTION, "resourceGroup": DEMO_GROUP,
+                    "cacheName": DEMO_CACHE, "reason": "redisflush demo",
+                    "requestedBy": "demo"}
+            prepared = prepare(body, runtime.settings, request_id=str(uuid.uuid4()), reply=True,
+                               now=dt.datetime.now(dt.timezone.utc))
+            assert not isinstance(prepared, Rejection), prepared
+            channel = LocalChannel(runtime.settings)
+            channel.send_request(prepared.message)
+            print(f"sent request {prepared.request_id}; following the operation...", file=out)
+            started = time.monotonic()
+            event = follow(channel, prepared.request_id, started + 60 + args.duration,
+                           lambda d: print(f"  {d.get('status')} after "
+                                           f"{time.monotonic() - started:.1f} s", file=out))
+            channel.close()
+            after = store.count(DEMO_CACHE)
+            stats = runtime.emulator.stats()
+    if event is None:
+        print("TimedOut: no completion event within the demo's time", file=out)
+        return 3
+    print(f"cache {DEMO_CACHE}: {after} keys after the flush", file=out)
+    print(json.dumps(event, separators=(",", ":")) if args.json
+          else json.dumps(event, indent=2))
+    print(describe(event), file=out)
+    print(f"ARM emulator saw {stats['posts']} POST and {stats['polls']} status GETs", file=out)
+    status = (event.get("data") or {}).get("status")
+    if status == "Succeeded" and after != 0:
+        print(f"but the cache still holds {after} keys", file=out)
+        return 1
+    return EXIT_CODES.get(status, 1)

@@ -1,0 +1,187 @@
+"""The local Functions host: function.json + local.settings.json -> invocations on the local bus.
+
+It does what the Functions host and the Python worker do for a serviceBusTrigger: resolve
+`%SETTING%` queue names and the connection name from the app's settings, receive with
+peek-lock, hand `main` an `azure.functions.ServiceBusMessage` built from the broker's
+metadata, complete on return and abandon on exception, with a bounded number of
+invocations at once. On SIGINT/SIGTERM it stops receiving and lets in-flight calls finish.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import azure.functions as func
+from azure.functions.servicebus import ServiceBusMessage as WorkerMessage
+
+from ..bus import ReceivedMessage
+from ..errors import ConfigurationError
+from .bus import LocalBus
+
+log = logging.getLogger("redisflush.host")
+IDLE_SLEEP = 0.02
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One folder's serviceBusTrigger, with its queue name resolved."""
+
+    name: str
+    queue: str
+    connection: str
+    main: Callable[[func.ServiceBusMessage], Any]
+
+
+def read_values(app_root: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """local.settings.json (else the sample) `Values`, with the environment winning, as Core
+    Tools does: a setting already in the environment is not overridden by the file."""
+    env = os.environ if env is None else env
+    values: dict[str, str] = {}
+    for name in ("local.settings.json", "local.settings.sample.json"):
+        path = app_root / name
+        if path.is_file():
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
+            raw = doc.get("Values", {}) if isinstance(doc, dict) else {}
+            if not isinstance(raw, dict):
+                raise ConfigurationError(f"{path}: Values must be an object")
+            values = {str(k): str(v) for k, v in raw.items() if v is not None}
+            break
+    values.update({k: v for k, v in env.items() if k in values or k.startswith(
+        ("REDISFLUSH_", "ServiceBusConnection", "AZURE_"))})
+    return values
+
+
+def resolve(template: str, values: Mapping[str, str], where: str) -> str:
+    """`%NAME%` -> the app setting, as the host resolves binding expressions."""
+    if template.startswith("%") and template.endswith("%") and len(template) > 2:
+        name = template[1:-1]
+        value = values.get(name, "")
+        if not value:
+            raise ConfigurationError(f"{where}: app setting {name} is not set")
+        return value
+    return template
+
+
+def load_functions(app_root: Path, values: Mapping[str, str]) -> list[FunctionSpec]:
+    """Every folder of `app_root` whose function.json has a serviceBusTrigger binding."""
+    specs: list[FunctionSpec] = []
+    if str(app_root) not in sys.path:
+        sys.path.insert(0, str(app_root))
+    for path in sorted(app_root.glob("*/function.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
+        triggers = [b for b in doc.get("bindings", []) if b.get("type") == "serviceBusTrigger"]
+        if not triggers:
+            continue
+        binding = triggers[0]
+        if "queueName" not in binding:
+            raise ConfigurationError(f"{path}: only queue triggers are supported")
+        folder = path.parent.name
+        module = importlib.import_module(folder)
+        entry = getattr(module, doc.get("entryPoint", "main"), None)
+        if not callable(entry):
+            raise ConfigurationError(f"{path}: {folder}/__init__.py has no main()")
+        specs.append(FunctionSpec(folder, resolve(binding["queueName"], values, str(path)),
+                                  binding.get("connection", "AzureWebJobsServiceBus"), entry))
+    if not specs:
+        raise ConfigurationError(f"{app_root}: no function.json with a serviceBusTrigger "
+                                 "(is this the app root, the folder holding host.json?)")
+    return specs
+
+
+def binding_message(msg: ReceivedMessage) -> func.ServiceBusMessage:
+    """The object the Python worker passes to main, from the broker's view of the message."""
+    return WorkerMessage(
+        body=msg.body, message_id=msg.message_id, content_type=msg.content_type,
+        correlation_id=msg.correlation_id, delivery_count=msg.delivery_count,
+        enqueued_time_utc=msg.enqueued_at, locked_until=msg.locked_until,
+        lock_token=msg.lock_token, reply_to=msg.reply_to,
+        reply_to_session_id=msg.reply_to_session_id, sequence_number=msg.sequence_number,
+        session_id=msg.session_id, label=msg.subject, subject=msg.subject,
+        scheduled_enqueue_time_utc=msg.scheduled_at,
+        application_properties=dict(msg.application_properties),
+        user_properties=dict(msg.application_properties))
+
+
+class LocalHost:
+    """Receive from each function's queue and invoke it, `concurrency` calls at most."""
+
+    def __init__(self, bus: LocalBus, functions: list[FunctionSpec], *,
+                 concurrency: int = 8) -> None:
+        self.bus = bus
+        self.functions = functions
+        self.concurrency = max(1, concurrency)
+        self.stopping = threading.Event()
+        self.invocations = 0
+        self._slots = threading.Semaphore(self.concurrency)
+        self._pool = cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="invoke")
+
+    def run(self) -> None:
+        """Until `stop()`: receive what is due and dispatch it; then drain in-flight calls."""
+        try:
+            while not self.stopping.is_set():
+                if not self._dispatch_once():
+                    self.stopping.wait(IDLE_SLEEP)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _dispatch_once(self) -> bool:
+        busy = False
+        for spec in self.functions:
+            free = 0
+            while free < self.concurrency and self._slots.acquire(blocking=False):
+                free += 1
+            if not free:
+                return True
+            try:
+                messages = self.bus.receive(spec.queue, max_count=free)
+            except Exception as exc:
+                log.error("receiving from %s failed: %s", spec.queue, exc)
+                messages = []
+            for _ in range(free - len(messages)):
+                self._slots.release()
+            for message in messages:
+                busy = True
+                self._pool.submit(self._invoke, spec, message)
+        return busy
+
+    def _invoke(self, spec: FunctionSpec, message: ReceivedMessage) -> None:
+        started = time.perf_counter()
+        try:
+            spec.main(binding_message(message))
+        except Exception as exc:  # the host abandons: Service Bus redelivers
+            outcome = f"abandoned after {type(exc).__name__}: {exc}"
+            try:
+                self.bus.abandon(message)
+            except Exception as settle_error:
+                outcome += f" (abandon failed: {settle_error})"
+        else:
+            outcome = "completed"
+            try:
+                self.bus.complete(message)
+            except Exception as settle_error:
+                outcome = f"lock lost before completing: {settle_error}"
+        finally:
+            self._slots.release()
+        self.invocations += 1
+        request_id = message.application_properties.get("requestId", message.message_id)
+        log.info("%s request=%s message=%s delivery=%d %s %.0f ms", spec.name, request_id,
+                 message.message_id, message.delivery_count, outcome,
+                 (time.perf_counter() - started) * 1000)
