@@ -211,13 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             concurrency=args.concurrency, emulator_port=args.port,
                             emulator_config_obj=_emulator_config(args),
                             redis_url=args.redis_url)
-    logging.getLogger("redisflush").setLevel(logging.INFO)
-    logging.getLogger("redisflush.host").setLevel(logging.INFO)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(stream=sys.stderr)
-    logging.getLogger().setLevel(logging.WARNING)
-    for name in ("redisflush.host", "redisflush.local"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("redisflush.host").setLevel(logging.INFO)  # one line per invocation
     _stop_on_signals(runtime.host.stop)
     endpoint = runtime.emulator.url if runtime.emulator else runtime.settings.arm_endpoint
     print(f"serving {', '.join(f.name for f in runtime.host.functions)} on the local bus "
@@ -239,8 +233,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     emulator = ArmEmulator(_emulator_config(args), port=args.port or 0,
                            keystore=make_keystore(args.redis_url))
     emulator.start()
-    print(f"ARM emulator on {emulator.url} (token: local-emulator-token)", flush=True)
-    _stop_on_signals(lambda: emulator._stop.set())
+    print(f"ARM emulator on {emulator.url} (token: {emulator.config.token})", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # serve_forever stops on it
     emulator.serve_forever()
     return 0
 
