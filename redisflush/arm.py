@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from . import __version__
@@ -36,13 +37,20 @@ class ArmAnswer:
     elapsed: float = 0.0
 
 
+UNTRUSTED_URL = "UntrustedUrl"
+
+
 @dataclass(frozen=True)
 class ArmFailure:
-    """No HTTP answer: connection error, timeout, token error. Always transient."""
+    """No HTTP answer: connection error, timeout, token error (transient), or a URL that
+    must not get a token (`UNTRUSTED_URL`, permanent). `sent` is False when no request
+    left this process (no token, refused connection), so it is not counted as an ARM request.
+    """
 
     code: str
     message: str
     retry_after: float | None = None
+    sent: bool = True
 
 
 class TokenSource(Protocol):
@@ -132,13 +140,14 @@ class ArmClient:
               client_request_id: str) -> ArmAnswer | ArmFailure:
         if not is_trusted(url, self.endpoint):
             # Defence in depth: the orchestrator already refuses such URLs.
-            return ArmFailure("UntrustedUrl", f"refusing to send a token to {redact_url(url)}")
+            return ArmFailure(UNTRUSTED_URL, f"refusing to send a token to {redact_url(url)}",
+                              sent=False)
         try:
             token = self._tokens.token(self.endpoint + "/.default")
         except Exception as exc:  # azure-identity raises ClientAuthenticationError and kin
             return ArmFailure("TokenUnavailable",
                               f"could not get an ARM token: {type(exc).__name__}: "
-                              f"{_first_line(exc)}")
+                              f"{_first_line(exc)}", sent=False)
         headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT,
                    "x-ms-client-request-id": client_request_id, "Accept": "application/json"}
         if method == "POST":
@@ -153,10 +162,11 @@ class ArmClient:
                                    body[:MAX_BODY], url, time.monotonic() - started)
         except requests.Timeout as exc:
             return ArmFailure("Timeout", f"{method} {redact_url(url)} timed out: "
-                                         f"{type(exc).__name__}")
+                                         f"{type(exc).__name__}", sent=not _never_connected(exc))
         except requests.RequestException as exc:
             return ArmFailure("ConnectionError", f"{method} {redact_url(url)} failed: "
-                                                 f"{type(exc).__name__}")
+                                                 f"{type(exc).__name__}",
+                              sent=not _never_connected(exc))
         except Exception as exc:  # urllib3 protocol errors surfacing from raw.read
             return ArmFailure("ConnectionError", f"{method} {redact_url(url)} failed: "
                                                  f"{type(exc).__name__}")
@@ -171,7 +181,7 @@ def error_detail(body: bytes) -> dict[str, Any] | None:
     """ARM's ErrorResponse `{"error": {...}}` (or a bare ErrorDetail) as a plain dict."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         doc = doc["error"]
@@ -189,6 +199,14 @@ def _new_session() -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True when the connection was never made (refused, unresolvable, connect timeout)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -101,15 +101,18 @@ class AzureServiceBus:
     @classmethod
     def from_settings(cls, connection: str | None, namespace: str | None,
                       credential_factory: Callable[[], Any]) -> "AzureServiceBus":
+        # Refuse at start-up, not after the first ARM POST: a flush whose result cannot be
+        # recorded would be redelivered and repeated.
+        if not connection and not namespace:
+            raise BusError("no Service Bus connection: set ServiceBusConnection or "
+                           "ServiceBusConnection__fullyQualifiedNamespace")
+
         def factory() -> Any:
             from azure.servicebus import ServiceBusClient
 
             if connection:
                 return ServiceBusClient.from_connection_string(connection)
-            if namespace:
-                return ServiceBusClient(namespace, credential_factory())
-            raise BusError("no Service Bus connection: set ServiceBusConnection or "
-                           "ServiceBusConnection__fullyQualifiedNamespace")
+            return ServiceBusClient(namespace, credential_factory())
         return cls(factory)
 
     def _sender(self, kind: str, entity: str) -> Any:

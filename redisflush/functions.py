@@ -6,7 +6,9 @@ The local host installs its own app (local bus, emulator token) with `install`.
 """
 from __future__ import annotations
 
+import datetime as dt
 import threading
+
 import azure.functions as func
 
 from .app import FlushApp
@@ -51,7 +53,16 @@ def delivery(msg: func.ServiceBusMessage) -> Delivery:
     return Delivery(body=msg.get_body(), message_id=msg.message_id or "",
                     correlation_id=msg.correlation_id, reply_to=msg.reply_to,
                     reply_to_session_id=msg.reply_to_session_id,
-                    enqueued_at=msg.enqueued_time_utc, delivery_count=msg.delivery_count or 1)
+                    enqueued_at=_utc(msg.enqueued_time_utc),
+                    delivery_count=msg.delivery_count or 1)
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """EnqueuedTimeUtc is UTC, but the worker returns a naive datetime when the host's text
+    has no offset; comparing that with aware times would raise on every delivery."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.timezone.utc)
+    return moment
 
 
 def handle_request(msg: func.ServiceBusMessage) -> None:

@@ -11,9 +11,12 @@ import datetime as dt
 import email.utils
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urljoin, urlsplit
+
+from .settings import is_loopback_http
 
 SUCCEEDED, FAILED, CANCELED = "Succeeded", "Failed", "Canceled"
 _TERMINAL = {s.lower(): s for s in (SUCCEEDED, FAILED, CANCELED)}
@@ -36,19 +39,15 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 def retry_after(headers: Mapping[str, str], now: dt.datetime) -> float | None:
     """Seconds ARM asks us to wait: retry-after-ms, x-ms-retry-after-ms, then Retry-After."""
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
-        value = header(headers, name)
-        if value is not None:
-            try:
-                return max(0.0, float(value) / 1000.0)
-            except ValueError:
-                pass
+        millis = _number(header(headers, name))
+        if millis is not None:
+            return max(0.0, millis / 1000.0)
     value = header(headers, "retry-after")
     if value is None:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _number(value)
+    if seconds is not None:
+        return max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -56,6 +55,15 @@ def retry_after(headers: Mapping[str, str], now: dt.datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, (when - now).total_seconds())
+
+
+def _number(value: str | None) -> float | None:
+    """A header's finite number; "nan", "inf" and "1e400" are garbage, not a wait."""
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def is_transient(status: int) -> bool:
@@ -83,7 +91,7 @@ def _reading_from_body(body: bytes, empty: Reading | None) -> Reading:
         return empty or Reading("bad", problem="OperationStatusEmptyBody")
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return Reading("bad", problem="OperationStatusInvalidJson")
     if not isinstance(doc, dict):
         return Reading("bad", problem="OperationStatusInvalidJson")
@@ -142,14 +150,26 @@ def poll_target(headers: Mapping[str, str], answered_url: str) -> tuple[str, str
     for candidate in STRATEGIES:
         value = header(headers, candidate.header)
         if value and value.strip():
-            return candidate.kind, urljoin(answered_url, value.strip())
+            return candidate.kind, _absolute(value.strip(), answered_url)
     return None
 
 
+def _absolute(reference: str, base: str) -> str:
+    """An absolute URL exactly as sent (urljoin would drop an empty `?` or `#`, fold case)."""
+    try:
+        parts = urlsplit(reference)
+        return reference if parts.scheme and parts.netloc else urljoin(base, reference)
+    except ValueError:
+        return reference  # unparseable: kept, and is_trusted refuses it
+
+
 def is_trusted(url: str, arm_endpoint: str) -> bool:
-    """True when `url` has the ARM endpoint's own scheme, host and port (token may go there)."""
+    """True when `url` has the ARM endpoint's own scheme, host and port (token may go there);
+    plain http only when the endpoint itself is an http loopback URL (the local emulator)."""
     try:
         got, want = urlsplit(url), urlsplit(arm_endpoint)
+        if got.scheme == "http" and not is_loopback_http(arm_endpoint):
+            return False  # plain http only to the local emulator, never to a real host
         return (got.scheme == want.scheme and got.scheme in ("https", "http")
                 and got.hostname is not None and got.hostname == want.hostname
                 and _port(got) == _port(want) and not got.username and not got.password)
@@ -172,12 +192,16 @@ def retry_delay(failures: int, seed: str) -> float:
     The spread comes from a hash of `seed` (request id and attempt), not a random source,
     so decisions stay deterministic while a fleet of retries does not move in lockstep.
     """
-    base = min(MAX_RETRY_DELAY, 2.0 ** max(1, failures))
+    base = min(MAX_RETRY_DELAY, 2.0 ** min(max(1, failures), 16))  # 2.0**1024 overflows
     spread = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:2], "big") / 65535.0
     return base * (0.75 + 0.5 * spread)
 
 
 def redact_url(url: str) -> str:
-    """The URL without its query: signed parameters must never reach logs or events."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
+    """The URL without query or userinfo: signed parameters and passwords stay out of events."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL)"
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")

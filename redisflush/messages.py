@@ -248,6 +248,9 @@ class PollState:
                             d.get("requestedBy"))
             if d["phase"] not in ("flush", "poll"):
                 raise ValueError(f"unknown phase {d['phase']!r}")
+            if d["phase"] == "poll" and not (isinstance(d.get("pollUrl"), str) and d.get(
+                    "pollKind") in ("azure-asyncoperation", "location")):
+                raise ValueError("a poll step needs pollUrl and a known pollKind")
             return cls(origin, make_target(t["subscriptionId"], t["resourceGroup"],
                                            t["cacheName"]),
                        parse_iso(d["deadline"]), d["phase"], int(d["attempt"]), d.get("pollUrl"),
@@ -255,7 +258,7 @@ class PollState:
                        d.get("lastStatus"), d.get("lastOperation"), int(d.get("polls", 0)),
                        int(d.get("failures", 0)), int(d.get("badPolls", 0)),
                        int(d.get("armRequests", 0)), bool(d.get("paced", False)))
-        except (KeyError, TypeError, ValidationError, json.JSONDecodeError,
+        except (KeyError, TypeError, AttributeError, ValidationError, json.JSONDecodeError,
                 UnicodeDecodeError) as exc:
             raise ValueError(f"invalid poll state: {exc}") from None
 

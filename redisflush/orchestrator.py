@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from . import lro
-from .arm import ArmAnswer, ArmFailure, error_detail
+from .arm import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
 from .messages import FlushRequest, PollState
 
 MAX_BAD_POLLS = 3  # DESIGN: unusable status answers are retried at most 3 times
@@ -58,7 +58,7 @@ def deferred(state: PollState, wait: float, now: dt.datetime) -> Action:
 
 def after_post(state: PollState, result: ArmAnswer | ArmFailure, now: dt.datetime,
                arm_endpoint: str) -> Action:
-    state = replace(state, arm_requests=state.arm_requests + 1, paced=False)
+    state = _counted(state, result)
     if isinstance(result, ArmFailure):
         return _retry(state, now, result.retry_after, {"code": result.code,
                                                        "message": result.message})
@@ -75,7 +75,9 @@ def after_post(state: PollState, result: ArmAnswer | ArmFailure, now: dt.datetim
 
 def after_poll(state: PollState, result: ArmAnswer | ArmFailure, now: dt.datetime,
                arm_endpoint: str) -> Action:
-    state = replace(state, arm_requests=state.arm_requests + 1, paced=False)
+    state = _counted(state, result)
+    if isinstance(result, ArmFailure) and result.code == UNTRUSTED_URL:
+        return _untrusted(state, state.poll_url or "")  # e.g. a poll message's own URL
     if isinstance(result, ArmFailure):
         return _retry(state, now, result.retry_after, {"code": result.code,
                                                        "message": result.message})
@@ -103,6 +105,12 @@ def after_poll(state: PollState, result: ArmAnswer | ArmFailure, now: dt.datetim
                      lro.retry_after(result.headers, now))
 
 
+def _counted(state: PollState, result: ArmAnswer | ArmFailure) -> PollState:
+    """Count the request when it left this process (not a token error or refused connect)."""
+    sent = not isinstance(result, ArmFailure) or result.sent
+    return replace(state, arm_requests=state.arm_requests + int(sent), paced=False)
+
+
 def _accept(state: PollState, answer: ArmAnswer, now: dt.datetime, endpoint: str) -> Action:
     target = lro.poll_target(answer.headers, answer.url)
     if target is None:
@@ -118,18 +126,18 @@ def _accept(state: PollState, answer: ArmAnswer, now: dt.datetime, endpoint: str
 
 
 def _keeps_running(answer: ArmAnswer) -> bool:
-    """A 200/201 whose body says still running and that names where to poll."""
-    reading = lro.AsyncOperationPolling().read(answer.status, answer.body)
-    return reading.state == "running" and lro.poll_target(answer.headers, answer.url) is not None
+    """A 200/201 whose body says still running: followed, or Failed without a URL to poll."""
+    return lro.AsyncOperationPolling().read(answer.status, answer.body).state == "running"
 
 
 def _schedule(state: PollState, now: dt.datetime, delay: float,
               retry_after: float | None) -> Action:
     """Next step after max(delay, Retry-After), never past the deadline (one last look)."""
-    if retry_after is not None and now + dt.timedelta(seconds=retry_after) > state.deadline:
+    left = max(0.0, (state.deadline - now).total_seconds())  # compare in seconds: a huge
+    if retry_after is not None and retry_after > left:       # Retry-After overflows datetime
         return _timed_out(state)  # ARM will not talk to us again before the deadline
     wait = max(delay, retry_after or 0.0)
-    at = min(now + dt.timedelta(seconds=wait), state.deadline)
+    at = now + dt.timedelta(seconds=wait) if wait < left else max(now, state.deadline)
     return Schedule(replace(state, attempt=state.attempt + 1), at)
 
 
@@ -140,8 +148,8 @@ def _retry(state: PollState, now: dt.datetime, retry_after: float | None,
     if now >= state.deadline:
         return _timed_out(state, error)
     delay = lro.retry_delay(failures, f"{state.origin.request_id}:{state.attempt}")
-    if state.phase == "flush" and now + dt.timedelta(seconds=max(delay, retry_after or 0)) \
-            >= state.deadline:
+    if state.phase == "flush" and max(delay, retry_after or 0) \
+            >= (state.deadline - now).total_seconds():
         return _timed_out(state, error)
     return _schedule(state, now, delay, retry_after)
 

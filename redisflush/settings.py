@@ -117,7 +117,12 @@ def is_loopback_http(url: str) -> bool:
 
 
 def _endpoint(value: str) -> str:
-    parts = urlsplit(value.rstrip("/"))
+    try:
+        parts = urlsplit(value.rstrip("/"))
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:
+        raise ConfigurationError(
+            f"REDISFLUSH_ARM_ENDPOINT: {value!r} is not a valid URL (host or port)") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(
             f"REDISFLUSH_ARM_ENDPOINT: {value!r} must be an absolute https URL")

@@ -1,0 +1,261 @@
+"""bus.py AzureServiceBus, checked at the SDK's network edge: real ServiceBusMessage objects
+handed to fake senders; real ServiceBusClient objects built (constructing one does not connect).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+from redisflush.bus import AzureServiceBus, BusError, OutboundMessage, to_azure_message
+
+from .helpers import T0
+
+CONNECTION = ("Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=k;"
+              "SharedAccessKey=dmFsdWU=")
+
+
+class FakeSender:
+    def __init__(self, name: str, fail: Exception | None = None) -> None:
+        self.name = name
+        self.fail = fail
+        self.sent: list[list[ServiceBusMessage]] = []
+        self.scheduled: list[tuple[ServiceBusMessage, dt.datetime]] = []
+        self.closed = False
+
+    def send_messages(self, messages):
+        if self.fail:
+            raise self.fail
+        self.sent.append(list(messages))
+
+    def schedule_messages(self, message, when):
+        if self.fail:
+            raise self.fail
+        self.scheduled.append((message, when))
+        return [1]
+
+    def close(self):
+        self.closed = True
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.senders: list[FakeSender] = []
+        self.fail_next: Exception | None = None
+        self.closed = False
+
+    def _new(self, kind: str, name: str) -> FakeSender:
+        sender = FakeSender(f"{kind}:{name}", self.fail_next)
+        self.fail_next = None
+        self.senders.append(sender)
+        return sender
+
+    def get_queue_sender(self, queue_name):
+        return self._new("queue", queue_name)
+
+    def get_topic_sender(self, topic_name):
+        return self._new("topic", topic_name)
+
+    def close(self):
+        self.closed = True
+
+
+class Factory:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.client = FakeClient()
+
+    def __call__(self) -> FakeClient:
+        self.calls += 1
+        return self.client
+
+
+@pytest.fixture
+def factory() -> Factory:
+    return Factory()
+
+
+@pytest.fixture
+def bus(factory: Factory) -> AzureServiceBus:
+    return AzureServiceBus(factory)
+
+
+def body_of(message: ServiceBusMessage) -> bytes:
+    return b"".join(message.body)
+
+
+FULL = OutboundMessage(
+    body=b'{"specversion":"1.0"}', message_id="req-1:completed",
+    content_type="application/cloudevents+json", correlation_id="req-1",
+    subject="RedisFlush.FlushCompleted", session_id="sess-1", reply_to="replies",
+    reply_to_session_id="sess-2",
+    application_properties={"status": "Succeeded", "cacheName": "c", "attempt": 3,
+                            "ratio": 0.5, "final": True})
+
+
+def test_send_hands_real_service_bus_messages_to_the_sender(bus, factory):
+    bus.send("redis-flush-replies", [FULL])
+    (sender,) = factory.client.senders
+    assert sender.name == "queue:redis-flush-replies"
+    ((message,),) = sender.sent
+    assert isinstance(message, ServiceBusMessage)
+    assert body_of(message) == FULL.body
+    assert message.message_id == "req-1:completed"
+    assert message.content_type == "application/cloudevents+json"
+    assert message.correlation_id == "req-1"
+    assert message.subject == "RedisFlush.FlushCompleted"
+    assert message.session_id == "sess-1"
+    assert message.reply_to == "replies"
+    assert message.reply_to_session_id == "sess-2"
+    assert message.application_properties == {"status": "Succeeded", "cacheName": "c",
+                                              "attempt": 3, "ratio": 0.5, "final": True}
+    assert message.scheduled_enqueue_time_utc is None
+    assert sender.scheduled == []
+
+
+def test_minimal_message_leaves_optional_fields_unset(bus, factory):
+    bus.publish("redis-flush-events", [OutboundMessage(b"{}", "m-1")])
+    ((message,),) = factory.client.senders[0].sent
+    assert factory.client.senders[0].name == "topic:redis-flush-events"
+    assert message.message_id == "m-1" and message.content_type == "application/json"
+    for name in ("correlation_id", "subject", "session_id", "reply_to", "reply_to_session_id"):
+        assert getattr(message, name) is None
+    assert not message.application_properties
+
+
+def test_scheduled_message_goes_through_schedule_messages(bus, factory):
+    when = T0 + dt.timedelta(seconds=2)
+    poll = OutboundMessage(b'{"v":1}', "req-1:poll:1", correlation_id="req-1",
+                           application_properties={"requestId": "req-1"}, scheduled_at=when)
+    bus.send("redis-flush-polls", [poll])
+    sender = factory.client.senders[0]
+    assert sender.sent == []
+    ((message, at),) = sender.scheduled
+    assert at == when
+    assert message.scheduled_enqueue_time_utc == when
+    assert message.message_id == "req-1:poll:1"
+    assert message.application_properties == {"requestId": "req-1"}
+    assert body_of(message) == b'{"v":1}'
+
+
+def test_mixed_batch_sends_now_and_schedules_the_rest(bus, factory):
+    later = T0 + dt.timedelta(minutes=1)
+    bus.send("q", [OutboundMessage(b"a", "a"), OutboundMessage(b"b", "b", scheduled_at=later),
+                   OutboundMessage(b"c", "c")])
+    sender = factory.client.senders[0]
+    assert [[m.message_id for m in batch] for batch in sender.sent] == [["a", "c"]]
+    assert [(m.message_id, when) for m, when in sender.scheduled] == [("b", later)]
+
+
+def test_client_is_created_once_and_lazily(bus, factory):
+    assert factory.calls == 0
+    bus.send("q", [])
+    assert factory.calls == 0  # nothing to send, nothing to connect
+    bus.send("q", [OutboundMessage(b"1", "1")])
+    bus.send("q", [OutboundMessage(b"2", "2")])
+    bus.publish("t", [OutboundMessage(b"3", "3")])
+    bus.send("other", [OutboundMessage(b"4", "4")])
+    assert factory.calls == 1
+    assert [s.name for s in factory.client.senders] == ["queue:q", "topic:t", "queue:other"]
+    assert len(factory.client.senders[0].sent) == 2  # the sender is reused
+
+
+def test_queue_and_topic_of_the_same_name_get_their_own_senders(bus, factory):
+    bus.send("same", [OutboundMessage(b"1", "1")])
+    bus.publish("same", [OutboundMessage(b"2", "2")])
+    assert [s.name for s in factory.client.senders] == ["queue:same", "topic:same"]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("link detached"), ValueError("bad"),
+                                   OSError("socket closed")])
+def test_sender_exception_becomes_bus_error_and_the_sender_is_replaced(bus, factory, error):
+    factory.client.fail_next = error
+    with pytest.raises(BusError) as info:
+        bus.send("q", [OutboundMessage(b"1", "1")])
+    assert info.value.__cause__ is error
+    assert "'q'" in str(info.value)
+    bus.send("q", [OutboundMessage(b"2", "2")])  # a fresh sender, same client
+    assert factory.calls == 1
+    assert len(factory.client.senders) == 2
+    assert [m.message_id for m in factory.client.senders[1].sent[0]] == ["2"]
+
+
+def test_schedule_exception_becomes_bus_error(bus, factory):
+    factory.client.fail_next = TimeoutError("no answer")
+    with pytest.raises(BusError):
+        bus.send("q", [OutboundMessage(b"1", "1", scheduled_at=T0)])
+
+
+def test_client_factory_exception_becomes_bus_error():
+    def broken():
+        raise PermissionError("no identity")
+    with pytest.raises(BusError) as info:
+        AzureServiceBus(broken).publish("t", [OutboundMessage(b"1", "1")])
+    assert isinstance(info.value.__cause__, PermissionError)
+
+
+def test_close_closes_senders_and_client(bus, factory):
+    bus.send("q", [OutboundMessage(b"1", "1")])
+    bus.close()
+    assert factory.client.senders[0].closed and factory.client.closed
+    bus.send("q", [OutboundMessage(b"2", "2")])  # usable again: a new client
+    assert factory.calls == 2
+
+
+def test_to_azure_message_is_a_real_sdk_message():
+    message = to_azure_message(FULL)
+    assert isinstance(message, ServiceBusMessage)
+    assert str(message) == FULL.body.decode()
+
+
+# --- from_settings builds real clients ------------------------------------------------------------
+
+class FakeCredential:
+    def get_token(self, *scopes, **kwargs):  # never called: constructing does not connect
+        raise AssertionError("no token should be requested")
+
+
+def test_from_settings_connection_string_builds_a_real_client():
+    bus = AzureServiceBus.from_settings(CONNECTION, None, lambda: pytest.fail("no credential"))
+    client = bus._client_factory()
+    try:
+        assert isinstance(client, ServiceBusClient)
+        assert client.fully_qualified_namespace == "x.servicebus.windows.net"
+    finally:
+        client.close()
+
+
+def test_from_settings_prefers_the_connection_string():
+    bus = AzureServiceBus.from_settings(CONNECTION, "other.servicebus.windows.net",
+                                        lambda: pytest.fail("no credential"))
+    client = bus._client_factory()
+    try:
+        assert client.fully_qualified_namespace == "x.servicebus.windows.net"
+    finally:
+        client.close()
+
+
+def test_from_settings_namespace_and_credential_builds_a_real_client():
+    made = []
+
+    def credential_factory():
+        made.append(FakeCredential())
+        return made[-1]
+
+    bus = AzureServiceBus.from_settings(None, "ns1.servicebus.windows.net", credential_factory)
+    assert made == []  # the credential is made on first use, not at start-up
+    client = bus._client_factory()
+    try:
+        assert isinstance(client, ServiceBusClient)
+        assert client.fully_qualified_namespace == "ns1.servicebus.windows.net"
+        assert len(made) == 1
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("connection, namespace", [(None, None), ("", ""), (None, "")])
+def test_from_settings_without_connection_raises_bus_error(connection, namespace):
+    with pytest.raises(BusError) as info:
+        AzureServiceBus.from_settings(connection, namespace, FakeCredential)
+    assert "ServiceBusConnection" in str(info.value)
