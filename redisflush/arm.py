@@ -21,6 +21,9 @@ from .lro import is_trusted, redact_url, retry_after
 from .pacing import Pacer
 
 log = logging.getLogger("redisflush.arm")
+# urllib3 logs each request's full path (signed query parameters included) at DEBUG: keep it
+# above DEBUG even when a deployment turns DEBUG on for every logger.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 USER_AGENT = f"redisflush/{__version__} python-requests/{requests.__version__}"
 CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 20.0
 MAX_BODY = 1024 * 1024  # an operation status or error body is small; refuse to buffer more

@@ -21,7 +21,7 @@ from typing import Iterator
 from ..client import EXIT_CODES, LocalChannel, describe, follow, prepare
 from ..messages import Rejection
 from .emulator_config import EmulatorConfig
-from .runtime import build_runtime, find_app_root
+from .runtime import build_runtime, find_app_root, local_settings
 
 DEMO_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEMO_GROUP, DEMO_CACHE = "rg-demo", "demo-cache"
@@ -59,7 +59,8 @@ def throwaway_redis() -> Iterator[str | None]:
 
 def run_demo(args: argparse.Namespace) -> int:
     app_root = find_app_root(args.app_root)
-    demo_dir = app_root / ".redisflush" / "demo"
+    # its own clean corner of REDISFLUSH_LOCAL_DIR (default: .redisflush/ in the app root)
+    demo_dir = local_settings(app_root)[0].local_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     config = EmulatorConfig.from_dict({"defaults": {"duration": args.duration}})
     out = sys.stderr

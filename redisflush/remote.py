@@ -1,0 +1,386 @@
+"""`send` and `watch` over Azure Service Bus: the `client.Channel` on azure-servicebus.
+
+`AzureChannel.open` picks the connection the way DESIGN's CLI table says: `--namespace`
+(Entra ID through DefaultAzureCredential), else `--connection-string`, else the
+`ServiceBusConnection` setting, else `ServiceBusConnection__fullyQualifiedNamespace`.
+
+Everything that can go wrong on the way (no credential, a wrong key, an unknown namespace or
+entity, a missing role, no network) becomes one `ConfigurationError` or `BusError` line that
+says what to check; the CLI prints it and exits 2. Every network step is bounded: the SDK
+retries at most `RETRY_TOTAL` times, each attempt at most `TRY_TIMEOUT` seconds, receivers
+wait at most `RECEIVE_WAIT` seconds per call, so an unreachable namespace fails in well under
+`FAIL_WITHIN` seconds instead of hanging.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from .bus import BusError, OutboundMessage, to_azure_message
+from .client import decode_event
+from .errors import ConfigurationError
+from .settings import Settings
+
+log = logging.getLogger("redisflush.remote")
+
+# Bounded failure: (RETRY_TOTAL + 1) attempts of at most TRY_TIMEOUT s, plus the backoffs
+# (0.5 s, 1 s), stay under FAIL_WITHIN. pyamqp's own TCP connect timeout is 1 s.
+RETRY_TOTAL = 2
+RETRY_BACKOFF_FACTOR = 0.5
+RETRY_BACKOFF_MAX = 4.0
+RETRY_MODE = "exponential"
+TRY_TIMEOUT = 8.0
+SEND_TIMEOUT = 25.0           # the whole send_messages call, retries included
+RECEIVE_WAIT = 5.0            # max_wait_time of one receive call
+SESSION_RENEW_EVERY = 20.0    # the reply queue's lock is PT1M: renew well before
+FAIL_WITHIN = 30.0
+CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": RETRY_TOTAL,
+    "retry_backoff_factor": RETRY_BACKOFF_FACTOR,
+    "retry_backoff_max": RETRY_BACKOFF_MAX,
+    "retry_mode": RETRY_MODE,
+    "try_timeout": TRY_TIMEOUT,
+}
+# The scope azure-servicebus asks tokens for (its own constant, double slash included).
+SERVICE_BUS_SCOPE = "https://servicebus.azure.net//.default"
+DEFAULT_SUFFIX = ".servicebus.windows.net"
+SAMPLE_PLACEHOLDER = "your-namespace"
+_NAMESPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9]$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*"
+                   r"[A-Za-z0-9])?)+$")
+SIGN_IN_HINT = ("sign in with `az login`, use azure/login (OIDC) or a managed identity in CI, "
+                "or pass --connection-string")
+
+
+def namespace_host(value: str) -> str:
+    """`NAME` -> `NAME.servicebus.windows.net`; a host name (sovereign clouds) stays as is."""
+    text = value.strip()
+    for prefix in ("sb://", "amqps://", "https://"):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+    text = text.rstrip("/")
+    if "." not in text:
+        if not _NAMESPACE_NAME.match(text):
+            raise ConfigurationError(
+                f"--namespace: {value!r} is not a Service Bus namespace name (6-50 letters, "
+                "digits and hyphens, starting with a letter) or host "
+                "(NAME.servicebus.windows.net)")
+        return text + DEFAULT_SUFFIX
+    if not _HOST.match(text):
+        raise ConfigurationError(f"--namespace: {value!r} is not a host name like "
+                                 "NAME.servicebus.windows.net")
+    return text.lower()
+
+
+class _TokenCache:
+    """Wraps an azure-identity credential: fetch once up front (so credential problems are
+    reported before any connection is tried) and reuse the token until near its expiry."""
+
+    def __init__(self, credential: Any) -> None:
+        self.credential = credential
+        self._tokens: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        with self._lock:
+            token = self._tokens.get(scopes)
+            if token is not None and token.expires_on - 300 > time.time():
+                return token
+            token = self.credential.get_token(*scopes, **kwargs)
+            self._tokens[scopes] = token
+            return token
+
+    def close(self) -> None:
+        close = getattr(self.credential, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # closing a credential must never hide the real outcome
+                pass
+
+
+def _quiet_sdk_logs() -> None:
+    """The SDKs log multi-line errors (with tracebacks) on their way to raising: the CLI
+    prints one line instead. `-v` (root logger at INFO) keeps them."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        for name in ("azure", "azure.servicebus", "azure.identity", "uamqp"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _first_line(text: Any, limit: int = 200) -> str:
+    line = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+class AzureChannel:
+    """client.Channel over Azure Service Bus (azure-servicebus, pure-Python AMQP)."""
+
+    def __init__(self, settings: Settings, client: Any, where: str,
+                 token_cache: _TokenCache | None = None) -> None:
+        self.settings = settings
+        self.client = client
+        self.where = where                  # "namespace NAME.servicebus.windows.net"
+        self._tokens = token_cache
+        self._reply: tuple[str, Any] | None = None   # (session id, opened receiver)
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: Settings, *, namespace: str | None = None,
+             connection_string: str | None = None,
+             credential: Any = None) -> "AzureChannel":
+        from azure.servicebus import ServiceBusClient
+
+        _quiet_sdk_logs()
+        if namespace and connection_string:
+            raise ConfigurationError("give --namespace or --connection-string, not both")
+        if namespace:
+            return cls._with_identity(settings, namespace_host(namespace), credential)
+        for source, value in (("--connection-string", connection_string),
+                              ("ServiceBusConnection", settings.service_bus_connection)):
+            if value:
+                try:
+                    client = ServiceBusClient.from_connection_string(value, **CLIENT_OPTIONS)
+                except (ValueError, TypeError) as exc:
+                    # The SDK's message names the problem, never the key; we add no value.
+                    raise ConfigurationError(
+                        f"{source}: not a usable Service Bus connection string "
+                        f"({_first_line(exc)}); expected Endpoint=sb://NAME"
+                        f"{DEFAULT_SUFFIX}/;SharedAccessKeyName=...;SharedAccessKey=...") \
+                        from None
+                return cls(settings, client, f"namespace {client.fully_qualified_namespace}")
+        configured = settings.service_bus_namespace
+        if configured and SAMPLE_PLACEHOLDER not in configured:
+            return cls._with_identity(settings, namespace_host(configured), credential)
+        raise ConfigurationError(
+            "no Service Bus given: pass --namespace NS (Entra ID) or --connection-string, or "
+            "set ServiceBusConnection__fullyQualifiedNamespace / ServiceBusConnection "
+            "(or use --local for the local bus)")
+
+    @classmethod
+    def _with_identity(cls, settings: Settings, host: str, credential: Any) -> "AzureChannel":
+        from azure.servicebus import ServiceBusClient
+
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+            credential = (DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+                          if settings.client_id else DefaultAzureCredential())
+        tokens = _TokenCache(credential)
+        where = f"namespace {host}"
+        try:
+            tokens.get_token(SERVICE_BUS_SCOPE)
+        except Exception as exc:
+            tokens.close()
+            raise _translate(exc, where, "get an Entra ID token for Service Bus") from None
+        client = ServiceBusClient(host, tokens, **CLIENT_OPTIONS)
+        return cls(settings, client, where, tokens)
+
+    # -- Channel -----------------------------------------------------------------------------
+
+    def send_request(self, message: OutboundMessage) -> None:
+        queue = self.settings.request_queue
+        if message.reply_to and message.reply_to_session_id:
+            # Listen first: a reply queue we cannot read fails before a request is sent.
+            self._open_reply(message.reply_to_session_id)
+        what = f"send to queue {queue!r}"
+        sender = self._call(what, self.client.get_queue_sender, queue,
+                            role="Azure Service Bus Data Sender")
+        try:
+            self._call(what, lambda: sender.send_messages(to_azure_message(message),
+                                                          timeout=SEND_TIMEOUT),
+                       role="Azure Service Bus Data Sender")
+        finally:
+            _quietly(sender.close)
+
+    def replies(self, session_id: str, until: float) -> Iterator[dict[str, Any]]:
+        receiver = self._open_reply(session_id)
+        what = f"receive from session {session_id!r} of queue {self.settings.reply_queue!r}"
+        renew_at = time.monotonic() + SESSION_RENEW_EVERY
+        try:
+            while (remaining := until - time.monotonic()) > 0:
+                wait = max(0.1, min(RECEIVE_WAIT, remaining))
+                batch = self._call(what, lambda: receiver.receive_messages(
+                    max_message_count=1, max_wait_time=wait),
+                    role="Azure Service Bus Data Receiver")
+                for msg in batch:
+                    event = self._settle(receiver, msg, what)
+                    if event is not None:
+                        yield event
+                if time.monotonic() >= renew_at:
+                    self._call(what, receiver.session.renew_lock,
+                               role="Azure Service Bus Data Receiver")
+                    renew_at = time.monotonic() + SESSION_RENEW_EVERY
+        finally:
+            self._close_reply()
+
+    def events(self, subscription: str, until: float | None) -> Iterator[dict[str, Any]]:
+        from azure.servicebus import ServiceBusReceiveMode
+
+        topic = self.settings.events_topic
+        what = f"receive from subscription {subscription!r} of topic {topic!r}"
+        receiver = self._call(what, self.client.get_subscription_receiver, topic,
+                              subscription, receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
+                              max_wait_time=RECEIVE_WAIT,
+                              role="Azure Service Bus Data Receiver")
+        try:
+            self._call(what, receiver.__enter__, role="Azure Service Bus Data Receiver")
+            while until is None or (remaining := until - time.monotonic()) > 0:
+                wait = RECEIVE_WAIT if until is None else max(0.1, min(RECEIVE_WAIT, remaining))
+                # One at a time: a watcher that stops (--count) leaves nothing locked behind.
+                batch = self._call(what, lambda: receiver.receive_messages(
+                    max_message_count=1, max_wait_time=wait),
+                    role="Azure Service Bus Data Receiver")
+                for msg in batch:
+                    event = self._settle(receiver, msg, what)
+                    if event is not None:
+                        yield event
+        finally:
+            _quietly(receiver.close)
+
+    def close(self) -> None:
+        self._close_reply()
+        _quietly(self.client.close)
+        if self._tokens is not None:
+            self._tokens.close()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _open_reply(self, session_id: str) -> Any:
+        if self._reply is not None and self._reply[0] == session_id:
+            return self._reply[1]
+        self._close_reply()
+        queue = self.settings.reply_queue
+        what = f"listen on session {session_id!r} of queue {queue!r}"
+        receiver = self._call(what, self.client.get_queue_receiver, queue,
+                              session_id=session_id, max_wait_time=RECEIVE_WAIT,
+                              role="Azure Service Bus Data Receiver")
+        self._call(what, receiver.__enter__, role="Azure Service Bus Data Receiver")
+        self._reply = (session_id, receiver)
+        return receiver
+
+    def _close_reply(self) -> None:
+        if self._reply is not None:
+            _quietly(self._reply[1].close)
+            self._reply = None
+
+    def _settle(self, receiver: Any, msg: Any, what: str) -> dict[str, Any] | None:
+        """Complete a readable event before handing it on (as the local bus does); a message
+        that is not a JSON object is dead-lettered so someone can look at it."""
+        event = decode_event(_body_bytes(msg))
+        if event is None:
+            self._call(what, lambda: receiver.dead_letter_message(
+                msg, reason="UnreadableEvent",
+                error_description="body is not a JSON object (CloudEvents structured mode)"),
+                role="Azure Service Bus Data Receiver")
+            return None
+        self._call(what, lambda: receiver.complete_message(msg),
+                   role="Azure Service Bus Data Receiver")
+        return event
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, role: str = "",
+              **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigurationError, BusError):
+            raise
+        except Exception as exc:
+            raise _translate(exc, self.where, what, role) from None
+
+
+def _body_bytes(msg: Any) -> bytes:
+    body = msg.body
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode()
+    try:
+        return b"".join(bytes(part) for part in body)  # data body: a generator of sections
+    except TypeError:
+        return str(body).encode()
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:  # closing must never hide the outcome the user is waiting for
+        pass
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling line: the exception's own message, else its cause's."""
+    for candidate in (exc, exc.__cause__, getattr(exc, "inner_exception", None)):
+        if candidate is not None:
+            text = _first_line(getattr(candidate, "message", None) or str(candidate))
+            if text:
+                return text
+    return type(exc).__name__
+
+
+def _translate(exc: BaseException, where: str, what: str,
+               role: str = "") -> ConfigurationError | BusError:
+    """One line that says what failed and what to check; never the connection string."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.servicebus import exceptions as sbx
+
+    reason = _reason(exc)
+    lowered = f"{reason} {exc!r}".lower()
+    try:
+        from azure.identity import CredentialUnavailableError
+    except ImportError:  # pragma: no cover - azure-identity is a requirement
+        CredentialUnavailableError = ClientAuthenticationError  # type: ignore[misc,assignment]
+    if isinstance(exc, CredentialUnavailableError) or (
+            isinstance(exc, ClientAuthenticationError)
+            and "failed to retrieve a token from the included credentials" in lowered):
+        tried = "; ".join(line.strip() for line in str(exc).splitlines()
+                          if line.startswith(("\t", "    ")) and ":" in line)
+        tried = f" (tried: {_first_line(tried, 300)})" if tried else ""
+        return ConfigurationError(f"no Azure credential to {what} ({where}): "
+                                  f"{SIGN_IN_HINT}{tried}")
+    if isinstance(exc, ClientAuthenticationError):
+        return ConfigurationError(f"Azure sign-in failed, cannot {what} ({where}): {reason}; "
+                                  f"check the credentials: {SIGN_IN_HINT}")
+    if isinstance(exc, sbx.ServiceBusAuthorizationError) or (
+            isinstance(exc, sbx.ServiceBusError) and "unauthorized" in lowered
+            and "claim" in lowered):
+        needed = f"'{role}' on it (or on the namespace)" if role else "a Service Bus data role"
+        return ConfigurationError(f"not authorized to {what} ({where}): the identity needs "
+                                  f"{needed}; role assignments take a few minutes to apply")
+    if isinstance(exc, sbx.ServiceBusAuthenticationError):
+        return ConfigurationError(f"Service Bus rejected the credentials, cannot {what} "
+                                  f"({where}): check the SharedAccessKeyName/SharedAccessKey "
+                                  "or the Entra ID sign-in (and that local auth is enabled "
+                                  "when you use a key)")
+    if isinstance(exc, sbx.MessagingEntityNotFoundError):
+        return ConfigurationError(f"cannot {what}: it does not exist in {where}; check the "
+                                  "entity name (REDISFLUSH_* settings, --subscription-name) "
+                                  "and that infra/main.bicep was deployed there")
+    if isinstance(exc, sbx.MessagingEntityDisabledError):
+        return ConfigurationError(f"cannot {what}: the entity is disabled in {where}")
+    if isinstance(exc, sbx.SessionCannotBeLockedError):
+        return BusError(f"cannot {what} ({where}): another receiver holds that session; "
+                        "is a second `send --wait` with the same --request-id running?")
+    if isinstance(exc, sbx.OperationTimeoutError):
+        return BusError(f"cannot {what}: {where} did not answer in time ({reason}); check the "
+                        "namespace name and the network (outbound TCP 5671 for AMQP)")
+    if isinstance(exc, (sbx.ServiceBusConnectionError, sbx.ServiceBusCommunicationError,
+                        OSError)):
+        if any(s in lowered for s in ("name or service not known", "getaddrinfo",
+                                      "nodename nor servname", "no address associated",
+                                      "temporary failure in name resolution", "gaierror")):
+            return ConfigurationError(f"cannot {what}: {where} does not resolve (DNS); check "
+                                      "the namespace name")
+        return BusError(f"cannot {what}: no connection to {where} ({reason}); check the "
+                        "namespace name and the network (outbound TCP 5671 for AMQP, "
+                        "proxy/firewall)")
+    if isinstance(exc, sbx.ServiceBusQuotaExceededError):
+        return BusError(f"cannot {what} ({where}): quota exceeded ({reason})")
+    if isinstance(exc, sbx.ServiceBusServerBusyError):
+        return BusError(f"cannot {what} ({where}): the service is busy; try again shortly")
+    if isinstance(exc, sbx.ServiceBusError):
+        return BusError(f"cannot {what} ({where}): {type(exc).__name__}: {reason}")
+    if isinstance(exc, ValueError):
+        return ConfigurationError(f"cannot {what} ({where}): {reason}")
+    return BusError(f"cannot {what} ({where}): {type(exc).__name__}: {reason}")

@@ -1,0 +1,324 @@
+"""What arrives on the queues and how the host settles it: rejected requests, redeliveries
+(at-least-once), bus failures (raise so the host redelivers), reply sessions, request ids,
+and the message shapes the Python worker really builds.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+import FlushTrigger
+import PollOrchestrator
+from redisflush.bus import BusError, OutboundMessage
+from tests.support.harness import CACHE, RG, SUB, Harness, resource_id
+from tests.support.memory_bus import START, dotnet_utc, trigger_message
+from tests.support.scripted_arm import Answer
+
+
+def both(url: str) -> dict[str, str]:
+    return {"Azure-AsyncOperation": url, "Location": url}
+
+
+def script_success(h: Harness, running: int = 1) -> Any:
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, *[Answer(202, both(op.url), op.status("InProgress"))] * running,
+                       Answer(200, {}, op.status("Succeeded")))
+    return op
+
+
+def take(h: Harness, queue: str):
+    """Remove the next waiting message from `queue` as the host would, for a direct call."""
+    envelope = min(h.bus.active[queue], key=lambda e: e.sequence_number)
+    h.bus.active[queue].remove(envelope)
+    envelope.delivery_count += 1
+    return envelope
+
+
+# -- rejected requests ---------------------------------------------------------------------
+
+REJECTED = {
+    "bad-json": (b'{"cacheName": "cache-01", ', "body", None),
+    "not-utf8": (b'{"cacheName": "\xff\xfe"}', "body", None),
+    "unknown-field": ({"subscriptionId": SUB, "resourceGroup": RG, "cacheName": CACHE,
+                       "cacheNmae": "typo"}, "cacheNmae", None),
+    "bad-cache-name": ({"subscriptionId": SUB, "resourceGroup": RG, "cacheName": "-bad-"},
+                       "cacheName", None),
+    "out-of-scope": ({"resourceId": resource_id(rg="rg-payments")}, "resourceId",
+                     resource_id(rg="rg-payments")),
+    "too-large": (b'{"reason": "' + b"x" * (64 * 1024) + b'"}', "body", None),
+    "timeout-too-short": ({"subscriptionId": SUB, "resourceGroup": RG, "cacheName": CACHE,
+                           "timeoutSeconds": 5}, "timeoutSeconds", resource_id()),
+}
+
+
+@pytest.mark.parametrize("kind", list(REJECTED))
+def test_a_rejected_request_gives_one_rejected_event_and_no_arm_request(
+        h: Harness, kind: str) -> None:
+    body, field, rid_seen = REJECTED[kind]
+    mid = h.send_request(body, reply_to="redis-flush-replies", reply_to_session_id="s-1")
+    envelope = take(h, h.settings.request_queue)
+
+    assert FlushTrigger.main(trigger_message(envelope, h.clock.now())) is None
+
+    data = h.event(mid, "Rejected", rid=rid_seen, arm_requests=0)
+    assert data["error"]["target"] == field
+    assert data["error"]["code"] == "InvalidRequest"
+    assert field in data["error"]["message"]
+    assert h.arm.requests == [] and h.arm.connections == 0
+    assert h.polls() == []
+    (reply,) = h.bus.messages("redis-flush-replies")
+    assert reply.message.session_id == "s-1"
+    assert reply.message.body == h.events()[0].message.body
+
+
+def test_a_rejected_request_delivered_twice_still_gives_one_event(h: Harness) -> None:
+    mid = h.send_request(b"not json")
+    h.bus.deliver_twice(mid)
+    done = h.run()
+    assert [(d.delivery_count, d.outcome) for d in done] == [(1, "completed"), (2, "completed")]
+    h.event(mid, "Rejected", rid=None, arm_requests=0)
+    assert [e.message_id for e in h.bus.dropped] == [f"{mid}:completed"]
+
+
+# -- redeliveries --------------------------------------------------------------------------
+
+def test_a_redelivered_request_gives_one_poll_chain_and_one_event(h: Harness) -> None:
+    first, second = h.arm.new_operation(SUB), h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(first.url), b""),
+                   Answer(202, both(second.url), b""))
+    h.arm.on_operation(first, Answer(202, both(first.url), first.status("InProgress")),
+                       Answer(200, {}, first.status("Succeeded")))
+    rid = h.send_request()
+    h.bus.deliver_twice(rid)
+
+    done = h.run()
+
+    assert [d.delivery_count for d in done if d.queue == h.settings.request_queue] == [1, 2]
+    # The second POST's poll step had the same MessageId: the broker dropped it.
+    assert [e.message_id for e in h.bus.dropped] == [f"{rid}:poll:1"]
+    assert [p.message_id for p in h.polls(rid)] == [f"{rid}:poll:1", f"{rid}:poll:2"]
+    assert [r for r in h.arm.requests if r.raw_path == second.path] == []
+    # The event counts its own chain; the redelivered POST is the one extra request seen.
+    data = h.event(rid, "Succeeded", arm_requests=len(h.arm.requests_for(rid)) - 1)
+    assert data["armRequests"] == 3
+
+
+@pytest.mark.parametrize("step", [1, 2], ids=["running-step", "final-step"])
+def test_a_redelivered_poll_message_gives_one_chain_and_one_event(h: Harness,
+                                                                   step: int) -> None:
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+    # poll:`step` is answered the same way both times it is delivered
+    running = [Answer(202, both(op.url), op.status("InProgress"))] * (3 - step)
+    h.arm.on_operation(op, *running, then=Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request()
+    h.bus.deliver_twice(f"{rid}:poll:{step}")
+
+    done = h.run()
+
+    assert [d.message_id for d in done if d.delivery_count == 2] == [f"{rid}:poll:{step}"]
+    assert len(h.events()) == 1
+    assert [p.message_id for p in h.polls(rid)] == [f"{rid}:poll:1", f"{rid}:poll:2"]
+    dropped = [e.message_id for e in h.bus.dropped]
+    assert dropped == [f"{rid}:poll:2" if step == 1 else f"{rid}:completed"]
+    # the event counts its chain; the second delivery's GET is the one extra request
+    h.event(rid, "Succeeded", arm_requests=len(h.arm.requests_for(rid)) - 1)
+
+
+# -- bus failures --------------------------------------------------------------------------
+
+def test_a_bus_failure_makes_main_raise(h: Harness) -> None:
+    script_success(h)
+    mid = h.send_request()
+    envelope = take(h, h.settings.request_queue)
+    h.bus.fail(h.settings.poll_queue)
+    with pytest.raises(BusError):
+        FlushTrigger.main(trigger_message(envelope, h.clock.now()))
+
+
+@pytest.mark.parametrize("entity", ["redis-flush-polls", "redis-flush-events"])
+def test_a_bus_failure_is_redelivered_and_still_gives_one_event(h: Harness,
+                                                                entity: str) -> None:
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, then=Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request()
+    h.bus.fail(entity)
+
+    done = h.run(allow_errors=True)
+
+    failed = [d for d in done if d.error is not None]
+    assert len(failed) == 1 and isinstance(failed[0].error, BusError)
+    assert failed[0].outcome == "abandoned"
+    retried = [d for d in done if d.message_id == failed[0].message_id]
+    assert [(d.delivery_count, d.outcome) for d in retried] == [(1, "abandoned"),
+                                                                (2, "completed")]
+    # the step that failed to record ran again: one request more than its chain counts
+    h.event(rid, "Succeeded", arm_requests=len(h.arm.requests_for(rid)) - 1)
+
+
+def test_a_rejection_whose_event_cannot_be_published_is_redelivered(h: Harness) -> None:
+    mid = h.send_request({"cacheName": "x"})
+    h.bus.fail(h.settings.events_topic, times=2)
+    done = h.run(allow_errors=True)
+    assert [d.outcome for d in done] == ["abandoned", "abandoned", "completed"]
+    h.event(mid, "Rejected", rid=None, arm_requests=0)
+
+
+def test_a_bus_that_stays_down_dead_letters_the_request(h: Harness) -> None:
+    h.arm.on_flush(SUB, RG, CACHE, then=Answer(200, {}, {"status": "Succeeded"}))
+    mid = h.send_request()
+    h.bus.fail(times=100)
+    done = h.run(allow_errors=True)
+    assert [d.delivery_count for d in done] == list(range(1, 11))
+    assert done[-1].outcome == "dead-lettered"
+    assert [e.message_id for e in h.bus.dead_letters[h.settings.request_queue]] == [mid]
+    assert h.events() == []
+
+
+def test_an_unreadable_poll_message_is_dead_lettered_without_a_request(h: Harness) -> None:
+    h.bus.inject(h.settings.poll_queue, OutboundMessage(b'{"v": 99}', "stranger:poll:1"))
+    done = h.run(allow_errors=True)
+    assert done[-1].outcome == "dead-lettered" and len(done) == 10
+    assert all(isinstance(d.error, ValueError) for d in done)
+    assert h.arm.requests == [] and h.events() == []
+
+
+# -- ids, replies, what the worker hands over ----------------------------------------------
+
+def test_request_id_defaults_to_the_message_id_and_the_body_can_set_it(h: Harness) -> None:
+    h.arm.on_flush(SUB, RG, CACHE, Answer(200, {}, b""), Answer(200, {}, b""))
+    implicit = h.send_request(message_id="pipeline-run-42.step_3")
+    h.send_request(requestId="deploy:2024-05-01:cache-01", correlation_id="corr-9")
+    h.run()
+    h.event(implicit, "Succeeded")
+    data = h.event("deploy:2024-05-01:cache-01", "Succeeded")
+    assert data["requestId"] == "deploy:2024-05-01:cache-01"
+    assert {r.request_id for r in h.arm.requests} == {implicit, "deploy:2024-05-01:cache-01"}
+
+
+def test_reason_and_requested_by_are_copied_into_the_event(h: Harness) -> None:
+    h.arm.on_flush(SUB, RG, CACHE, Answer(200, {}, b""))
+    rid = h.send_request(reason="release 7.1 schema change", requestedBy="pipeline:deploy")
+    h.run()
+    data = h.event(rid, "Succeeded")
+    assert (data["reason"], data["requestedBy"]) == ("release 7.1 schema change",
+                                                    "pipeline:deploy")
+
+
+@pytest.mark.parametrize("session", ["waiter-7", None])
+def test_the_event_also_goes_to_the_reply_session(h: Harness, session: str | None) -> None:
+    script_success(h, running=2)
+    rid = h.send_request(reply_to="redis-flush-replies", reply_to_session_id=session)
+    h.run()
+    h.event(rid, "Succeeded")
+    replies = h.bus.messages("redis-flush-replies")
+    (completed,) = [r for r in replies if r.message_id == f"{rid}:completed"]
+    assert completed.message.session_id == (session or rid)
+    assert completed.message.body == h.events()[0].message.body
+    assert completed.message.content_type == "application/cloudevents+json"
+    assert {r.message.session_id for r in replies} == {session or rid}
+    # progress notes, if any, come before the completion and are never completion events
+    assert replies[-1] is completed
+    assert all(r.body_json["type"] != "RedisFlush.FlushCompleted" for r in replies[:-1])
+
+
+def test_no_reply_copy_without_reply_to(h: Harness) -> None:
+    script_success(h)
+    rid = h.send_request()
+    h.run()
+    h.event(rid, "Succeeded")
+    queues = [entity for kind, entity, _ in h.bus.send_calls if kind == "queue"]
+    assert set(queues) == {h.settings.poll_queue}
+
+
+ENQUEUED_FORMS = {
+    "dotnet-Z": "2024-05-01T11:59:59.5000000Z",
+    "offset": "2024-05-01T11:59:59.500000+00:00",
+    "no-offset": "2024-05-01T11:59:59.5000000",  # the worker's fallback: a naive datetime
+    "us-format": "05/01/2024 11:59:59.5Z",
+}
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch):
+    """Run with a local time zone far from UTC, as a developer machine may have."""
+    import time
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("path", ["202-chain", "200-at-once", "rejected"])
+@pytest.mark.parametrize("form", list(ENQUEUED_FORMS))
+def test_every_enqueued_time_form_the_worker_parses_is_handled(
+        h: Harness, far_from_utc: None, form: str, path: str) -> None:
+    if path == "202-chain":
+        script_success(h)
+    elif path == "200-at-once":
+        h.arm.on_flush(SUB, RG, CACHE, Answer(200, {}, b""))
+    rid = h.send_request({"cacheName": "x"} if path == "rejected" else None)
+    envelope = take(h, h.settings.request_queue)
+    FlushTrigger.main(trigger_message(envelope, h.clock.now(),
+                                      enqueued_time=ENQUEUED_FORMS[form]))
+    h.run()
+    data = h.event(rid, "Rejected" if path == "rejected" else "Succeeded",
+                   rid=None if path == "rejected" else resource_id())
+    assert data["requestedAt"] == "2024-05-01T11:59:59.500Z"
+    assert data["durationSeconds"] >= 0.5
+
+
+@pytest.mark.parametrize("datum_type", ["string", "json"])
+def test_a_request_handed_over_as_text_works_like_bytes(h: Harness, datum_type: str) -> None:
+    script_success(h)
+    rid = h.send_request()
+    envelope = take(h, h.settings.request_queue)
+    FlushTrigger.main(trigger_message(envelope, h.clock.now(), datum_type=datum_type))
+    envelope = take(h, h.settings.poll_queue)
+    h.clock.advance_to(envelope.visible_at)
+    PollOrchestrator.main(trigger_message(envelope, h.clock.now(), datum_type=datum_type))
+    h.run()
+    h.event(rid, "Succeeded")
+
+
+def test_the_worker_message_carries_what_the_app_reads(h: Harness) -> None:
+    mid = h.send_request(reply_to="redis-flush-replies", reply_to_session_id="s-9",
+                         correlation_id="c-1")
+    envelope = take(h, h.settings.request_queue)
+    msg = trigger_message(envelope, h.clock.now())
+    assert (msg.message_id, msg.delivery_count, msg.reply_to, msg.reply_to_session_id,
+            msg.correlation_id) == (mid, 1, "redis-flush-replies", "s-9", "c-1")
+    assert msg.enqueued_time_utc == START and msg.get_body() == envelope.message.body
+    assert msg.application_properties == {} and msg.user_properties == {}
+    h.bus.active[h.settings.request_queue].append(envelope)  # put it back
+
+
+def test_no_invocation_sleeps_more_than_a_moment(h: Harness) -> None:
+    op = script_success(h, running=20)
+    for n in range(30):  # a burst of requests through the same pacer
+        h.arm.on_flush(SUB, RG, f"cache-{n:02d}", Answer(200, {}, b""))
+        h.send_request(cacheName=f"cache-{n:02d}")
+    rid = h.send_request()
+    h.run()
+    h.event(rid, "Succeeded")
+    assert len(h.events()) == 31
+    assert all(s <= 1.0 for s in h.clock.sleeps)
+    assert op is not None
+
+
+def test_the_deadline_is_fixed_when_the_request_arrives(h: Harness) -> None:
+    script_success(h)
+    rid = h.send_request(timeoutSeconds=120)
+    h.run()
+    h.event(rid, "Succeeded")
+    deadlines = {p.body_json["deadline"] for p in h.polls(rid)}
+    assert deadlines == {(START + dt.timedelta(seconds=120)).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")}
+    assert json.loads(h.events()[0].message.body)["data"]["acceptedAt"] == \
+        START.isoformat(timespec="milliseconds").replace("+00:00", "Z")

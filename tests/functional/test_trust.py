@@ -1,0 +1,118 @@
+"""Operation URLs pointing anywhere but the configured ARM endpoint: no request, no token.
+
+A second scripted server plays the foreign host; it must see no connection at all.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Callable
+
+import pytest
+
+from tests.support.harness import CACHE, RG, SUB, Harness
+from tests.support.scripted_arm import Answer, ScriptedArm
+
+
+def _foreign(servers: Callable[..., ScriptedArm], arm: ScriptedArm, how: str
+             ) -> tuple[ScriptedArm, str]:
+    """(the foreign server, the base URL that points at it) for each way of being foreign."""
+    if how == "other-port":
+        other = servers("127.0.0.1")
+        return other, other.endpoint
+    if how == "other-host":
+        try:  # same port, another loopback address: only the host differs
+            other = servers("127.0.0.2", arm.port)
+        except OSError:
+            pytest.skip("127.0.0.2 is not bindable here")
+        return other, other.endpoint
+    if how == "other-scheme":
+        # https on the ARM server's own host and port: a client that ignored the scheme
+        # would connect to the ARM server itself; it must not (see the connection count).
+        return arm, f"https://127.0.0.1:{arm.port}"
+    if how == "userinfo":
+        other = servers("127.0.0.1")
+        return other, f"http://127.0.0.1:{arm.port}@127.0.0.1:{other.port}"
+    if how == "localhost-name":
+        other = servers("127.0.0.1")
+        return other, f"http://localhost:{other.port}"
+    raise AssertionError(how)
+
+
+HOW = ["other-port", "other-host", "other-scheme", "userinfo", "localhost-name"]
+
+
+def _script_foreign(other: ScriptedArm, path: str) -> None:
+    other.on("GET", path, then=Answer(200, {}, {"status": "Succeeded"}))
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_untrusted_operation_url_on_the_post_fails_without_a_request(
+        h: Harness, servers: Callable[..., ScriptedArm], how: str) -> None:
+    other, base = _foreign(servers, h.arm, how)
+    op = h.arm.new_operation(SUB)
+    url = base + op.path
+    _script_foreign(other, op.path)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Azure-AsyncOperation": url, "Location": url}))
+    rid = h.send_request()
+
+    h.run()
+
+    data = h.event(rid, "Failed")
+    assert data["error"]["code"] == "UntrustedOperationUrl"
+    assert data["armRequests"] == 1
+    assert h.polls(rid) == []
+    if other is h.arm:
+        assert [r.method for r in h.arm.requests] == ["POST"]
+        assert h.arm.connections == 1
+    else:
+        assert other.requests == [] and other.connections == 0
+
+
+@pytest.mark.parametrize("how", ["other-port", "other-host", "other-scheme"])
+def test_a_poll_answer_moving_to_an_untrusted_url_fails_without_a_request(
+        h: Harness, servers: Callable[..., ScriptedArm], how: str) -> None:
+    other, base = _foreign(servers, h.arm, how)
+    op = h.arm.new_operation(SUB)
+    moved = base + op.path + "&moved=1"
+    _script_foreign(other, op.path + "&moved=1")
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Azure-AsyncOperation": op.url}))
+    h.arm.on_operation(op, Answer(202, {"Azure-AsyncOperation": moved},
+                                  op.status("InProgress")))
+    rid = h.send_request()
+
+    h.run()
+
+    data = h.event(rid, "Failed")
+    assert data["error"]["code"] == "UntrustedOperationUrl"
+    assert data["armRequests"] == 2
+    assert [r.method for r in h.arm.requests] == ["POST", "GET"]
+    if other is h.arm:
+        assert h.arm.connections == 2
+    else:
+        assert other.requests == [] and other.connections == 0
+    # The event says where it pointed without the signed query.
+    assert "?" not in data["error"]["message"].replace("?…", "")
+    assert op.path.split("?", 1)[1] not in data["error"]["message"]
+
+
+def test_an_untrusted_url_in_a_tampered_poll_message_gets_no_token(
+        h: Harness, servers: Callable[..., ScriptedArm]) -> None:
+    """A poll message is not trusted either: the URL it carries is checked again."""
+    other = servers("127.0.0.1")
+    op = h.arm.new_operation(SUB)
+    _script_foreign(other, op.path)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Azure-AsyncOperation": op.url}))
+    rid = h.send_request()
+    h.run(limit=1)  # the POST; its poll message now waits on the poll queue
+    (waiting,) = h.bus.active[h.settings.poll_queue]
+    state = waiting.body_json
+    state["pollUrl"] = other.endpoint + op.path
+    waiting.message = replace(waiting.message, body=json.dumps(state).encode())
+
+    h.run()
+
+    assert other.requests == [] and other.connections == 0
+    assert [r.method for r in h.arm.requests] == ["POST"]
+    data = h.event(rid, "Failed", arm_requests=1)
+    assert data["error"]["code"] == "UntrustedOperationUrl"
