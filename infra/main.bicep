@@ -1,0 +1,409 @@
+// redisflush: everything the function app needs, identity-based end to end.
+//
+//   az deployment group create -g RG -f infra/main.bicep -p @infra/main.parameters.json
+//
+// Deploys: Service Bus namespace (Standard) with the request and poll queues, the events topic
+// (duplicate detection on all three) and its `all` subscription, the session-enabled reply
+// queue; a storage account (no shared keys); Log Analytics + Application Insights (Entra ID
+// ingestion only); a Flex Consumption (FC1) Python function app with a system-assigned
+// managed identity; and the role assignments it needs. For flushing it creates a custom role
+// holding only the flush action (assigned on each resource group in `flushScopes`) and one
+// holding only the operation-status reads (assigned on the subscription, where ARM's
+// operation URLs live), or assigns the built-in Redis Cache Contributor instead.
+// The deploying identity needs Owner (or User Access Administrator + Contributor) on the
+// resource group, and on the subscription for the custom role definitions.
+
+targetScope = 'resourceGroup'
+
+@description('Azure region for every resource (must offer Flex Consumption).')
+param location string = resourceGroup().location
+
+@description('Prefix of resource names (letters and digits, 3-11 characters).')
+@minLength(3)
+@maxLength(11)
+param namePrefix string = 'redisflush'
+
+@description('Resource groups (in this subscription) whose caches the app may flush. Each gets a role assignment; REDISFLUSH_ALLOWED_SCOPES is set to exactly these.')
+@minLength(1)
+param flushScopes array
+
+@description('Assign the built-in Redis Cache Contributor role on flushScopes instead of the least-privilege custom flush role.')
+param useBuiltInRole bool = false
+
+@description('Assign the operation-status read role on this subscription (ARM operation URLs are subscription-level: without it, polling answers 403).')
+param grantOperationStatusRead bool = true
+
+@description('Service Bus with Entra ID only (no SAS keys, no connection strings). Set false to allow `--connection-string` senders.')
+param disableLocalAuth bool = true
+
+@description('Python version of the function app.')
+@allowed([
+  '3.10'
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Flex Consumption scale-out limit.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Flex Consumption instance size (MB).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('REDISFLUSH_TIMEOUT_SECONDS: default time to follow a flush (30-86400).')
+@minValue(30)
+@maxValue(86400)
+param timeoutSeconds int = 1800
+
+@description('REDISFLUSH_API_VERSION: Microsoft.Cache api-version.')
+param cacheApiVersion string = '2023-08-01'
+
+@description('Entity names (REDISFLUSH_REQUEST_QUEUE, _POLL_QUEUE, _EVENTS_TOPIC, _REPLY_QUEUE).')
+param requestQueueName string = 'redis-flush-requests'
+param pollQueueName string = 'redis-flush-polls'
+param eventsTopicName string = 'redis-flush-events'
+param replyQueueName string = 'redis-flush-replies'
+
+@description('Topic subscription every event reaches (`watch` reads it by default).')
+param eventsSubscriptionName string = 'all'
+
+param tags object = {}
+
+var suffix = uniqueString(resourceGroup().id, namePrefix)
+var serviceBusName = '${namePrefix}-sb-${suffix}'
+var storageName = toLower(take('${namePrefix}${suffix}', 24))
+var functionAppName = '${namePrefix}-func-${suffix}'
+var planName = '${namePrefix}-plan-${suffix}'
+var workspaceName = '${namePrefix}-log-${suffix}'
+var appInsightsName = '${namePrefix}-appi-${suffix}'
+var deploymentContainerName = 'app-package'
+var allowedScopes = join(map(flushScopes, rg => '${subscription().id}/resourceGroups/${rg}'), ',')
+
+// Built-in role definition ids (Azure built-in roles reference).
+var roles = {
+  serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+  serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  redisCacheContributor: 'e0f68234-74aa-48ed-b826-c38b57376e17'
+}
+var redisCacheContributorId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.redisCacheContributor)
+// NAME.servicebus.windows.net (or the sovereign cloud's suffix), from https://NAME...:443/
+var serviceBusHost = split(split(serviceBus.properties.serviceBusEndpoint, '//')[1], ':')[0]
+
+// -- monitoring ----------------------------------------------------------------------------
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
+  name: workspaceName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: 30
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: workspace.id
+    DisableLocalAuth: true // ingestion with Entra ID only (Monitoring Metrics Publisher below)
+  }
+}
+
+// -- storage (host state and the Flex deployment package) --------------------------------------
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: storageName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+}
+
+// -- Service Bus ---------------------------------------------------------------------------------
+
+resource serviceBus 'Microsoft.ServiceBus/namespaces@2021-11-01' = {
+  name: serviceBusName
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+    tier: 'Standard'
+  }
+  properties: {
+    disableLocalAuth: disableLocalAuth
+  }
+}
+
+resource requestQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
+  parent: serviceBus
+  name: requestQueueName
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT10M'
+    maxDeliveryCount: 10
+    lockDuration: 'PT1M'
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P1D'
+  }
+}
+
+resource pollQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
+  parent: serviceBus
+  name: pollQueueName
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT10M'
+    maxDeliveryCount: 10
+    lockDuration: 'PT1M'
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P2D' // longer than the longest follow time (86400 s)
+  }
+}
+
+resource replyQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
+  parent: serviceBus
+  name: replyQueueName
+  properties: {
+    requiresSession: true // `send --wait` listens on the session named after its requestId
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT10M'
+    maxDeliveryCount: 10
+    lockDuration: 'PT1M'
+    deadLetteringOnMessageExpiration: false // unread replies of a gone pipeline just expire
+    defaultMessageTimeToLive: 'P1D'
+  }
+}
+
+resource eventsTopic 'Microsoft.ServiceBus/namespaces/topics@2021-11-01' = {
+  parent: serviceBus
+  name: eventsTopicName
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT10M'
+    defaultMessageTimeToLive: 'P7D'
+  }
+}
+
+resource allSubscription 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2021-11-01' = {
+  parent: eventsTopic
+  name: eventsSubscriptionName
+  properties: {
+    maxDeliveryCount: 10
+    lockDuration: 'PT1M'
+    deadLetteringOnMessageExpiration: false
+    defaultMessageTimeToLive: 'P7D'
+  }
+}
+
+// -- the function app (Flex Consumption) --------------------------------------------------------
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true // Linux
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: functionAppName
+  location: location
+  tags: tags
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+      // Identity-based connections only: no account keys, no SAS, no connection strings to
+      // our resources. Flex Consumption sets the runtime in functionAppConfig, not here.
+      appSettings: [
+        {
+          name: 'AzureWebJobsStorage__accountName'
+          value: storage.name
+        }
+        {
+          name: 'ServiceBusConnection__fullyQualifiedNamespace'
+          value: serviceBusHost
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: appInsights.properties.ConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'Authorization=AAD'
+        }
+        {
+          name: 'REDISFLUSH_REQUEST_QUEUE'
+          value: requestQueue.name
+        }
+        {
+          name: 'REDISFLUSH_POLL_QUEUE'
+          value: pollQueue.name
+        }
+        {
+          name: 'REDISFLUSH_EVENTS_TOPIC'
+          value: eventsTopic.name
+        }
+        {
+          name: 'REDISFLUSH_REPLY_QUEUE'
+          value: replyQueue.name
+        }
+        {
+          name: 'REDISFLUSH_ARM_ENDPOINT'
+          value: environment().resourceManager
+        }
+        {
+          name: 'REDISFLUSH_API_VERSION'
+          value: cacheApiVersion
+        }
+        {
+          name: 'REDISFLUSH_TIMEOUT_SECONDS'
+          value: string(timeoutSeconds)
+        }
+        {
+          name: 'REDISFLUSH_ALLOWED_SCOPES'
+          value: allowedScopes
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+  dependsOn: [
+    deploymentContainer
+  ]
+}
+
+// -- role assignments for the app ---------------------------------------------------------------
+
+resource sbReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(serviceBus.id, functionApp.id, roles.serviceBusDataReceiver)
+  scope: serviceBus
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource sbSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(serviceBus.id, functionApp.id, roles.serviceBusDataSender)
+  scope: serviceBus
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, roles.storageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, functionApp.id, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// -- flushing: least privilege by default -------------------------------------------------------
+
+module flushRoles 'modules/flush-roles.bicep' = {
+  name: '${namePrefix}-flush-roles'
+  scope: subscription()
+  params: {
+    roleNameSuffix: functionAppName
+    principalId: functionApp.identity.principalId
+    createFlushRole: !useBuiltInRole
+    grantOperationStatusRead: grantOperationStatusRead
+  }
+}
+
+module flushScope 'modules/flush-scope.bicep' = [for rg in flushScopes: {
+  name: '${namePrefix}-flush-${uniqueString(rg)}'
+  scope: resourceGroup(rg)
+  params: {
+    principalId: functionApp.identity.principalId
+    roleDefinitionId: useBuiltInRole ? redisCacheContributorId : flushRoles.outputs.flushRoleDefinitionId
+  }
+}]
+
+output functionAppName string = functionApp.name
+output serviceBusNamespace string = serviceBusHost
+output requestQueue string = requestQueue.name
+output replyQueue string = replyQueue.name
+output eventsTopic string = eventsTopic.name
+output eventsSubscription string = allSubscription.name
+output allowedScopes string = allowedScopes
+output appInsightsName string = appInsights.name
