@@ -127,6 +127,7 @@ class LocalHost:
         self.concurrency = max(1, concurrency)
         self.stopping = threading.Event()
         self.invocations = 0
+        self._count_lock = threading.Lock()
         self._slots = threading.Semaphore(self.concurrency)
         self._pool = cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="invoke")
 
@@ -149,6 +150,10 @@ class LocalHost:
             while free < self.concurrency and self._slots.acquire(blocking=False):
                 free += 1
             if not free:
+                # every slot is taken: sleep until one comes back (or briefly), never spin,
+                # which would starve the invocations of the GIL
+                if self._slots.acquire(timeout=IDLE_SLEEP):
+                    self._slots.release()
                 return True
             try:
                 messages = self.bus.receive(spec.queue, max_count=free)
@@ -180,7 +185,8 @@ class LocalHost:
                 outcome = f"lock lost before completing: {settle_error}"
         finally:
             self._slots.release()
-        self.invocations += 1
+        with self._count_lock:
+            self.invocations += 1
         request_id = message.application_properties.get("requestId", message.message_id)
         log.info("%s request=%s message=%s delivery=%d %s %.0f ms", spec.name, request_id,
                  message.message_id, message.delivery_count, outcome,

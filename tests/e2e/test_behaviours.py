@@ -1,0 +1,255 @@
+"""`send --local --wait --json` against `serve --local --config FILE`, one emulator behaviour
+per scenario: exit code, event status and error code, plus what the emulator saw.
+
+The scenarios run concurrently (see `scenario_runs`), each with its own local dir, serve and
+send; each test below waits for its own scenario and asserts on it.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import re
+from typing import Any
+
+import pytest
+
+from .conftest import SUB, Scenario, ScenarioRun, resource_id
+
+pytestmark = pytest.mark.e2e
+OTHER_SUB = "00000000-0000-0000-0000-0000000000ff"
+
+
+def config(cache: str, **behaviour: Any) -> dict[str, Any]:
+    """Only `cache` exists; it flushes in 0.5 s unless `behaviour` says otherwise."""
+    return {"defaults": {"duration": 0.5}, "caches": {cache: behaviour}}
+
+
+def scenario(id: str, exit_code: int, status: str, error_code: str | None = None, *,
+             behaviour: dict[str, Any] | None = None, **kw: Any) -> Scenario:
+    cache = kw.pop("cache", f"c-{id}")
+    cfg = kw.pop("config", config(cache, **(behaviour or {})))
+    return Scenario(id, cfg, cache, exit_code, status, error_code, **kw)
+
+
+# -- extra checks, per scenario ---------------------------------------------------------------
+
+def recorded_default(run: ScenarioRun) -> None:
+    assert run.data["armRequests"] == 2          # one POST, one status GET
+    assert run.data["operation"]["status"] == "Succeeded"
+    assert run.data["acceptedAt"] is not None
+    assert run.stats == {"posts": 1, "accepted": 1, "flushes": 1, "polls": 1}
+
+
+def operation_error(code: str):
+    def check(run: ScenarioRun) -> None:
+        assert run.data["operation"]["status"] == "Failed"
+        assert run.data["operation"]["error"]["code"] == code
+        assert run.stats["flushes"] == 0
+    return check
+
+
+def canceled(run: ScenarioRun) -> None:
+    assert run.data["error"] is None
+    assert run.data["operation"]["status"] == "Canceled"
+    assert run.stats["flushes"] == 0
+
+
+def never_polled(run: ScenarioRun) -> None:
+    assert run.stats["posts"] == 1 and run.stats["polls"] == 0
+    assert run.data["armRequests"] == 1
+
+
+def untrusted(run: ScenarioRun) -> None:
+    never_polled(run)
+    message = run.data["error"]["message"]
+    assert "management.example.net" in message
+    # signed query parameters never reach events: the URL is shown without its query
+    assert "api-version" not in json.dumps(run.event)
+
+
+def not_found(run: ScenarioRun) -> None:
+    assert run.data["error"]["httpStatus"] == 404
+    assert run.data["armRequests"] == 1 and run.data["operation"] is None
+    assert run.stats == {}                        # the emulator keeps no book on unknown caches
+
+
+def polls(n: int, flushes: int = 1):
+    def check(run: ScenarioRun) -> None:
+        assert run.stats["polls"] == n, run.stats
+        assert run.stats["posts"] == 1 and run.stats["flushes"] == flushes
+    return check
+
+
+def bad_polls_failed(run: ScenarioRun) -> None:
+    assert run.stats["polls"] == 4               # 3 retries of an unusable answer, then Failed
+    assert "4 unusable answers" in run.data["error"]["message"]
+
+
+def posts(n: int):
+    def check(run: ScenarioRun) -> None:
+        assert run.stats["posts"] == n, run.stats
+        assert run.stats["accepted"] == 1 and run.stats["flushes"] == 1
+    return check
+
+
+def busy(run: ScenarioRun) -> None:
+    assert run.stats["posts"] >= 2, run.stats    # at least one 409 busy before the 202
+    assert run.stats["accepted"] == 1 and run.stats["flushes"] == 1
+
+
+def post_forbidden(run: ScenarioRun) -> None:
+    assert run.data["error"]["httpStatus"] == 403
+    assert run.stats["posts"] == 1 and run.stats["accepted"] == 0   # permanent: no retry
+
+
+def location_done_no_content(run: ScenarioRun) -> None:
+    polls(1)(run)
+    assert run.data["operation"] is None          # 204: no OperationStatusResult to carry
+
+
+def immediate(run: ScenarioRun) -> None:
+    assert run.data["armRequests"] == 1
+    assert run.stats == {"posts": 1, "accepted": 1, "flushes": 1, "polls": 0}
+
+
+def percent_progress(run: ScenarioRun) -> None:
+    assert re.search(r"InProgress \d+%", run.send.stderr), run.send.stderr
+    assert run.data["operation"]["percentComplete"] == 100.0
+
+
+def waited_at_least(seconds: float):
+    def check(run: ScenarioRun) -> None:
+        assert run.data["durationSeconds"] >= seconds, run.data
+    return check
+
+
+def moved(run: ScenarioRun) -> None:
+    assert run.stats["polls"] >= 2 and run.stats["flushes"] == 1
+    polled = re.findall(r"GET \S+/operationresults/([0-9a-f-]+) -> \d+", run.serve_log)
+    assert len(set(polled)) == 2, polled          # the poll followed the new URL
+
+
+def location_result(run: ScenarioRun) -> None:
+    polls(2)(run)
+    assert run.data["operation"]["status"] == "Succeeded"
+
+
+def timed_out_at_once(detail: str | None):
+    def check(run: ScenarioRun) -> None:
+        error = run.data["error"]
+        assert "deadline" in error["message"]
+        if detail:
+            assert error["details"][0]["code"] == detail
+        assert run.data["durationSeconds"] < 15   # decided at once, not at the deadline
+        assert run.stats["flushes"] == 0
+    return check
+
+
+def timed_out_at_deadline(run: ScenarioRun) -> None:
+    assert 29 <= run.data["durationSeconds"] <= 50, run.data
+    assert run.data["operation"]["status"] == "InProgress"   # the last known status
+    assert "InProgress" in run.data["error"]["message"]
+    assert run.stats["flushes"] == 0
+
+
+def rejected_by_scope(run: ScenarioRun) -> None:
+    assert run.data["error"]["target"] == "resourceId"
+    assert "REDISFLUSH_ALLOWED_SCOPES" in run.data["error"]["message"]
+    assert run.data["armRequests"] == 0 and run.stats == {}   # never reached ARM
+
+
+SCENARIOS = [
+    scenario("recorded-default", 0, "Succeeded", behaviour={}, check=recorded_default),
+    scenario("failed", 1, "Failed", "FlushFailedE2E", behaviour={
+        "outcome": "Failed", "error": {"code": "FlushFailedE2E", "message": "emulated"}},
+        check=operation_error("FlushFailedE2E")),
+    scenario("failed-default-error", 1, "Failed", "InternalServerError",
+             behaviour={"outcome": "Failed"}, check=operation_error("InternalServerError")),
+    scenario("canceled", 1, "Canceled", None, behaviour={"outcome": "Canceled"}, check=canceled),
+    scenario("poll-mode-none", 1, "Failed", "NoOperationUrl", behaviour={"pollMode": "none"},
+             check=never_polled),
+    scenario("foreign-host", 1, "Failed", "UntrustedOperationUrl",
+             behaviour={"foreignHost": "https://management.example.net"}, check=untrusted),
+    scenario("unknown-cache", 1, "Failed", "ResourceNotFound", cache="not-configured",
+             config=config("known-*"), check=not_found),
+    scenario("invalid-json-4", 1, "Failed", "OperationStatusInvalidJson",
+             behaviour={"invalidJsonPolls": 4}, check=bad_polls_failed, slow=True),
+    scenario("invalid-json-3", 0, "Succeeded", behaviour={"invalidJsonPolls": 3},
+             check=polls(4), slow=True),
+    scenario("statusless-4", 1, "Failed", "OperationStatusMissingStatus",
+             behaviour={"statuslessPolls": 4}, check=bad_polls_failed, slow=True),
+    scenario("busy", 0, "Succeeded", behaviour={"busySeconds": 1}, check=busy),
+    scenario("throttle-first", 0, "Succeeded",
+             behaviour={"throttleFirst": 1, "throttleRetryAfter": 1}, check=posts(2)),
+    scenario("post-errors-5xx", 0, "Succeeded", behaviour={"postErrors": [503]},
+             check=posts(2)),
+    scenario("post-error-403", 1, "Failed", "AuthorizationFailed",
+             behaviour={"postErrors": [403]}, check=post_forbidden),
+    scenario("poll-errors", 0, "Succeeded", behaviour={"pollErrors": [503, 404]},
+             check=polls(3)),
+    scenario("location-only", 0, "Succeeded",
+             behaviour={"pollMode": "location", "duration": 4}, check=location_result),
+    scenario("location-no-content", 0, "Succeeded",
+             behaviour={"pollMode": "location", "locationDoneNoContent": True},
+             check=location_done_no_content),
+    scenario("async-only", 0, "Succeeded", behaviour={"pollMode": "async"}, check=polls(1)),
+    scenario("location-failed", 1, "Failed", "LocFailed", behaviour={
+        "pollMode": "location", "outcome": "Failed",
+        "error": {"code": "LocFailed", "message": "emulated"}}),
+    scenario("immediate", 0, "Succeeded", behaviour={"immediate": True}, check=immediate),
+    scenario("immediate-empty-body", 0, "Succeeded",
+             behaviour={"immediate": True, "immediateEmptyBody": True}, check=immediate),
+    scenario("percent-complete", 0, "Succeeded",
+             behaviour={"percentComplete": True, "duration": 4}, check=percent_progress),
+    scenario("retry-after-4", 0, "Succeeded", behaviour={"retryAfter": 4},
+             check=waited_at_least(4.0)),
+    scenario("latency", 0, "Succeeded", behaviour={"latency": 0.5},
+             check=waited_at_least(2.9)),
+    scenario("move-after-polls", 0, "Succeeded",
+             behaviour={"moveAfterPolls": 1, "duration": 2.5}, check=moved, verbose=True),
+    scenario("timed-out-retry-after", 3, "TimedOut", "TimedOut",
+             behaviour={"retryAfter": 3600}, send_args=("--timeout", "30"),
+             check=timed_out_at_once(None)),
+    scenario("timed-out-throttled", 3, "TimedOut", "TimedOut",
+             behaviour={"throttleFirst": 1, "throttleRetryAfter": 3600},
+             send_args=("--timeout", "30"), check=timed_out_at_once("TooManyRequests")),
+    # SLOW (~31 s): the real deadline. The shortest timeoutSeconds is 30 (DESIGN); the quick
+    # TimedOut scenarios above end early because ARM's Retry-After lies past the deadline.
+    scenario("timed-out-deadline-30s", 3, "TimedOut", "TimedOut",
+             behaviour={"duration": 300}, send_args=("--timeout", "30"),
+             check=timed_out_at_deadline, slow=True),
+    scenario("rejected-by-scope", 1, "Rejected", "InvalidRequest", behaviour={},
+             serve_env={"REDISFLUSH_ALLOWED_SCOPES": f"/subscriptions/{OTHER_SUB}"},
+             check=rejected_by_scope),
+    scenario("flags-only", 1, "Canceled", None, config=None,
+             serve_args=("--duration", "0.5", "--outcome", "Canceled", "--poll-mode",
+                         "location"), check=canceled),
+    scenario("flags-over-config", 0, "Succeeded", cache="only-this",
+             config={"caches": {"only-*": {}}}, serve_args=("--immediate",), check=immediate),
+]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.id for s in SCENARIOS])
+def test_send_wait_json(sc: Scenario, scenario_runs: dict[str, cf.Future[ScenarioRun]]) -> None:
+    run = scenario_runs[sc.id].result(timeout=220)
+    context = f"\nsend stderr:\n{run.send.stderr}\nserve log:\n{run.serve_log[-4000:]}"
+    assert "Traceback" not in run.send.stderr + run.serve_log, context
+    assert run.send.returncode == sc.exit_code, context
+    event = run.event
+    data = event["data"]
+    assert event["type"] == "RedisFlush.FlushCompleted"
+    assert event["specversion"] == "1.0"
+    assert event["subject"] == sc.cache
+    assert event["source"].lower() == resource_id(sc.cache).lower()
+    assert event["id"] == f"{data['requestId']}:completed"
+    assert data["status"] == sc.status, context
+    if sc.error_code is None:
+        assert data["error"] is None, data
+    else:
+        assert data["error"]["code"] == sc.error_code, data
+    assert SUB in data["resourceId"]
+    if sc.check:
+        sc.check(run)
+    assert run.serve_exit == 0, "serve did not stop cleanly on SIGTERM" + context
+    assert "abandoned" not in run.serve_log, context
