@@ -59,11 +59,8 @@ def deferred(state: PollState, wait: float, now: dt.datetime) -> Action:
 def after_post(state: PollState, result: ArmAnswer | ArmFailure, now: dt.datetime,
                arm_endpoint: str) -> Action:
     state = _counted(state, result)
-    if isinstance(result, ArmFailure):
-        return _retry(state, now, result.retry_after, {"code": result.code,
-                                                       "message": result.message})
-    if lro.is_transient(result.status):
-        return _retry(state, now, lro.retry_after(result.headers, now), _http_error(result))
+    if isinstance(result, ArmFailure) or lro.is_transient(result.status):
+        return _transient(state, result, now)
     if result.status == 202 or (200 <= result.status < 300 and _keeps_running(result)):
         return _accept(state, result, now, arm_endpoint)
     if 200 <= result.status < 300:
@@ -78,11 +75,8 @@ def after_poll(state: PollState, result: ArmAnswer | ArmFailure, now: dt.datetim
     state = _counted(state, result)
     if isinstance(result, ArmFailure) and result.code == UNTRUSTED_URL:
         return _untrusted(state, state.poll_url or "")  # e.g. a poll message's own URL
-    if isinstance(result, ArmFailure):
-        return _retry(state, now, result.retry_after, {"code": result.code,
-                                                       "message": result.message})
-    if lro.is_transient(result.status):
-        return _retry(state, now, lro.retry_after(result.headers, now), _http_error(result))
+    if isinstance(result, ArmFailure) or lro.is_transient(result.status):
+        return _transient(state, result, now)
     if not 200 <= result.status < 300:
         return _bad_poll(state, now, f"OperationStatusHttp{result.status}", _http_error(result))
     reading = lro.strategy(state.poll_kind or "").read(result.status, result.body)
@@ -109,6 +103,14 @@ def _counted(state: PollState, result: ArmAnswer | ArmFailure) -> PollState:
     """Count the request when it left this process (not a token error or refused connect)."""
     sent = not isinstance(result, ArmFailure) or result.sent
     return replace(state, arm_requests=state.arm_requests + int(sent), paced=False)
+
+
+def _transient(state: PollState, result: ArmAnswer | ArmFailure, now: dt.datetime) -> Action:
+    """No answer, or 408/409/429/5xx: the same step again later, never before Retry-After."""
+    if isinstance(result, ArmFailure):
+        return _retry(state, now, result.retry_after, {"code": result.code,
+                                                       "message": result.message})
+    return _retry(state, now, lro.retry_after(result.headers, now), _http_error(result))
 
 
 def _accept(state: PollState, answer: ArmAnswer, now: dt.datetime, endpoint: str) -> Action:
