@@ -22,7 +22,11 @@ from .settings import Settings
 from .target import CacheTarget
 
 log = logging.getLogger("redisflush")
-MAX_INLINE_WAIT = 1.0  # a pacer slot this close is waited for in-process, not re-queued
+# A pacer slot this close is waited for in-process; a later one is re-queued holding the slot.
+# Kept short: a sleeping invocation holds one of the worker's threads, which both functions
+# share, so under a saturated write bucket long sleeps in FlushTrigger starve the polls
+# (bench/: 1,000-cache fleet 1.22x -> 1.01x its lower bound when cut from 1 s to 0.2 s).
+MAX_INLINE_WAIT = 0.2
 
 
 def utcnow() -> dt.datetime:

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "the app)")
     serve.add_argument("--arm-endpoint", help="ARM endpoint instead of the emulator")
     serve.add_argument("--concurrency", type=int, default=8,
-                       help="invocations at once (default 8)")
+                       help="invocations at once per function, like maxConcurrentCalls "
+                       "(default 8)")
     _emulator_options(serve, "--emulator-port")
 
     emulator = sub.add_parser("emulator", help="the ARM emulator alone",

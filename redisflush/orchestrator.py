@@ -94,7 +94,7 @@ def after_poll(state: PollState, result: ArmAnswer | ArmFailure, now: dt.datetim
         if not lro.is_trusted(moved[1], arm_endpoint):
             return _untrusted(state, moved[1])
         state = replace(state, poll_kind=moved[0], poll_url=moved[1])
-    gap = lro.poll_gap(state.polls)
+    gap = lro.poll_gap(state.polls + 1)  # gap 0 followed the acceptance
     return _schedule(replace(state, polls=state.polls + 1), now, gap,
                      lro.retry_after(result.headers, now))
 

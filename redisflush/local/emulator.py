@@ -57,6 +57,9 @@ def _iso(ts: float) -> str:
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 120
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms per answer with a body, which real ARM does not add).
+    disable_nagle_algorithm = True
 
     def version_string(self) -> str:
         return "ArmEmulator/1.0"

@@ -128,8 +128,11 @@ class LocalHost:
         self.stopping = threading.Event()
         self.invocations = 0
         self._count_lock = threading.Lock()
-        self._slots = threading.Semaphore(self.concurrency)
-        self._pool = cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="invoke")
+        # Like maxConcurrentCalls: each function's listener has its own slots, so a flood of
+        # requests cannot starve the polls of the operations already running.
+        self._slots = {spec.name: threading.Semaphore(self.concurrency) for spec in functions}
+        self._pool = cf.ThreadPoolExecutor(self.concurrency * len(functions),
+                                           thread_name_prefix="invoke")
 
     def run(self) -> None:
         """Until `stop()`: receive what is due and dispatch it; then drain in-flight calls."""
@@ -144,28 +147,34 @@ class LocalHost:
         self.stopping.set()
 
     def _dispatch_once(self) -> bool:
-        busy = False
+        """One receive per function with free slots; False when there was nothing to do."""
+        dispatched, saturated = False, True
         for spec in self.functions:
+            slots = self._slots[spec.name]
             free = 0
-            while free < self.concurrency and self._slots.acquire(blocking=False):
+            while free < self.concurrency and slots.acquire(blocking=False):
                 free += 1
             if not free:
-                # every slot is taken: sleep until one comes back (or briefly), never spin,
-                # which would starve the invocations of the GIL
-                if self._slots.acquire(timeout=IDLE_SLEEP):
-                    self._slots.release()
-                return True
+                continue
+            saturated = False
             try:
                 messages = self.bus.receive(spec.queue, max_count=free)
             except Exception as exc:
                 log.error("receiving from %s failed: %s", spec.queue, exc)
                 messages = []
             for _ in range(free - len(messages)):
-                self._slots.release()
+                slots.release()
             for message in messages:
-                busy = True
+                dispatched = True
                 self._pool.submit(self._invoke, spec, message)
-        return busy
+        if saturated:
+            # every slot is taken: wait for one to come back, never spin (which would starve
+            # the invocations of the GIL)
+            slot = self._slots[self.functions[0].name]
+            if slot.acquire(timeout=IDLE_SLEEP):
+                slot.release()
+            return True
+        return dispatched
 
     def _invoke(self, spec: FunctionSpec, message: ReceivedMessage) -> None:
         started = time.perf_counter()
@@ -184,7 +193,7 @@ class LocalHost:
             except Exception as settle_error:
                 outcome = f"lock lost before completing: {settle_error}"
         finally:
-            self._slots.release()
+            self._slots[spec.name].release()
         with self._count_lock:
             self.invocations += 1
         request_id = message.application_properties.get("requestId", message.message_id)

@@ -365,7 +365,7 @@ def test_poll_running_schedules_the_next_poll():
     state, now = polling()
     action = only_schedule(after_poll(state, running({"status": "InProgress",
                                                       "percentComplete": 30}), now, ENDPOINT))
-    assert wait_of(action, now) == lro.poll_gap(0)
+    assert wait_of(action, now) == lro.POLL_GAPS[1]  # the gap after the first poll
     nxt = action.state
     assert (nxt.last_status, nxt.polls, nxt.attempt, nxt.arm_requests) == ("InProgress", 1, 2, 2)
     assert nxt.last_operation == {"status": "InProgress", "percentComplete": 30}
@@ -445,8 +445,8 @@ def test_poll_200_headers_do_not_move_anything():
 
 
 @pytest.mark.parametrize("headers, wait", [({"Retry-After": "12"}, 12.0),
-                                           ({"retry-after-ms": "100"}, 2.0),
-                                           ({"Retry-After": "garbage"}, 2.0)])
+                                           ({"retry-after-ms": "100"}, 3.0),
+                                           ({"Retry-After": "garbage"}, 3.0)])
 def test_poll_honours_retry_after(headers, wait):
     state, now = polling()
     assert wait_of(after_poll(state, running(**headers), now, ENDPOINT), now) == wait
@@ -567,7 +567,7 @@ def test_recorded_real_traffic_shape():
     assert (first.at, first.state.message_id) == (at(2), "req-1:poll:1")
     assert (first.state.poll_kind, first.state.poll_url) == ("azure-asyncoperation", url)
     assert "West%20US%202" in first.state.poll_url
-    assert (second.at, second.state.message_id) == (at(4), "req-1:poll:2")
+    assert (second.at, second.state.message_id) == (at(5), "req-1:poll:2")  # 2 s, then 3 s
     assert second.state.last_status == "InProgress"
     done = only_complete(done)
     assert done.status == "Succeeded" and done.error is None
@@ -595,7 +595,7 @@ def test_location_only_history():
                answer(202, b"", {"Location": OP_URL}, OP_URL),
                answer(204, b"", {}, OP_URL)]
     actions = replay(start(), history)
-    assert [a.at for a in actions[:-1]] == [at(5), at(7), at(10)]
+    assert [a.at for a in actions[:-1]] == [at(5), at(8), at(11)]
     assert only_complete(actions[-1]).status == "Succeeded"
 
 
