@@ -172,7 +172,7 @@ thread pool (PYTHON_THREADPOOL_THREAD_COUNT), so sleeping POSTs would hold up th
   is re-queued as a scheduled message holding that slot (as before), so it costs one bus round
   trip instead of a thread asleep for up to a second.{now} (The oracle's median for this fleet
   is 40 s: cache k's POST at (k - 200) / 10 s, its end 10 s later.)
-- `redisflush/local/emulator.py`: `disable_nagle_algorithm = True` on the handler. It wrote
+- `redisflush/local/emulator_http.py`: `disable_nagle_algorithm = True` on the handler. It wrote
   headers and body separately, so every answer with a body (each status GET) waited ~40 ms for
   the client's delayed ACK: 44 ms wall per PollOrchestrator invocation before, ~1.5 ms after.
   Real ARM adds no such delay; it only made the local figures pessimistic.

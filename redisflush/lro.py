@@ -50,8 +50,8 @@ def retry_after(headers: Mapping[str, str], now: dt.datetime) -> float | None:
         return max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None  # e.g. a year too large for a C long raises OverflowError
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, (when - now).total_seconds())

@@ -217,8 +217,11 @@ class PollState:
 
     @property
     def message_id(self) -> str:
-        step = "post" if self.phase == "flush" else "poll"
-        return f"{self.origin.request_id}:{step}:{self.attempt}"
+        # One id per step whatever the phase (DESIGN: `{requestId}:poll:{attempt}`): a
+        # redelivered step whose POST now gets 409 busy instead of 202 must produce the
+        # same MessageId as before, or the broker cannot drop it and a second POST chain
+        # (a second flush) starts.
+        return f"{self.origin.request_id}:poll:{self.attempt}"
 
     def to_json(self) -> bytes:
         o = self.origin

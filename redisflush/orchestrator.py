@@ -174,9 +174,12 @@ def _bad_poll(state: PollState, now: dt.datetime, code: str,
 def _complete(state: PollState, status: str, operation: Mapping[str, Any] | None) -> Complete:
     summary = _operation_summary(operation)
     error = summary.get("error") if summary and status == lro.FAILED else None
-    if status == lro.FAILED and not error:
-        error = {"code": "OperationFailed", "message": "ARM reported the flush as Failed "
-                                                       "without an error"}
+    if status == lro.FAILED and not (isinstance(error, Mapping) and error):
+        # No error, or one that is not an ErrorDetail object ("error": "boom"): the event's
+        # error is always an object (the raw value stays in `operation.error`).
+        text = error.strip()[:1024] if isinstance(error, str) else ""
+        error = {"code": "OperationFailed", "message": text or "ARM reported the flush as "
+                                                               "Failed without an error"}
     return Complete(replace(state, last_status=status), status, summary, error)
 
 

@@ -6,15 +6,14 @@
 
 Everything that can go wrong on the way (no credential, a wrong key, an unknown namespace or
 entity, a missing role, no network) becomes one `ConfigurationError` or `BusError` line that
-says what to check; the CLI prints it and exits 2. Every network step is bounded: the SDK
-retries at most `RETRY_TOTAL` times, each attempt at most `TRY_TIMEOUT` seconds, receivers
-wait at most `RECEIVE_WAIT` seconds per call, so an unreachable namespace fails in well under
-`FAIL_WITHIN` seconds instead of hanging.
+says what to check (`remote_errors`); the CLI prints it and exits 2. Every network step is
+bounded: the SDK retries at most `RETRY_TOTAL` times, each attempt at most `TRY_TIMEOUT`
+seconds, receivers wait at most `RECEIVE_WAIT` seconds per call, so an unreachable namespace
+fails in well under `FAIL_WITHIN` seconds instead of hanging.
 """
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -22,6 +21,8 @@ from typing import Any, Callable, Iterator
 from .bus import BusError, OutboundMessage, to_azure_message
 from .client import decode_event
 from .errors import ConfigurationError
+from .remote_errors import SIGN_IN_HINT, first_line, quiet_sdk_logs, translate  # noqa: F401 - SIGN_IN_HINT re-exported
+from .remote_namespace import DEFAULT_SUFFIX, SAMPLE_PLACEHOLDER, namespace_host
 from .settings import Settings
 
 log = logging.getLogger("redisflush.remote")
@@ -46,33 +47,6 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 # The scope azure-servicebus asks tokens for (its own constant, double slash included).
 SERVICE_BUS_SCOPE = "https://servicebus.azure.net//.default"
-DEFAULT_SUFFIX = ".servicebus.windows.net"
-SAMPLE_PLACEHOLDER = "your-namespace"
-_NAMESPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9]$")
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*"
-                   r"[A-Za-z0-9])?)+$")
-SIGN_IN_HINT = ("sign in with `az login`, use azure/login (OIDC) or a managed identity in CI, "
-                "or pass --connection-string")
-
-
-def namespace_host(value: str) -> str:
-    """`NAME` -> `NAME.servicebus.windows.net`; a host name (sovereign clouds) stays as is."""
-    text = value.strip()
-    for prefix in ("sb://", "amqps://", "https://"):
-        if text.lower().startswith(prefix):
-            text = text[len(prefix):]
-    text = text.rstrip("/")
-    if "." not in text:
-        if not _NAMESPACE_NAME.match(text):
-            raise ConfigurationError(
-                f"--namespace: {value!r} is not a Service Bus namespace name (6-50 letters, "
-                "digits and hyphens, starting with a letter) or host "
-                "(NAME.servicebus.windows.net)")
-        return text + DEFAULT_SUFFIX
-    if not _HOST.match(text):
-        raise ConfigurationError(f"--namespace: {value!r} is not a host name like "
-                                 "NAME.servicebus.windows.net")
-    return text.lower()
 
 
 class _TokenCache:
@@ -102,19 +76,6 @@ class _TokenCache:
                 pass
 
 
-def _quiet_sdk_logs() -> None:
-    """The SDKs log multi-line errors (with tracebacks) on their way to raising: the CLI
-    prints one line instead. `-v` (root logger at INFO) keeps them."""
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:
-        for name in ("azure", "azure.servicebus", "azure.identity", "uamqp"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def _first_line(text: Any, limit: int = 200) -> str:
-    line = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
 class AzureChannel:
     """client.Channel over Azure Service Bus (azure-servicebus, pure-Python AMQP)."""
 
@@ -134,7 +95,7 @@ class AzureChannel:
              credential: Any = None) -> "AzureChannel":
         from azure.servicebus import ServiceBusClient
 
-        _quiet_sdk_logs()
+        quiet_sdk_logs()
         if namespace and connection_string:
             raise ConfigurationError("give --namespace or --connection-string, not both")
         if namespace:
@@ -148,7 +109,7 @@ class AzureChannel:
                     # The SDK's message names the problem, never the key; we add no value.
                     raise ConfigurationError(
                         f"{source}: not a usable Service Bus connection string "
-                        f"({_first_line(exc)}); expected Endpoint=sb://NAME"
+                        f"({first_line(exc)}); expected Endpoint=sb://NAME"
                         f"{DEFAULT_SUFFIX}/;SharedAccessKeyName=...;SharedAccessKey=...") \
                         from None
                 return cls(settings, client, f"namespace {client.fully_qualified_namespace}")
@@ -174,7 +135,7 @@ class AzureChannel:
             tokens.get_token(SERVICE_BUS_SCOPE)
         except Exception as exc:
             tokens.close()
-            raise _translate(exc, where, "get an Entra ID token for Service Bus") from None
+            raise translate(exc, where, "get an Entra ID token for Service Bus") from None
         client = ServiceBusClient(host, tokens, **CLIENT_OPTIONS)
         return cls(settings, client, where, tokens)
 
@@ -287,7 +248,7 @@ class AzureChannel:
         except (ConfigurationError, BusError):
             raise
         except Exception as exc:
-            raise _translate(exc, self.where, what, role) from None
+            raise translate(exc, self.where, what, role) from None
 
 
 def _body_bytes(msg: Any) -> bytes:
@@ -307,80 +268,3 @@ def _quietly(fn: Callable[[], Any]) -> None:
         fn()
     except Exception:  # closing must never hide the outcome the user is waiting for
         pass
-
-
-def _reason(exc: BaseException) -> str:
-    """The most telling line: the exception's own message, else its cause's."""
-    for candidate in (exc, exc.__cause__, getattr(exc, "inner_exception", None)):
-        if candidate is not None:
-            text = _first_line(getattr(candidate, "message", None) or str(candidate))
-            if text:
-                return text
-    return type(exc).__name__
-
-
-def _translate(exc: BaseException, where: str, what: str,
-               role: str = "") -> ConfigurationError | BusError:
-    """One line that says what failed and what to check; never the connection string."""
-    from azure.core.exceptions import ClientAuthenticationError
-    from azure.servicebus import exceptions as sbx
-
-    reason = _reason(exc)
-    lowered = f"{reason} {exc!r}".lower()
-    try:
-        from azure.identity import CredentialUnavailableError
-    except ImportError:  # pragma: no cover - azure-identity is a requirement
-        CredentialUnavailableError = ClientAuthenticationError  # type: ignore[misc,assignment]
-    if isinstance(exc, CredentialUnavailableError) or (
-            isinstance(exc, ClientAuthenticationError)
-            and "failed to retrieve a token from the included credentials" in lowered):
-        tried = "; ".join(line.strip() for line in str(exc).splitlines()
-                          if line.startswith(("\t", "    ")) and ":" in line)
-        tried = f" (tried: {_first_line(tried, 300)})" if tried else ""
-        return ConfigurationError(f"no Azure credential to {what} ({where}): "
-                                  f"{SIGN_IN_HINT}{tried}")
-    if isinstance(exc, ClientAuthenticationError):
-        return ConfigurationError(f"Azure sign-in failed, cannot {what} ({where}): {reason}; "
-                                  f"check the credentials: {SIGN_IN_HINT}")
-    if isinstance(exc, sbx.ServiceBusAuthorizationError) or (
-            isinstance(exc, sbx.ServiceBusError) and "unauthorized" in lowered
-            and "claim" in lowered):
-        needed = f"'{role}' on it (or on the namespace)" if role else "a Service Bus data role"
-        return ConfigurationError(f"not authorized to {what} ({where}): the identity needs "
-                                  f"{needed}; role assignments take a few minutes to apply")
-    if isinstance(exc, sbx.ServiceBusAuthenticationError):
-        return ConfigurationError(f"Service Bus rejected the credentials, cannot {what} "
-                                  f"({where}): check the SharedAccessKeyName/SharedAccessKey "
-                                  "or the Entra ID sign-in (and that local auth is enabled "
-                                  "when you use a key)")
-    if isinstance(exc, sbx.MessagingEntityNotFoundError):
-        return ConfigurationError(f"cannot {what}: it does not exist in {where}; check the "
-                                  "entity name (REDISFLUSH_* settings, --subscription-name) "
-                                  "and that infra/main.bicep was deployed there")
-    if isinstance(exc, sbx.MessagingEntityDisabledError):
-        return ConfigurationError(f"cannot {what}: the entity is disabled in {where}")
-    if isinstance(exc, sbx.SessionCannotBeLockedError):
-        return BusError(f"cannot {what} ({where}): another receiver holds that session; "
-                        "is a second `send --wait` with the same --request-id running?")
-    if isinstance(exc, sbx.OperationTimeoutError):
-        return BusError(f"cannot {what}: {where} did not answer in time ({reason}); check the "
-                        "namespace name and the network (outbound TCP 5671 for AMQP)")
-    if isinstance(exc, (sbx.ServiceBusConnectionError, sbx.ServiceBusCommunicationError,
-                        OSError)):
-        if any(s in lowered for s in ("name or service not known", "getaddrinfo",
-                                      "nodename nor servname", "no address associated",
-                                      "temporary failure in name resolution", "gaierror")):
-            return ConfigurationError(f"cannot {what}: {where} does not resolve (DNS); check "
-                                      "the namespace name")
-        return BusError(f"cannot {what}: no connection to {where} ({reason}); check the "
-                        "namespace name and the network (outbound TCP 5671 for AMQP, "
-                        "proxy/firewall)")
-    if isinstance(exc, sbx.ServiceBusQuotaExceededError):
-        return BusError(f"cannot {what} ({where}): quota exceeded ({reason})")
-    if isinstance(exc, sbx.ServiceBusServerBusyError):
-        return BusError(f"cannot {what} ({where}): the service is busy; try again shortly")
-    if isinstance(exc, sbx.ServiceBusError):
-        return BusError(f"cannot {what} ({where}): {type(exc).__name__}: {reason}")
-    if isinstance(exc, ValueError):
-        return ConfigurationError(f"cannot {what} ({where}): {reason}")
-    return BusError(f"cannot {what} ({where}): {type(exc).__name__}: {reason}")

@@ -107,6 +107,31 @@ def test_a_redelivered_request_gives_one_poll_chain_and_one_event(h: Harness) ->
     assert data["armRequests"] == 3
 
 
+def test_a_redelivered_request_answered_busy_does_not_start_a_second_post_chain(
+        h: Harness) -> None:
+    # The first delivery's POST is accepted; the redelivery's POST meets the running flush
+    # (409 busy) and re-queues the POST. That retry must carry the MessageId of the first
+    # delivery's poll step so the broker drops it; with a distinct id (`:post:1`) it POSTed
+    # again later and flushed the cache a second time.
+    op, second = h.arm.new_operation(SUB), h.arm.new_operation(SUB)
+    busy = Answer(409, {}, {"error": {"code": "Conflict", "message": "busy, try again later"}})
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""), busy,
+                   Answer(202, both(second.url), b""))
+    h.arm.on_operation(op, Answer(202, both(op.url), op.status("InProgress")),
+                       Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request()
+    h.bus.deliver_twice(rid)
+
+    h.run()
+
+    assert [e.message_id for e in h.bus.dropped] == [f"{rid}:poll:1"]
+    assert [p.body_json["phase"] for p in h.polls(rid)] == ["poll", "poll"]
+    assert [r.method for r in h.arm.requests] == ["POST", "POST", "GET", "GET"]
+    # the event counts its chain (POST, 2 GETs); the redelivered POST is the extra request
+    h.event(rid, "Succeeded", arm_requests=len(h.arm.requests_for(rid)) - 1)
+    assert [r for r in h.arm.requests if r.raw_path == second.path] == []
+
+
 @pytest.mark.parametrize("step", [1, 2], ids=["running-step", "final-step"])
 def test_a_redelivered_poll_message_gives_one_chain_and_one_event(h: Harness,
                                                                    step: int) -> None:

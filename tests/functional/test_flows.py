@@ -170,6 +170,21 @@ def test_a_failed_operation_without_an_error_still_names_a_code(h: Harness) -> N
     assert h.event(rid, "Failed")["error"]["code"]
 
 
+@pytest.mark.parametrize("error", ["boom", ["a", "b"], 42, True],
+                         ids=["string", "list", "number", "bool"])
+def test_a_failed_operation_whose_error_is_not_an_object_completes(h: Harness,
+                                                                    error: object) -> None:
+    # was: dict(error) raised in main, the poll was abandoned and redelivered, no event
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, Answer(200, {}, {"status": "Failed", "error": error}))
+    rid = h.send_request()
+    h.run()
+    data = h.event(rid, "Failed")
+    assert data["error"]["code"] == "OperationFailed" and data["error"]["message"]
+    assert data["operation"]["error"] == error
+
+
 def test_unknown_statuses_mean_still_running(h: Harness) -> None:
     op = h.arm.new_operation(SUB)
     running = ["Accepted", "Running", "Flushing", "Cancelling", "Updating", "succeeded-ish"]

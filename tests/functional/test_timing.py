@@ -107,7 +107,7 @@ def test_409_busy_on_the_post_is_requeued_then_succeeds(h: Harness) -> None:
     data = h.event(rid, "Succeeded")
     assert data["armRequests"] == 4
     steps = h.polls(rid)
-    assert [s.message_id for s in steps] == [f"{rid}:post:1", f"{rid}:post:2", f"{rid}:poll:3"]
+    assert [s.message_id for s in steps] == [f"{rid}:poll:1", f"{rid}:poll:2", f"{rid}:poll:3"]
     assert [s.body_json["phase"] for s in steps] == ["flush", "flush", "poll"]
     for failures, step in enumerate(steps[:2], start=1):
         low, high = backoff_bounds(failures)
@@ -131,8 +131,21 @@ def test_429_on_the_post_waits_for_retry_after(h: Harness, form: str) -> None:
     assert data["armRequests"] == 3
     post_times = [r.when for r in h.arm.requests if r.method == "POST"]
     assert post_times[1] - post_times[0] >= dt.timedelta(seconds=17)
-    assert h.polls(rid)[0].message_id.startswith(f"{rid}:post:")
+    assert h.polls(rid)[0].message_id == f"{rid}:poll:1"
+    assert h.polls(rid)[0].body_json["phase"] == "flush"
     assert h.polls(rid)[0].delay >= 17
+
+
+def test_an_unparseable_retry_after_date_is_ignored_not_raised(h: Harness) -> None:
+    # A year too large for a C long made email.utils raise OverflowError out of main.
+    huge = {"Retry-After": "1 Jan 10000000000000000000 00:00 GMT"}
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(429, huge, b""), Answer(202, {**both(op.url), **huge}, b""))
+    h.arm.on_operation(op, Answer(503, huge, b""), Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request()
+    h.run()
+    assert h.event(rid, "Succeeded")["armRequests"] == 4
+    assert h.polls(rid)[0].body_json["failures"] == 1  # backoff, as with no Retry-After
 
 
 def test_a_5xx_burst_on_the_post_and_on_polls_is_retried_with_backoff(h: Harness) -> None:
@@ -176,7 +189,7 @@ def test_connection_refused_on_the_post_becomes_a_scheduled_retry(
 
     assert [d.outcome for d in first] == ["completed"] and first[0].error is None
     (retry,) = h.bus.active[h.settings.poll_queue]
-    assert retry.message_id == f"{rid}:post:1"
+    assert retry.message_id == f"{rid}:poll:1"
     assert retry.body_json["failures"] == 1
     low, high = backoff_bounds(1)
     assert low <= retry.delay <= high
@@ -222,7 +235,7 @@ def test_a_read_timeout_becomes_a_scheduled_retry(make_harness: Callable[..., Ha
     assert [r.method for r in h.arm.requests] == ["POST", "POST", "GET", "GET"]
     assert data["armRequests"] == 4
     steps = h.polls(rid)
-    assert steps[0].message_id == f"{rid}:post:1" and steps[0].body_json["failures"] == 1
+    assert steps[0].message_id == f"{rid}:poll:1" and steps[0].body_json["failures"] == 1
 
 
 class FlakyTokens:

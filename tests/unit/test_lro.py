@@ -56,6 +56,9 @@ def http_date(moment: dt.datetime) -> str:
     ({"Retry-After": "1e400"}, None),
     ({"retry-after-ms": "nan", "Retry-After": "4"}, 4.0),
     ({"x-ms-retry-after-ms": "infinity", "Retry-After": "4"}, 4.0),
+    # an HTTP-date whose year overflows a C long raised OverflowError out of the handler
+    ({"Retry-After": "1 Jan 10000000000000000000 00:00 GMT"}, None),
+    ({"Retry-After": "Mon, 01 Jan 99999 00:00:00 GMT"}, None),
 ])
 def test_retry_after(headers, expected):
     assert retry_after(headers, T0) == expected

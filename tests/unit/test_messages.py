@@ -355,8 +355,8 @@ def test_poll_state_wire_shape():
     assert doc["deadline"] == "2030-01-01T12:30:00.000Z"
 
 
-@pytest.mark.parametrize("phase, attempt, message_id", [("flush", 0, "req-1:post:0"),
-                                                        ("flush", 3, "req-1:post:3"),
+@pytest.mark.parametrize("phase, attempt, message_id", [("flush", 0, "req-1:poll:0"),
+                                                        ("flush", 3, "req-1:poll:3"),
                                                         ("poll", 4, "req-1:poll:4")])
 def test_poll_state_message_id(phase, attempt, message_id):
     state = dataclasses.replace(FULL_STATE, phase=phase, attempt=attempt)

@@ -111,6 +111,13 @@ FAIL_ERROR = {"code": "FlushFailed", "message": "could not flush", "target": "ca
     (200, {"status": "Failed"}, "Failed", {"status": "Failed"}, {"code": "OperationFailed"}),
     (200, {"status": "canceled"}, "Canceled", {"status": "canceled"}, None),
     (201, {"status": "Succeeded"}, "Succeeded", {"status": "Succeeded"}, None),
+    # an error that is not an ErrorDetail object still gives an error object (was: a raise)
+    (200, {"status": "Failed", "error": "boom"}, "Failed", {"status": "Failed", "error": "boom"},
+     {"code": "OperationFailed", "message": "boom"}),
+    (200, {"status": "Failed", "error": ["x"]}, "Failed", {"status": "Failed", "error": ["x"]},
+     {"code": "OperationFailed"}),
+    (200, {"status": "Failed", "error": 7}, "Failed", {"status": "Failed", "error": 7},
+     {"code": "OperationFailed"}),
 ])
 def test_post_200_at_once(status, body, expected, operation, error):
     done = only_complete(after_post(start(), answer(status, body), T0, ENDPOINT))
@@ -247,14 +254,15 @@ def test_post_transient_error_schedules_a_retry(result, ra):
     assert action.at <= action.state.deadline
     state = action.state
     assert (state.phase, state.message_id, state.failures, state.arm_requests) == (
-        "flush", "req-1:post:1", 1, 1)
+        "flush", "req-1:poll:1", 1, 1)
 
 
 def test_post_retries_back_off_with_strictly_increasing_message_ids():
     history = [answer(409, ARM_ERRORS["409"])] * 5 + [answer(202, b"", both())]
     actions = replay(start(), history)
     ids = [only_schedule(a).state.message_id for a in actions]
-    assert ids == [f"req-1:post:{n}" for n in range(1, 6)] + ["req-1:poll:6"]
+    assert ids == [f"req-1:poll:{n}" for n in range(1, 7)]
+    assert [a.state.phase for a in actions] == ["flush"] * 5 + ["poll"]
     attempts = [a.state.attempt for a in actions]
     assert attempts == sorted(set(attempts))
     moments = [T0] + [a.at for a in actions]
@@ -582,7 +590,7 @@ def test_recorded_shape_after_a_busy_cache_and_a_throttled_poll():
                poll202, answer(429, b"", {"Retry-After": "20"}, url), poll202, poll200]
     actions = replay(start(), history)
     ids = [a.state.message_id for a in actions[:-1]]
-    assert ids == ["req-1:post:1", "req-1:post:2", "req-1:poll:3", "req-1:poll:4",
+    assert ids == ["req-1:poll:1", "req-1:poll:2", "req-1:poll:3", "req-1:poll:4",
                    "req-1:poll:5", "req-1:poll:6"]
     assert (actions[4].at - actions[3].at).total_seconds() >= 20
     done = only_complete(actions[-1])
