@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from . import orchestrator
 from .arm import ArmClient
-from .bus import Bus, OutboundMessage
+from .bus import Bus, BusError, OutboundMessage
 from .events import completion_event, event_messages, progress_message
 from .messages import Delivery, Origin, PollState, Rejection, parse_request
 from .settings import Settings
@@ -100,7 +100,7 @@ class FlushApp:
                 note = progress_message(nxt.origin, nxt.target, nxt.last_status or "Accepted",
                                         nxt.last_operation, nxt.attempt, self.clock())
                 if note is not None:
-                    self.bus.send(nxt.origin.reply_to or "", [note])
+                    self._send_progress(nxt.origin.reply_to or "", note)
             outcome = f"scheduled {nxt.message_id} at {action.at:%H:%M:%S}"
         else:
             outcome = self._publish(action.state.origin, action.state.target, action.status,
@@ -109,6 +109,14 @@ class FlushApp:
                                     arm_requests=action.state.arm_requests)
         log.info("request %s: %s", before.origin.request_id, outcome)
         return outcome
+
+    def _send_progress(self, queue: str, note: OutboundMessage) -> None:
+        """Progress is a courtesy to a waiting CLI: the next step is already recorded, so a
+        failed note must not make the host redeliver this step (extra GETs, a dead letter)."""
+        try:
+            self.bus.send(queue, [note])
+        except BusError as exc:
+            log.warning("progress note %s to %r not sent: %s", note.message_id, queue, exc)
 
     def _reject(self, rejection: Rejection, now: dt.datetime) -> str:
         log.warning("request %s rejected: %s", rejection.origin.request_id, rejection.message)

@@ -200,7 +200,7 @@ def _untrusted(state: PollState, url: str) -> Complete:
 
 
 def _http_error(answer: ArmAnswer) -> dict[str, Any]:
-    detail = error_detail(answer.body) or {}
+    detail = bounded(error_detail(answer.body) or {})
     return {"code": detail.get("code") or f"Http{answer.status}",
             "message": detail.get("message") or f"ARM answered HTTP {answer.status}",
             **{k: v for k, v in detail.items() if k not in ("code", "message")},
@@ -214,4 +214,24 @@ def _operation_summary(operation: Mapping[str, Any] | None) -> dict[str, Any] | 
     """The OperationStatusResult fields the event carries (never a URL with signatures)."""
     if not operation:
         return None
-    return {k: operation[k] for k in _OPERATION_FIELDS if k in operation}
+    return bounded({k: operation[k] for k in _OPERATION_FIELDS if k in operation})
+
+
+MAX_TEXT, MAX_ITEMS, MAX_DEPTH = 2048, 20, 6
+
+
+def bounded(value: Any, depth: int = 0) -> Any:
+    """ARM's own JSON, cut to a size that always fits a Service Bus message (256 KB on
+    Standard): a huge error body must not make every later send fail into a dead letter."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
+    if depth >= MAX_DEPTH and isinstance(value, (dict, list)):
+        return "…"
+    if isinstance(value, dict):
+        return {str(k)[:MAX_TEXT]: bounded(v, depth + 1)
+                for k, v in list(value.items())[:MAX_ITEMS]}
+    if isinstance(value, list):
+        return [bounded(v, depth + 1) for v in value[:MAX_ITEMS]]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None  # NaN / Infinity are not JSON
+    return value

@@ -347,3 +347,14 @@ def test_the_deadline_is_fixed_when_the_request_arrives(h: Harness) -> None:
         timespec="milliseconds").replace("+00:00", "Z")}
     assert json.loads(h.events()[0].message.body)["data"]["acceptedAt"] == \
         START.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_a_progress_note_that_cannot_be_sent_does_not_redeliver_the_step(h: Harness) -> None:
+    script_success(h, running=2)
+    rid = h.send_request(reply_to="redis-flush-replies", reply_to_session_id="w-1")
+    h.bus.fail("redis-flush-replies", times=1)  # the first reply-queue send: a progress note
+    done = h.run()
+    assert all(d.outcome == "completed" for d in done)
+    assert len(h.arm.requests_for(rid)) == h.event(rid, "Succeeded")["armRequests"]
+    replies = h.bus.messages("redis-flush-replies")
+    assert replies[-1].message_id == f"{rid}:completed"

@@ -689,3 +689,31 @@ def test_any_history_gives_ordered_steps_and_at_most_one_sound_completion(histor
 ])
 def test_error_detail(body, expected):
     assert error_detail(body) == expected
+
+
+# --- size bounds on ARM's own JSON ---------------------------------------------------------------
+
+def test_a_huge_arm_error_is_bounded_so_the_event_always_fits_a_message():
+    from redisflush.orchestrator import MAX_ITEMS, MAX_TEXT, bounded
+    details = [{"code": "E", "message": "x" * 100_000, "details": [{"d": [[[[[[1]]]]]]}]}] * 500
+    state, now = polling()
+    action = after_poll(state, answer(200, {"status": "Failed", "percentComplete": float("nan"),
+                                            "error": {"code": "Big", "message": "m",
+                                                      "details": details}}, {}, OP_URL),
+                        now, ENDPOINT)
+    done = only_complete(action)
+    size = len(json.dumps({"operation": done.operation, "error": done.error}))
+    assert size < 200_000
+    assert done.error["code"] == "Big"
+    assert len(done.error["details"]) == MAX_ITEMS
+    assert len(done.error["details"][0]["message"]) == MAX_TEXT + 1
+    assert done.operation["percentComplete"] is None
+    assert bounded({"a": [1, "b", None, True]}) == {"a": [1, "b", None, True]}
+
+
+def test_a_huge_post_error_body_is_bounded():
+    state = start()
+    body = {"error": {"code": "Huge", "message": "y" * 50_000,
+                      "additionalInfo": [{"type": "t", "info": {"k": "v" * 9000}}] * 100}}
+    done = only_complete(after_post(state, answer(400, body), at(0), ENDPOINT))
+    assert done.error["code"] == "Huge" and len(json.dumps(done.error)) < 100_000
