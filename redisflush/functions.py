@@ -20,6 +20,7 @@ from .settings import Settings
 EMULATOR_TOKEN = "local-emulator-token"
 _app: FlushApp | None = None
 _lock = threading.Lock()
+_outcome = threading.local()
 
 
 def install(app: FlushApp | None) -> None:
@@ -66,8 +67,16 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
 
 
 def handle_request(msg: func.ServiceBusMessage) -> None:
-    get_app().on_request(delivery(msg))
+    _outcome.text = get_app().on_request(delivery(msg))
 
 
 def handle_poll(msg: func.ServiceBusMessage) -> None:
-    get_app().on_poll(delivery(msg))
+    _outcome.text = get_app().on_poll(delivery(msg))
+
+
+def last_outcome() -> str | None:
+    """What this thread's last invocation decided (for the local host's log line): `main`
+    itself must return None, as a function without a $return binding does."""
+    text = getattr(_outcome, "text", None)
+    _outcome.text = None
+    return text

@@ -24,6 +24,7 @@ import azure.functions as func
 from azure.functions.servicebus import ServiceBusMessage as WorkerMessage
 
 from ..bus import ReceivedMessage
+from ..functions import last_outcome
 from ..errors import ConfigurationError
 from .bus import LocalBus
 
@@ -177,7 +178,7 @@ class LocalHost:
         return dispatched
 
     def _invoke(self, spec: FunctionSpec, message: ReceivedMessage) -> None:
-        started = time.perf_counter()
+        started, decided = time.perf_counter(), None
         try:
             spec.main(binding_message(message))
         except Exception as exc:  # the host abandons: Service Bus redelivers
@@ -187,6 +188,7 @@ class LocalHost:
             except Exception as settle_error:
                 outcome += f" (abandon failed: {settle_error})"
         else:
+            decided = last_outcome()
             outcome = "completed"
             try:
                 self.bus.complete(message)
@@ -197,6 +199,6 @@ class LocalHost:
         with self._count_lock:
             self.invocations += 1
         request_id = message.application_properties.get("requestId", message.message_id)
-        log.info("%s request=%s message=%s delivery=%d %s %.0f ms", spec.name, request_id,
+        log.info("%s request=%s message=%s delivery=%d %s %.0f ms%s", spec.name, request_id,
                  message.message_id, message.delivery_count, outcome,
-                 (time.perf_counter() - started) * 1000)
+                 (time.perf_counter() - started) * 1000, f": {decided}" if decided else "")

@@ -32,7 +32,7 @@ REQUEST_QUEUE = "redis-flush-requests"
 EVENTS = "redis-flush-events/subscriptions/all"
 INVOCATION_LINE = re.compile(
     r"(?P<function>FlushTrigger|PollOrchestrator) request=(?P<request>\S+) message=\S+ "
-    r"delivery=\d+ (?P<outcome>.+?) (?P<ms>\d+) ms$")
+    r"delivery=\d+ (?P<outcome>.+?) (?P<ms>\d+) ms(?:: (?P<decision>.+))?$")
 
 
 def cli_env(local_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

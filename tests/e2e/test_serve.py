@@ -38,6 +38,7 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(procs: Processes, local_dir
     assert [(m["function"], m["request"], m["outcome"]) for m in lines] == \
         [("FlushTrigger", rid, "completed")], log
     assert int(lines[0]["ms"]) >= 1400
+    assert lines[0]["decision"].startswith(f"scheduled {rid}:poll:1 at ")  # what the app did
     assert log.index("received SIGTERM") < log.index(f"FlushTrigger request={rid}")
     stopped = re.search(r"^stopped after (\d+) invocations$", log, re.M)
     assert stopped and int(stopped.group(1)) == len(lines)
@@ -59,6 +60,7 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(procs: Processes, local_dir
     assert again.wait(30) == 0, again.stderr()
     polls = [m for m in again.invocation_lines() if m["function"] == "PollOrchestrator"]
     assert polls and all(m["request"] == rid and m["outcome"] == "completed" for m in polls)
+    assert polls[-1]["decision"] == "completed Succeeded"
 
 
 @pytest.mark.timeout(60)
