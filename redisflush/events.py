@@ -56,10 +56,13 @@ def completion_event(origin: Origin, target: CacheTarget | None, status: str, *,
     return event
 
 
-def event_properties(event: Mapping[str, Any], target: CacheTarget | None
-                     ) -> dict[str, str]:
-    """Application properties that topic subscriptions filter on with SQL."""
+def event_properties(event: Mapping[str, Any], target: CacheTarget | None,
+                     correlation_id: str | None = None) -> dict[str, str]:
+    """Application properties that topic subscriptions filter on with SQL; `correlationId`
+    is the request's own CorrelationId, for pipelines that track their runs by it."""
     props = {"status": event["data"]["status"], "requestId": event["data"]["requestId"]}
+    if correlation_id:
+        props["correlationId"] = correlation_id
     if target:
         props.update(cacheName=target.cache_name, resourceGroup=target.resource_group,
                      subscriptionId=target.subscription_id)
@@ -72,7 +75,7 @@ def event_messages(event: Mapping[str, Any], origin: Origin, target: CacheTarget
     body = json.dumps(event, separators=(",", ":")).encode()
     common = dict(body=body, message_id=event["id"], content_type=CONTENT_TYPE,
                   correlation_id=origin.request_id, subject=EVENT_TYPE,
-                  application_properties=event_properties(event, target))
+                  application_properties=event_properties(event, target, origin.correlation_id))
     topic_message = OutboundMessage(**common)  # type: ignore[arg-type]
     reply = None
     if origin.reply_to:

@@ -1,6 +1,8 @@
 """events.py: the CloudEvents completion event and its Service Bus messages, field by field."""
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import json
 import re
@@ -135,7 +137,8 @@ def test_topic_message_and_reply_copy():
     assert topic.content_type == CONTENT_TYPE == "application/cloudevents+json"
     assert topic.subject == EVENT_TYPE == "RedisFlush.FlushCompleted"
     assert topic.correlation_id == "req-1"  # CorrelationId = requestId
-    assert dict(topic.application_properties) == event_properties(event, TARGET)
+    assert dict(topic.application_properties) == event_properties(event, TARGET, "corr-9")
+    assert topic.application_properties["correlationId"] == "corr-9"
     assert topic.session_id is None and topic.scheduled_at is None
     assert reply.session_id == "sess-1"  # SessionId = ReplyToSessionId
     for name in ("body", "message_id", "content_type", "subject", "correlation_id",
@@ -184,3 +187,23 @@ def test_progress_message_goes_to_the_waiting_session_only():
     assert note.content_type == CONTENT_TYPE
     assert body["data"] == {"requestId": "req-1", "status": "InProgress", "percentComplete": 40}
     assert progress_message(Origin("r", T0), TARGET, "InProgress", None, 1, T0) is None
+
+
+def test_the_request_correlation_id_travels_as_a_property_of_both_copies():
+    origin = dataclasses.replace(ORIGIN, correlation_id="pipeline-run-77",
+                                 reply_to="redis-flush-replies")
+    event = completion_event(origin, TARGET, "Succeeded", operation=None, error=None,
+                             accepted_at=None, completed_at=origin.requested_at,
+                             arm_requests=1)
+    topic, reply = event_messages(event, origin, TARGET)
+    assert topic.application_properties["correlationId"] == "pipeline-run-77"
+    assert reply is not None and reply.application_properties["correlationId"] == \
+        "pipeline-run-77"
+    assert topic.correlation_id == origin.request_id  # the message's own CorrelationId
+
+
+def test_no_correlation_property_when_the_request_had_none():
+    event = completion_event(ORIGIN, TARGET, "Succeeded", operation=None, error=None,
+                             accepted_at=None, completed_at=ORIGIN.requested_at, arm_requests=1)
+    topic, _ = event_messages(event, dataclasses.replace(ORIGIN, correlation_id=None), TARGET)
+    assert "correlationId" not in topic.application_properties
