@@ -29,7 +29,7 @@ DEMO_SCOPE = f"/subscriptions/{DEMO_SUBSCRIPTION}/resourceGroups/{DEMO_GROUP}"
 
 
 @contextlib.contextmanager
-def throwaway_redis() -> Iterator[str | None]:
+def throwaway_redis(timeout: float = 5.0) -> Iterator[str | None]:
     """A redis-server on a free loopback port with no persistence, or None if not installed."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -42,7 +42,7 @@ def throwaway_redis() -> Iterator[str | None]:
                              "--appendonly", "no"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 break

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pytest
+
+from redisflush.local.demo import throwaway_redis
 
 APP_ROOT = Path(__file__).resolve().parents[2]
 SUB = "00000000-0000-0000-0000-0000000000e2"
@@ -232,26 +233,11 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 def redis_url() -> Iterator[str | None]:
     """A throwaway redis-server (no persistence) on a free loopback port; None when
     redis-server is not installed (the emulator then keeps key counts in memory)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        def up() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                return True
-            return False
-        wait_for(up, 10, "redis-server to accept connections")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait(10)
+    installed = shutil.which("redis-server") is not None
+    with throwaway_redis(timeout=10) as url:
+        if installed and url is None:
+            pytest.fail("redis-server did not start")
+        yield url
 
 
 # -- the behaviour matrix: scenarios run concurrently, each asserted by its own test ---------

@@ -37,7 +37,7 @@ def test_kill9_serve_during_polling_then_restart(procs: Processes, local_dir: Pa
                           "--request-id", rid], local_dir, name="send")
     # the POST was accepted and the first status poll finished: the chain now lives only
     # in a scheduled message on the poll queue and in the emulator's state file
-    serve.wait_stderr(rf"PollOrchestrator request={rid} .* completed \d+ ms$", 20)
+    serve.wait_stderr(rf"PollOrchestrator request={rid} .* completed \d+ ms: scheduled ", 20)
     before = serve.cache_stats(cache)
     assert before["posts"] == 1 and before["polls"] >= 1 and before["flushes"] == 0, before
     serve.kill9()

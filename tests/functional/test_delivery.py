@@ -14,7 +14,7 @@ import FlushTrigger
 import PollOrchestrator
 from redisflush.bus import BusError, OutboundMessage
 from tests.support.harness import CACHE, RG, SUB, Harness, resource_id
-from tests.support.memory_bus import START, dotnet_utc, trigger_message
+from tests.support.memory_bus import START, trigger_message
 from tests.support.scripted_arm import Answer
 
 
@@ -158,7 +158,7 @@ def test_a_redelivered_poll_message_gives_one_chain_and_one_event(h: Harness,
 
 def test_a_bus_failure_makes_main_raise(h: Harness) -> None:
     script_success(h)
-    mid = h.send_request()
+    h.send_request()
     envelope = take(h, h.settings.request_queue)
     h.bus.fail(h.settings.poll_queue)
     with pytest.raises(BusError):

@@ -7,14 +7,13 @@ import json
 import logging
 import os
 import shutil
-import socket
-import subprocess
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
+from redisflush.local.demo import throwaway_redis
 from redisflush.local.emulator import ArmEmulator
 from redisflush.local.emulator_config import EmulatorConfig, load_config
 from redisflush.local.keystore import MemoryKeyStore, RedisKeyStore, make_keystore
@@ -456,30 +455,14 @@ def test_persistence_across_restart(s, tmp_path):
 # ---- Redis-backed keys -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def redis_url():
-    binary = shutil.which("redis-server")
-    if not binary:
+    if not shutil.which("redis-server"):
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed (required when CI is set)")
         pytest.skip("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with throwaway_redis(timeout=10) as url:
+        if url is None:
+            pytest.fail("redis-server did not start")
+        yield url
 
 
 def test_redis_keystore_prefix_flush(redis_url):
