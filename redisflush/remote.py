@@ -159,21 +159,15 @@ class AzureChannel:
     def replies(self, session_id: str, until: float) -> Iterator[dict[str, Any]]:
         receiver = self._open_reply(session_id)
         what = f"receive from session {session_id!r} of queue {self.settings.reply_queue!r}"
-        renew_at = time.monotonic() + SESSION_RENEW_EVERY
+        renew_at = [time.monotonic() + SESSION_RENEW_EVERY]
+
+        def renew() -> None:
+            if time.monotonic() >= renew_at[0]:
+                self._call(what, receiver.session.renew_lock,
+                           role="Azure Service Bus Data Receiver")
+                renew_at[0] = time.monotonic() + SESSION_RENEW_EVERY
         try:
-            while (remaining := until - time.monotonic()) > 0:
-                wait = max(0.1, min(RECEIVE_WAIT, remaining))
-                batch = self._call(what, lambda: receiver.receive_messages(
-                    max_message_count=1, max_wait_time=wait),
-                    role="Azure Service Bus Data Receiver")
-                for msg in batch:
-                    event = self._settle(receiver, msg, what)
-                    if event is not None:
-                        yield event
-                if time.monotonic() >= renew_at:
-                    self._call(what, receiver.session.renew_lock,
-                               role="Azure Service Bus Data Receiver")
-                    renew_at = time.monotonic() + SESSION_RENEW_EVERY
+            yield from self._receive(receiver, what, until, after_batch=renew)
         finally:
             self._close_reply()
 
@@ -188,18 +182,25 @@ class AzureChannel:
                               role="Azure Service Bus Data Receiver")
         try:
             self._call(what, receiver.__enter__, role="Azure Service Bus Data Receiver")
-            while until is None or (remaining := until - time.monotonic()) > 0:
-                wait = RECEIVE_WAIT if until is None else max(0.1, min(RECEIVE_WAIT, remaining))
-                # One at a time: a watcher that stops (--count) leaves nothing locked behind.
-                batch = self._call(what, lambda: receiver.receive_messages(
-                    max_message_count=1, max_wait_time=wait),
-                    role="Azure Service Bus Data Receiver")
-                for msg in batch:
-                    event = self._settle(receiver, msg, what)
-                    if event is not None:
-                        yield event
+            yield from self._receive(receiver, what, until)
         finally:
             _quietly(receiver.close)
+
+    def _receive(self, receiver: Any, what: str, until: float | None,
+                 after_batch: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
+        """Receive, settle and decode until `until` (None: forever)."""
+        while until is None or (remaining := until - time.monotonic()) > 0:
+            wait = RECEIVE_WAIT if until is None else max(0.1, min(RECEIVE_WAIT, remaining))
+            # One at a time: a watcher that stops (--count) leaves nothing locked behind.
+            batch = self._call(what, lambda: receiver.receive_messages(
+                max_message_count=1, max_wait_time=wait),
+                role="Azure Service Bus Data Receiver")
+            for msg in batch:
+                event = self._settle(receiver, msg, what)
+                if event is not None:
+                    yield event
+            if after_batch is not None:
+                after_batch()
 
     def close(self) -> None:
         self._close_reply()
