@@ -12,7 +12,10 @@ import json
 import math
 import re
 import time
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10: TOML configs need 3.11's tomllib; JSON works everywhere
+    tomllib = None  # type: ignore[assignment]
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -258,7 +261,9 @@ def load_config(path: str | Path) -> EmulatorConfig:
     except OSError as exc:
         raise ValueError(f"config file {p}: cannot be read ({exc.strerror or exc})") from exc
     try:
+        if p.suffix.lower() == ".toml" and tomllib is None:
+            raise ValueError(f"{path}: TOML configs need Python 3.11 or newer; use JSON")
         data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"config file {p}: must be valid {'TOML' if p.suffix.lower() == '.toml' else 'JSON'} ({exc})") from exc
     return EmulatorConfig.from_dict(data)
