@@ -14,8 +14,8 @@ import re
 import time
 try:
     import tomllib
-except ImportError:  # Python 3.10: TOML configs need 3.11's tomllib; JSON works everywhere
-    tomllib = None  # type: ignore[assignment]
+except ImportError:  # Python 3.10: the same parser as the tomli package
+    import tomli as tomllib  # type: ignore[no-redef]
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -261,8 +261,6 @@ def load_config(path: str | Path) -> EmulatorConfig:
     except OSError as exc:
         raise ValueError(f"config file {p}: cannot be read ({exc.strerror or exc})") from exc
     try:
-        if p.suffix.lower() == ".toml" and tomllib is None:
-            raise ValueError(f"{path}: TOML configs need Python 3.11 or newer; use JSON")
         data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
     except (ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"config file {p}: must be valid {'TOML' if p.suffix.lower() == '.toml' else 'JSON'} ({exc})") from exc
