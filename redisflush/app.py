@@ -49,8 +49,8 @@ class FlushApp:
         parsed = parse_request(delivery, default_timeout=self.settings.timeout_seconds,
                                allowed_scopes=self.settings.allowed_scopes, now=now)
         if isinstance(parsed, Rejection):
-            return self._reject(parsed, now)
-        return self._step(orchestrator.begin(parsed, now), delivery)
+            return self._reject(parsed)
+        return self._step(orchestrator.begin(parsed, now))
 
     def on_poll(self, delivery: Delivery) -> str:
         """PollOrchestrator: continue the chain from the state carried in the message."""
@@ -61,11 +61,11 @@ class FlushApp:
             # limit, to the dead-letter queue, where it is kept for a person to look at.
             log.error("poll message %s is unreadable: %s", delivery.message_id, exc)
             raise
-        return self._step(state, delivery)
+        return self._step(state)
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _step(self, state: PollState, delivery: Delivery) -> str:
+    def _step(self, state: PollState) -> str:
         now = self.clock()
         action = orchestrator.before_call(state, now)
         if action is None and not state.paced:
@@ -118,7 +118,7 @@ class FlushApp:
         except BusError as exc:
             log.warning("progress note %s to %r not sent: %s", note.message_id, queue, exc)
 
-    def _reject(self, rejection: Rejection, now: dt.datetime) -> str:
+    def _reject(self, rejection: Rejection) -> str:
         log.warning("request %s rejected: %s", rejection.origin.request_id, rejection.message)
         return self._publish(rejection.origin, rejection.target, "Rejected", operation=None,
                              error={"code": "InvalidRequest", "message": rejection.message,

@@ -218,11 +218,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {', '.join(f.name for f in runtime.host.functions)} on the local bus "
           f"{runtime.bus.path}; ARM at {endpoint}", file=sys.stderr, flush=True)
     try:
-        runtime.host.run()
+        runtime.host.run()  # in this thread, so signals reach it; returns once drained
     finally:
-        runtime.host.stop()
-        if runtime.emulator is not None:
-            runtime.emulator.close()
+        runtime.stop()
     print(f"stopped after {runtime.host.invocations} invocations", file=sys.stderr)
     return 0
 
