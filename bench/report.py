@@ -5,7 +5,7 @@ import datetime as dt
 import math
 
 from common import Section
-from redisflush import lro
+from redisflush.core import lro
 
 
 def poll_moments(horizon: float) -> list[float]:

@@ -17,7 +17,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from . import __version__
-from .lro import is_trusted, redact_url, retry_after
+from .core.lro import is_trusted, redact_url, retry_after
 from .pacing import Pacer
 
 log = logging.getLogger("redisflush.arm")

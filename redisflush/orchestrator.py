@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from . import lro
+from .core import lro
 from .arm import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
 from .messages import FlushRequest, PollState
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from .lro import header
+from .core.lro import header
 
 LIMITS = {"writes": (200, 10.0), "reads": (250, 25.0)}  # burst, refill per second
 _HEADERS = {"writes": "x-ms-ratelimit-remaining-subscription-writes",

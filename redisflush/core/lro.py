@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urljoin, urlsplit
 
-from .settings import is_loopback_http
+from ..settings import is_loopback_http
 
 SUCCEEDED, FAILED, CANCELED = "Succeeded", "Failed", "Canceled"
 _TERMINAL = {s.lower(): s for s in (SUCCEEDED, FAILED, CANCELED)}

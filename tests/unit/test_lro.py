@@ -7,8 +7,8 @@ import email.utils
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from redisflush import lro
-from redisflush.lro import (POLL_GAPS, AsyncOperationPolling, LocationPolling, Reading,
+from redisflush.core import lro
+from redisflush.core.lro import (POLL_GAPS, AsyncOperationPolling, LocationPolling, Reading,
                             is_transient, is_trusted, poll_gap, poll_target, redact_url,
                             retry_after, retry_delay, strategy, terminal_status)
 

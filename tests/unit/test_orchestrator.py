@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from redisflush import lro
+from redisflush.core import lro
 from redisflush.arm import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
 from redisflush.events import STATUSES
 from redisflush.messages import FlushRequest, Origin, PollState
