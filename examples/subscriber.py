@@ -5,11 +5,15 @@
     python examples/subscriber.py --namespace NS --warmup-url https://my-app/api/warmup
 
 The subscription (`warmup` by default) on topic `redis-flush-events` gets one SQL rule,
-`status = 'Succeeded'`, on the application property the app sets on every event (DESIGN:
-status, cacheName, resourceGroup, subscriptionId, requestId), so Service Bus delivers only
-successful flushes. `--create` makes it with ServiceBusAdministrationClient, which needs the
-*Azure Service Bus Data Owner* role (rules are management operations). Without that role,
-declare it in Bicep next to the topic instead and run this program with *Data Receiver* only:
+`status = 'Succeeded'`, on the application property the app sets on every event
+(docs/design.md, "Completion events": type, status, cacheName, kind, resourceGroup,
+subscriptionId, requestId, correlationId), so Service Bus delivers only successful flushes.
+A request with several caches also publishes a per-request `RedisFlush.RequestCompleted`
+event; `handle_event` ignores it (each cache has its own `RedisFlush.FlushCompleted`), and a
+rule `status = 'Succeeded' AND type = 'RedisFlush.FlushCompleted'` keeps it out entirely. `--create` makes the subscription with ServiceBusAdministrationClient,
+which needs the *Azure Service Bus Data Owner* role (rules are management operations). Without
+that role, declare it in Bicep next to the topic instead and run this program with *Data
+Receiver* only:
 
     resource warmup 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2021-11-01' = {
       parent: eventsTopic

@@ -4,12 +4,18 @@
 //
 // Deploys: Service Bus namespace (Standard) with the request and poll queues, the events topic
 // (duplicate detection on all three) and its `all` subscription, the session-enabled reply
-// queue; a storage account (no shared keys); Log Analytics + Application Insights (Entra ID
-// ingestion only); a Flex Consumption (FC1) Python function app with a system-assigned
-// managed identity; and the role assignments it needs. For flushing it creates a custom role
-// holding only the flush action (assigned on each resource group in `flushScopes`) and one
-// holding only the operation-status reads (assigned on the subscription, where ARM's
-// operation URLs live), or assigns the built-in Redis Cache Contributor instead.
+// queue (lock 1 minute everywhere); a storage account (no shared keys) holding the host state,
+// the Flex deployment package and the request ledger table; Log Analytics + Application
+// Insights (Entra ID ingestion only); a Flex Consumption (FC1) Python function app with a
+// system-assigned managed identity; and the role assignments it needs.
+// For flushing (modules/flush-roles.bicep says which actions and how their names were checked):
+// - per resource group in `flushScopes`: custom `Redis Cache Flusher` (Azure Cache for Redis)
+//   and `Managed Redis Flusher` (Azure Managed Redis databases), or the built-in Redis Cache
+//   Contributor / Azure Managed Redis Contributor;
+// - on the subscription: `Redis Cache Operation Reader` (ARM's operation URLs live there) and
+//   `Redis Cache Lister` (selectors that name only a subscription).
+// The ledger: table REDISFLUSH_LEDGER_TABLE in this storage account, and Storage Table Data
+// Contributor for the app's identity on this storage account only.
 // The deploying identity needs Owner (or User Access Administrator + Contributor) on the
 // resource group, and on the subscription for the custom role definitions.
 
@@ -27,22 +33,33 @@ param namePrefix string = 'redisflush'
 @minLength(1)
 param flushScopes array
 
-@description('Assign the built-in Redis Cache Contributor role on flushScopes instead of the least-privilege custom flush role.')
+@description('Assign the built-in Redis Cache Contributor (and, unless managedRedisAccess is none, Azure Managed Redis Contributor) on flushScopes instead of the least-privilege custom flush roles.')
 param useBuiltInRole bool = false
+
+@description('Azure Managed Redis (Microsoft.Cache/redisEnterprise) databases: custom = least-privilege Managed Redis Flusher role; builtIn = Azure Managed Redis Contributor (if ARM refuses the custom role because Microsoft.Cache does not publish redisEnterprise/databases/flush/action); none = classic caches only.')
+@allowed([
+  'custom'
+  'builtIn'
+  'none'
+])
+param managedRedisAccess string = 'custom'
 
 @description('Assign the operation-status read role on this subscription (ARM operation URLs are subscription-level: without it, polling answers 403).')
 param grantOperationStatusRead bool = true
 
+@description('Assign a read-only lister role (cache, cluster and database reads, never keys) on this subscription, so selectors that name only a subscription can list every resource group. false: reads stay inside flushScopes and selectors must name a resource group.')
+param grantSubscriptionListRead bool = true
+
 @description('Service Bus with Entra ID only (no SAS keys, no connection strings). Set false to allow `--connection-string` senders.')
 param disableLocalAuth bool = true
 
-@description('Python version of the function app.')
+@description('Python version of the function app (Flex Consumption offers 3.10-3.13; the app supports 3.11-3.13).')
 @allowed([
-  '3.10'
   '3.11'
   '3.12'
+  '3.13'
 ])
-param pythonVersion string = '3.11'
+param pythonVersion string = '3.13'
 
 @description('Flex Consumption scale-out limit.')
 @minValue(1)
@@ -62,8 +79,21 @@ param instanceMemoryMB int = 2048
 @maxValue(86400)
 param timeoutSeconds int = 1800
 
-@description('REDISFLUSH_API_VERSION: Microsoft.Cache api-version.')
+@description('REDISFLUSH_API_VERSION: Microsoft.Cache/redis api-version (flush and list).')
 param cacheApiVersion string = '2023-08-01'
+
+@description('REDISFLUSH_ENTERPRISE_API_VERSION: Microsoft.Cache/redisEnterprise api-version (database get, flush, list).')
+param enterpriseApiVersion string = '2025-07-01'
+
+@description('REDISFLUSH_MAX_TARGETS: most caches one request may flush (messages are sized for 50).')
+@minValue(1)
+@maxValue(50)
+param maxTargets int = 50
+
+@description('REDISFLUSH_LEDGER_TABLE: the request ledger table, in the storage account of the app (3-63 letters and digits, starting with a letter).')
+@minLength(3)
+@maxLength(63)
+param ledgerTableName string = 'redisflushrequests'
 
 @description('Entity names (REDISFLUSH_REQUEST_QUEUE, _POLL_QUEUE, _EVENTS_TOPIC, _REPLY_QUEUE).')
 param requestQueueName string = 'redis-flush-requests'
@@ -91,10 +121,19 @@ var roles = {
   serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   redisCacheContributor: 'e0f68234-74aa-48ed-b826-c38b57376e17'
+  managedRedisContributor: '3015e5ed-6856-4ab3-b2f0-b8492aa30ca6'
 }
 var redisCacheContributorId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.redisCacheContributor)
+var managedRedisContributorId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.managedRedisContributor)
+// What Managed Redis gets: useBuiltInRole moves it to the built-in role too, unless it is off.
+var managedRedisChoice = managedRedisAccess == 'none' ? 'none' : (useBuiltInRole ? 'builtIn' : managedRedisAccess)
+// The roles assigned on each resource group of flushScopes (modules/flush-scope.bicep).
+var classicFlushRoleId = useBuiltInRole ? redisCacheContributorId : flushRoles.outputs.flushRoleDefinitionId
+var managedRedisFlushRoleIds = managedRedisChoice == 'none' ? [] : [managedRedisChoice == 'builtIn' ? managedRedisContributorId : flushRoles.outputs.managedRedisRoleDefinitionId]
+var flushScopeRoleIds = concat([classicFlushRoleId], managedRedisFlushRoleIds)
 // NAME.servicebus.windows.net (or the sovereign cloud's suffix), from https://NAME...:443/
 var serviceBusHost = split(split(serviceBus.properties.serviceBusEndpoint, '//')[1], ':')[0]
 
@@ -124,7 +163,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   }
 }
 
-// -- storage (host state and the Flex deployment package) --------------------------------------
+// -- storage (host state, the Flex deployment package, the request ledger) ----------------------
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: storageName
@@ -150,6 +189,19 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: deploymentContainerName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// The request ledger: one row per (requestId, target) so a redelivered request never POSTs a
+// flush twice (docs/design.md, "Request ledger"). The app reaches it through
+// AzureWebJobsStorage__accountName with its identity.
+resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: ledgerTableName
 }
 
 // -- Service Bus ---------------------------------------------------------------------------------
@@ -301,6 +353,18 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: cacheApiVersion
         }
         {
+          name: 'REDISFLUSH_ENTERPRISE_API_VERSION'
+          value: enterpriseApiVersion
+        }
+        {
+          name: 'REDISFLUSH_MAX_TARGETS'
+          value: string(maxTargets)
+        }
+        {
+          name: 'REDISFLUSH_LEDGER_TABLE'
+          value: ledgerTable.name
+        }
+        {
           name: 'REDISFLUSH_TIMEOUT_SECONDS'
           value: string(timeoutSeconds)
         }
@@ -367,6 +431,18 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// The ledger: table data on this storage account only (not the resource group, not the
+// subscription).
+resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, roles.storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(appInsights.id, functionApp.id, roles.monitoringMetricsPublisher)
   scope: appInsights
@@ -386,7 +462,9 @@ module flushRoles 'modules/flush-roles.bicep' = {
     roleNameSuffix: functionAppName
     principalId: functionApp.identity.principalId
     createFlushRole: !useBuiltInRole
+    createManagedRedisRole: managedRedisChoice == 'custom'
     grantOperationStatusRead: grantOperationStatusRead
+    grantSubscriptionListRead: grantSubscriptionListRead
   }
 }
 
@@ -395,7 +473,7 @@ module flushScope 'modules/flush-scope.bicep' = [for rg in flushScopes: {
   scope: resourceGroup(rg)
   params: {
     principalId: functionApp.identity.principalId
-    roleDefinitionId: useBuiltInRole ? redisCacheContributorId : flushRoles.outputs.flushRoleDefinitionId
+    roleDefinitionIds: flushScopeRoleIds
   }
 }]
 
@@ -407,3 +485,5 @@ output eventsTopic string = eventsTopic.name
 output eventsSubscription string = allSubscription.name
 output allowedScopes string = allowedScopes
 output appInsightsName string = appInsights.name
+output ledgerTable string = ledgerTable.name
+output storageAccount string = storage.name

@@ -1,5 +1,5 @@
 """infra/*.bicep, read with a light parser (tests/infra/bicep.py): the structure the app and
-DESIGN rely on. No Bicep compiler is available here; `az bicep build` is the next check."""
+docs/design.md rely on. No Bicep compiler is available here; `az bicep build` is the next check."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from redisflush.settings import DEFAULTS
-
-from .bicep import BicepFile, BicepSyntaxError, Expr, Resource, load, parse_object
+from .bicep import BicepFile, BicepSyntaxError, Expr, Resource, load, parse_array, parse_object
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -22,18 +20,61 @@ SB_RECEIVER = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
 SB_SENDER = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
 BLOB_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+STORAGE_TABLE_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 REDIS_CACHE_CONTRIBUTOR = "e0f68234-74aa-48ed-b826-c38b57376e17"
+MANAGED_REDIS_CONTRIBUTOR = "3015e5ed-6856-4ab3-b2f0-b8492aa30ca6"
 
-FLUSH = "Microsoft.Cache/redis/flush/action"
-OPERATION_READS = {"Microsoft.Cache/locations/operationresults/read",
+# The Microsoft.Cache actions the app's identity needs, and nothing more (names as the Azure
+# RBAC "permissions for Databases" reference writes them; infra/modules/flush-roles.bicep says
+# how each was checked). RBAC compares them case-insensitively.
+CLASSIC_FLUSH = "Microsoft.Cache/redis/flush/action"
+CLASSIC_READ = "Microsoft.Cache/redis/read"
+DATABASE_FLUSH = "Microsoft.Cache/redisEnterprise/databases/flush/action"
+DATABASE_READ = "Microsoft.Cache/redisEnterprise/databases/read"
+CLUSTER_READ = "Microsoft.Cache/redisEnterprise/read"
+DATABASE_OPERATION_READ = "Microsoft.Cache/redisEnterprise/databases/operationResults/read"
+OPERATION_READS = {"Microsoft.Cache/locations/operationResults/read",
                    "Microsoft.Cache/locations/operationsStatus/read"}
+ALL_ACTIONS = {CLASSIC_FLUSH, CLASSIC_READ, DATABASE_FLUSH, DATABASE_READ, CLUSTER_READ,
+               DATABASE_OPERATION_READ} | OPERATION_READS
+ROLE_ACTIONS = {                                     # custom role symbol -> its actions
+    "flushRole": {CLASSIC_FLUSH, CLASSIC_READ} | OPERATION_READS,
+    "managedRedisRole": {DATABASE_FLUSH, DATABASE_READ, CLUSTER_READ,
+                         DATABASE_OPERATION_READ} | OPERATION_READS,
+    "operationReader": OPERATION_READS,
+    "lister": {CLASSIC_READ, CLUSTER_READ, DATABASE_READ},
+}
 
-# Settings the code reads that the template must not set, and why.
+# The settings of docs/design.md ("Settings"). TODO: read that table once docs/design.md holds
+# it, as a test already does for README's table against the code.
+DESIGN_SETTINGS = {
+    "ServiceBusConnection", "ServiceBusConnection__fullyQualifiedNamespace",
+    "AzureWebJobsStorage", "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__tableServiceUri",
+    "REDISFLUSH_REQUEST_QUEUE", "REDISFLUSH_POLL_QUEUE", "REDISFLUSH_EVENTS_TOPIC",
+    "REDISFLUSH_REPLY_QUEUE", "REDISFLUSH_LEDGER_TABLE", "REDISFLUSH_ARM_ENDPOINT",
+    "REDISFLUSH_API_VERSION", "REDISFLUSH_ENTERPRISE_API_VERSION", "REDISFLUSH_MAX_TARGETS",
+    "AZURE_CLIENT_ID", "REDISFLUSH_TIMEOUT_SECONDS", "REDISFLUSH_ALLOWED_SCOPES",
+    "REDISFLUSH_LOCAL_DIR",
+}
+
+DESIGN_DEFAULTS = {
+    "REDISFLUSH_REQUEST_QUEUE": "redis-flush-requests",
+    "REDISFLUSH_POLL_QUEUE": "redis-flush-polls",
+    "REDISFLUSH_EVENTS_TOPIC": "redis-flush-events",
+    "REDISFLUSH_REPLY_QUEUE": "redis-flush-replies",
+}
+
+# Settings the app reads that the template must not set, and why.
 NOT_IN_AZURE = {
     "ServiceBusConnection": "a connection string: the identity-based form is set instead",
+    "AzureWebJobsStorage": "a connection string: AzureWebJobsStorage__accountName is set instead",
+    "AzureWebJobsStorage__tableServiceUri": "AzureWebJobsStorage__accountName names the account",
     "AZURE_CLIENT_ID": "only for a user-assigned identity; the app's is system-assigned",
     "REDISFLUSH_LOCAL_DIR": "the local bus and emulator state, local mode only",
 }
+
+PYTHON_VERSIONS = ["3.11", "3.12", "3.13"]
 
 # Oldest API version accepted per type (Flex Consumption needs Microsoft.Web 2023-12-01+).
 MIN_API = {
@@ -44,6 +85,8 @@ MIN_API = {
     "Microsoft.Storage/storageAccounts": "2023-01-01",
     "Microsoft.Storage/storageAccounts/blobServices": "2023-01-01",
     "Microsoft.Storage/storageAccounts/blobServices/containers": "2023-01-01",
+    "Microsoft.Storage/storageAccounts/tableServices": "2023-01-01",
+    "Microsoft.Storage/storageAccounts/tableServices/tables": "2023-01-01",
     "Microsoft.OperationalInsights/workspaces": "2022-10-01",
     "Microsoft.Insights/components": "2020-02-02",
     "Microsoft.Web/serverfarms": "2023-12-01",
@@ -74,6 +117,27 @@ def app_settings(main: BicepFile) -> dict[str, Any]:
     names = [e["name"] for e in entries]
     assert len(names) == len(set(names)), "an app setting is set twice"
     return {e["name"]: e["value"] for e in entries}
+
+
+def allowed_values(bf: BicepFile, param: str) -> list[Any]:
+    """The values of a param's @allowed([...]) decorator."""
+    (decorator,) = [d for d in bf.params[param].decorators if d.startswith("@allowed(")]
+    inner = decorator[len("@allowed("):-1].strip()
+    assert inner.startswith("[") and inner.endswith("]"), decorator
+    return parse_array(inner[1:-1])
+
+
+def custom_role_actions(bf: BicepFile, symbol: str) -> list[str]:
+    role = bf.resources[symbol]
+    assert role.type == "Microsoft.Authorization/roleDefinitions"
+    (perm,) = role.body["properties"]["permissions"]
+    assert perm["notActions"] == [] and perm["dataActions"] == [] \
+        and perm["notDataActions"] == [], symbol
+    actions = perm["actions"]
+    if isinstance(actions, Expr):          # a `var` holding the list
+        actions = bf.variables[actions]
+    assert isinstance(actions, list) and all(isinstance(a, str) for a in actions), symbol
+    return actions
 
 
 def one(main: BicepFile, type_: str, name_param: str | None = None) -> Resource:
@@ -154,6 +218,16 @@ def test_request_and_poll_queues_deduplicate(main: BicepFile, param: str) -> Non
     assert props.get("requiresSession", False) is False   # the triggers are session-less
 
 
+def test_every_lock_is_one_minute(main: BicepFile) -> None:
+    # README ("Service Bus entities"): lock 1 min; the app's invocations and the reply session
+    # renewal are sized for it.
+    locked = [*main.of_type("Microsoft.ServiceBus/namespaces/queues"),
+              *main.of_type("Microsoft.ServiceBus/namespaces/topics/subscriptions")]
+    assert len(locked) == 4
+    for entity in locked:
+        assert entity.body["properties"]["lockDuration"] == "PT1M", entity.symbol
+
+
 def test_reply_queue_requires_sessions(main: BicepFile) -> None:
     props = one(main, "Microsoft.ServiceBus/namespaces/queues", "replyQueueName") \
         .body["properties"]
@@ -178,7 +252,7 @@ def test_entity_name_defaults_match_the_code(main: BicepFile) -> None:
                            ("pollQueueName", "REDISFLUSH_POLL_QUEUE"),
                            ("eventsTopicName", "REDISFLUSH_EVENTS_TOPIC"),
                            ("replyQueueName", "REDISFLUSH_REPLY_QUEUE")):
-        assert main.params[param].default == DEFAULTS[setting]
+        assert main.params[param].default == DESIGN_DEFAULTS[setting]
 
 
 def test_flex_consumption_python_app_with_system_identity(main: BicepFile) -> None:
@@ -192,13 +266,24 @@ def test_flex_consumption_python_app_with_system_identity(main: BicepFile) -> No
     assert props["serverFarmId"] == "plan.id" and props["httpsOnly"] is True
     config = props["functionAppConfig"]
     assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
-    assert main.params["pythonVersion"].default == "3.11"
     storage = config["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {"type": "SystemAssignedIdentity"}
     # Flex rejects these as app settings: the runtime lives in functionAppConfig
     assert not {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION",
                 "WEBSITE_RUN_FROM_PACKAGE"} & set(app_settings(main))
+
+
+def test_python_versions_are_the_supported_ones(main: BicepFile) -> None:
+    # docs/design.md "Platform": 3.11-3.13 (3.10 reached end of life); 3.13 by default.
+    assert allowed_values(main, "pythonVersion") == PYTHON_VERSIONS
+    assert main.params["pythonVersion"].default == "3.13"
+    assert main.params["pythonVersion"].type == "string"
+    doc = json.loads((INFRA / "main.parameters.example.json").read_text())
+    assert doc["parameters"]["pythonVersion"]["value"] in PYTHON_VERSIONS
+    for text in ((INFRA / "README.md").read_text(), (ROOT / "docs" / "azure.md").read_text()):
+        assert "3.11" in text and "3.13" in text
+        assert "3.10-3.12" not in text
 
 
 def test_monitoring_is_workspace_based_and_entra_only(main: BicepFile) -> None:
@@ -239,6 +324,8 @@ def test_example_parameters_file_fits_the_template(main: BicepFile) -> None:
         expected = {"string": str, "bool": bool, "int": int, "array": list,
                     "object": dict}[kind]
         assert isinstance(entry["value"], expected), name
+        if any(d.startswith("@allowed(") for d in main.params[name].decorators):
+            assert entry["value"] in allowed_values(main, name), name
 
 
 def test_readme_documents_the_one_command() -> None:
@@ -276,18 +363,50 @@ def test_connections_are_identity_based(main: BicepFile) -> None:
         assert not re.search(r"(?i)(key|secret|password|sig)=", str(value)), name
 
 
+def test_every_documented_setting_is_set(main: BicepFile) -> None:
+    settings = app_settings(main)
+    for name in DESIGN_SETTINGS:
+        if name in NOT_IN_AZURE:
+            assert name not in settings, f"{name}: {NOT_IN_AZURE[name]}"
+        else:
+            assert name in settings, f"docs/design.md lists {name} but the template does not set it"
+    for name in settings:
+        if name.startswith(("REDISFLUSH_", "AzureWebJobsStorage", "ServiceBusConnection")):
+            assert name in DESIGN_SETTINGS, f"{name} is set but docs/design.md does not list it"
+
+
 def test_every_setting_the_code_reads_is_set(main: BicepFile) -> None:
+    # imported here: the settings module is the code's own list, the one thing this file needs
+    # from the package, so the rest of the file does not depend on it
+    from redisflush.settings import DEFAULTS
     settings = app_settings(main)
     for name in DEFAULTS:
         if name in NOT_IN_AZURE:
             assert name not in settings, f"{name}: {NOT_IN_AZURE[name]}"
-        elif name == "ServiceBusConnection__fullyQualifiedNamespace":
-            assert name in settings
         else:
             assert name in settings, f"the code reads {name} but the template does not set it"
-    for name in settings:
-        if name.startswith("REDISFLUSH_"):
-            assert name in DEFAULTS, f"{name} is set but no code reads it"
+    for name in DEFAULTS:
+        assert name in DESIGN_SETTINGS, f"the code reads {name}: docs/design.md should list it"
+
+
+def test_new_settings_have_the_documented_values(main: BicepFile) -> None:
+    settings = app_settings(main)
+    assert settings["REDISFLUSH_LEDGER_TABLE"] == "ledgerTable.name"
+    assert main.params["ledgerTableName"].default == "redisflushrequests"
+    assert settings["REDISFLUSH_ENTERPRISE_API_VERSION"] == "enterpriseApiVersion"
+    assert main.params["enterpriseApiVersion"].default == "2025-07-01"
+    assert settings["REDISFLUSH_API_VERSION"] == "cacheApiVersion"
+    assert main.params["cacheApiVersion"].default == "2023-08-01"
+    assert settings["REDISFLUSH_MAX_TARGETS"] == "string(maxTargets)"
+    max_targets = main.params["maxTargets"]
+    assert max_targets.type == "int" and max_targets.default == 50
+    assert "@maxValue(50)" in max_targets.decorators and "@minValue(1)" in max_targets.decorators
+    assert settings["REDISFLUSH_TIMEOUT_SECONDS"] == "string(timeoutSeconds)"
+    assert settings["AzureWebJobsStorage__accountName"] == "storage.name"
+
+
+def test_settings_reference_existing_resources(main: BicepFile) -> None:
+    settings = app_settings(main)
     assert settings["REDISFLUSH_REQUEST_QUEUE"] == "requestQueue.name"
     assert settings["REDISFLUSH_REPLY_QUEUE"] == "replyQueue.name"
     assert settings["REDISFLUSH_ARM_ENDPOINT"] == "environment().resourceManager"
@@ -325,65 +444,177 @@ def test_app_role_assignments(main: BicepFile) -> None:
         assert ra.body["name"].startswith("guid(")
         got[role_id_of(main, ra)] = ra.body["scope"]
     assert got == {SB_RECEIVER: "serviceBus", SB_SENDER: "serviceBus",
-                   BLOB_OWNER: "storage", METRICS_PUBLISHER: "appInsights"}
+                   BLOB_OWNER: "storage", STORAGE_TABLE_CONTRIBUTOR: "storage",
+                   METRICS_PUBLISHER: "appInsights"}
 
 
 def test_role_ids_are_the_built_in_ones(main: BicepFile) -> None:
     assert main.variables["roles"] == {
         "serviceBusDataReceiver": SB_RECEIVER, "serviceBusDataSender": SB_SENDER,
-        "storageBlobDataOwner": BLOB_OWNER, "monitoringMetricsPublisher": METRICS_PUBLISHER,
-        "redisCacheContributor": REDIS_CACHE_CONTRIBUTOR}
+        "storageBlobDataOwner": BLOB_OWNER, "storageTableDataContributor": STORAGE_TABLE_CONTRIBUTOR,
+        "monitoringMetricsPublisher": METRICS_PUBLISHER,
+        "redisCacheContributor": REDIS_CACHE_CONTRIBUTOR,
+        "managedRedisContributor": MANAGED_REDIS_CONTRIBUTOR}
     for value in main.variables["roles"].values():
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
                             value)
 
 
-def test_custom_roles_hold_only_the_flush_and_operation_reads(roles_module: BicepFile) -> None:
+def test_custom_roles_hold_exactly_the_needed_actions(roles_module: BicepFile) -> None:
     assert roles_module.target_scope == "subscription"
-    flush = roles_module.resources["flushRole"]
-    assert flush.type == "Microsoft.Authorization/roleDefinitions"
-    assert flush.condition == "createFlushRole"
-    (perm,) = flush.body["properties"]["permissions"]
-    assert set(perm["actions"]) == {FLUSH} | OPERATION_READS
-    assert perm["dataActions"] == [] and perm["notActions"] == []
-    assert flush.body["properties"]["type"] == "CustomRole"
-    assert flush.body["properties"]["assignableScopes"] == ["subscription().id"]
-    reader = roles_module.resources["operationReader"]
-    (perm,) = reader.body["properties"]["permissions"]
-    actions = perm["actions"]
-    if isinstance(actions, Expr):          # a `var` holding the list
-        actions = roles_module.variables[actions]
-    assert set(actions) == OPERATION_READS
-    assert not any("*" in action for action in actions)
-    assignment = roles_module.resources["operationReaderAssignment"]
-    assert assignment.body["properties"]["roleDefinitionId"] == "operationReader.id"
-    assert assignment.condition == "grantOperationStatusRead"
-    assert roles_module.outputs["flushRoleDefinitionId"].startswith("createFlushRole ?")
+    custom = {symbol for symbol, res in roles_module.resources.items()
+              if res.type == "Microsoft.Authorization/roleDefinitions"}
+    assert custom == set(ROLE_ACTIONS)
+    union: set[str] = set()
+    for symbol, expected in ROLE_ACTIONS.items():
+        actions = custom_role_actions(roles_module, symbol)
+        assert len(actions) == len(set(a.lower() for a in actions)), f"{symbol}: a duplicate"
+        assert set(actions) == expected, (symbol, set(actions) ^ expected)
+        assert not any("*" in action for action in actions), symbol
+        props = roles_module.resources[symbol].body["properties"]
+        assert props["type"] == "CustomRole"
+        assert props["assignableScopes"] == ["subscription().id"]
+        assert "${roleNameSuffix}" in props["roleName"]     # role names are tenant-unique
+        union |= set(actions)
+    assert union == ALL_ACTIONS
+    # no wildcard in any string of the module, and no Microsoft.Cache action outside the list
+    literals = re.findall(r"'([^']*)'", roles_module.text)
+    assert not [text for text in literals if "*" in text]
+    for text in literals:
+        if text.startswith("Microsoft.Cache/"):
+            assert text in ALL_ACTIONS, text
 
 
-def test_flush_role_is_assigned_on_each_scope(main: BicepFile,
-                                              scope_module: BicepFile) -> None:
+def test_custom_roles_are_conditional_and_assigned_where_they_work(
+        roles_module: BicepFile) -> None:
+    res = roles_module.resources
+    assert res["flushRole"].condition == "createFlushRole"
+    assert res["managedRedisRole"].condition == "createManagedRedisRole"
+    assert res["operationReader"].condition == "grantOperationStatusRead"
+    assert res["lister"].condition == "grantSubscriptionListRead"
+    # subscription-level assignments: only the operation reader and the lister (reads only);
+    # the flush roles are assigned per resource group by flush-scope.bicep
+    assignments = {s: r for s, r in res.items()
+                   if r.type == "Microsoft.Authorization/roleAssignments"}
+    assert {r.body["properties"]["roleDefinitionId"] for r in assignments.values()} == \
+        {"operationReader.id", "lister.id"}
+    assert assignments["operationReaderAssignment"].condition == "grantOperationStatusRead"
+    assert assignments["listerAssignment"].condition == "grantSubscriptionListRead"
+    for ra in assignments.values():
+        assert ra.body["properties"]["principalId"] == "principalId"
+        assert ra.body["properties"]["principalType"] == "ServicePrincipal"
+    outputs = roles_module.outputs
+    assert outputs["flushRoleDefinitionId"] == "createFlushRole ? flushRole.id : ''"
+    assert outputs["managedRedisRoleDefinitionId"] == \
+        "createManagedRedisRole ? managedRedisRole.id : ''"
+
+
+def test_the_role_module_says_how_action_names_were_checked() -> None:
+    text = (INFRA / "modules" / "flush-roles.bicep").read_text()
+    assert "permissions/databases" in text            # the RBAC operations reference
+    assert "InvalidActionOrNotAction" in text         # what ARM does with an unknown action
+    assert "az provider operation show" in text
+
+
+def test_flush_roles_are_assigned_on_each_scope(main: BicepFile,
+                                               scope_module: BicepFile) -> None:
     roles = main.modules["flushRoles"]
     assert roles.body["scope"] == "subscription()"
-    assert roles.body["params"]["createFlushRole"] == "!useBuiltInRole"
-    assert roles.body["params"]["principalId"] == "functionApp.identity.principalId"
+    params = roles.body["params"]
+    assert params["createFlushRole"] == "!useBuiltInRole"
+    assert params["createManagedRedisRole"] == "managedRedisChoice == 'custom'"
+    assert params["grantOperationStatusRead"] == "grantOperationStatusRead"
+    assert params["grantSubscriptionListRead"] == "grantSubscriptionListRead"
+    assert params["principalId"] == "functionApp.identity.principalId"
     per_scope = main.modules["flushScope"]
     assert per_scope.loop == "rg in flushScopes"
     assert per_scope.body["scope"] == "resourceGroup(rg)"
-    choice = per_scope.body["params"]["roleDefinitionId"]
-    assert choice == ("useBuiltInRole ? redisCacheContributorId : "
-                      "flushRoles.outputs.flushRoleDefinitionId")
-    assert REDIS_CACHE_CONTRIBUTOR in json.dumps(main.variables["roles"])
-    assert "roles.redisCacheContributor" in main.variables["redisCacheContributorId"]
+    assert per_scope.body["params"]["roleDefinitionIds"] == "flushScopeRoleIds"
+    variables = main.variables
+    assert variables["flushScopeRoleIds"] == \
+        "concat([classicFlushRoleId], managedRedisFlushRoleIds)"
+    assert variables["classicFlushRoleId"] == \
+        "useBuiltInRole ? redisCacheContributorId : flushRoles.outputs.flushRoleDefinitionId"
+    assert variables["managedRedisFlushRoleIds"] == (
+        "managedRedisChoice == 'none' ? [] : [managedRedisChoice == 'builtIn' ? "
+        "managedRedisContributorId : flushRoles.outputs.managedRedisRoleDefinitionId]")
+    assert variables["managedRedisChoice"] == (
+        "managedRedisAccess == 'none' ? 'none' : "
+        "(useBuiltInRole ? 'builtIn' : managedRedisAccess)")
+    assert allowed_values(main, "managedRedisAccess") == ["custom", "builtIn", "none"]
+    assert main.params["managedRedisAccess"].default == "custom"
+    assert "roles.redisCacheContributor" in variables["redisCacheContributorId"]
+    assert "roles.managedRedisContributor" in variables["managedRedisContributorId"]
     for module in main.modules.values():
         assert (INFRA / module.path).is_file()
     assert scope_module.target_scope == "resourceGroup"
     (assignment,) = scope_module.resources.values()
+    assert assignment.type == "Microsoft.Authorization/roleAssignments"
+    assert assignment.loop == "roleDefinitionId in roleDefinitionIds"
     assert assignment.body["properties"]["roleDefinitionId"] == "roleDefinitionId"
+    assert assignment.body["properties"]["principalId"] == "principalId"
+    assert "roleDefinitionId" in assignment.body["name"]      # one name per role
     assert set(scope_module.params) == set(per_scope.body["params"])
-    assert set(load(INFRA / "modules" / "flush-roles.bicep").params) <= \
-        set(roles.body["params"]) | {n for n, p in load(
-            INFRA / "modules" / "flush-roles.bicep").params.items() if p.has_default}
+    roles_params = load(INFRA / "modules" / "flush-roles.bicep").params
+    assert set(roles_params) <= set(params) | {n for n, p in roles_params.items() if p.has_default}
+    assert set(params) <= set(roles_params)
+
+
+def managed_redis_roles(useBuiltIn: bool, access: str) -> list[str]:
+    """Evaluates main.bicep's role choice (checked verbatim above) for one set of parameters."""
+    choice = "none" if access == "none" else ("builtIn" if useBuiltIn else access)
+    classic = "Redis Cache Contributor" if useBuiltIn else "Redis Cache Flusher"
+    managed = {"none": [], "builtIn": ["Azure Managed Redis Contributor"],
+               "custom": ["Managed Redis Flusher"]}[choice]
+    return [classic, *managed]
+
+
+@pytest.mark.parametrize("use_built_in,access,expected", [
+    (False, "custom", ["Redis Cache Flusher", "Managed Redis Flusher"]),
+    (False, "builtIn", ["Redis Cache Flusher", "Azure Managed Redis Contributor"]),
+    (False, "none", ["Redis Cache Flusher"]),
+    (True, "custom", ["Redis Cache Contributor", "Azure Managed Redis Contributor"]),
+    (True, "none", ["Redis Cache Contributor"]),
+])
+def test_role_choice_table(use_built_in: bool, access: str, expected: list[str]) -> None:
+    # the table docs/azure.md and infra/README.md give
+    assert managed_redis_roles(use_built_in, access) == expected
+
+
+# -- the request ledger ------------------------------------------------------------------------------
+
+def test_ledger_table_lives_in_the_app_storage_account(main: BicepFile) -> None:
+    table = one(main, "Microsoft.Storage/storageAccounts/tableServices/tables")
+    assert table.body["name"] == "ledgerTableName"
+    service = main.resources[table.body["parent"]]
+    assert service.type == "Microsoft.Storage/storageAccounts/tableServices"
+    assert service.body["name"] == "default"
+    account = main.resources[service.body["parent"]]
+    assert account.type == "Microsoft.Storage/storageAccounts"
+    # the same account the host (and the ledger adapter) reach through AzureWebJobsStorage
+    assert app_settings(main)["AzureWebJobsStorage__accountName"] == f"{account.symbol}.name"
+    param = main.params["ledgerTableName"]
+    assert "@minLength(3)" in param.decorators and "@maxLength(63)" in param.decorators
+    assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", param.default)
+    assert main.outputs["ledgerTable"] == "ledgerTable.name"
+
+
+def test_table_role_is_scoped_to_the_storage_account_only(main: BicepFile,
+                                                          roles_module: BicepFile,
+                                                          scope_module: BicepFile) -> None:
+    table_roles = [ra for ra in main.of_type("Microsoft.Authorization/roleAssignments")
+                   if "storageTableDataContributor" in ra.body["properties"]["roleDefinitionId"]]
+    (ra,) = table_roles
+    assert ra.body["scope"] == "storage"
+    assert main.resources["storage"].type == "Microsoft.Storage/storageAccounts"
+    assert ra.body["properties"]["principalId"] == "functionApp.identity.principalId"
+    assert ra.body["name"] == \
+        "guid(storage.id, functionApp.id, roles.storageTableDataContributor)"
+    # nowhere else: not in the modules (subscription or resource group scopes)
+    for bf in (roles_module, scope_module):
+        assert STORAGE_TABLE_CONTRIBUTOR not in bf.text
+        assert "storageTableDataContributor" not in bf.text
+    assert main.text.count(STORAGE_TABLE_CONTRIBUTOR) == 1
 
 
 def test_expressions_stay_expressions(main: BicepFile) -> None:
