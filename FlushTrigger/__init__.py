@@ -5,7 +5,10 @@ exception that escapes is a bus failure, so the host redelivers.
 """
 import azure.functions as func
 
-from redisflush.functions import handle_request
+from redisflush.functions import check_settings, handle_request
+
+# At load, not per message: a broken setting stops the function here with one line.
+check_settings()
 
 
 def main(msg: func.ServiceBusMessage) -> None:

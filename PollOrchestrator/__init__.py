@@ -5,7 +5,10 @@ exception that escapes is a bus failure (or an unreadable poll state), so the ho
 """
 import azure.functions as func
 
-from redisflush.functions import handle_poll
+from redisflush.functions import check_settings, handle_poll
+
+# At load, not per message: a broken setting stops the function here with one line.
+check_settings()
 
 
 def main(msg: func.ServiceBusMessage) -> None:

@@ -1,32 +1,43 @@
-"""The two handlers the function folders call, wiring pure decisions to ARM and the bus.
+"""The shell: carries out what the core decides (docs/design.md, "Layout").
 
-Reliability contract (the Python worker cannot settle messages by hand): returning
-completes the message, raising abandons it. So a handler returns for every outcome that
-was recorded on the bus (a scheduled next step or a completion event) and raises only
-`BusError`, when recording itself failed and a redelivery must try again.
+For each message it calls `core.step.step`, sends the commands' effects (ledger writes,
+events, the next poll message) and makes the calls (ARM through the pacer, the ledger), then
+feeds the answers back, until a decision has no call left.
+
+Reliability contract (the Python worker cannot settle messages by hand): returning completes
+the message, raising abandons it. A handler raises only when the bus or the ledger failed, so
+a redelivery must try again; everything else ends in a recorded outcome.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import datetime as dt
 import logging
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
-from . import orchestrator
 from .arm import ArmClient
-from .bus import Bus, BusError, OutboundMessage
-from .events import completion_event, event_messages, progress_message
-from .messages import Delivery, Origin, PollState, Rejection, parse_request
+from .bus import Bus, BusError
+from .core.cadence import ReadBudget
+from .core.commands import (CallArm, ClaimTarget, Command, Deferred, Log, Note, OpenRequest,
+                            Publish, RecordRequest, RecordTarget, Reply, Result, Schedule)
+from .core.request import Delivery, Rejection, parse_request
+from .core.state import RunState
+from .core.step import Config, View, begin, rejection_commands, step
+from .ledger import Ledger
+from .ledger_ops import claim_target, open_request, record
+from .logtext import printable
 from .settings import Settings
-from .target import CacheTarget
 
 log = logging.getLogger("redisflush")
-# A pacer slot this close is waited for in-process; a later one is re-queued holding the slot.
-# Kept short: a sleeping invocation holds one of the worker's threads, which both functions
-# share, so under a saturated write bucket long sleeps in FlushTrigger starve the polls
-# (bench/: 1,000-cache fleet 1.22x -> 1.01x its lower bound when cut from 1 s to 0.2 s).
-MAX_INLINE_WAIT = 0.2
+# An invocation stops starting ARM calls this long after it began: one call may last up to
+# its whole-duration limit, and the lock (one minute) must outlive the invocation.
+CALL_WINDOW = 30.0
+MAX_ROUNDS = 64
+ARM_THREADS = 8
+POLLER_WINDOW = 10.0
 
 
 def utcnow() -> dt.datetime:
@@ -35,114 +46,149 @@ def utcnow() -> dt.datetime:
 
 @dataclass
 class FlushApp:
-    """One per process: settings, the ARM client and the bus, shared by all invocations."""
+    """One per process: settings, ARM client, bus and ledger, shared by all invocations."""
 
     settings: Settings
     arm: ArmClient
     bus: Bus
+    ledger: Ledger
     clock: Callable[[], dt.datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    _pool: cf.ThreadPoolExecutor = field(default_factory=lambda: cf.ThreadPoolExecutor(
+        ARM_THREADS, thread_name_prefix="arm"), repr=False)
+    _pollers: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def config(self) -> Config:
+        s = self.settings
+        return Config(s.arm_endpoint, s.api_version, s.enterprise_api_version, s.max_targets,
+                      s.allowed_scopes, s.poll_queue)
 
     def on_request(self, delivery: Delivery) -> str:
-        """FlushTrigger: validate, then take the first step (the POST)."""
-        now = self.clock()
-        parsed = parse_request(delivery, default_timeout=self.settings.timeout_seconds,
-                               allowed_scopes=self.settings.allowed_scopes, now=now)
+        """FlushTrigger: validate, then drive the request's first step."""
+        s, now = self.settings, self.clock()
+        parsed = parse_request(delivery, default_timeout=s.timeout_seconds,
+                               allowed_scopes=s.allowed_scopes, max_targets=s.max_targets,
+                               reserved_queues=(s.request_queue, s.poll_queue), now=now)
         if isinstance(parsed, Rejection):
-            return self._reject(parsed)
-        return self._step(orchestrator.begin(parsed, now))
+            log.warning("request %s rejected: %s", printable(parsed.origin.request_id),
+                        printable(parsed.message, 300))
+            self._carry_out(rejection_commands(parsed, now), parsed.origin.request_id)
+            return f"completed Rejected ({printable(parsed.field, 80)})"
+        return self._drive(begin(parsed, now))
 
     def on_poll(self, delivery: Delivery) -> str:
         """PollOrchestrator: continue the chain from the state carried in the message."""
         try:
-            state = PollState.from_json(delivery.body)
+            state = RunState.from_json(delivery.body)
         except ValueError as exc:
             # Not ours or from an unknown version: raising sends it, after the delivery
             # limit, to the dead-letter queue, where it is kept for a person to look at.
-            log.error("poll message %s is unreadable: %s", delivery.message_id, exc)
+            log.error("poll message %s is unreadable: %s", printable(delivery.message_id),
+                      printable(exc, 300))
             raise
-        return self._step(state)
+        return self._drive(state)
 
-    # -- steps ------------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------
 
-    def _step(self, state: PollState) -> str:
-        now = self.clock()
-        action = orchestrator.before_call(state, now)
-        if action is None and not state.paced:
-            wait = self.arm.pacer.reserve(state.target.subscription_id,
-                                          "POST" if state.phase == "flush" else "GET")
-            if wait > MAX_INLINE_WAIT:
-                action = orchestrator.deferred(state, wait, now)
-            elif wait > 0:
-                self.sleep(wait)
-        if action is None:
-            client_id = f"{state.origin.request_id}:{state.attempt}"
-            if state.phase == "flush":
-                url = state.target.flush_url(self.settings.arm_endpoint,
-                                             self.settings.api_version)
-                result = self.arm.post(url, state.target.subscription_id, client_id)
-                action = orchestrator.after_post(state, result, self.clock(),
-                                                 self.settings.arm_endpoint)
-            else:
-                result = self.arm.get(state.poll_url or "", state.target.subscription_id,
-                                      client_id)
-                action = orchestrator.after_poll(state, result, self.clock(),
-                                                 self.settings.arm_endpoint)
-        return self._record(action, state)
-
-    def _record(self, action: orchestrator.Action, before: PollState) -> str:
-        if isinstance(action, orchestrator.Schedule):
-            nxt = action.state
-            self.bus.send(self.settings.poll_queue, [_poll_message(nxt, action.at)])
-            if nxt.phase == "poll" and (before.phase == "flush" or
-                                        nxt.last_status != before.last_status or
-                                        _percent(nxt) != _percent(before)):
-                note = progress_message(nxt.origin, nxt.target, nxt.last_status or "Accepted",
-                                        nxt.last_operation, nxt.attempt, self.clock())
-                if note is not None:
-                    self._send_progress(nxt.origin.reply_to or "", note)
-            outcome = f"scheduled {nxt.message_id} at {action.at:%H:%M:%S}"
-        else:
-            outcome = self._publish(action.state.origin, action.state.target, action.status,
-                                    operation=action.operation, error=action.error,
-                                    accepted_at=action.state.accepted_at,
-                                    arm_requests=action.state.arm_requests)
-        log.info("request %s: %s", before.origin.request_id, outcome)
+    def _drive(self, state: RunState) -> str:
+        started, answers = self.monotonic(), {}  # type: float, dict[str, Result]
+        outcome = "no change"
+        for round_ in range(MAX_ROUNDS):
+            can_call = round_ < MAX_ROUNDS - 1 and self.monotonic() - started < CALL_WINDOW
+            view = View(self.clock(), can_call, self._budgets(state))
+            state, commands = step(state, answers, view, self.config)
+            outcome = _describe(commands) or outcome
+            answers = self._carry_out(commands, state.origin.request_id)
+            if not answers:
+                break
+        log.info("request %s: %s", printable(state.origin.request_id), outcome)
         return outcome
 
-    def _send_progress(self, queue: str, note: OutboundMessage) -> None:
-        """Progress is a courtesy to a waiting CLI: the next step is already recorded, so a
-        failed note must not make the host redeliver this step (extra GETs, a dead letter)."""
-        try:
-            self.bus.send(queue, [note])
-        except BusError as exc:
-            log.warning("progress note %s to %r not sent: %s", note.message_id, queue, exc)
+    def _carry_out(self, commands: list[Command], request_id: str) -> dict[str, Result]:
+        """Effects in order; then the calls (ARM calls side by side), answered by ref."""
+        answers: dict[str, Result] = {}
+        arm_calls: list[CallArm] = []
+        for command in commands:
+            if isinstance(command, CallArm):
+                arm_calls.append(command)
+            elif isinstance(command, OpenRequest):
+                answers[command.ref] = open_request(self.ledger, request_id, command,
+                                                    self.clock())
+            elif isinstance(command, ClaimTarget):
+                answers[command.ref] = claim_target(self.ledger, request_id, command,
+                                                    self.clock())
+            else:
+                self._effect(command, request_id)
+        if len(arm_calls) == 1:
+            answers[arm_calls[0].ref] = self._call(arm_calls[0])
+        elif arm_calls:
+            for call, result in zip(arm_calls, self._pool.map(self._call, arm_calls)):
+                answers[call.ref] = result
+        return answers
 
-    def _reject(self, rejection: Rejection) -> str:
-        log.warning("request %s rejected: %s", rejection.origin.request_id, rejection.message)
-        return self._publish(rejection.origin, rejection.target, "Rejected", operation=None,
-                             error={"code": "InvalidRequest", "message": rejection.message,
-                                    "target": rejection.field}, accepted_at=None,
-                             arm_requests=0)
+    def _effect(self, command: Command, request_id: str) -> None:
+        s = self.settings
+        if isinstance(command, (RecordTarget, RecordRequest)):
+            record(self.ledger, request_id, command, self.clock())
+        elif isinstance(command, Publish):
+            self.bus.publish(s.events_topic, [command.message])
+        elif isinstance(command, Schedule):
+            self.bus.send(s.poll_queue, [command.message])
+        elif isinstance(command, (Reply, Note)):
+            # The topic event is out already: a reply queue that is missing or refuses must
+            # never make this step run again (docs/design.md, "Completion events").
+            try:
+                self.bus.send(command.queue, [command.message])
+            except BusError as exc:
+                log.warning("%s %s to ReplyTo %s not sent: %s", type(command).__name__.lower(),
+                            printable(command.message.message_id), printable(command.queue),
+                            printable(exc, 300))
+        elif isinstance(command, Log):
+            getattr(log, command.level, log.info)("%s", printable(command.text, 500))
 
-    def _publish(self, origin: Origin, target: CacheTarget | None, status: str, *,
-                 operation: Mapping[str, Any] | None, error: Mapping[str, Any] | None,
-                 accepted_at: dt.datetime | None, arm_requests: int) -> str:
-        event = completion_event(origin, target, status, operation=operation, error=error,
-                                 accepted_at=accepted_at, completed_at=self.clock(),
-                                 arm_requests=arm_requests)
-        topic_message, reply = event_messages(event, origin, target)
-        self.bus.publish(self.settings.events_topic, [topic_message])
-        if reply is not None:
-            self.bus.send(origin.reply_to or "", [reply])
-        return f"completed {status}" + (f" ({error.get('code')})" if error else "")
+    def _call(self, call: CallArm) -> Result:
+        method = call.method
+        if not call.paced:
+            wait = self.arm.pacer.reserve(call.subscription_id, method)
+            if wait > call.max_inline_wait:
+                return Deferred(wait)
+            if wait > 0:
+                self.sleep(wait)
+        if method == "GET" and ":poll" in call.ref:
+            self._seen_poller(call.subscription_id, call.url)
+        return self.arm.call(method, call.url, call.subscription_id, call.client_request_id,
+                             call.body)
+
+    # -- readings ------------------------------------------------------------------------------
+
+    def _seen_poller(self, subscription: str, url: str) -> None:
+        with self._lock:
+            self._pollers.setdefault(subscription.lower(), {})[url] = self.monotonic()
+
+    def _budgets(self, state: RunState) -> Mapping[str, ReadBudget]:
+        """Per subscription of this request: ARM's last remaining-reads count and how many
+        operations this process has polled there lately."""
+        now, budgets = self.monotonic(), {}
+        for sub in {t.target.subscription_id for t in state.targets}:
+            with self._lock:
+                seen = self._pollers.get(sub.lower(), {})
+                for url, at in list(seen.items()):
+                    if now - at > POLLER_WINDOW:
+                        del seen[url]
+                pollers = len(seen)
+            remaining = self.arm.pacer.remaining(sub, "reads")
+            budgets[sub] = ReadBudget(remaining[0] if remaining else None, max(1, pollers))
+        return budgets
 
 
-def _poll_message(state: PollState, at: dt.datetime) -> OutboundMessage:
-    return OutboundMessage(state.to_json(), state.message_id,
-                           correlation_id=state.origin.request_id, scheduled_at=at,
-                           application_properties={"requestId": state.origin.request_id})
-
-
-def _percent(state: PollState) -> object:
-    return (state.last_operation or {}).get("percentComplete")
+def _describe(commands: list[Command]) -> str | None:
+    """What a decision did, for the host's one log line per invocation."""
+    done = [c for c in commands if isinstance(c, Publish)]
+    scheduled = [c for c in commands if isinstance(c, Schedule)]
+    parts = [f"published {c.message.subject} {c.message.application_properties.get('status')}"
+             for c in done]
+    parts += [f"scheduled {c.message.message_id} at {c.at:%H:%M:%S.%f}"[:-3] for c in scheduled]
+    return "; ".join(parts) or None

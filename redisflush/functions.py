@@ -1,26 +1,33 @@
 """Binding glue shared by the function folders: the process's app, and binding -> Delivery.
 
-The Functions host keeps one worker process warm for many invocations, so the app (its
-ARM session, token cache, pacer and Service Bus client) is built once, on first use.
-The local host installs its own app (local bus, emulator token) with `install`.
+The Functions host keeps one worker process warm for many invocations, so the app (its ARM
+session, token cache, pacer, Service Bus client and ledger) is built once, on first use.
+`check_settings` runs when the worker loads a function folder: a broken setting fails the
+load with one line naming it, so no message is taken and none is dead-lettered for it
+(docs/design.md, "Settings"). The local host installs its own app with `install`.
 """
 from __future__ import annotations
 
 import datetime as dt
 import threading
-
-import azure.functions as func
+from typing import Any
 
 from .app import FlushApp
 from .arm import ArmClient, IdentityToken, StaticToken
 from .bus import AzureServiceBus
-from .messages import Delivery
+from .core.request import Delivery
+from .errors import ConfigurationError
 from .settings import Settings
 
 EMULATOR_TOKEN = "local-emulator-token"
 _app: FlushApp | None = None
 _lock = threading.Lock()
 _outcome = threading.local()
+
+
+def check_settings() -> Settings:
+    """Validate every setting now (at function load), raising ConfigurationError."""
+    return Settings.from_env()
 
 
 def install(app: FlushApp | None) -> None:
@@ -34,24 +41,50 @@ def get_app() -> FlushApp:
     global _app
     with _lock:
         if _app is None:
-            _app = app_for_azure(Settings.from_env())
+            _app = app_for_environment(Settings.from_env())
         return _app
 
 
-def app_for_azure(settings: Settings) -> FlushApp:
-    """Managed identity for ARM and (identity-based connection) for Service Bus."""
+def app_for_environment(settings: Settings) -> FlushApp:
+    """Azure: managed identity for ARM, Service Bus and Table storage. With the ARM emulator
+    as endpoint and no Service Bus configured, the local bus and ledger of the local dir
+    (how the real worker runs against the embedded default)."""
+    if settings.is_local_endpoint and not (settings.service_bus_connection or
+                                           settings.service_bus_namespace):
+        from .local.app import local_app
+        return local_app(settings)
     identity = IdentityToken(settings.client_id)
     tokens = StaticToken(EMULATOR_TOKEN) if settings.is_local_endpoint else identity
     bus = AzureServiceBus.from_settings(settings.service_bus_connection,
                                         settings.service_bus_namespace,
                                         lambda: identity.credential)
     return FlushApp(settings, ArmClient(settings.arm_endpoint, settings.api_version, tokens),
-                    bus)
+                    bus, _table_ledger(settings, identity))
 
 
-def delivery(msg: func.ServiceBusMessage) -> Delivery:
-    """What the worker gives a Python function, reduced to what the app reads."""
-    return Delivery(body=msg.get_body(), message_id=msg.message_id or "",
+def _table_ledger(settings: Settings, identity: IdentityToken) -> Any:
+    from .ledger_tables import TableLedger
+
+    if not (settings.storage_connection or settings.storage_account_name or
+            settings.storage_table_service_uri):
+        raise ConfigurationError("AzureWebJobsStorage: not set; the request ledger needs the "
+                                 "app's storage account (AzureWebJobsStorage__accountName "
+                                 "or a connection string)")
+    return TableLedger.from_settings(settings.ledger_table,
+                                     connection_string=settings.storage_connection,
+                                     account_name=settings.storage_account_name,
+                                     table_service_uri=settings.storage_table_service_uri,
+                                     credential=identity.credential
+                                     if not settings.storage_connection else None)
+
+
+def delivery(msg: Any) -> Delivery:
+    """What the worker gives a Python function, reduced to what the app reads. The body is
+    bytes with `"dataType": "binary"` in function.json (see docs/design.md, "Platform")."""
+    body = msg.get_body()
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return Delivery(body=body, message_id=msg.message_id or "",
                     correlation_id=msg.correlation_id, reply_to=msg.reply_to,
                     reply_to_session_id=msg.reply_to_session_id,
                     enqueued_at=_utc(msg.enqueued_time_utc),
@@ -59,18 +92,18 @@ def delivery(msg: func.ServiceBusMessage) -> Delivery:
 
 
 def _utc(moment: dt.datetime | None) -> dt.datetime | None:
-    """EnqueuedTimeUtc is UTC, but the worker returns a naive datetime when the host's text
-    has no offset; comparing that with aware times would raise on every delivery."""
+    """EnqueuedTimeUtc is UTC, but the host sends it without an offset, so the worker returns
+    a naive datetime; comparing that with aware times would raise on every delivery."""
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=dt.timezone.utc)
     return moment
 
 
-def handle_request(msg: func.ServiceBusMessage) -> None:
+def handle_request(msg: Any) -> None:
     _outcome.text = get_app().on_request(delivery(msg))
 
 
-def handle_poll(msg: func.ServiceBusMessage) -> None:
+def handle_poll(msg: Any) -> None:
     _outcome.text = get_app().on_poll(delivery(msg))
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urljoin, urlsplit
 
-from ..settings import is_loopback_http
+# Trust rules live in core/trust.py; re-exported here for the modules that import them from lro.
+from .trust import is_loopback_http, is_trusted, redact_url  # noqa: F401
 
 SUCCEEDED, FAILED, CANCELED = "Succeeded", "Failed", "Canceled"
 _TERMINAL = {s.lower(): s for s in (SUCCEEDED, FAILED, CANCELED)}
@@ -82,24 +83,70 @@ class Reading:
 
 
 def terminal_status(status: object) -> str | None:
-    """The canonical terminal status for any casing, or None while still running."""
-    return _TERMINAL.get(status.lower()) if isinstance(status, str) else None
+    """The canonical terminal status for any casing or surrounding whitespace, else None."""
+    return _TERMINAL.get(status.strip().lower()) if isinstance(status, str) else None
+
+
+class _Ambiguous(ValueError):
+    """A JSON object names the same key twice: which value ARM meant is unknowable."""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise _Ambiguous("duplicate key")
+    return doc
+
+
+def _finite_float(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _small_int(text: str) -> int | None:
+    # CPython refuses ints over 4,300 digits (ValueError); no field of ours needs 30.
+    return int(text) if len(text.lstrip("-")) <= 30 else None
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads for ARM's bodies: NaN/Infinity, overflowing floats and absurdly long ints
+    become None (never an exception or a non-finite number in an event); a duplicate key
+    anywhere raises `_Ambiguous` (a ValueError)."""
+    return json.loads(body, object_pairs_hook=_pairs, parse_float=_finite_float,
+                      parse_int=_small_int, parse_constant=lambda _: None)
+
+
+def _percent(value: object) -> float | int | None:
+    """percentComplete when it is a plain number in 0..100, else None (dropped, not fatal)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) and 0 <= value <= 100 else None
+
+
+def _clean(doc: dict[str, Any]) -> dict[str, Any]:
+    """The status document with an unusable percentComplete dropped (set to None)."""
+    if "percentComplete" in doc and _percent(doc["percentComplete"]) is None:
+        doc = {**doc, "percentComplete": None}
+    return doc
 
 
 def _reading_from_body(body: bytes, empty: Reading | None) -> Reading:
     if not body.strip():
         return empty or Reading("bad", problem="OperationStatusEmptyBody")
     try:
-        doc = json.loads(body)
+        doc = parse_json(body)
+    except _Ambiguous:
+        return Reading("bad", problem="OperationStatusAmbiguous")
     except (ValueError, UnicodeDecodeError, RecursionError):
         return Reading("bad", problem="OperationStatusInvalidJson")
     if not isinstance(doc, dict):
         return Reading("bad", problem="OperationStatusInvalidJson")
+    doc = _clean(doc)
     status = doc.get("status")
-    if not isinstance(status, str) or not status:
+    if not isinstance(status, str) or not status.strip():
         return Reading("bad", problem="OperationStatusMissingStatus", operation=doc)
     final = terminal_status(status)
-    return Reading("terminal" if final else "running", final or status, doc)
+    return Reading("terminal" if final else "running", final or status.strip(), doc)
 
 
 class AsyncOperationPolling:
@@ -113,20 +160,20 @@ class AsyncOperationPolling:
 
 
 class LocationPolling:
-    """Location: 202 while running (body optional), 200/204 when done, body optional."""
+    """Location: 202 while running (body optional); 200/201/204 means done whatever the body
+    (ARM's Location rule), a body that is an object with a terminal `status` still counts."""
 
     kind = "location"
     header = "Location"
 
     def read(self, status: int, body: bytes) -> Reading:
-        if status == 202:
-            reading = _reading_from_body(body, Reading("running", "InProgress"))
+        reading = _reading_from_body(body, None)
+        if status == 202:  # running, unless an object says it is over
             return reading if reading.state != "bad" else Reading("running", "InProgress")
-        reading = _reading_from_body(body, Reading("terminal", SUCCEEDED))
-        if reading.problem == "OperationStatusMissingStatus":
-            # A Location's final answer may be the result itself, with no status field.
-            return Reading("terminal", SUCCEEDED, reading.operation)
-        return reading
+        if reading.problem == "OperationStatusAmbiguous" or reading.state == "terminal":
+            return reading  # "Failed" twice over "Succeeded": refuse to guess
+        # The result itself, a non-object, no status or a non-terminal one: done.
+        return Reading("terminal", SUCCEEDED, reading.operation)
 
 
 # Ordered: ARM's RPC says Azure-AsyncOperation wins when both headers are present.
@@ -163,24 +210,6 @@ def _absolute(reference: str, base: str) -> str:
         return reference  # unparseable: kept, and is_trusted refuses it
 
 
-def is_trusted(url: str, arm_endpoint: str) -> bool:
-    """True when `url` has the ARM endpoint's own scheme, host and port (token may go there);
-    plain http only when the endpoint itself is an http loopback URL (the local emulator)."""
-    try:
-        got, want = urlsplit(url), urlsplit(arm_endpoint)
-        if got.scheme == "http" and not is_loopback_http(arm_endpoint):
-            return False  # plain http only to the local emulator, never to a real host
-        return (got.scheme == want.scheme and got.scheme in ("https", "http")
-                and got.hostname is not None and got.hostname == want.hostname
-                and _port(got) == _port(want) and not got.username and not got.password)
-    except ValueError:
-        return False
-
-
-def _port(parts: Any) -> int:
-    return parts.port or (443 if parts.scheme == "https" else 80)
-
-
 def poll_gap(polls_done: int) -> float:
     """Seconds before the next status poll when ARM gave no Retry-After."""
     return POLL_GAPS[min(polls_done, len(POLL_GAPS) - 1)]
@@ -195,13 +224,3 @@ def retry_delay(failures: int, seed: str) -> float:
     base = min(MAX_RETRY_DELAY, 2.0 ** min(max(1, failures), 16))  # 2.0**1024 overflows
     spread = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:2], "big") / 65535.0
     return base * (0.75 + 0.5 * spread)
-
-
-def redact_url(url: str) -> str:
-    """The URL without query or userinfo: signed parameters and passwords stay out of events."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL)"
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")

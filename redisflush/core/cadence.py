@@ -1,0 +1,61 @@
+"""When to call ARM next (docs/design.md, "Reliability rules"; docs/benchmarks.md for the
+figures behind the numbers).
+
+Status reads: at most one per second per operation, spread further when the subscription's
+read budget is shared by many operations (ARM refills 25 reads a second per subscription and
+principal), never sooner than Retry-After. Retries after transient errors back off 2, 4, 8
+... 60 s, spread by a hash so a fleet does not move in lockstep. Every wait is capped: a
+Retry-After of thirty years parks a target for MAX_WAIT at most, and never past its deadline.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+MIN_POLL_GAP = 1.0          # one status read per second per operation, at most
+READ_REFILL_PER_SECOND = 25.0
+READ_SHARE = 0.8            # of the refill this process plans for; the rest is headroom
+LOW_WATER = 50.0            # remaining reads under which the plan slows down in proportion
+MAX_RETRY_DELAY = 60.0
+MAX_WAIT = 300.0            # cap on any Retry-After or pacer wait
+MAX_INLINE_WAIT = 0.2       # a pacer slot this close is waited for in-process
+
+
+@dataclass(frozen=True)
+class ReadBudget:
+    """What the shell knows of one subscription's read bucket: the last remaining count ARM
+    reported (None before any), and how many operations this process follows there."""
+
+    remaining: float | None = None
+    pollers: int = 1
+
+
+def poll_gap(budget: ReadBudget | None) -> float:
+    """Seconds until an operation's next status read when ARM gave no Retry-After."""
+    rate = READ_REFILL_PER_SECOND * READ_SHARE
+    if budget is None:
+        return MIN_POLL_GAP
+    if budget.remaining is not None and budget.remaining < LOW_WATER:
+        rate *= max(0.1, budget.remaining / LOW_WATER)
+    return max(MIN_POLL_GAP, max(1, budget.pollers) / rate)
+
+
+def retry_delay(failures: int, seed: str) -> float:
+    """Backoff after `failures` transient errors: 2, 4, 8 ... 60 s, spread by +-25%
+    (from a hash of `seed`, so decisions stay deterministic)."""
+    base = min(MAX_RETRY_DELAY, 2.0 ** min(max(1, failures), 16))
+    spread = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:2], "big") / 65535.0
+    return base * (0.75 + 0.5 * spread)
+
+
+def capped(seconds: float | None) -> float:
+    return 0.0 if seconds is None else min(max(0.0, seconds), MAX_WAIT)
+
+
+def next_time(now: dt.datetime, delay: float, retry_after: float | None,
+              deadline: dt.datetime) -> dt.datetime:
+    """now + max(delay, Retry-After), both capped, and never past the deadline."""
+    wait = max(capped(delay), capped(retry_after))
+    left = (deadline - now).total_seconds()
+    return deadline if wait >= left else now + dt.timedelta(seconds=wait)

@@ -1,0 +1,143 @@
+"""What the step function asks the shell to do, and what comes back.
+
+The shell (`redisflush.app`) carries commands out in the order given and feeds the answers of
+the calls (ARM, ledger) back into the next `step`. Effects without an answer (publish, reply,
+note, schedule) come last in a decision; a step that returns no call is finished for this
+invocation.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+from .answers import ArmAnswer, ArmFailure
+from .outbound import OutboundMessage
+
+
+@dataclass(frozen=True)
+class CallArm:
+    """One ARM request. `paced`: this call already holds a pacer slot; otherwise the shell
+    takes one and sends inline when it is at most `max_inline_wait` seconds away, else it
+    answers `Deferred` and the core schedules the call for when the slot comes."""
+
+    ref: str
+    method: str
+    url: str
+    subscription_id: str
+    client_request_id: str
+    body: bytes | None = None
+    paced: bool = False
+    max_inline_wait: float = 0.0
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """The pacer's slot for a call is `wait` seconds away (held for it)."""
+
+    wait: float
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """Record the request (conditional insert) or find the record an earlier delivery made."""
+
+    ref: str
+    fingerprint: str
+    expires_at: dt.datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """`status`: new (first delivery), same (a redelivery or a repeat), reused (this requestId
+    named other targets). For `same`: whether it ended, the targets it resolved to, and each
+    target row's state and data, keyed by target key."""
+
+    status: str
+    done: bool = False
+    data: Mapping[str, Any] = field(default_factory=dict)
+    targets: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClaimTarget:
+    """Before a POST: claim the target's ledger row under the rules of `ledger_rules`."""
+
+    ref: str
+    key: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """`decision`: post, adopt-poll / adopt-done (an earlier delivery got there first, `data`
+    says how far), busy (another invocation is POSTing until `until`), in-doubt."""
+
+    decision: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    until: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RecordTarget:
+    """Write a target's row: state `retry`, `accepted` (with its operation) or `done`."""
+
+    key: str
+    state: str
+    data: Mapping[str, Any]
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RecordRequest:
+    """Write the request row: its resolved targets, or that it ended."""
+
+    state: str
+    data: Mapping[str, Any]
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Publish:
+    """An event on the topic: every subscriber's copy. Failure raises (redelivery)."""
+
+    message: OutboundMessage
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The final event to the request's ReplyTo queue: a missing queue is logged, skipped."""
+
+    queue: str
+    message: OutboundMessage
+
+
+@dataclass(frozen=True)
+class Note:
+    """A progress note to the ReplyTo session: best-effort, never a reason to redeliver."""
+
+    queue: str
+    message: OutboundMessage
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The chain's next step: the poll message, visible at `at`."""
+
+    message: OutboundMessage
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Log:
+    """A line for the host's log (values escaped by the shell)."""
+
+    level: str
+    text: str
+
+
+Command = Union[CallArm, OpenRequest, ClaimTarget, RecordTarget, RecordRequest, Publish, Reply,
+                Note, Schedule, Log]
+Result = Union[ArmAnswer, ArmFailure, Deferred, Opened, Claimed]
+CALLS = (CallArm, OpenRequest, ClaimTarget)

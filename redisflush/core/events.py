@@ -1,0 +1,196 @@
+"""Wire shapes out (docs/design.md, "Completion events"): the per-cache
+`RedisFlush.FlushCompleted`, the per-request `RedisFlush.RequestCompleted`, and the
+`RedisFlush.FlushProgress` notes for a waiting pipeline. CloudEvents 1.0, structured JSON.
+
+Ids are deterministic (`{requestId}:completed`, `{requestId}:{i}:completed`) and are the
+Service Bus MessageIds too, so a step that runs twice publishes duplicates that the topic's
+duplicate detection drops.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .fit import MAX_MESSAGE_BYTES, fit
+from .outbound import OutboundMessage
+from .request import Origin
+from .targets import Target
+
+FLUSH_COMPLETED = "RedisFlush.FlushCompleted"
+REQUEST_COMPLETED = "RedisFlush.RequestCompleted"
+PROGRESS = "RedisFlush.FlushProgress"
+EVENT_TYPE = FLUSH_COMPLETED  # the one-target event, as before
+CONTENT_TYPE = "application/cloudevents+json"
+STATUSES = ("Succeeded", "Failed", "Canceled", "TimedOut", "Rejected")
+REJECTED_SOURCE = "/redisflush/requests"
+# Room left for the envelope (CloudEvents attributes, properties) inside a message.
+_DATA_BYTES = MAX_MESSAGE_BYTES - 8 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one target ended: what its event and the request's `results` say."""
+
+    status: str
+    completed_at: dt.datetime
+    error: Mapping[str, Any] | None = None
+    operation: Mapping[str, Any] | None = None
+    accepted_at: dt.datetime | None = None
+    arm_requests: int = 0
+    linked: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "completedAt": iso(self.completed_at),
+                "error": self.error, "operation": self.operation,
+                "acceptedAt": iso(self.accepted_at), "armRequests": self.arm_requests,
+                "linked": list(self.linked)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "Outcome":
+        return cls(str(doc["status"]), parse_iso(str(doc["completedAt"])), doc.get("error"),
+                   doc.get("operation"), parse_iso_or_none(doc.get("acceptedAt")),
+                   int(doc.get("armRequests") or 0), tuple(doc.get("linked") or ()))
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def parse_iso_or_none(text: Any) -> dt.datetime | None:
+    return parse_iso(text) if isinstance(text, str) and text else None
+
+
+def _seconds(start: dt.datetime, end: dt.datetime) -> float:
+    return round(max(0.0, (end - start).total_seconds()), 3)
+
+
+def cache_event_id(origin: Origin, index: int, count: int) -> str:
+    return f"{origin.request_id}:completed" if count == 1 else \
+        f"{origin.request_id}:{index}:completed"
+
+
+def flush_completed(origin: Origin, target: Target | None, outcome: Outcome, *,
+                    index: int = 0, count: int = 1, event_id: str | None = None
+                    ) -> dict[str, Any]:
+    """One cache's event; `target` is None only for a request too broken to name one."""
+    if outcome.status not in STATUSES:
+        raise ValueError(f"unknown status {outcome.status!r}")
+    event: dict[str, Any] = {
+        "specversion": "1.0", "type": FLUSH_COMPLETED,
+        "source": target.resource_id if target else REJECTED_SOURCE,
+        "id": event_id or cache_event_id(origin, index, count),
+        "time": iso(outcome.completed_at), "datacontenttype": "application/json"}
+    if target:
+        event["subject"] = target.display_name
+    data: dict[str, Any] = {
+        "requestId": origin.request_id, "status": outcome.status,
+        "resourceId": target.resource_id if target else None,
+        "kind": target.kind if target else None,
+        "linkedDatabaseIds": list(outcome.linked),
+        "operation": dict(outcome.operation) if outcome.operation else None,
+        "error": dict(outcome.error) if outcome.error else None,
+        "requestedAt": iso(origin.requested_at), "acceptedAt": iso(outcome.accepted_at),
+        "completedAt": iso(outcome.completed_at),
+        "durationSeconds": _seconds(origin.requested_at, outcome.completed_at),
+        "armRequests": outcome.arm_requests, "reason": origin.reason,
+        "requestedBy": origin.requested_by}
+    if count > 1:
+        data["batch"] = {"index": index, "count": count}
+    event["data"] = fit(data, _DATA_BYTES)
+    return event
+
+
+def aggregate_status(statuses: Sequence[str]) -> str:
+    """Succeeded when every target did; else the first of Failed, TimedOut, Canceled seen."""
+    if statuses and all(s == "Succeeded" for s in statuses):
+        return "Succeeded"
+    for status in ("Failed", "TimedOut", "Canceled", "Rejected"):
+        if status in statuses:
+            return status
+    return "Failed"
+
+
+def request_completed(origin: Origin, scope: str, results: Sequence[tuple[Target, Outcome]], *,
+                      completed_at: dt.datetime, arm_requests: int,
+                      status: str | None = None, error: Mapping[str, Any] | None = None,
+                      event_id: str | None = None) -> dict[str, Any]:
+    """The request's event: status by `aggregate_status` (or given, e.g. Rejected)."""
+    statuses = [o.status for _, o in results]
+    final = status or aggregate_status(statuses)
+    counts = {s: statuses.count(s) for s in STATUSES if s in statuses}
+    data: dict[str, Any] = {
+        "requestId": origin.request_id, "status": final, "counts": counts,
+        "results": [{"resourceId": t.resource_id, "status": o.status,
+                     "error": _short_error(o.error),
+                     "durationSeconds": _seconds(origin.requested_at, o.completed_at)}
+                    for t, o in results],
+        "error": dict(error) if error else None,
+        "requestedAt": iso(origin.requested_at), "completedAt": iso(completed_at),
+        "durationSeconds": _seconds(origin.requested_at, completed_at),
+        "armRequests": arm_requests, "reason": origin.reason,
+        "requestedBy": origin.requested_by}
+    return {"specversion": "1.0", "type": REQUEST_COMPLETED, "source": scope,
+            "subject": scope, "id": event_id or f"{origin.request_id}:completed",
+            "time": iso(completed_at), "datacontenttype": "application/json",
+            "data": fit(data, _DATA_BYTES)}
+
+
+def _short_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not error:
+        return None
+    return {k: error[k] for k in ("code", "message") if k in error}
+
+
+def properties(event: Mapping[str, Any], origin: Origin, target: Target | None
+               ) -> dict[str, str]:
+    """Application properties for SQL filters on topic subscriptions."""
+    data = event["data"]
+    props = {"type": str(event["type"]), "status": str(data["status"]),
+             "requestId": origin.request_id}
+    if origin.correlation_id:
+        props["correlationId"] = origin.correlation_id
+    if target:
+        props.update(cacheName=target.name, kind=target.kind,
+                     resourceGroup=target.resource_group,
+                     subscriptionId=target.subscription_id)
+    else:
+        scope = str(event.get("source") or "").split("/")
+        if len(scope) >= 3 and scope[1] == "subscriptions":
+            props["subscriptionId"] = scope[2]
+        if len(scope) >= 5 and scope[3].lower() == "resourcegroups":
+            props["resourceGroup"] = scope[4]
+    return props
+
+
+def event_message(event: Mapping[str, Any], origin: Origin, target: Target | None, *,
+                  session: bool = False) -> OutboundMessage:
+    """The Service Bus message for an event: the topic's, or (session) the reply's copy."""
+    return OutboundMessage(
+        json.dumps(event, separators=(",", ":")).encode(), message_id=str(event["id"]),
+        content_type=CONTENT_TYPE, correlation_id=origin.request_id,
+        subject=str(event["type"]), application_properties=properties(event, origin, target),
+        session_id=origin.session_id if session else None)
+
+
+def progress_note(origin: Origin, *, status: str, percent: Any, targets: int,
+                  counts: Mapping[str, int], finished: Sequence[Mapping[str, Any]], step: int,
+                  now: dt.datetime, source: str) -> OutboundMessage:
+    """A note for the waiting CLI's session: overall status, and the caches that just ended."""
+    body = {"specversion": "1.0", "type": PROGRESS, "id": f"{origin.request_id}:progress:{step}",
+            "source": source, "time": iso(now), "datacontenttype": "application/json",
+            "data": fit({"requestId": origin.request_id, "status": status,
+                         "percentComplete": percent, "targets": targets,
+                         "counts": dict(counts), "finished": list(finished)}, _DATA_BYTES)}
+    return OutboundMessage(json.dumps(body, separators=(",", ":")).encode(), body["id"],
+                           content_type=CONTENT_TYPE, correlation_id=origin.request_id,
+                           subject=PROGRESS, session_id=origin.session_id)

@@ -1,0 +1,290 @@
+"""One target's step: the call it needs now, and what each answer means for it.
+
+Per target (docs/design.md, "What ARM really does"): a Managed Redis database first reads its
+resource to learn its geo-replication group; then its ledger row is claimed; then the flush
+POST; then status reads until a terminal status, the deadline, or an unusable URL.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import replace
+from typing import Any, Mapping
+
+from . import cadence, lro
+from .answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
+from .commands import CallArm, Claimed, ClaimTarget, Command, Deferred, RecordTarget, Result
+from .events import Outcome, iso, parse_iso_or_none
+from .fit import fit
+from .state import TargetState
+from .targets import ENTERPRISE, in_scopes, parse_resource_id
+from .ledger_rules import expiry
+
+MAX_BAD = 3  # unusable status answers are retried at most 3 times
+OPERATION_BYTES, ERROR_BYTES = 2048, 4096
+_OPERATION_FIELDS = ("id", "name", "status", "percentComplete", "startTime", "endTime", "error")
+
+
+def call_for(ts: TargetState, *, request_id: str, step: int, endpoint: str,
+             api_version: str, enterprise_api_version: str, deadline: dt.datetime
+             ) -> Command | None:
+    """The command this target needs now (it is due and not done)."""
+    t = ts.target
+    version = enterprise_api_version if t.kind == ENTERPRISE else api_version
+    ref, client_id = f"t{ts.index}:{ts.phase}", f"{request_id}:{ts.index}:{step}"
+    if ts.phase == "read":
+        return CallArm(ref, "GET", t.resource_url(endpoint, version), t.subscription_id,
+                       client_id, paced=ts.paced, max_inline_wait=cadence.MAX_INLINE_WAIT)
+    if ts.phase == "claim":
+        return ClaimTarget(ref, t.key, expiry(deadline))
+    if ts.phase == "post":
+        body = json.dumps({"ids": list(ts.linked or ())}).encode() \
+            if t.kind == ENTERPRISE else None
+        return CallArm(ref, "POST", t.flush_url(endpoint, version), t.subscription_id,
+                       client_id, body, ts.paced, cadence.MAX_INLINE_WAIT)
+    if ts.phase == "poll":
+        return CallArm(ref, "GET", ts.poll_url or "", t.subscription_id, client_id,
+                       paced=ts.paced, max_inline_wait=cadence.MAX_INLINE_WAIT)
+    return None
+
+
+class Context:
+    """What a target's answer is judged with: now, the deadline, settings, the read budget."""
+
+    def __init__(self, now: dt.datetime, deadline: dt.datetime, endpoint: str,
+                 scopes: tuple[str, ...], budget: cadence.ReadBudget | None) -> None:
+        self.now, self.deadline, self.endpoint = now, deadline, endpoint
+        self.scopes, self.budget = scopes, budget
+        self.records: list[Command] = []
+
+    def at(self, delay: float, retry_after: float | None = None) -> dt.datetime:
+        return cadence.next_time(self.now, delay, retry_after, self.deadline)
+
+
+def on_answer(ts: TargetState, result: Result, cx: Context) -> TargetState:
+    """The target after one answer (its ledger writes go to `cx.records`)."""
+    if isinstance(result, Deferred):
+        late = cx.now + dt.timedelta(seconds=result.wait) >= cx.deadline
+        if cx.now >= cx.deadline or (late and ts.phase != "poll"):
+            return _end(ts, cx, "TimedOut", _timed_out_error(ts))
+        return replace(ts, due=cx.at(result.wait), paced=True)
+    if isinstance(result, Claimed):
+        return _on_claim(ts, result, cx)
+    if isinstance(result, (ArmAnswer, ArmFailure)):
+        sent = not isinstance(result, ArmFailure) or result.sent
+        ts = replace(ts, arm_requests=ts.arm_requests + int(sent), paced=False)
+        handler = {"read": _on_read, "post": _on_post, "poll": _on_poll}[ts.phase]
+        return handler(ts, result, cx)
+    raise TypeError(f"no answer of type {type(result).__name__} for phase {ts.phase}")
+
+
+def timed_out(ts: TargetState, cx: Context) -> TargetState:
+    return _end(ts, cx, "TimedOut", _timed_out_error(ts))
+
+
+# -- phases -------------------------------------------------------------------------------
+
+def _on_read(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
+    if isinstance(r, ArmFailure) or lro.is_transient(r.status):
+        return _transient(ts, r, cx)
+    if r.status != 200:
+        return _end(ts, cx, lro.FAILED, _http_error(r))
+    linked = linked_databases(r.body, ts.target.key)
+    if linked is None:
+        return _bad(ts, cx, "DatabaseInvalidJson")
+    return _check_linked(replace(ts, linked=linked, phase="claim", due=cx.now, failures=0,
+                                 bad_polls=0), cx)
+
+
+def linked_databases(body: bytes, own_key: str) -> tuple[str, ...] | None:
+    """`properties.geoReplication.linkedDatabases[].id` minus the database itself, as given
+    (Azure compares these ids with case); None when the body is not a database resource."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("properties", {}), dict):
+        return None
+    geo = doc.get("properties", {}).get("geoReplication") or {}
+    items = geo.get("linkedDatabases") if isinstance(geo, dict) else None
+    ids = [i.get("id") for i in items or [] if isinstance(i, dict)]
+    return tuple(dict.fromkeys(i for i in ids if isinstance(i, str) and i.lower() != own_key))
+
+
+def _check_linked(ts: TargetState, cx: Context) -> TargetState:
+    """A linked database is flushed too: it must be a database id inside the allowed scopes."""
+    for linked in ts.linked or ():
+        try:
+            target = parse_resource_id(linked)
+        except Exception:  # noqa: BLE001 - ValidationError: ARM gave something else
+            target = None
+        if target is None or target.kind != ENTERPRISE or not in_scopes(target, cx.scopes):
+            return _end(ts, cx, "Rejected", {
+                "code": "LinkedDatabaseNotAllowed", "target": "linkedDatabaseIds",
+                "message": f"linked database {linked[:300]} is not a Managed Redis database "
+                           "inside REDISFLUSH_ALLOWED_SCOPES; nothing was flushed"})
+    return ts
+
+
+def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
+    if c.decision == "post":
+        return replace(ts, phase="post", due=cx.now)
+    if c.decision == "adopt-poll":
+        d = c.data
+        return replace(ts, phase="poll", due=cx.now, poll_url=str(d.get("pollUrl")),
+                       poll_kind=str(d.get("pollKind")),
+                       accepted_at=parse_iso_or_none(d.get("acceptedAt")),
+                       linked=tuple(d.get("linked") or ts.linked or ()), last_status="Accepted")
+    if c.decision == "adopt-done" and isinstance(c.data.get("outcome"), Mapping):
+        return replace(ts, phase="done", outcome=Outcome.from_json(c.data["outcome"]))
+    if c.decision == "busy" and c.until is not None:
+        return replace(ts, due=min(c.until, cx.deadline))
+    return _end(ts, cx, lro.FAILED, {
+        "code": "FlushInDoubt",
+        "message": "the app stopped twice while this cache's flush request was in flight, so "
+                   "it may or may not have run; it was not sent a third time"})
+
+
+def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
+    if isinstance(r, ArmFailure) or lro.is_transient(r.status):
+        ts = _transient(ts, r, cx)
+        if ts.phase != "done":
+            cx.records.append(RecordTarget(ts.target.key, "retry", {}, expiry(cx.deadline)))
+        return ts
+    if r.status == 202 or (200 <= r.status < 300 and _keeps_running(r)):
+        return _accept(ts, r, cx)
+    if 200 <= r.status < 300:
+        reading = lro.LocationPolling().read(200, r.body)
+        status = reading.status if reading.state == "terminal" else lro.SUCCEEDED
+        return _end(ts, cx, status or lro.SUCCEEDED, None, reading.operation, accepted=True)
+    return _end(ts, cx, lro.FAILED, _http_error(r))
+
+
+def _keeps_running(r: ArmAnswer) -> bool:
+    return lro.AsyncOperationPolling().read(r.status, r.body).state == "running"
+
+
+def _accept(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
+    found = lro.poll_target(r.headers, r.url)
+    if found is None:
+        return _end(ts, cx, lro.FAILED, {
+            "code": "NoOperationUrl", "message": f"ARM answered {r.status} to the flush "
+            "without an Azure-AsyncOperation or Location header, so it cannot be followed"},
+            accepted=True)
+    if not lro.is_trusted(found[1], cx.endpoint):
+        return _untrusted(ts, found[1], cx)
+    ts = replace(ts, phase="poll", poll_kind=found[0], poll_url=found[1], accepted_at=cx.now,
+                 last_status="Accepted", failures=0,
+                 due=cx.at(cadence.poll_gap(cx.budget), lro.retry_after(r.headers, cx.now)))
+    cx.records.append(RecordTarget(ts.target.key, "accepted", {
+        "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": iso(cx.now),
+        "linked": list(ts.linked or ())}, expiry(cx.deadline)))
+    return ts
+
+
+def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
+    if isinstance(r, ArmFailure) and r.code == UNTRUSTED_URL:
+        return _untrusted(ts, ts.poll_url or "", cx)
+    if isinstance(r, ArmFailure) or lro.is_transient(r.status):
+        return _transient(ts, r, cx)
+    if not 200 <= r.status < 300:
+        return _bad(ts, cx, f"OperationStatusHttp{r.status}", _http_error(r))
+    reading = lro.strategy(ts.poll_kind or "").read(r.status, r.body)
+    if reading.state == "bad":
+        return _bad(ts, cx, reading.problem or "OperationStatusInvalid")
+    ts = replace(ts, bad_polls=0, failures=0, last_status=reading.status,
+                 last_operation=_summary(reading.operation) or ts.last_operation)
+    if reading.state == "terminal":
+        return _end(ts, cx, reading.status or lro.FAILED, None, reading.operation, accepted=True)
+    if cx.now >= cx.deadline:
+        return timed_out(ts, cx)
+    moved = lro.poll_target(r.headers, r.url) if r.status == 202 else None
+    if moved and moved != (ts.poll_kind, ts.poll_url):
+        if not lro.is_trusted(moved[1], cx.endpoint):
+            return _untrusted(ts, moved[1], cx)
+        ts = replace(ts, poll_kind=moved[0], poll_url=moved[1])
+    return replace(ts, polls=ts.polls + 1,
+                   due=cx.at(cadence.poll_gap(cx.budget), lro.retry_after(r.headers, cx.now)))
+
+
+# -- shared rules -------------------------------------------------------------------------
+
+def _transient(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
+    """No answer, or 408/409/429/5xx: the same call again later, never before Retry-After."""
+    if isinstance(r, ArmFailure):
+        error, after = {"code": r.code, "message": r.message}, r.retry_after
+    else:
+        error, after = _http_error(r), lro.retry_after(r.headers, cx.now)
+    failures = ts.failures + 1
+    delay = cadence.retry_delay(failures, f"{ts.target.key}:{ts.arm_requests}")
+    wait = max(cadence.capped(delay), cadence.capped(after))
+    if ts.phase != "poll" and cx.now + dt.timedelta(seconds=wait) >= cx.deadline:
+        return _end(ts, cx, "TimedOut", _timed_out_error(ts, error))
+    if cx.now >= cx.deadline:
+        return _end(ts, cx, "TimedOut", _timed_out_error(ts, error))
+    return replace(ts, failures=failures, due=cx.at(delay, after))
+
+
+def _bad(ts: TargetState, cx: Context, code: str,
+         arm_error: Mapping[str, Any] | None = None) -> TargetState:
+    bad = ts.bad_polls + 1
+    if bad > MAX_BAD:
+        error: dict[str, Any] = {"code": code, "message": f"ARM gave {bad} unusable answers "
+                                 f"in a row ({code})"}
+        if arm_error:
+            error["details"] = [dict(arm_error)]
+        return _end(ts, cx, lro.FAILED, error, ts.last_operation,
+                    accepted=ts.accepted_at is not None)
+    if cx.now >= cx.deadline:
+        return timed_out(ts, cx)
+    return replace(ts, bad_polls=bad, due=cx.at(cadence.retry_delay(bad, f"{ts.target.key}:b")))
+
+
+def _end(ts: TargetState, cx: Context, status: str, error: Mapping[str, Any] | None,
+         operation: Mapping[str, Any] | None = None, *, accepted: bool = False) -> TargetState:
+    summary = _summary(operation) or ts.last_operation
+    if status == lro.FAILED and not error:
+        raw = (summary or {}).get("error")
+        error = raw if isinstance(raw, Mapping) and raw else {
+            "code": "OperationFailed",
+            "message": (raw.strip()[:1024] if isinstance(raw, str) and raw.strip() else
+                        "ARM reported the flush as Failed without an error")}
+    if status not in ("Succeeded", "Failed", "Canceled", "TimedOut", "Rejected"):
+        status = lro.FAILED
+    outcome = Outcome(status, cx.now, fit(dict(error), ERROR_BYTES) if error else None, summary,
+                      ts.accepted_at, ts.arm_requests,
+                      tuple(ts.linked or ()) if (accepted or ts.accepted_at) else ())
+    return replace(ts, phase="done", outcome=outcome, last_status=status)
+
+
+def _timed_out_error(ts: TargetState, cause: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    last = ts.last_status or "NotStarted"
+    error: dict[str, Any] = {"code": "TimedOut",
+                             "message": f"the deadline passed while the flush was {last}"}
+    if cause:
+        error["details"] = [dict(cause)]
+    return error
+
+
+def _untrusted(ts: TargetState, url: str, cx: Context) -> TargetState:
+    return _end(ts, cx, lro.FAILED, {
+        "code": "UntrustedOperationUrl",
+        "message": f"ARM pointed the operation at {lro.redact_url(url)}, which is not the "
+                   "configured ARM endpoint's scheme, host and port; no token was sent there"},
+        accepted=ts.accepted_at is not None or ts.phase == "post")
+
+
+def _http_error(r: ArmAnswer) -> dict[str, Any]:
+    detail = error_detail(r.body) or {}
+    return {"code": detail.get("code") or f"Http{r.status}",
+            "message": detail.get("message") or f"ARM answered HTTP {r.status}",
+            **{k: v for k, v in detail.items() if k not in ("code", "message")},
+            "httpStatus": r.status}
+
+
+def _summary(operation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The OperationStatusResult fields the event carries (never a URL with signatures)."""
+    if not isinstance(operation, Mapping) or not operation:
+        return None
+    return fit({k: operation[k] for k in _OPERATION_FIELDS if k in operation}, OPERATION_BYTES)

@@ -1,0 +1,59 @@
+"""The ledger's rules (docs/design.md, "Request ledger"): when a target may be POSTed, and
+what a row found from an earlier delivery means.
+
+A target row is `posting` from just before its POST until the answer is recorded: `accepted`
+(ARM took it; the operation URL is kept), `retry` (ARM refused it for now: 409 busy, 429,
+5xx), or `done` (its outcome is kept so a repeat re-publishes it). A `posting` row whose
+writer is gone (older than LEASE) is the one window left: the POST may or may not have
+reached ARM. It is sent once more, never a third time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from typing import Any, Mapping
+
+from ..ledger import LedgerRow
+
+# Longer than one ARM call may last (its whole-duration limit) plus the records after it, so a
+# live invocation's row is never taken for a dead one's.
+LEASE = dt.timedelta(seconds=90)
+REPOSTED = "reposted"
+
+
+def new_target_row(request_id: str, key: str, now: dt.datetime, expires_at: dt.datetime
+                   ) -> LedgerRow:
+    return LedgerRow(request_id, key, "posting", {}, 1, now, expires_at)
+
+
+def on_existing(row: LedgerRow, now: dt.datetime
+                ) -> tuple[str, Mapping[str, Any], dt.datetime | None, LedgerRow | None]:
+    """(decision, data, busy-until, row to write first or None) for a row found at claim."""
+    if row.state == "accepted":
+        return "adopt-poll", row.data, None, None
+    if row.state == "done":
+        return "adopt-done", row.data, None, None
+    if row.state == "retry":
+        return "post", row.data, None, replace(row, state="posting", posts=row.posts + 1,
+                                               updated_at=now)
+    until = row.updated_at + LEASE
+    if now < until:
+        return "busy", row.data, until, None
+    if not row.data.get(REPOSTED):
+        return "post", row.data, None, replace(row, posts=row.posts + 1, updated_at=now,
+                                               data={**row.data, REPOSTED: True})
+    return "in-doubt", row.data, None, None
+
+
+def recorded(row: LedgerRow | None, request_id: str, key: str, state: str,
+             data: Mapping[str, Any], now: dt.datetime, expires_at: dt.datetime) -> LedgerRow:
+    """The row after a record: the new state, data merged over what it had."""
+    if row is None:
+        return LedgerRow(request_id, key, state, dict(data), 0, now, expires_at)
+    return replace(row, state=state, data={**row.data, **data}, updated_at=now,
+                   expires_at=max(row.expires_at, expires_at))
+
+
+def expiry(deadline: dt.datetime) -> dt.datetime:
+    """Rows outlive the request's deadline by a day (a late redelivery still finds them)."""
+    return deadline + dt.timedelta(days=1)

@@ -1,0 +1,337 @@
+"""The flush request a pipeline sends: every rule of docs/design.md "Flush request".
+
+Parsing never raises on user input: any bytes give a `FlushRequest` or a `Rejection` naming
+the field and the rule, because a request that raised would be retried into the dead-letter
+queue instead of telling its sender what was wrong.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import ValidationError
+from .selector import Selector, parse_selector
+from .targets import (ENTERPRISE, Target, in_scopes, json_type, make_enterprise, make_target,
+                      parse_database_id, parse_resource_id)
+
+MAX_BODY_BYTES = 64 * 1024
+MIN_TIMEOUT, MAX_TIMEOUT = 30, 86400
+MAX_TEXT = 256
+MAX_LINKED = 50
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
+_QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,259}", re.ASCII)
+REQUEST_FIELDS = ("resourceId", "resourceIds", "selector", "subscriptionId", "resourceGroup",
+                  "cacheName", "clusterName", "databaseName", "linkedDatabaseIds", "requestId",
+                  "reason", "requestedBy", "timeoutSeconds")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A received Service Bus message, reduced to what the app reads from it."""
+
+    body: bytes
+    message_id: str
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    reply_to_session_id: str | None = None
+    enqueued_at: dt.datetime | None = None
+    delivery_count: int = 1
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked and where the answer goes: copied from the request into every later step."""
+
+    request_id: str
+    requested_at: dt.datetime
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    reply_to_session_id: str | None = None
+    reason: str | None = None
+    requested_by: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.reply_to_session_id or self.request_id
+
+
+@dataclass(frozen=True)
+class FlushRequest:
+    """A valid request: explicit targets (sorted) or a selector, and its absolute deadline."""
+
+    origin: Origin
+    targets: tuple[Target, ...]
+    selector: Selector | None
+    linked_ids: tuple[str, ...] | None
+    timeout_seconds: int
+    deadline: dt.datetime
+
+    @property
+    def fingerprint(self) -> str:
+        """What the request names, canonically: the same requestId must always name this."""
+        doc: dict[str, Any] = ({"selector": self.selector.to_json()} if self.selector else
+                               {"targets": [t.key for t in self.targets]})
+        if self.linked_ids is not None:
+            doc["linked"] = list(self.linked_ids)
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An invalid request: `field` broke `rule`; `targets` are set when they could be read."""
+
+    origin: Origin
+    field: str
+    rule: str
+    targets: tuple[Target, ...] = ()
+    code: str = "InvalidRequest"
+
+    @property
+    def message(self) -> str:
+        return f"{self.field}: {self.rule}"
+
+
+def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: tuple[str, ...],
+                  max_targets: int, reserved_queues: tuple[str, ...] = (),
+                  now: dt.datetime) -> FlushRequest | Rejection:
+    """Validate a request message against every rule of the request table."""
+    origin = Origin(request_id_from_message_id(delivery.message_id),
+                    requested_at=delivery.enqueued_at or now,
+                    correlation_id=delivery.correlation_id, reply_to=delivery.reply_to or None,
+                    reply_to_session_id=delivery.reply_to_session_id)
+    data = _document(delivery.body)
+    if isinstance(data, ValidationError):
+        return Rejection(_safe_origin(origin, reserved_queues), data.field, data.rule)
+    try:
+        origin = _origin_fields(data, origin)
+    except ValidationError as exc:
+        return Rejection(_safe_origin(origin, reserved_queues), exc.field, exc.rule)
+    targets: tuple[Target, ...] = ()
+    try:
+        _check_reply_to(origin.reply_to, reserved_queues)
+        unknown = sorted(k for k in data if k not in REQUEST_FIELDS)
+        if unknown:
+            raise ValidationError(unknown[0][:64], "is not a known field (known: "
+                                  + ", ".join(REQUEST_FIELDS) + ")")
+        targets, selector = _targets(data, max_targets)
+        linked = _linked(data, targets)
+        timeout = _timeout(data.get("timeoutSeconds"), default_timeout)
+        for index, target in enumerate(targets):
+            if not in_scopes(target, allowed_scopes):
+                raise ValidationError("resourceIds" if len(targets) > 1 else "resourceId",
+                                      f"{target.resource_id} is outside the scopes this app "
+                                      "may flush (REDISFLUSH_ALLOWED_SCOPES)")
+    except ValidationError as exc:
+        if exc.field == "ReplyTo":
+            origin = _safe_origin(origin, reserved_queues)
+        return Rejection(origin, exc.field, exc.rule, targets)
+    deadline = origin.requested_at + dt.timedelta(seconds=timeout)
+    return FlushRequest(origin, targets, selector, linked, timeout, deadline)
+
+
+def request_id_from_message_id(message_id: str) -> str:
+    """The MessageId when it is a valid requestId, else a stable digest of it."""
+    if _REQUEST_ID.fullmatch(message_id or ""):
+        return message_id
+    return "msg-" + hashlib.sha256((message_id or "").encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def is_request_id(value: object) -> bool:
+    return isinstance(value, str) and _REQUEST_ID.fullmatch(value) is not None
+
+
+# -- the body ---------------------------------------------------------------------------------
+
+class _Duplicated(dict):  # type: ignore[type-arg]
+    """An object in which `key` appeared twice (found, with its path, after parsing)."""
+
+    key: str = ""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result and not isinstance(result, _Duplicated):
+            result = _Duplicated(result)
+            result.key = key
+        result[key] = value
+    return result
+
+
+def _first_duplicate(value: Any, path: str) -> str | None:
+    if isinstance(value, _Duplicated):
+        return f"{path}.{value.key}" if path else value.key
+    items = value.items() if isinstance(value, dict) else (
+        ((f"[{i}]", v) for i, v in enumerate(value)) if isinstance(value, list) else ())
+    for key, child in items:
+        where = f"{path}{key}" if key.startswith("[") else (f"{path}.{key}" if path else key)
+        found = _first_duplicate(child, where)
+        if found:
+            return found
+    return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _document(body: bytes) -> dict[str, Any] | ValidationError:
+    if len(body) > MAX_BODY_BYTES:
+        return ValidationError("body", f"must be at most {MAX_BODY_BYTES} bytes "
+                                       f"(got {len(body)})")
+    if body.startswith(b"\xef\xbb\xbf"):
+        return ValidationError("body", "must be JSON without a byte order mark (BOM)")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return ValidationError("body", "must be UTF-8 encoded JSON")
+    try:
+        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+    except RecursionError:
+        return ValidationError("body", "must be JSON nested at most a few hundred levels")
+    except ValueError as exc:
+        if "digits" in str(exc):  # int('9' * 5000): Python's integer string limit
+            return ValidationError("body", "holds a number with too many digits")
+        return ValidationError("body", "must be valid JSON (a JSON object)")
+    if not isinstance(data, dict):
+        return ValidationError("body", f"must be a JSON object, not {json_type(data)}")
+    duplicate = _first_duplicate(data, "")
+    if duplicate:
+        return ValidationError(duplicate[:128], "must appear only once")
+    return data
+
+
+def _safe_origin(origin: Origin, reserved: tuple[str, ...]) -> Origin:
+    """An origin whose ReplyTo may be used for the Rejected event (else it is dropped)."""
+    try:
+        _check_reply_to(origin.reply_to, reserved)
+        return origin
+    except ValidationError:
+        return Origin(origin.request_id, origin.requested_at, origin.correlation_id, None, None,
+                      origin.reason, origin.requested_by)
+
+
+def _check_reply_to(reply_to: str | None, reserved: tuple[str, ...]) -> None:
+    """A plain queue of someone's, never a subqueue, a topic path or one of the app's own."""
+    if reply_to is None:
+        return
+    if not _QUEUE.fullmatch(reply_to):
+        raise ValidationError("ReplyTo", "must be a plain queue name (letters, digits, '.', "
+                                         "'-', '_'; no '/' or '$' subqueue)")
+    if reply_to.lower() in {q.lower() for q in reserved}:
+        raise ValidationError("ReplyTo", "must not be the app's own request or poll queue")
+
+
+def _origin_fields(data: Mapping[str, Any], origin: Origin) -> Origin:
+    request_id = data.get("requestId")
+    if request_id is not None and not is_request_id(request_id):
+        raise ValidationError("requestId", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+    values = {name: _optional_text(data, name) for name in ("reason", "requestedBy")}
+    return Origin(request_id or origin.request_id, origin.requested_at, origin.correlation_id,
+                  origin.reply_to, origin.reply_to_session_id, values["reason"],
+                  values["requestedBy"])
+
+
+_FORMS = ("resourceId", "resourceIds", "selector", "cacheName", "clusterName")
+
+
+def _targets(data: Mapping[str, Any], max_targets: int
+             ) -> tuple[tuple[Target, ...], Selector | None]:
+    forms = [f for f in _FORMS if data.get(f) is not None]
+    parts = [p for p in ("subscriptionId", "resourceGroup", "databaseName")
+             if data.get(p) is not None]
+    if len(forms) > 1:
+        raise ValidationError(forms[1], f"must not be given together with {forms[0]} "
+                                        "(use one form)")
+    if not forms:
+        if parts:
+            raise ValidationError("cacheName", "is required with " + " and ".join(parts)
+                                  + " (or clusterName for Managed Redis)")
+        raise ValidationError("resourceId", "is required (or resourceIds, selector, or "
+                                            "subscriptionId + resourceGroup + cacheName / "
+                                            "clusterName)")
+    form = forms[0]
+    if form in ("resourceId", "resourceIds", "selector") and parts:
+        raise ValidationError(parts[0], f"must not be given together with {form} "
+                                        "(use one form)")
+    if form == "resourceId":
+        return (parse_resource_id(data["resourceId"]),), None
+    if form == "selector":
+        return (), parse_selector(data["selector"])
+    if form == "resourceIds":
+        return _resource_ids(data["resourceIds"], max_targets), None
+    for needed in ("subscriptionId", "resourceGroup"):
+        if needed not in parts:
+            raise ValidationError(needed, f"is required with {form}")
+    if form == "cacheName":
+        if "databaseName" in parts:
+            raise ValidationError("databaseName", "goes with clusterName, not cacheName")
+        return (make_target(data["subscriptionId"], data["resourceGroup"],
+                            data["cacheName"]),), None
+    return (make_enterprise(data["subscriptionId"], data["resourceGroup"], data["clusterName"],
+                            data.get("databaseName")),), None
+
+
+def _resource_ids(value: Any, max_targets: int) -> tuple[Target, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= max_targets:
+        raise ValidationError("resourceIds", f"must be a list of 1 to {max_targets} resource "
+                              f"ids (REDISFLUSH_MAX_TARGETS)"
+                              + (f", got {len(value)}" if isinstance(value, list) else ""))
+    targets: dict[str, Target] = {}
+    for index, item in enumerate(value):
+        target = parse_resource_id(item, f"resourceIds[{index}]")
+        if target.key in targets:
+            raise ValidationError(f"resourceIds[{index}]", "repeats an earlier id (ids compare "
+                                                           "without case)")
+        targets[target.key] = target
+    return tuple(sorted(targets.values(), key=lambda t: t.key))
+
+
+def _linked(data: Mapping[str, Any], targets: tuple[Target, ...]) -> tuple[str, ...] | None:
+    value = data.get("linkedDatabaseIds")
+    if value is None:
+        return None
+    if len(targets) != 1 or targets[0].kind != ENTERPRISE:
+        raise ValidationError("linkedDatabaseIds", "goes only with one Managed Redis database "
+                                                   "(resourceId or clusterName)")
+    if not isinstance(value, list) or len(value) > MAX_LINKED:
+        raise ValidationError("linkedDatabaseIds", f"must be a list of at most {MAX_LINKED} "
+                                                   "database ids ([] flushes the database alone)")
+    ids: list[str] = []
+    for index, item in enumerate(value):
+        field = f"linkedDatabaseIds[{index}]"
+        text = parse_database_id(item, field)
+        if parse_resource_id(text).key == targets[0].key:
+            raise ValidationError(field, "is the database being flushed: list only the other "
+                                         "databases of its geo-replication group")
+        if text in ids:
+            raise ValidationError(field, "repeats an earlier id")
+        ids.append(text)
+    return tuple(ids)
+
+
+def _timeout(value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ValidationError("timeoutSeconds", "must be a whole number of seconds")
+    if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise ValidationError("timeoutSeconds", f"must be between {MIN_TIMEOUT} and "
+                                                f"{MAX_TIMEOUT}")
+    return int(value)
+
+
+def _optional_text(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a string, not {json_type(value)}")
+    if len(value) > MAX_TEXT:
+        raise ValidationError(name, f"must be at most {MAX_TEXT} characters")
+    return value

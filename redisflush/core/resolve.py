@@ -1,0 +1,95 @@
+"""Resolving a selector through ARM's list APIs, one page per call (docs/design.md,
+"Listing"). A nextLink is followed only after the same trust check as a poll URL; the page
+count is capped so a list that links to itself cannot loop.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from urllib.parse import quote
+
+from . import cadence, lro
+from .answers import ArmAnswer, ArmFailure, error_detail
+from .commands import CallArm
+from .selector import Selector, database_list_path, read_page
+from .state import ListCall, RunState
+from .targets import ENTERPRISE
+
+MAX_PAGES = 200
+MAX_LIST_FAILURES = 5
+
+
+class ResolveFailed(Exception):
+    """Resolving cannot go on: `code` and `message` go into the request's Failed event."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def first_calls(selector: Selector, endpoint: str, api_version: str,
+                enterprise_api_version: str) -> tuple[ListCall, ...]:
+    calls = []
+    for kind, path in selector.list_paths():
+        version = enterprise_api_version if kind == ENTERPRISE else api_version
+        calls.append(ListCall(kind, f"{endpoint}{path}?api-version={quote(version, safe='')}"))
+    return tuple(calls)
+
+
+def list_call(state: RunState, step: int) -> CallArm:
+    call = state.pending_lists[0]
+    assert state.selector is not None
+    return CallArm("list", "GET", call.url, state.selector.subscription_id,
+                   f"{state.origin.request_id}:list:{state.pages}:{step}",
+                   max_inline_wait=cadence.MAX_INLINE_WAIT)
+
+
+def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure, now: dt.datetime,
+                   endpoint: str, enterprise_api_version: str) -> RunState:
+    """The state after one list page (or its failure); ResolveFailed when it cannot go on."""
+    sent = not isinstance(r, ArmFailure) or r.sent
+    state = replace(state, arm_requests=state.arm_requests + int(sent))
+    if isinstance(r, ArmFailure) or lro.is_transient(r.status):
+        failures = state.list_failures + 1
+        if failures > MAX_LIST_FAILURES:
+            raise ResolveFailed("ListUnavailable", f"listing the caches failed {failures} times "
+                                f"in a row (last: {_what(r)})")
+        after = r.retry_after if isinstance(r, ArmFailure) else lro.retry_after(r.headers, now)
+        delay = cadence.retry_delay(failures, f"{state.origin.request_id}:list")
+        return replace(state, list_failures=failures,
+                       due=cadence.next_time(now, delay, after, state.deadline))
+    if r.status != 200:
+        detail = error_detail(r.body) or {}
+        raise ResolveFailed(str(detail.get("code") or f"Http{r.status}"),
+                            f"listing the caches: {detail.get('message') or _what(r)}")
+    call, selector = state.pending_lists[0], state.selector
+    assert selector is not None
+    page = read_page(selector, call.kind, r.body, databases_of=call.of)
+    if page.problem:
+        raise ResolveFailed(page.problem, "a list page was not the JSON ARM sends "
+                                          "({\"value\": [...]})")
+    pending = list(state.pending_lists[1:])
+    if page.next_link:
+        link = lro._absolute(page.next_link, call.url)
+        if link == call.url:
+            raise ResolveFailed("ListLoop", "ARM's list linked a page to itself")
+        if not lro.is_trusted(link, endpoint):
+            raise ResolveFailed("UntrustedNextLink", f"ARM's list pointed at "
+                                f"{lro.redact_url(link)}, which is not the configured ARM "
+                                "endpoint's scheme, host and port; no token was sent there")
+        pending.insert(0, ListCall(call.kind, link, call.of))
+    for cluster in page.clusters:
+        path = database_list_path(cluster)
+        pending.append(ListCall(ENTERPRISE, f"{endpoint}{path}?api-version="
+                                            f"{quote(enterprise_api_version, safe='')}", cluster))
+    pages = state.pages + 1
+    if pages >= MAX_PAGES and pending:
+        raise ResolveFailed("ListTooLong", f"listing the caches took more than {MAX_PAGES} "
+                                           "pages")
+    found = tuple(dict.fromkeys(state.found + tuple(t.resource_id for t in page.targets)))
+    return replace(state, pending_lists=tuple(pending), found=found, pages=pages,
+                   ignored=state.ignored + page.ignored, list_failures=0, due=now)
+
+
+def _what(r: ArmAnswer | ArmFailure) -> str:
+    return r.code if isinstance(r, ArmFailure) else f"HTTP {r.status}"

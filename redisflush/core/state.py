@@ -1,0 +1,190 @@
+"""The poll state: the whole continuation of one request, carried in its poll message
+(docs/design.md, "Poll message"). Version 2: one chain per request, one entry per target.
+
+`TargetState.phase`: read (a Managed Redis database whose geo group is not known yet),
+claim (its ledger row comes before the POST), post, poll, done. `due` is when the target next
+needs ARM; `paced` means it already holds a pacer slot for that moment.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from ..errors import ValidationError
+from .events import Outcome, iso, parse_iso, parse_iso_or_none
+from .request import FlushRequest, Origin
+from .selector import Selector, parse_selector
+from .targets import ENTERPRISE, Target
+
+VERSION = 2
+PHASES = ("read", "claim", "post", "poll", "done")
+
+
+@dataclass(frozen=True)
+class TargetState:
+    target: Target
+    index: int
+    phase: str
+    due: dt.datetime
+    linked: tuple[str, ...] | None = None
+    poll_url: str | None = None
+    poll_kind: str | None = None
+    accepted_at: dt.datetime | None = None
+    last_status: str | None = None
+    last_operation: Mapping[str, Any] | None = None
+    polls: int = 0
+    failures: int = 0
+    bad_polls: int = 0
+    arm_requests: int = 0
+    paced: bool = False
+    outcome: Outcome | None = None
+    reported: bool = False
+    noted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
+                "due": iso(self.due), "linked": None if self.linked is None else
+                list(self.linked), "pollUrl": self.poll_url, "pollKind": self.poll_kind,
+                "acceptedAt": iso(self.accepted_at), "lastStatus": self.last_status,
+                "lastOperation": self.last_operation, "polls": self.polls,
+                "failures": self.failures, "badPolls": self.bad_polls,
+                "armRequests": self.arm_requests, "paced": self.paced,
+                "outcome": self.outcome.to_json() if self.outcome else None,
+                "reported": self.reported, "noted": self.noted}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "TargetState":
+        phase = d["phase"]
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        if phase == "poll" and not (isinstance(d.get("pollUrl"), str) and d.get("pollKind") in
+                                    ("azure-asyncoperation", "location")):
+            raise ValueError("a polling target needs pollUrl and a known pollKind")
+        linked = d.get("linked")
+        return cls(Target.from_json(d["target"]), int(d["i"]), phase, parse_iso(d["due"]),
+                   None if linked is None else tuple(str(x) for x in linked),
+                   d.get("pollUrl"), d.get("pollKind"), parse_iso_or_none(d.get("acceptedAt")),
+                   d.get("lastStatus"), d.get("lastOperation"), int(d.get("polls", 0)),
+                   int(d.get("failures", 0)), int(d.get("badPolls", 0)),
+                   int(d.get("armRequests", 0)), bool(d.get("paced", False)),
+                   Outcome.from_json(d["outcome"]) if d.get("outcome") else None,
+                   bool(d.get("reported", False)), bool(d.get("noted", False)))
+
+
+@dataclass(frozen=True)
+class ListCall:
+    """One list page still to read while resolving a selector."""
+
+    kind: str
+    url: str
+    of: str | None = None  # the cluster whose databases this lists
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.url, "of": self.of}
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One request's chain. `step` numbers its messages (`{requestId}:poll:{step}`)."""
+
+    origin: Origin
+    deadline: dt.datetime
+    fingerprint: str
+    targets: tuple[TargetState, ...] = ()
+    selector: Selector | None = None
+    phase: str = "open"  # open (ledger first), resolve, run, done
+    step: int = 0
+    pending_lists: tuple[ListCall, ...] = ()
+    found: tuple[str, ...] = ()  # resource ids a selector matched so far
+    ignored: int = 0
+    pages: int = 0
+    list_failures: int = 0
+    due: dt.datetime | None = None  # when resolving continues
+    arm_requests: int = 0  # requests not tied to one target (list pages)
+    note_status: str | None = None
+    note_percent: Any = None
+    reported: bool = False
+    linked_request: tuple[str, ...] | None = None
+    counted: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.origin.request_id}:poll:{self.step}"
+
+    @property
+    def total_arm_requests(self) -> int:
+        return self.arm_requests + sum(t.arm_requests for t in self.targets)
+
+    def with_target(self, ts: TargetState) -> "RunState":
+        targets = list(self.targets)
+        targets[ts.index] = ts
+        return replace(self, targets=tuple(targets))
+
+    def to_json(self) -> bytes:
+        o = self.origin
+        doc = {"v": VERSION, "requestId": o.request_id, "requestedAt": iso(o.requested_at),
+               "correlationId": o.correlation_id, "replyTo": o.reply_to,
+               "replyToSessionId": o.reply_to_session_id, "reason": o.reason,
+               "requestedBy": o.requested_by, "deadline": iso(self.deadline),
+               "fingerprint": self.fingerprint, "phase": self.phase, "step": self.step,
+               "selector": self.selector.to_json() if self.selector else None,
+               "pendingLists": [c.to_json() for c in self.pending_lists],
+               "found": list(self.found), "ignored": self.ignored, "pages": self.pages,
+               "listFailures": self.list_failures, "due": iso(self.due),
+               "armRequests": self.arm_requests, "noteStatus": self.note_status,
+               "notePercent": self.note_percent, "reported": self.reported,
+               "linkedRequest": None if self.linked_request is None else
+               list(self.linked_request),
+               "targets": [t.to_json() for t in self.targets]}
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> "RunState":
+        """Parse our own poll message; ValueError for anything we did not write."""
+        try:
+            d = json.loads(body)
+            if not isinstance(d, dict) or d.get("v") != VERSION:
+                raise ValueError(f"unsupported poll state version {d.get('v')!r}"
+                                 if isinstance(d, dict) else "poll state is not an object")
+            origin = Origin(d["requestId"], parse_iso(d["requestedAt"]), d.get("correlationId"),
+                            d.get("replyTo"), d.get("replyToSessionId"), d.get("reason"),
+                            d.get("requestedBy"))
+            if d["phase"] not in ("open", "resolve", "run", "done"):
+                raise ValueError(f"unknown phase {d['phase']!r}")
+            linked = d.get("linkedRequest")
+            return cls(origin, parse_iso(d["deadline"]), str(d["fingerprint"]),
+                       tuple(TargetState.from_json(t) for t in d["targets"]),
+                       parse_selector(d["selector"]) if d.get("selector") else None,
+                       d["phase"], int(d["step"]),
+                       tuple(ListCall(c["kind"], c["url"], c.get("of"))
+                             for c in d.get("pendingLists", [])),
+                       tuple(d.get("found", [])), int(d.get("ignored", 0)),
+                       int(d.get("pages", 0)), int(d.get("listFailures", 0)),
+                       parse_iso_or_none(d.get("due")), int(d.get("armRequests", 0)),
+                       d.get("noteStatus"), d.get("notePercent"), bool(d.get("reported")),
+                       None if linked is None else tuple(linked))
+        except (KeyError, TypeError, AttributeError, ValidationError, json.JSONDecodeError,
+                UnicodeDecodeError) as exc:
+            raise ValueError(f"invalid poll state: {type(exc).__name__}: {exc}") from None
+
+
+def initial(request: FlushRequest, now: dt.datetime) -> RunState:
+    """The first state of a valid request; the deadline was fixed from its enqueue time."""
+    state = RunState(request.origin, request.deadline, request.fingerprint,
+                     selector=request.selector, linked_request=request.linked_ids)
+    return with_targets(state, request.targets, now)
+
+
+def with_targets(state: RunState, targets: tuple[Target, ...], now: dt.datetime) -> RunState:
+    """Targets in their sorted order; a Managed Redis database starts by reading its group
+    unless the request listed it (`linkedDatabaseIds`)."""
+    linked = state.linked_request
+    entries = []
+    for i, t in enumerate(sorted(targets, key=lambda t: t.key)):
+        known = linked if (linked is not None and len(targets) == 1) else None
+        phase = "read" if t.kind == ENTERPRISE and known is None else "claim"
+        entries.append(TargetState(t, i, phase, now,
+                                   linked=known if t.kind == ENTERPRISE else ()))
+    return replace(state, targets=tuple(entries))

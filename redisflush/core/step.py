@@ -1,0 +1,335 @@
+"""The step function: (state, answers, readings, now) -> (state, commands).
+
+Like a Durable Functions orchestrator replayed by the shell: the shell calls `step`, carries
+out the commands it returns, and calls again with the answers of the calls (ARM, ledger)
+until a decision has no call left; that decision ends with the chain's next message (or the
+request's completion). Every policy lives here or in the modules it calls: which targets are
+due, inline wait vs defer, when a progress note goes out, what each event says.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from . import flush_steps, resolve
+from .cadence import ReadBudget
+from .commands import (CallArm, Command, Note, OpenRequest, Opened, Publish, RecordRequest,
+                       RecordTarget, Reply, Result, Schedule)
+from .events import (Outcome, event_message, flush_completed, progress_note,
+                     request_completed)
+from .fit import MAX_MESSAGE_BYTES
+from .ledger_rules import expiry
+from .outbound import OutboundMessage
+from .request import FlushRequest, Rejection
+from .state import RunState, TargetState, initial, with_targets
+from .targets import Target, in_scopes, parse_resource_id
+from .compact import compact
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings the decisions need (a pure copy of `Settings`)."""
+
+    arm_endpoint: str
+    api_version: str
+    enterprise_api_version: str
+    max_targets: int
+    allowed_scopes: tuple[str, ...]
+    poll_queue: str
+
+
+@dataclass(frozen=True)
+class View:
+    """What the shell reads for a decision: now, whether this invocation has time for another
+    round of calls, and each subscription's read budget."""
+
+    now: dt.datetime
+    can_call: bool = True
+    budgets: Mapping[str, ReadBudget] = field(default_factory=dict)
+
+
+Decision = tuple[RunState, list[Command]]
+
+
+def begin(request: FlushRequest, now: dt.datetime) -> RunState:
+    return initial(request, now)
+
+
+def step(state: RunState, answers: Mapping[str, Result], view: View, config: Config
+         ) -> Decision:
+    now, effects = view.now, []  # type: dt.datetime, list[Command]
+    if "open" in answers:
+        state, done = _on_open(state, answers["open"], now, config)  # type: ignore[arg-type]
+        if done is not None:
+            return state, done
+    if "list" in answers:
+        try:
+            state = resolve.on_list_answer(state, answers["list"],  # type: ignore[arg-type]
+                                           now, config.arm_endpoint,
+                                           config.enterprise_api_version)
+        except resolve.ResolveFailed as exc:
+            return _request_failed(state, now, "Failed", exc.code, exc.message)
+    for ref, result in answers.items():
+        if ref.startswith("t"):
+            ts = state.targets[int(ref[1:].split(":")[0])]
+            cx = _context(state, view, config, ts.target)
+            state = state.with_target(flush_steps.on_answer(ts, result, cx))
+            effects.extend(cx.records)
+    if state.phase == "resolve" and not state.pending_lists:
+        state, rejected = _resolved(state, now, config)
+        if rejected is not None:
+            return rejected
+        effects.append(RecordRequest("open", {"fingerprint": state.fingerprint,
+                                              "targets": list(state.found)},
+                                     expiry(state.deadline)))
+    calls: list[Command] = []
+    if state.phase == "open":
+        calls.append(OpenRequest("open", state.fingerprint, expiry(state.deadline)))
+    elif state.phase == "resolve":
+        if now >= state.deadline:
+            return _request_failed(state, now, "TimedOut", "TimedOut",
+                                   "the deadline passed while the selector was being resolved")
+        if view.can_call and (state.due is None or state.due <= now):
+            calls.append(resolve.list_call(state, state.step))
+    elif state.phase == "run":
+        state, calls = _target_calls(state, view, config)
+    state, reports = _reports(state, now)
+    effects.extend(reports)
+    if calls:
+        return state, effects + calls
+    return _settle(state, view, config, effects)
+
+
+def _context(state: RunState, view: View, config: Config, target: Target
+             ) -> flush_steps.Context:
+    return flush_steps.Context(view.now, state.deadline, config.arm_endpoint,
+                               config.allowed_scopes, view.budgets.get(target.subscription_id))
+
+
+def _target_calls(state: RunState, view: View, config: Config
+                  ) -> tuple[RunState, list[Command]]:
+    calls: list[Command] = []
+    for ts in state.targets:
+        if ts.phase == "done":
+            continue
+        if view.now >= state.deadline and ts.phase != "poll":
+            cx = _context(state, view, config, ts.target)
+            state = state.with_target(flush_steps.timed_out(ts, cx))
+            continue
+        if ts.due <= view.now and view.can_call:
+            call = flush_steps.call_for(
+                ts, request_id=state.origin.request_id, step=state.step,
+                endpoint=config.arm_endpoint, api_version=config.api_version,
+                enterprise_api_version=config.enterprise_api_version, deadline=state.deadline)
+            if call is not None:
+                calls.append(call)
+    return state, calls
+
+
+# -- the ledger's answer to the request ---------------------------------------------------
+
+def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
+             ) -> tuple[RunState, list[Command] | None]:
+    if opened.status == "reused":
+        digest = hashlib.sha256(state.fingerprint.encode()).hexdigest()[:12]
+        rejected = Rejection(state.origin, "requestId", "was already used for other caches: "
+                             "a requestId names one set of caches for good",
+                             tuple(t.target for t in state.targets), code="RequestIdReused")
+        return replace(state, phase="done", reported=True), rejection_commands(
+            rejected, now, selector_scope=_scope(state) if not _single(state) else None,
+            event_id=f"{state.origin.request_id}:reused:{digest}:completed")
+    if state.selector is not None:
+        stored = opened.data.get("targets") if opened.status == "same" else None
+        if isinstance(stored, list):
+            ids = tuple(str(i) for i in stored)
+            targets = tuple(parse_resource_id(i) for i in ids)
+            state = replace(with_targets(state, targets, now), found=ids, phase="run")
+        else:
+            calls = resolve.first_calls(state.selector, config.arm_endpoint,
+                                        config.api_version, config.enterprise_api_version)
+            state = replace(state, phase="resolve", pending_lists=calls, due=now)
+    else:
+        state = replace(state, phase="run")
+    if opened.status == "same":
+        for ts in state.targets:
+            row = opened.targets.get(ts.target.key)
+            if row and row[0] == "done" and isinstance(row[1].get("outcome"), Mapping):
+                state = state.with_target(replace(ts, phase="done",
+                                                  outcome=Outcome.from_json(row[1]["outcome"])))
+    return state, None
+
+
+def _resolved(state: RunState, now: dt.datetime, config: Config
+              ) -> tuple[RunState, Decision | None]:
+    selector = state.selector
+    assert selector is not None
+    targets = tuple(parse_resource_id(i) for i in state.found)
+    n, scope = len(targets), selector.scope
+    rule = None
+    if n == 0:
+        rule = (f"matched 0 caches of kinds {', '.join(selector.kinds)} in {scope}"
+                + (f" ({state.ignored} listed items were outside it or unreadable)"
+                   if state.ignored else ""))
+    elif n > config.max_targets:
+        rule = f"matched {n} caches, more than REDISFLUSH_MAX_TARGETS ({config.max_targets})"
+    else:
+        outside = [t for t in targets if not in_scopes(t, config.allowed_scopes)]
+        if outside:
+            rule = (f"matched {len(outside)} caches outside REDISFLUSH_ALLOWED_SCOPES (first: "
+                    f"{outside[0].resource_id})")
+    if rule is not None:
+        rejected = Rejection(state.origin, "selector", rule, code="SelectorRejected")
+        done = replace(state, phase="done", reported=True)
+        return done, (done, rejection_commands(rejected, now, selector_scope=scope,
+                                                arm_requests=state.arm_requests)
+                      + [RecordRequest("done", {"fingerprint": state.fingerprint},
+                                       expiry(state.deadline))])
+    return replace(with_targets(state, targets, now), phase="run"), None
+
+
+# -- events --------------------------------------------------------------------------------
+
+def _scope(state: RunState) -> str:
+    if state.selector is not None:
+        return state.selector.scope
+    subs = {t.target.subscription_id for t in state.targets}
+    groups = {t.target.scope for t in state.targets}
+    if len(groups) == 1:
+        return groups.pop()
+    return f"/subscriptions/{subs.pop()}" if len(subs) == 1 else "/subscriptions"
+
+
+def _single(state: RunState) -> bool:
+    return state.selector is None and len(state.targets) == 1
+
+
+def _reports(state: RunState, now: dt.datetime) -> Decision:
+    """Each target's event as soon as it is over; the request's when the last one is."""
+    commands: list[Command] = []
+    count, origin = len(state.targets), state.origin
+    for ts in state.targets:
+        if ts.outcome is None or ts.reported:
+            continue
+        event = flush_completed(origin, ts.target, ts.outcome, index=ts.index, count=count)
+        commands.append(RecordTarget(ts.target.key, "done", {"outcome": ts.outcome.to_json()},
+                                     expiry(state.deadline)))
+        commands.append(Publish(event_message(event, origin, ts.target)))
+        if _single(state) and origin.reply_to:
+            commands.append(Reply(origin.reply_to,
+                                  event_message(event, origin, ts.target, session=True)))
+        state = state.with_target(replace(ts, reported=True))
+    if state.phase == "run" and state.targets and \
+            all(t.phase == "done" for t in state.targets) and not state.reported:
+        if not _single(state):
+            results = [(t.target, t.outcome) for t in state.targets if t.outcome]
+            event = request_completed(origin, _scope(state), results, completed_at=now,
+                                      arm_requests=state.total_arm_requests)
+            commands.append(Publish(event_message(event, origin, None)))
+            if origin.reply_to:
+                commands.append(Reply(origin.reply_to,
+                                      event_message(event, origin, None, session=True)))
+        commands.append(RecordRequest("done", {"fingerprint": state.fingerprint},
+                                      expiry(state.deadline)))
+        state = replace(state, reported=True, phase="done")
+    return state, commands
+
+
+def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope: str | None
+                       = None, event_id: str | None = None, arm_requests: int = 0
+                       ) -> list[Command]:
+    """The Rejected event of a request (no ledger row: a rejected request claims nothing)."""
+    origin, targets = rejection.origin, rejection.targets
+    error = {"code": rejection.code, "message": rejection.message, "target": rejection.field}
+    if selector_scope is None and len(targets) <= 1:
+        target = targets[0] if targets else None
+        event = flush_completed(origin, target, Outcome("Rejected", now, error),
+                                event_id=event_id)
+    else:
+        scope = selector_scope or (targets[0].scope if targets else "/redisflush/requests")
+        event = request_completed(origin, scope, [], completed_at=now, arm_requests=arm_requests,
+                                  status="Rejected", error=error, event_id=event_id)
+        target = None
+    commands: list[Command] = [Publish(event_message(event, origin, target))]
+    if origin.reply_to:
+        commands.append(Reply(origin.reply_to, event_message(event, origin, target,
+                                                             session=True)))
+    return commands
+
+
+def _request_failed(state: RunState, now: dt.datetime, status: str, code: str, message: str
+                    ) -> Decision:
+    """The request ends before it had targets (a selector that could not be resolved)."""
+    origin = state.origin
+    event = request_completed(origin, _scope(state), [], completed_at=now,
+                              arm_requests=state.total_arm_requests, status=status,
+                              error={"code": code, "message": message})
+    commands: list[Command] = [Publish(event_message(event, origin, None))]
+    if origin.reply_to:
+        commands.append(Reply(origin.reply_to, event_message(event, origin, None, session=True)))
+    commands.append(RecordRequest("done", {"fingerprint": state.fingerprint},
+                                  expiry(state.deadline)))
+    return replace(state, phase="done", reported=True), commands
+
+
+# -- the chain's next message -------------------------------------------------------------
+
+def _settle(state: RunState, view: View, config: Config, effects: list[Command]) -> Decision:
+    if state.phase == "done":
+        return state, effects
+    now = view.now
+    if state.phase == "resolve":
+        at = state.due or now
+    else:
+        pending = [t.due for t in state.targets if t.phase != "done"]
+        at = min(pending) if pending else now
+    at = min(max(at, now), max(state.deadline, now))
+    state = replace(state, step=state.step + 1)
+    state, note = _note(state, now)
+    message = poll_message(state, at)
+    commands = effects + [Schedule(message, at)]
+    if note is not None and state.origin.reply_to:
+        commands.append(Note(state.origin.reply_to, note))
+    return state, commands
+
+
+def poll_message(state: RunState, at: dt.datetime) -> OutboundMessage:
+    body = compact(state, MAX_MESSAGE_BYTES).to_json()
+    return OutboundMessage(body, state.message_id, correlation_id=state.origin.request_id,
+                           scheduled_at=at,
+                           application_properties={"requestId": state.origin.request_id})
+
+
+def _note(state: RunState, now: dt.datetime) -> tuple[RunState, OutboundMessage | None]:
+    """A note when the status or percent changed, or caches finished since the last one."""
+    if not state.origin.reply_to or state.phase != "run":
+        return state, None
+    if _single(state):
+        ts = state.targets[0]
+        status = ts.last_status or ("Accepted" if ts.phase == "poll" else None)
+        percent = (ts.last_operation or {}).get("percentComplete")
+    else:
+        status = "Running" if any(t.accepted_at or t.phase == "done" for t in state.targets) \
+            else None
+        percent = None
+    finished = [t for t in state.targets if t.phase == "done" and not t.noted]
+    if status is None or (status == state.note_status and percent == state.note_percent
+                          and (not finished or _single(state))):
+        return state, None
+    counts: dict[str, int] = {}
+    for t in state.targets:
+        if t.outcome:
+            counts[t.outcome.status] = counts.get(t.outcome.status, 0) + 1
+    items = [{"index": t.index, "resourceId": t.target.resource_id,
+              "name": t.target.display_name, "status": t.outcome.status if t.outcome else None,
+              "error": (t.outcome.error or {}).get("code") if t.outcome else None,
+              "durationSeconds": round((t.outcome.completed_at - state.origin.requested_at)
+                                       .total_seconds(), 3) if t.outcome else None}
+             for t in finished]
+    note = progress_note(state.origin, status=status, percent=percent,
+                         targets=len(state.targets), counts=counts, finished=items,
+                         step=state.step, now=now, source=_scope(state))
+    for t in finished:
+        state = state.with_target(replace(t, noted=True))
+    return replace(state, note_status=status, note_percent=percent), note

@@ -1,0 +1,54 @@
+"""The ledger commands carried out: conditional writes retried on contention, with the
+decisions left to `core.ledger_rules` (docs/design.md, "Request ledger")."""
+from __future__ import annotations
+
+import datetime as dt
+
+from .core import ledger_rules
+from .core.commands import ClaimTarget, Claimed, OpenRequest, Opened, RecordRequest, RecordTarget
+from .ledger import REQUEST_KEY, Ledger, LedgerError, LedgerRow
+
+ATTEMPTS = 8  # conditional writes that lost a race are re-read and tried again
+
+
+def open_request(ledger: Ledger, request_id: str, command: OpenRequest, now: dt.datetime
+                 ) -> Opened:
+    data = {"fingerprint": command.fingerprint, **command.data}
+    if ledger.insert(LedgerRow(request_id, REQUEST_KEY, "open", data, 0, now,
+                               command.expires_at)) is not None:
+        return Opened("new")
+    row = ledger.get(request_id, REQUEST_KEY)
+    if row is None:  # expired between the two calls: a new request after all
+        return open_request(ledger, request_id, command, now)
+    if row.data.get("fingerprint") != command.fingerprint:
+        return Opened("reused", data=row.data)
+    targets = {r.key: (r.state, r.data) for r in ledger.rows(request_id) if r.key}
+    return Opened("same", row.state == "done", row.data, targets)
+
+
+def claim_target(ledger: Ledger, request_id: str, command: ClaimTarget, now: dt.datetime
+                 ) -> Claimed:
+    fresh = ledger_rules.new_target_row(request_id, command.key, now, command.expires_at)
+    for _ in range(ATTEMPTS):
+        if ledger.insert(fresh) is not None:
+            return Claimed("post")
+        row = ledger.get(request_id, command.key)
+        if row is None:
+            continue
+        decision, data, until, write = ledger_rules.on_existing(row, now)
+        if write is None or ledger.update(write) is not None:
+            return Claimed(decision, data, until)
+    raise LedgerError(f"ledger row {request_id}/{command.key} kept changing under us")
+
+
+def record(ledger: Ledger, request_id: str, command: RecordTarget | RecordRequest,
+           now: dt.datetime) -> None:
+    key = command.key if isinstance(command, RecordTarget) else REQUEST_KEY
+    for _ in range(ATTEMPTS):
+        row = ledger.get(request_id, key)
+        new = ledger_rules.recorded(row, request_id, key, command.state, command.data, now,
+                                    command.expires_at)
+        stored = ledger.insert(new) if row is None else ledger.update(new)
+        if stored is not None:
+            return
+    raise LedgerError(f"ledger row {request_id}/{key} kept changing under us")
