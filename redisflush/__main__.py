@@ -1,4 +1,4 @@
-"""`python -m redisflush`."""
+"""`python -m redisflush`: the same as the `redisflush` command."""
 import sys
 
 from .cli import main

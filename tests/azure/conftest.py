@@ -8,7 +8,6 @@ methods that would open AMQP links (`get_queue_sender`, `get_queue_receiver`,
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import socket
 import time
@@ -19,13 +18,9 @@ from typing import Any
 import pytest
 from azure.servicebus import ServiceBusClient
 
-from redisflush.events import completion_event, event_messages, progress_message
-from redisflush.messages import Origin
-from redisflush.target import CacheTarget
-
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-TARGET = CacheTarget(SUBSCRIPTION, "rg-app", "cache-one")
-RESOURCE_ID = TARGET.resource_id
+GROUP = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-app"
+RESOURCE_ID = f"{GROUP}/providers/Microsoft.Cache/redis/cache-one"
 CONNECTION = ("Endpoint=sb://unit-test-ns.servicebus.windows.net/;SharedAccessKeyName=k;"
               "SharedAccessKey=dmFsdWU=")
 SETTINGS = {
@@ -34,26 +29,73 @@ SETTINGS = {
     "REDISFLUSH_EVENTS_TOPIC": "events-t",
     "REDISFLUSH_REPLY_QUEUE": "reply-q",
 }
+AT = "2024-05-01T12:00:00Z"
+# The events below are literal CloudEvents in the shapes of docs/design.md ("Completion
+# events"): the sender is checked against the contract, not against the app's own code.
+
+
+def cache_rid(name: str) -> str:
+    return f"{GROUP}/providers/Microsoft.Cache/redis/{name}"
+
+
+def _body(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def completion_event(request_id: str, status: str = "Succeeded", *,
+                     error: dict[str, Any] | None = None, cache: str = "cache-one",
+                     index: int | None = None, count: int = 1) -> dict[str, Any]:
+    """One cache's RedisFlush.FlushCompleted; `index` of `count` for a multi-target request."""
+    data: dict[str, Any] = {
+        "requestId": request_id, "status": status, "resourceId": cache_rid(cache),
+        "kind": "redis", "linkedDatabaseIds": [], "operation": {"status": status},
+        "error": error, "requestedAt": AT, "acceptedAt": AT,
+        "completedAt": "2024-05-01T12:00:04Z", "durationSeconds": 4.0, "armRequests": 3,
+        "reason": None, "requestedBy": None}
+    event_id = f"{request_id}:completed"
+    if count > 1:
+        data["batch"] = {"index": index or 0, "count": count}
+        event_id = f"{request_id}:{index or 0}:completed"
+    return {"specversion": "1.0", "type": "RedisFlush.FlushCompleted",
+            "source": cache_rid(cache), "subject": cache, "id": event_id, "time": AT,
+            "datacontenttype": "application/json", "data": data}
 
 
 def completion_body(request_id: str, status: str = "Succeeded", *,
-                    error: dict[str, Any] | None = None) -> bytes:
-    """A completion event exactly as the app publishes it (redisflush.events)."""
-    now = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
-    origin = Origin(request_id, now, reply_to="reply-q", reply_to_session_id=request_id)
-    event = completion_event(origin, TARGET, status, operation={"status": status},
-                             error=error, accepted_at=now,
-                             completed_at=now + dt.timedelta(seconds=4), arm_requests=3)
-    return event_messages(event, origin, TARGET)[0].body
+                    error: dict[str, Any] | None = None, cache: str = "cache-one",
+                    index: int | None = None, count: int = 1) -> bytes:
+    return _body(completion_event(request_id, status, error=error, cache=cache, index=index,
+                                  count=count))
 
 
-def progress_body(request_id: str, percent: float = 50.0) -> bytes:
-    now = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
-    origin = Origin(request_id, now, reply_to="reply-q", reply_to_session_id=request_id)
-    message = progress_message(origin, TARGET, "InProgress", {"percentComplete": percent},
-                               1, now)
-    assert message is not None
-    return message.body
+def request_body(request_id: str, status: str, results: list[tuple[str, str]]) -> bytes:
+    """A RedisFlush.RequestCompleted for caches [(name, status), ...]."""
+    counts: dict[str, int] = {}
+    for _, each in results:
+        counts[each] = counts.get(each, 0) + 1
+    data = {"requestId": request_id, "status": status, "counts": counts,
+            "results": [{"resourceId": cache_rid(name), "status": each,
+                         "error": None if each == "Succeeded" else
+                         {"code": "Boom", "message": f"{name} broke"},
+                         "durationSeconds": 4.0} for name, each in results],
+            "requestedAt": AT, "completedAt": "2024-05-01T12:00:09Z", "durationSeconds": 9.0,
+            "armRequests": 7, "reason": None, "requestedBy": None}
+    return _body({"specversion": "1.0", "type": "RedisFlush.RequestCompleted",
+                  "source": GROUP, "subject": GROUP, "id": f"{request_id}:completed",
+                  "time": AT, "datacontenttype": "application/json", "data": data})
+
+
+def progress_body(request_id: str, percent: float | None = 50.0, *,
+                  status: str = "InProgress", targets: int = 1,
+                  counts: dict[str, int] | None = None,
+                  finished: list[dict[str, Any]] | None = None, step: int = 1) -> bytes:
+    """A RedisFlush.FlushProgress note for the reply session."""
+    return _body({"specversion": "1.0", "type": "RedisFlush.FlushProgress",
+                  "id": f"{request_id}:progress:{step}", "source": RESOURCE_ID, "time": AT,
+                  "datacontenttype": "application/json",
+                  "data": {"requestId": request_id, "status": status,
+                           "percentComplete": percent, "targets": targets,
+                           "counts": counts or {}, "finished": finished or []}})
 
 
 class FakeReceived:

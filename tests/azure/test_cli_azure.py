@@ -17,11 +17,12 @@ from azure.identity import CredentialUnavailableError
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 from azure.servicebus import exceptions as sbx
 
-import redisflush.cli as cli
-import redisflush.remote as remote
+import redisflush.sender.azure as remote
+import redisflush.sender.commands as commands
 from redisflush.cli import main
 from redisflush.errors import ConfigurationError
-from redisflush.remote import SERVICE_BUS_SCOPE, namespace_host
+from redisflush.sender.azure import SERVICE_BUS_SCOPE
+from redisflush.sender.namespace import namespace_host
 
 from .conftest import CONNECTION, RESOURCE_ID, FakeBus, completion_body, progress_body
 
@@ -168,7 +169,7 @@ def test_send_wait_ignores_other_requests_in_the_session(
 def test_send_wait_gives_up_with_exit_3_and_renews_the_session_lock(
         app_root: Path, fake_bus: FakeBus, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "WAIT_MARGIN", -29.6)       # --timeout 30 -> wait 0.4 s
+    monkeypatch.setattr(commands, "WAIT_MARGIN", -29.6)       # --timeout 30 -> wait 0.4 s
     monkeypatch.setattr(remote, "SESSION_RENEW_EVERY", 0.0)
     started = time.monotonic()
     code = run(app_root, "send", "--connection-string", CONNECTION, "--resource-id",

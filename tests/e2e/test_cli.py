@@ -1,22 +1,34 @@
 """CLI contracts: usage and configuration errors are one line on stderr and exit 2 (never a
-traceback, nothing sent); `send --dry-run` prints the request and sends nothing."""
+traceback, nothing sent); `send --dry-run` prints the request and sends nothing; `watch`
+stops when told and leaves what it did not print on the bus; Ctrl-C is exit 130."""
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import SUB, cache_args, resource_id, run_cli, write_config
+from redisflush.core.outbound import OutboundMessage
+
+from .conftest import SUB, Processes, cache_args, resource_id, run_cli, wait_for, write_config
 
 pytestmark = pytest.mark.e2e
 
 USAGE_ERRORS = {
     "send-no-cache": (["send", "--local", "--wait"], "the cache is required"),
     "send-both-forms": (["send", "--local", "--resource-id", resource_id("c1"),
-                         "--cache", "c1"], "not both"),
+                         "--cache", "c1"], "--resource-id cannot be combined with --cache"),
     "send-partial-form": (["send", "--local", "--subscription", SUB, "--cache", "c1"],
-                          "the cache is required"),
+                          "--cache needs --resource-group"),
+    "send-selector-and-cache": (["send", "--local", *cache_args("c1"), "--all"],
+                                "--cache cannot be combined with --all"),
+    "send-kind-without-selector": (["send", "--local", *cache_args("c1"), "--kind", "redis"],
+                                   "--cache cannot be combined with --kind"),
+    "send-linked-with-classic": (["send", "--local", "--resource-id", resource_id("c1"),
+                                  "--no-linked"], "linkedDatabaseIds"),
     "send-bad-cache-name": (["send", "--local", *cache_args("bad_name!")], "cacheName"),
     "send-bad-resource-id": (["send", "--local", "--resource-id", "/subscriptions/x/redis/y"],
                              "resourceId"),
@@ -29,6 +41,16 @@ USAGE_ERRORS = {
     "send-local-and-namespace": (["send", "--local", "--namespace", "ns", *cache_args("c1")],
                                  "--local"),
     "serve-without-local": (["serve"], "--local"),
+    "serve-port-out-of-range": (["serve", "--local", "--emulator-port", "70000"],
+                                "--emulator-port: 70000 is not between 0 and 65535"),
+    "demo-negative-keys": (["demo", "--keys", "-5"], "--keys: -5"),
+    "watch-deadletter-subqueue": (["watch", "--local", "--subscription-name",
+                                   "all/$deadletterqueue"], "--subscription-name"),
+    "watch-negative-timeout": (["watch", "--local", "--timeout", "-1"], "--timeout"),
+    "app-root-missing": (["--app-root", "/nonexistent", "serve", "--local"],
+                         "--app-root: /nonexistent is not a folder"),
+    "app-root-without-host-json": (["--app-root", "/", "send", "--local", *cache_args("c1")],
+                                   "--app-root: / has no host.json"),
     "unknown-command": (["bogus"], "bogus"),
     "unknown-option": (["send", "--local", *cache_args("c1"), "--colour", "red"], "--colour"),
 }
@@ -98,3 +120,68 @@ def test_send_without_wait_prints_the_request_id(local_dir: Path) -> None:
         [message] = bus.peek("redis-flush-requests")
     assert message.message_id == "e2e-nowait-1" and message.reply_to is None
     assert json.loads(message.body)["cacheName"] == "c1"
+
+
+def test_send_dry_run_of_a_selector_says_arm_resolves_it(local_dir: Path) -> None:
+    result = run_cli(["send", "--local", "--dry-run", "--subscription", SUB, "--tag",
+                      "app=shop", "--kind", "redisEnterprise"], local_dir, timeout=25)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"selector": {"subscriptionId": SUB,
+                                                      "tags": {"app": "shop"},
+                                                      "kinds": ["redisEnterprise"]}}
+    assert result.stderr == ("what a selector resolves to needs ARM: the app resolves it "
+                             "when it runs\n")
+
+
+def test_a_busy_emulator_port_is_one_line(local_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(["emulator", "--port", str(port)], local_dir, timeout=25)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--port {port}: cannot listen on it" in lines[0], result.stderr
+
+
+def _publish_events(local_dir: Path, count: int) -> None:
+    from redisflush.local.bus import LocalBus
+
+    with LocalBus(local_dir / "bus.sqlite") as bus:
+        bus.ensure_topic("redis-flush-events")
+        bus.ensure_subscription("redis-flush-events", "all")
+        bus.publish("redis-flush-events", [OutboundMessage(json.dumps(
+            {"type": "RedisFlush.FlushCompleted", "id": f"w-{n}:completed",
+             "subject": f"cache-{n}", "data": {"requestId": f"w-{n}", "status": "Succeeded"}}
+        ).encode(), f"w-{n}:completed") for n in range(count)])
+
+
+def test_watch_count_1_leaves_the_other_events_unlocked(local_dir: Path) -> None:
+    _publish_events(local_dir, 5)
+    result = run_cli(["watch", "--local", "--count", "1", "--json"], local_dir, timeout=25)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == "w-0:completed"
+    from redisflush.local.bus import LocalBus
+
+    with LocalBus(local_dir / "bus.sqlite") as bus:
+        left = bus.receive("redis-flush-events/subscriptions/all", max_count=10)
+    # the four it did not print: at once receivable (not locked), never delivered before
+    assert [m.message_id for m in left] == [f"w-{n}:completed" for n in range(1, 5)]
+    assert all(m.delivery_count == 1 for m in left)
+
+
+def test_watch_timeout_0_stops_at_once(local_dir: Path) -> None:
+    started = time.monotonic()
+    result = run_cli(["watch", "--local", "--timeout", "0"], local_dir, timeout=25)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10 and result.stdout == ""
+
+
+def test_ctrl_c_exits_130(local_dir: Path, procs: Processes) -> None:
+    watch = procs.spawn(["watch", "--local"], local_dir)
+    wait_for(lambda: (local_dir / "bus.sqlite").exists(), 20, "the local bus")
+    time.sleep(0.5)                          # past start-up: it is waiting for events
+    watch.popen.send_signal(signal.SIGINT)
+    assert watch.wait(15) == 130
+    assert "Traceback" not in watch.stderr()
+    assert "130 interrupted" in run_cli(["--help"], local_dir, timeout=25).stdout

@@ -1,31 +1,32 @@
-"""`send` and `watch` over Azure Service Bus: the `client.Channel` on azure-servicebus.
+"""`send` and `watch` over Azure Service Bus: the `sender.channel.Channel` on azure-servicebus.
 
-`AzureChannel.open` picks the connection the way DESIGN's CLI table says: `--namespace`
+`AzureChannel.open` picks the connection the way docs/design.md ("CLI") says: `--namespace`
 (Entra ID through DefaultAzureCredential), else `--connection-string`, else the
 `ServiceBusConnection` setting, else `ServiceBusConnection__fullyQualifiedNamespace`.
 
 Everything that can go wrong on the way (no credential, a wrong key, an unknown namespace or
-entity, a missing role, no network) becomes one `ConfigurationError` or `BusError` line that
-says what to check (`remote_errors`); the CLI prints it and exits 2. Every network step is
-bounded: the SDK retries at most `RETRY_TOTAL` times, each attempt at most `TRY_TIMEOUT`
+entity, a missing role, no network) becomes one `ConfigurationError` or `ChannelError` line
+that says what to check (`sender.azure_errors`); the CLI prints it and exits 2. Every network
+step is bounded: the SDK retries at most `RETRY_TOTAL` times, each attempt at most `TRY_TIMEOUT`
 seconds, receivers wait at most `RECEIVE_WAIT` seconds per call, so an unreachable namespace
 fails in well under `FAIL_WITHIN` seconds instead of hanging.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any, Callable, Iterator
 
-from .bus import BusError, OutboundMessage, to_azure_message
-from .client import decode_event
-from .errors import ConfigurationError
-from .remote_errors import SIGN_IN_HINT, first_line, quiet_sdk_logs, translate  # noqa: F401 - SIGN_IN_HINT re-exported
-from .remote_namespace import DEFAULT_SUFFIX, SAMPLE_PLACEHOLDER, namespace_host
-from .settings import Settings
+from ..core.outbound import OutboundMessage
+from ..errors import ConfigurationError
+from .azure_errors import first_line, quiet_sdk_logs, translate
+from .azure_sdk import TokenCache, body_bytes, quietly, service_bus_message
+from .channel import Delivered, decode_event
+from .errors import ChannelError
+from .namespace import DEFAULT_SUFFIX, SAMPLE_PLACEHOLDER, namespace_host
+from .settings import SenderSettings
 
-log = logging.getLogger("redisflush.remote")
+log = logging.getLogger("redisflush.sender")
 
 # Bounded failure: (RETRY_TOTAL + 1) attempts of at most TRY_TIMEOUT s, plus the backoffs
 # (0.5 s, 1 s), stay under FAIL_WITHIN. pyamqp's own TCP connect timeout is 1 s.
@@ -47,40 +48,14 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 # The scope azure-servicebus asks tokens for (its own constant, double slash included).
 SERVICE_BUS_SCOPE = "https://servicebus.azure.net//.default"
-
-
-class _TokenCache:
-    """Wraps an azure-identity credential: fetch once up front (so credential problems are
-    reported before any connection is tried) and reuse the token until near its expiry."""
-
-    def __init__(self, credential: Any) -> None:
-        self.credential = credential
-        self._tokens: dict[tuple[str, ...], Any] = {}
-        self._lock = threading.Lock()
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        with self._lock:
-            token = self._tokens.get(scopes)
-            if token is not None and token.expires_on - 300 > time.time():
-                return token
-            token = self.credential.get_token(*scopes, **kwargs)
-            self._tokens[scopes] = token
-            return token
-
-    def close(self) -> None:
-        close = getattr(self.credential, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception:  # closing a credential must never hide the real outcome
-                pass
+SENDER, RECEIVER = "Azure Service Bus Data Sender", "Azure Service Bus Data Receiver"
 
 
 class AzureChannel:
-    """client.Channel over Azure Service Bus (azure-servicebus, pure-Python AMQP)."""
+    """sender.channel.Channel over Azure Service Bus (azure-servicebus, pure-Python AMQP)."""
 
-    def __init__(self, settings: Settings, client: Any, where: str,
-                 token_cache: _TokenCache | None = None) -> None:
+    def __init__(self, settings: SenderSettings, client: Any, where: str,
+                 token_cache: TokenCache | None = None) -> None:
         self.settings = settings
         self.client = client
         self.where = where                  # "namespace NAME.servicebus.windows.net"
@@ -90,7 +65,7 @@ class AzureChannel:
     # -- construction ----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, settings: Settings, *, namespace: str | None = None,
+    def open(cls, settings: SenderSettings, *, namespace: str | None = None,
              connection_string: str | None = None,
              credential: Any = None) -> "AzureChannel":
         from azure.servicebus import ServiceBusClient
@@ -122,14 +97,14 @@ class AzureChannel:
             "(or use --local for the local bus)")
 
     @classmethod
-    def _with_identity(cls, settings: Settings, host: str, credential: Any) -> "AzureChannel":
+    def _with_identity(cls, settings: SenderSettings, host: str, credential: Any) -> "AzureChannel":
         from azure.servicebus import ServiceBusClient
 
         if credential is None:
             from azure.identity import DefaultAzureCredential
             credential = (DefaultAzureCredential(managed_identity_client_id=settings.client_id)
                           if settings.client_id else DefaultAzureCredential())
-        tokens = _TokenCache(credential)
+        tokens = TokenCache(credential)
         where = f"namespace {host}"
         try:
             tokens.get_token(SERVICE_BUS_SCOPE)
@@ -148,63 +123,60 @@ class AzureChannel:
             self._open_reply(message.reply_to_session_id)
         what = f"send to queue {queue!r}"
         sender = self._call(what, self.client.get_queue_sender, queue,
-                            role="Azure Service Bus Data Sender")
+                            role=SENDER)
         try:
-            self._call(what, lambda: sender.send_messages(to_azure_message(message),
+            self._call(what, lambda: sender.send_messages(service_bus_message(message),
                                                           timeout=SEND_TIMEOUT),
-                       role="Azure Service Bus Data Sender")
+                       role=SENDER)
         finally:
-            _quietly(sender.close)
+            quietly(sender.close)
 
     def replies(self, session_id: str, until: float) -> Iterator[dict[str, Any]]:
         receiver = self._open_reply(session_id)
         what = f"receive from session {session_id!r} of queue {self.settings.reply_queue!r}"
-        renew_at = [time.monotonic() + SESSION_RENEW_EVERY]
-
-        def renew() -> None:
-            if time.monotonic() >= renew_at[0]:
-                self._call(what, receiver.session.renew_lock,
-                           role="Azure Service Bus Data Receiver")
-                renew_at[0] = time.monotonic() + SESSION_RENEW_EVERY
+        renew_at = time.monotonic() + SESSION_RENEW_EVERY
         try:
-            yield from self._receive(receiver, what, until, after_batch=renew)
+            for msg in self._receive(receiver, what, until):
+                event = self._readable(receiver, msg, what)
+                if event is not None:
+                    self._call(what, receiver.complete_message, msg, role=RECEIVER)
+                    yield event
+                if time.monotonic() >= renew_at:
+                    self._call(what, receiver.session.renew_lock, role=RECEIVER)
+                    renew_at = time.monotonic() + SESSION_RENEW_EVERY
         finally:
             self._close_reply()
 
-    def events(self, subscription: str, until: float | None) -> Iterator[dict[str, Any]]:
+    def events(self, subscription: str, until: float | None) -> Iterator[Delivered]:
         from azure.servicebus import ServiceBusReceiveMode
 
         topic = self.settings.events_topic
         what = f"receive from subscription {subscription!r} of topic {topic!r}"
         receiver = self._call(what, self.client.get_subscription_receiver, topic,
                               subscription, receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
-                              max_wait_time=RECEIVE_WAIT,
-                              role="Azure Service Bus Data Receiver")
+                              max_wait_time=RECEIVE_WAIT, role=RECEIVER)
         try:
-            self._call(what, receiver.__enter__, role="Azure Service Bus Data Receiver")
-            yield from self._receive(receiver, what, until)
+            self._call(what, receiver.__enter__, role=RECEIVER)
+            for msg in self._receive(receiver, what, until):
+                event = self._readable(receiver, msg, what)
+                if event is not None:
+                    yield Delivered(event, self._completer(receiver, msg, what))
         finally:
-            _quietly(receiver.close)
+            quietly(receiver.close)
 
-    def _receive(self, receiver: Any, what: str, until: float | None,
-                 after_batch: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
-        """Receive, settle and decode until `until` (None: forever)."""
+    def _receive(self, receiver: Any, what: str, until: float | None) -> Iterator[Any]:
+        """Messages until `until` (None: forever), one per call: a watcher that stops
+        (--count) leaves nothing locked behind. Yields None after an empty wait, so the
+        caller gets a turn (lock renewal) while nothing arrives."""
         while until is None or (remaining := until - time.monotonic()) > 0:
             wait = RECEIVE_WAIT if until is None else max(0.1, min(RECEIVE_WAIT, remaining))
-            # One at a time: a watcher that stops (--count) leaves nothing locked behind.
-            batch = self._call(what, lambda: receiver.receive_messages(
-                max_message_count=1, max_wait_time=wait),
-                role="Azure Service Bus Data Receiver")
-            for msg in batch:
-                event = self._settle(receiver, msg, what)
-                if event is not None:
-                    yield event
-            if after_batch is not None:
-                after_batch()
+            batch = self._call(what, receiver.receive_messages, max_message_count=1,
+                               max_wait_time=wait, role=RECEIVER)
+            yield from batch or [None]
 
     def close(self) -> None:
         self._close_reply()
-        _quietly(self.client.close)
+        quietly(self.client.close)
         if self._tokens is not None:
             self._tokens.close()
 
@@ -218,54 +190,37 @@ class AzureChannel:
         what = f"listen on session {session_id!r} of queue {queue!r}"
         receiver = self._call(what, self.client.get_queue_receiver, queue,
                               session_id=session_id, max_wait_time=RECEIVE_WAIT,
-                              role="Azure Service Bus Data Receiver")
-        self._call(what, receiver.__enter__, role="Azure Service Bus Data Receiver")
+                              role=RECEIVER)
+        self._call(what, receiver.__enter__, role=RECEIVER)
         self._reply = (session_id, receiver)
         return receiver
 
     def _close_reply(self) -> None:
         if self._reply is not None:
-            _quietly(self._reply[1].close)
+            quietly(self._reply[1].close)
             self._reply = None
 
-    def _settle(self, receiver: Any, msg: Any, what: str) -> dict[str, Any] | None:
-        """Complete a readable event before handing it on (as the local bus does); a message
-        that is not a JSON object is dead-lettered so someone can look at it."""
-        event = decode_event(_body_bytes(msg))
+    def _completer(self, receiver: Any, msg: Any, what: str) -> Callable[[], None]:
+        return lambda: self._call(what, receiver.complete_message, msg, role=RECEIVER)
+
+    def _readable(self, receiver: Any, msg: Any, what: str) -> dict[str, Any] | None:
+        """The event in `msg`; a message that is not a JSON object is dead-lettered (so
+        someone can look at it) and None returned; None stays None (an empty wait)."""
+        if msg is None:
+            return None
+        event = decode_event(body_bytes(msg))
         if event is None:
             self._call(what, lambda: receiver.dead_letter_message(
                 msg, reason="UnreadableEvent",
                 error_description="body is not a JSON object (CloudEvents structured mode)"),
-                role="Azure Service Bus Data Receiver")
-            return None
-        self._call(what, lambda: receiver.complete_message(msg),
-                   role="Azure Service Bus Data Receiver")
+                role=RECEIVER)
         return event
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, role: str = "",
               **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigurationError, BusError):
+        except (ConfigurationError, ChannelError):
             raise
         except Exception as exc:
             raise translate(exc, self.where, what, role) from None
-
-
-def _body_bytes(msg: Any) -> bytes:
-    body = msg.body
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode()
-    try:
-        return b"".join(bytes(part) for part in body)  # data body: a generator of sections
-    except TypeError:
-        return str(body).encode()
-
-
-def _quietly(fn: Callable[[], Any]) -> None:
-    try:
-        fn()
-    except Exception:  # closing must never hide the outcome the user is waiting for
-        pass

@@ -1,5 +1,5 @@
 """Azure SDK failures as one line: `translate` turns whatever azure-identity or
-azure-servicebus raised into a `ConfigurationError` or `BusError` that says what failed and
+azure-servicebus raised into a `ConfigurationError` or `ChannelError` that says what failed and
 what to check (never the connection string), so the CLI can print it and exit 2.
 """
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .bus import BusError
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from .errors import ChannelError
 
 SIGN_IN_HINT = ("sign in with `az login`, use azure/login (OIDC) or a managed identity in CI, "
                 "or pass --connection-string")
@@ -38,7 +38,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def translate(exc: BaseException, where: str, what: str,
-              role: str = "") -> ConfigurationError | BusError:
+              role: str = "") -> ConfigurationError | ChannelError:
     """One line that says what failed and what to check; never the connection string."""
     from azure.core.exceptions import ClientAuthenticationError
     from azure.servicebus import exceptions as sbx
@@ -78,10 +78,10 @@ def translate(exc: BaseException, where: str, what: str,
     if isinstance(exc, sbx.MessagingEntityDisabledError):
         return ConfigurationError(f"cannot {what}: the entity is disabled in {where}")
     if isinstance(exc, sbx.SessionCannotBeLockedError):
-        return BusError(f"cannot {what} ({where}): another receiver holds that session; "
+        return ChannelError(f"cannot {what} ({where}): another receiver holds that session; "
                         "is a second `send --wait` with the same --request-id running?")
     if isinstance(exc, sbx.OperationTimeoutError):
-        return BusError(f"cannot {what}: {where} did not answer in time ({reason}); check the "
+        return ChannelError(f"cannot {what}: {where} did not answer in time ({reason}); check the "
                         "namespace name and the network (outbound TCP 5671 for AMQP)")
     if isinstance(exc, (sbx.ServiceBusConnectionError, sbx.ServiceBusCommunicationError,
                         OSError)):
@@ -90,15 +90,15 @@ def translate(exc: BaseException, where: str, what: str,
                                       "temporary failure in name resolution", "gaierror")):
             return ConfigurationError(f"cannot {what}: {where} does not resolve (DNS); check "
                                       "the namespace name")
-        return BusError(f"cannot {what}: no connection to {where} ({reason}); check the "
+        return ChannelError(f"cannot {what}: no connection to {where} ({reason}); check the "
                         "namespace name and the network (outbound TCP 5671 for AMQP, "
                         "proxy/firewall)")
     if isinstance(exc, sbx.ServiceBusQuotaExceededError):
-        return BusError(f"cannot {what} ({where}): quota exceeded ({reason})")
+        return ChannelError(f"cannot {what} ({where}): quota exceeded ({reason})")
     if isinstance(exc, sbx.ServiceBusServerBusyError):
-        return BusError(f"cannot {what} ({where}): the service is busy; try again shortly")
+        return ChannelError(f"cannot {what} ({where}): the service is busy; try again shortly")
     if isinstance(exc, sbx.ServiceBusError):
-        return BusError(f"cannot {what} ({where}): {type(exc).__name__}: {reason}")
+        return ChannelError(f"cannot {what} ({where}): {type(exc).__name__}: {reason}")
     if isinstance(exc, ValueError):
         return ConfigurationError(f"cannot {what} ({where}): {reason}")
-    return BusError(f"cannot {what} ({where}): {type(exc).__name__}: {reason}")
+    return ChannelError(f"cannot {what} ({where}): {type(exc).__name__}: {reason}")

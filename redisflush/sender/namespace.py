@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 DEFAULT_SUFFIX = ".servicebus.windows.net"
 SAMPLE_PLACEHOLDER = "your-namespace"   # local.settings.sample.json's value: not configured

@@ -1,0 +1,52 @@
+"""argparse value types with their ranges, so a bad value is argparse's own one-line usage
+error (exit 2) rather than a traceback deep inside a socket or a loop."""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from typing import Callable
+
+_SUBSCRIPTION_NAME = re.compile(r"[A-Za-z0-9._-]{1,50}", re.ASCII)
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """An integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return parse
+
+
+def seconds(low: float, high: float) -> Callable[[str], float]:
+    """A finite number of seconds in [low, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text[:40]} is not between {_plain(low)} and "
+                                             f"{_plain(high)}")
+        return value
+    return parse
+
+
+def _plain(number: float) -> str:
+    return f"{number:.0f}" if float(number).is_integer() else f"{number:g}"
+
+
+def subscription_name(text: str) -> str:
+    """A topic subscription's own name (no path, no `$deadletterqueue`)."""
+    if not _SUBSCRIPTION_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not a subscription name (1-50 letters, digits, '.', '-', '_')")
+    return text
+
+
+port = whole(0, 65535)

@@ -1,0 +1,100 @@
+"""A request ready to send: validated by the app's own parser, so a bad one never leaves the
+machine, and shaped as docs/design.md ("Flush request") says: MessageId and CorrelationId the
+requestId, application properties requestId (and cacheName for one target), ReplyTo the
+reply queue with the requestId as its session when the sender waits.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..core.outbound import OutboundMessage
+from .report import FLUSH_COMPLETED, REQUEST_COMPLETED
+
+DEFAULT_MAX_TARGETS = 50
+
+
+class QueueSettings(Protocol):
+    """What `prepare` reads: the sender's settings or the app's own (the demo's)."""
+
+    @property
+    def request_queue(self) -> str: ...
+
+    @property
+    def poll_queue(self) -> str: ...
+
+    @property
+    def reply_queue(self) -> str: ...
+
+    @property
+    def timeout_seconds(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The body (as users would write it), the bus message, and what ends the request."""
+
+    request_id: str
+    body: dict[str, Any]
+    message: OutboundMessage
+    targets: int                 # 0 for a selector: the app resolves it
+    selector: bool = False
+
+    @property
+    def final_type(self) -> str:
+        """FlushCompleted for one target; RequestCompleted for several or a selector."""
+        return FLUSH_COMPLETED if self.targets == 1 and not self.selector \
+            else REQUEST_COMPLETED
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """The app's parser said no: `field` broke `rule`."""
+
+    field: str
+    reason: str
+
+
+def prepare(body: dict[str, Any], settings: QueueSettings, *, request_id: str, reply: bool,
+            now: dt.datetime) -> Prepared | Invalid:
+    """Validate `body` as the app will, then build its message (never raises on bad input)."""
+    from ..core.request import Delivery, Rejection, parse_request
+
+    try:
+        raw = json.dumps(body, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        return Invalid("body", f"cannot be encoded as JSON ({exc})")
+    reply_queue = settings.reply_queue if reply else None
+    parsed = parse_request(
+        Delivery(body=raw, message_id=request_id, correlation_id=None,
+                 reply_to=reply_queue, reply_to_session_id=request_id if reply else None,
+                 enqueued_at=now, delivery_count=1),
+        default_timeout=settings.timeout_seconds, allowed_scopes=(),
+        max_targets=int(getattr(settings, "max_targets", DEFAULT_MAX_TARGETS)),
+        reserved_queues=(settings.request_queue, settings.poll_queue), now=now)
+    if isinstance(parsed, Rejection):
+        return Invalid(str(parsed.field), str(parsed.message))
+    rid = parsed.origin.request_id
+    targets = tuple(parsed.targets)
+    properties: dict[str, str] = {"requestId": rid}
+    if len(targets) == 1 and parsed.selector is None:
+        properties["cacheName"] = cache_name(targets[0].resource_id)
+    message = OutboundMessage(raw, message_id=rid, correlation_id=rid, reply_to=reply_queue,
+                              reply_to_session_id=rid if reply else None,
+                              application_properties=properties)
+    return Prepared(rid, body, message, len(targets), parsed.selector is not None)
+
+
+def cache_name(resource_id: str) -> str:
+    """The cache, or the Managed Redis cluster, a resource id names (the SQL filter's
+    cacheName property)."""
+    parts = resource_id.strip("/").split("/")
+    lowered = [p.lower() for p in parts]
+    for kind in ("redisenterprise", "redis"):
+        if kind in lowered:
+            at = lowered.index(kind)
+            if at + 1 < len(parts):
+                return parts[at + 1]
+    return parts[-1]

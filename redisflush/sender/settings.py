@@ -1,0 +1,112 @@
+"""What `send` and `watch` need to know, from the environment a pipeline sets.
+
+A pipeline has no host.json: the settings it needs (docs/design.md, "Settings") come from the
+environment. In an app root (a folder holding host.json: given by --app-root, or the current
+one) or with --local, local.settings.json (else local.settings.sample.json) adds its `Values`
+underneath, with the environment winning, as Core Tools does. Only the sender's settings are
+read and checked: an app-only setting (ARM endpoint, ledger) never stops a pipeline.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import ConfigurationError
+
+MIN_TIMEOUT, MAX_TIMEOUT = 30, 86400
+DEFAULT_MAX_TARGETS = 50
+SETTINGS_FILES = ("local.settings.json", "local.settings.sample.json")
+_PREFIXES = ("REDISFLUSH_", "ServiceBusConnection", "AZURE_")
+_ENTITIES = (("REDISFLUSH_REQUEST_QUEUE", "redis-flush-requests"),
+             ("REDISFLUSH_POLL_QUEUE", "redis-flush-polls"),
+             ("REDISFLUSH_EVENTS_TOPIC", "redis-flush-events"),
+             ("REDISFLUSH_REPLY_QUEUE", "redis-flush-replies"))
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """The sender's view of the app's settings (same names, same defaults, same rules)."""
+
+    request_queue: str = "redis-flush-requests"
+    poll_queue: str = "redis-flush-polls"
+    events_topic: str = "redis-flush-events"
+    reply_queue: str = "redis-flush-replies"
+    timeout_seconds: int = 1800
+    max_targets: int = DEFAULT_MAX_TARGETS
+    client_id: str | None = None
+    service_bus_connection: str | None = field(default=None, repr=False)
+    service_bus_namespace: str | None = None
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str]) -> "SenderSettings":
+        def get(name: str) -> str | None:
+            value = values.get(name)
+            return value.strip() or None if isinstance(value, str) else None
+
+        request, poll, events, reply = (entity_name(name, get(name) or default)
+                                        for name, default in _ENTITIES)
+        return cls(request, poll, events, reply,
+                   timeout_seconds=_whole("REDISFLUSH_TIMEOUT_SECONDS",
+                                          get("REDISFLUSH_TIMEOUT_SECONDS") or "1800",
+                                          MIN_TIMEOUT, MAX_TIMEOUT),
+                   max_targets=_whole("REDISFLUSH_MAX_TARGETS",
+                                      get("REDISFLUSH_MAX_TARGETS") or str(DEFAULT_MAX_TARGETS),
+                                      1, 100_000),
+                   client_id=get("AZURE_CLIENT_ID"),
+                   service_bus_connection=get("ServiceBusConnection"),
+                   service_bus_namespace=get("ServiceBusConnection__fullyQualifiedNamespace"))
+
+
+def app_root_of(given: Path | None) -> Path | None:
+    """The app root: `--app-root` (which must hold host.json: never a silent fallback), else
+    the current folder when it holds one, else None (a pipeline: environment only)."""
+    if given is not None:
+        if not given.is_dir():
+            raise ConfigurationError(f"--app-root: {given} is not a folder")
+        if not (given / "host.json").is_file():
+            raise ConfigurationError(f"--app-root: {given} has no host.json")
+        return given.resolve()
+    here = Path.cwd()
+    return here if (here / "host.json").is_file() else None
+
+
+def read_values(app_root: Path | None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The app root's local.settings.json (else the sample) `Values`, the environment winning;
+    with no app root, the environment alone."""
+    env = os.environ if env is None else env
+    values: dict[str, str] = {}
+    for path in [app_root / name for name in SETTINGS_FILES] if app_root else []:
+        if path.is_file():
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, OSError) as exc:
+                raise ConfigurationError(f"{path}: not readable JSON ({exc})") from None
+            raw = doc.get("Values", {}) if isinstance(doc, dict) else {}
+            if not isinstance(raw, dict):
+                raise ConfigurationError(f"{path}: Values must be an object")
+            values = {str(k): str(v) for k, v in raw.items() if v is not None}
+            break
+    values.update({k: v for k, v in env.items() if k in values or k.startswith(_PREFIXES)})
+    return values
+
+
+def entity_name(name: str, value: str) -> str:
+    """Service Bus entity names: letters, digits, '.', '-', '_', '/', up to 260 characters."""
+    if not value or len(value) > 260 or not value.isascii() \
+            or not all(c.isalnum() or c in "._-/" for c in value):
+        raise ConfigurationError(f"{name}: {value!r} must be 1-260 characters of letters, "
+                                 "digits, '.', '-', '_' or '/'")
+    return value
+
+
+def _whole(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}: {value[:40]!r} must be a whole number") from None
+    if not low <= number <= high:
+        raise ConfigurationError(f"{name}: {number} must be between {low} and {high}")
+    return number
