@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Protocol
@@ -63,44 +64,84 @@ class Ledger(Protocol):
         """Delete rows whose expires_at has passed; how many went."""
 
 
+def encode_data(data: Mapping[str, Any]) -> str:
+    """`data` as the compact JSON every adapter stores. ValueError when it is not JSON-able or
+    longer than MAX_DATA_CHARS: a caller's bug, which every adapter (MemoryLedger too)
+    refuses alike, so unit tests catch what Table storage would reject."""
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"ledger row data is not JSON: {exc}") from exc
+    size = len(text.encode("utf-16-le")) // 2  # Table storage counts UTF-16 code units
+    if size > MAX_DATA_CHARS:
+        raise ValueError(f"ledger row data is {size} characters as JSON, "
+                         f"over MAX_DATA_CHARS ({MAX_DATA_CHARS})")
+    return text
+
+
+def decode_data(text: str) -> dict[str, Any]:
+    """The inverse of encode_data (a fresh dict, so no caller shares a stored row's state)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("ledger row data is not a JSON object")
+    return value
+
+
+def row_order(row: LedgerRow) -> tuple[bool, str]:
+    """The order rows() returns: the request row first, then by key (code point order)."""
+    return (row.key != REQUEST_KEY, row.key)
+
+
 class MemoryLedger:
-    """The in-memory Ledger: for unit tests and replay tests (same rules as the real ones)."""
+    """The in-memory Ledger: for unit tests and replay tests (same rules as the real ones).
+
+    `data` goes through encode_data/decode_data like in the stored adapters, so a row that is
+    not JSON-able or too long fails here too, and no caller can change a stored row by
+    mutating a dict it passed in or got back.
+    """
 
     def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], LedgerRow] = {}
+        self._rows: dict[tuple[str, str], tuple[LedgerRow, str]] = {}
         self._lock = threading.Lock()
         self._etags = itertools.count(1)
 
-    def _stamp(self, row: LedgerRow) -> LedgerRow:
-        stored = replace(row, data=dict(row.data), etag=str(next(self._etags)))
-        self._rows[(row.request_id, row.key)] = stored
+    def _stamp(self, row: LedgerRow, text: str) -> LedgerRow:
+        stored = replace(row, data=decode_data(text), etag=str(next(self._etags)))
+        self._rows[(row.request_id, row.key)] = (stored, text)
         return stored
 
+    @staticmethod
+    def _copy(entry: tuple[LedgerRow, str]) -> LedgerRow:
+        return replace(entry[0], data=decode_data(entry[1]))
+
     def insert(self, row: LedgerRow) -> LedgerRow | None:
+        text = encode_data(row.data)
         with self._lock:
             if (row.request_id, row.key) in self._rows:
                 return None
-            return self._stamp(row)
+            return self._stamp(row, text)
 
     def update(self, row: LedgerRow) -> LedgerRow | None:
+        text = encode_data(row.data)
         with self._lock:
             current = self._rows.get((row.request_id, row.key))
-            if current is None or current.etag != row.etag:
+            if current is None or current[0].etag != row.etag:
                 return None
-            return self._stamp(row)
+            return self._stamp(row, text)
 
     def get(self, request_id: str, key: str) -> LedgerRow | None:
         with self._lock:
-            return self._rows.get((request_id, key))
+            entry = self._rows.get((request_id, key))
+        return None if entry is None else self._copy(entry)
 
     def rows(self, request_id: str) -> list[LedgerRow]:
         with self._lock:
-            found = [r for (rid, _), r in self._rows.items() if rid == request_id]
-        return sorted(found, key=lambda r: (r.key != REQUEST_KEY, r.key))
+            found = [self._copy(e) for (rid, _), e in self._rows.items() if rid == request_id]
+        return sorted(found, key=row_order)
 
     def purge(self, now: dt.datetime) -> int:
         with self._lock:
-            gone = [k for k, r in self._rows.items() if r.expires_at <= now]
+            gone = [k for k, (r, _) in self._rows.items() if r.expires_at <= now]
             for k in gone:
                 del self._rows[k]
             return len(gone)

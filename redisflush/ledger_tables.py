@@ -1,0 +1,326 @@
+"""TableLedger: the request ledger on Azure Table storage, in the app's own storage account
+(docs/design.md, "Request ledger").
+
+Layout: PartitionKey = requestId (its rule, [A-Za-z0-9._:-]{1,128}, holds no character a key
+may not), RowKey = "request" for the request row, else "t-" + sha256 of the key (a target's
+resource id holds '/', which a key may not); the real key is the `Key` property. Conditional
+writes are the service's own: insert fails on an existing row (409), replace carries If-Match
+with the etag read (412 when it changed). azure.data.tables is imported only when a ledger is
+built, so importing this module costs nothing on a cold start that never uses it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import threading
+from dataclasses import replace
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+from .ledger import REQUEST_KEY, LedgerError, LedgerRow, decode_data, encode_data, row_order
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableClient
+
+# A dead or stuck endpoint must fail the invocation in seconds, not minutes (the SDK's
+# defaults retry for minutes); the message is then redelivered.
+CLIENT_OPTIONS: dict[str, Any] = {
+    "connection_timeout": 5,
+    "read_timeout": 10,
+    "retry_total": 2,
+    "retry_backoff_factor": 0.5,
+    "retry_backoff_max": 4,
+}
+REQUEST_ROW_KEY = "request"
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
+_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
+_BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+_SECRETS = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig|signature)=[^;&\s'\"]+")
+_MILLISECOND = dt.timedelta(milliseconds=1)
+
+
+def row_key(key: str) -> str:
+    """The RowKey of a ledger key: fixed for the request row, a hash for a target."""
+    if key == REQUEST_KEY:
+        return REQUEST_ROW_KEY
+    return "t-" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class TableLedger:
+    """The Ledger on one table; thread-safe (one TableClient shared by the worker's threads).
+    The table is created on first use; every azure.core failure is LedgerError (one line,
+    naming the table and endpoint, never a key or signature)."""
+
+    def __init__(self, client: TableClient, endpoint: str) -> None:
+        self._client = client
+        self.table_name: str = client.table_name
+        self.endpoint = endpoint
+        self._ready = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, table_name: str, *, connection_string: str | None = None,
+                      account_name: str | None = None, table_service_uri: str | None = None,
+                      credential: TokenCredential | None = None) -> TableLedger:
+        """From the app's storage settings: `AzureWebJobsStorage` (a connection string, or
+        UseDevelopmentStorage=true), else identity-based `AzureWebJobsStorage__tableServiceUri`
+        or `__accountName` with `credential` (DefaultAzureCredential when None; pass the
+        app's shared one). ConfigurationError names the setting that breaks its rule."""
+        from azure.data.tables import TableClient
+
+        if not _TABLE_NAME.fullmatch(table_name or ""):
+            raise ConfigurationError(
+                f"REDISFLUSH_LEDGER_TABLE: {table_name!r} is not a table name "
+                "(a letter, then 2-62 letters or digits)")
+        if connection_string:
+            try:
+                client = TableClient.from_connection_string(
+                    connection_string, table_name, **CLIENT_OPTIONS)
+            except (ValueError, TypeError):
+                raise ConfigurationError(
+                    "AzureWebJobsStorage: not a storage connection string with a table "
+                    "endpoint") from None  # the value holds a key: never repeat it
+            return cls(client, _public_url(client.url))
+        endpoint = identity_endpoint(account_name=account_name,
+                                     table_service_uri=table_service_uri)
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+            credential = DefaultAzureCredential()
+        client = TableClient(endpoint=endpoint, table_name=table_name, credential=credential,
+                             **CLIENT_OPTIONS)
+        return cls(client, endpoint)
+
+    # -- the Ledger port ---------------------------------------------------------------
+
+    def insert(self, row: LedgerRow) -> LedgerRow | None:
+        from azure.core.exceptions import ResourceExistsError
+
+        text = encode_data(row.data)
+        with self._calling("insert", row.request_id) as table:
+            try:
+                answer = table.create_entity(_entity(row, text),
+                                             response_preference="return-no-content")
+            except ResourceExistsError as exc:
+                if error_code(exc) not in ("EntityAlreadyExists", ""):
+                    raise  # another 409 (e.g. TableBeingDeleted) is a failure, not a loss
+                return None
+        return replace(row, data=decode_data(text), etag=answer["etag"])
+
+    def update(self, row: LedgerRow) -> LedgerRow | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        text = encode_data(row.data)
+        if not row.etag.startswith('W/"'):
+            return None  # not an etag the service issued ('' = never stored): never current
+        with self._calling("update", row.request_id) as table:
+            try:
+                answer = table.update_entity(_entity(row, text), mode=UpdateMode.REPLACE,
+                                             etag=row.etag,
+                                             match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError:
+                return None
+            except ResourceNotFoundError as exc:
+                if _table_missing(exc):
+                    raise
+                return None
+        return replace(row, data=decode_data(text), etag=answer["etag"])
+
+    def get(self, request_id: str, key: str) -> LedgerRow | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with self._calling("get", request_id) as table:
+            try:
+                entity = table.get_entity(request_id, row_key(key))
+            except ResourceNotFoundError as exc:
+                if _table_missing(exc):
+                    raise
+                return None
+        return _row(entity)
+
+    def rows(self, request_id: str) -> list[LedgerRow]:
+        with self._calling("rows", request_id) as table:
+            found = [_row(e) for e in table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": request_id})]
+        return sorted(found, key=row_order)
+
+    def purge(self, now: dt.datetime) -> int:
+        """Rows with ExpiresAt <= now, each deleted only if unchanged since the query. The
+        query asks for a millisecond more and the exact test is made here: Azurite compares
+        datetimes in filters at millisecond precision (the service keeps 100 ns ticks)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+
+        now = _utc(now)
+        upper = now.replace(microsecond=now.microsecond // 1000 * 1000) + _MILLISECOND
+        gone = 0
+        with self._calling("purge", None) as table:
+            for entity in table.query_entities(
+                    "ExpiresAt le @upper", parameters={"upper": upper},
+                    select=["PartitionKey", "RowKey", "ExpiresAt"]):
+                if _utc(entity["ExpiresAt"]) > now:
+                    continue
+                try:
+                    table.delete_entity(entity["PartitionKey"], entity["RowKey"],
+                                        etag=entity.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+                except ResourceModifiedError:
+                    continue  # written again since the query: no longer ours to judge
+                gone += 1
+        return gone
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @contextmanager
+    def _calling(self, doing: str, request_id: str | None) -> Iterator[TableClient]:
+        """The client (table created on first use), with every azure.core failure turned
+        into one LedgerError line."""
+        from azure.core.exceptions import AzureError
+
+        if request_id is not None and (not request_id or _BAD_KEY_CHARS.search(request_id)):
+            raise ValueError(f"request id {request_id!r} cannot be a Table PartitionKey")
+        try:
+            yield self._table()
+        except AzureError as exc:
+            if _table_missing(exc):
+                self._ready = False  # deleted under us: create it again on the next call
+            raise LedgerError(f"ledger table {self.table_name} at {self.endpoint}: "
+                              f"{doing} failed: {describe(exc)}") from None
+
+    def _table(self) -> TableClient:
+        from azure.core.exceptions import ResourceExistsError
+
+        if not self._ready:
+            with self._lock:
+                if not self._ready:
+                    try:
+                        self._client.create_table()
+                    except ResourceExistsError as exc:
+                        if error_code(exc) not in ("TableAlreadyExists", ""):
+                            raise  # TableBeingDeleted: not usable yet
+                    self._ready = True
+        return self._client
+
+
+def identity_endpoint(*, account_name: str | None, table_service_uri: str | None) -> str:
+    """The table service URL of an identity-based connection: tableServiceUri as given, else
+    https://{accountName}.table.core.windows.net."""
+    if table_service_uri:
+        parts = urlsplit(table_service_uri.strip())
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.username:
+            raise ConfigurationError(  # the SDK sends a token over https only
+                "AzureWebJobsStorage__tableServiceUri: must be an absolute https URL "
+                "with no query or user")
+        return _public_url(table_service_uri.strip())
+    if account_name:
+        if not _ACCOUNT_NAME.fullmatch(account_name):
+            raise ConfigurationError(
+                f"AzureWebJobsStorage__accountName: {account_name!r} is not a storage "
+                "account name (3-24 lower-case letters and digits)")
+        return f"https://{account_name}.table.core.windows.net"
+    raise ConfigurationError(
+        "AzureWebJobsStorage: none of AzureWebJobsStorage, AzureWebJobsStorage__accountName "
+        "or AzureWebJobsStorage__tableServiceUri is set (the ledger's storage account)")
+
+
+def describe(exc: BaseException) -> str:
+    """One safe line for an azure.core error: its kind and status, no request URL (a SAS
+    rides in its query), no multi-line service payload, no key or signature."""
+    from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
+                                       ServiceRequestError, ServiceResponseError)
+
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        text = f"HTTP {exc.status_code} {error_code(exc) or exc.reason or ''}"
+    elif isinstance(exc, ClientAuthenticationError):
+        text = f"no token: {_first_line(exc)}"
+    elif isinstance(exc, ServiceRequestError):
+        text = f"cannot connect: {_os_reason(exc) or 'connection failed'}"
+    elif isinstance(exc, ServiceResponseError):
+        text = f"no complete answer: {_os_reason(exc) or 'timed out or dropped'}"
+    else:
+        text = f"{type(exc).__name__}: {_first_line(exc)}"
+    return _SECRETS.sub(r"\1=<redacted>", re.sub(r"[\x00-\x1f\x7f]", " ", text))[:300]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _os_reason(exc: BaseException) -> str | None:
+    """The OS's words for a socket failure (e.g. 'Connection refused'), found down the
+    cause chain; a timeout says so."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TimeoutError) or "timed out" in str(current).lower():
+            return "timed out"
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        inner = getattr(current, "inner_exception", None)
+        current = inner if isinstance(inner, BaseException) else (
+            current.__cause__ or current.__context__)
+    return None
+
+
+def error_code(exc: BaseException) -> str:
+    """The service's error code ('' when none): the SDK's error_code when it set one (an
+    enum or a str), else the x-ms-error-code header (create_entity re-raises without it)."""
+    code = getattr(exc, "error_code", None)
+    if not code:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None) or {}
+        code = headers.get("x-ms-error-code")
+    return str(getattr(code, "value", code) or "")
+
+
+def _table_missing(exc: BaseException) -> bool:
+    return error_code(exc) == "TableNotFound"
+
+
+def _public_url(url: str) -> str:
+    """scheme://host[:port][/path] of a service URL: no query (a SAS), no trailing slash."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (
+        f":{parts.port}" if parts.port else "") + parts.path.rstrip("/")
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime (naive counts as UTC: the SDK would read it as local time), as a
+    plain datetime rather than the SDK's TablesEntityDatetime subclass."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    value = value.astimezone(dt.timezone.utc)
+    return dt.datetime(value.year, value.month, value.day, value.hour, value.minute,
+                       value.second, value.microsecond, tzinfo=dt.timezone.utc)
+
+
+def _entity(row: LedgerRow, text: str) -> dict[str, Any]:
+    return {
+        "PartitionKey": row.request_id,
+        "RowKey": row_key(row.key),
+        "Key": row.key,
+        "State": row.state,
+        "Data": text,
+        "Posts": row.posts,
+        "UpdatedAt": _utc(row.updated_at),
+        "ExpiresAt": _utc(row.expires_at),
+    }
+
+
+def _row(entity: Mapping[str, Any]) -> LedgerRow:
+    metadata: Mapping[str, Any] = getattr(entity, "metadata", {})
+    return LedgerRow(request_id=entity["PartitionKey"], key=entity["Key"],
+                     state=entity["State"], data=decode_data(entity["Data"]),
+                     posts=int(entity["Posts"]), updated_at=_utc(entity["UpdatedAt"]),
+                     expires_at=_utc(entity["ExpiresAt"]), etag=metadata["etag"])

@@ -1,0 +1,1 @@
+"""Contract tests: every adapter of a port passes one suite (docs/design.md)."""
