@@ -51,7 +51,7 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Invalid:
-    """The app's parser said no: `field` broke `rule`."""
+    """The app's parser said no: `reason` reads "field: rule"."""
 
     field: str
     reason: str
@@ -65,15 +65,18 @@ def prepare(body: dict[str, Any], settings: QueueSettings, *, request_id: str, r
     try:
         raw = json.dumps(body, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
-        return Invalid("body", f"cannot be encoded as JSON ({exc})")
+        return Invalid("body", f"body: cannot be encoded as JSON ({exc})")
     reply_queue = settings.reply_queue if reply else None
-    parsed = parse_request(
-        Delivery(body=raw, message_id=request_id, correlation_id=None,
-                 reply_to=reply_queue, reply_to_session_id=request_id if reply else None,
-                 enqueued_at=now, delivery_count=1),
-        default_timeout=settings.timeout_seconds, allowed_scopes=(),
-        max_targets=int(getattr(settings, "max_targets", DEFAULT_MAX_TARGETS)),
-        reserved_queues=(settings.request_queue, settings.poll_queue), now=now)
+    try:
+        parsed = parse_request(
+            Delivery(body=raw, message_id=request_id, correlation_id=None,
+                     reply_to=reply_queue, reply_to_session_id=request_id if reply else None,
+                     enqueued_at=now, delivery_count=1),
+            default_timeout=settings.timeout_seconds, allowed_scopes=(),
+            max_targets=int(getattr(settings, "max_targets", DEFAULT_MAX_TARGETS)),
+            reserved_queues=(settings.request_queue, settings.poll_queue), now=now)
+    except (ValueError, TypeError, RecursionError) as exc:  # the parser promises not to
+        return Invalid("body", f"body: could not be checked ({type(exc).__name__}: {exc})")
     if isinstance(parsed, Rejection):
         return Invalid(str(parsed.field), str(parsed.message))
     rid = parsed.origin.request_id

@@ -242,3 +242,15 @@ def test_describe_and_progress_survive_odd_values(capsys: pytest.CaptureFixture[
         progress.note(note)
     assert capsys.readouterr().err.split() == ["InProgress", "0.0s", "(unknown", "cache):",
                                                "1", "0.0s", "Running", "0.0s"]
+
+
+def test_a_parser_that_raises_is_still_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import redisflush.core.request as request
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("surprise\nsecond line")
+    monkeypatch.setattr(request, "parse_request", broken)
+    assert main(["send", "--dry-run", "--resource-id", CLASSIC]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "invalid request: body: could not be checked" in err
