@@ -114,6 +114,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(f"TimedOut: no completion event for request {prepared.request_id} within "
               f"{wait:.0f} s", file=sys.stderr)
         return EXIT_TIMED_OUT
+    progress.final(event)
     print_event(event, args.json)
     return exit_code(event)
 

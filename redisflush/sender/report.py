@@ -56,9 +56,10 @@ def describe(event: Mapping[str, Any]) -> str:
     tail = f", {arm:.0f} ARM requests" if arm is not None else ""
     if event.get("type") == REQUEST_COMPLETED:
         results = _list(data.get("results"))
-        line = (f"{clean(data.get('status'), 20)}: {len(results)} caches "
-                f"({_counts(data.get('counts'))}) request={clean(data.get('requestId'), 130)}"
-                f"{_seconds(data.get('durationSeconds'))}{tail}")
+        counts = _counts(data.get("counts"))
+        line = (f"{clean(data.get('status'), 20)}: {len(results)} caches"
+                f"{f' ({counts})' if counts else ''} request={clean(data.get('requestId'), 130)}"
+                f"{_seconds(data.get('durationSeconds'))}{tail}{_error(data.get('error'))}")
         failed = [r for r in results if isinstance(r, Mapping) and r.get("status") != "Succeeded"]
         for result in failed[:MAX_FAILURES_SHOWN]:
             line += (f"; {clean(_name(result.get('resourceId')), 90)} "
@@ -119,6 +120,16 @@ class Progress:
                        "name": event.get("subject"), "status": data.get("status"),
                        "error": data.get("error"),
                        "durationSeconds": data.get("durationSeconds")}, batch.get("count"))
+
+    def final(self, event: Mapping[str, Any]) -> None:
+        """The caches of a RequestCompleted that no note told of (those that ended in the
+        last step): their lines still come before the final event."""
+        if event.get("type") != REQUEST_COMPLETED:
+            return
+        results = _list(_map(event.get("data")).get("results"))
+        for index, result in enumerate(results):
+            if isinstance(result, Mapping):
+                self.finished({**result, "index": index}, len(results))
 
     def finished(self, item: Mapping[str, Any], total: Any = None) -> None:
         """One line per cache, once, however many notes or events tell of it."""

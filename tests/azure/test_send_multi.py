@@ -69,9 +69,12 @@ def test_several_caches_without_json_print_the_summary_and_first_failures(
                                                      ("cache-b", "Failed")]))
     assert run(app_root, "send", "--connection-string", CONNECTION, *TWO, "--wait",
                "--request-id", "m-2") == 1
-    out = capsys.readouterr().out.strip()
+    out, err = capsys.readouterr()
     assert out.startswith("Failed: 2 caches (Succeeded 1, Failed 1) request=m-2 in 9.0 s")
     assert "7 ARM requests" in out and "cache-b Failed - Boom: cache-b broke" in out
+    # caches that ended in the last step, which no note told of, still get their line
+    assert "[1/2] cache-a: Succeeded in 4.0 s" in err
+    assert "[2/2] cache-b: Failed in 4.0 s - Boom: cache-b broke" in err
 
 
 def test_a_selector_waits_for_the_request_event_not_a_per_cache_one(

@@ -185,3 +185,39 @@ def test_ctrl_c_exits_130(local_dir: Path, procs: Processes) -> None:
     assert watch.wait(15) == 130
     assert "Traceback" not in watch.stderr()
     assert "130 interrupted" in run_cli(["--help"], local_dir, timeout=25).stdout
+
+
+# -- several caches and selectors through serve --local ---------------------------------------
+
+@pytest.mark.timeout(120)
+def test_send_wait_several_caches_prints_a_line_per_cache_and_the_request_event(
+        local_dir: Path, procs: Processes) -> None:
+    procs.serve(local_dir, "--duration", "1")
+    result = run_cli(["send", "--local", "--wait", "--json", "--timeout", "60",
+                      "--resource-id", resource_id("multi-a"), "--resource-id",
+                      resource_id("multi-b"), "--request-id", "e2e-multi-1"],
+                     local_dir, timeout=90)
+    assert result.returncode == 0, result.stderr
+    event = json.loads(result.stdout)
+    assert event["type"] == "RedisFlush.RequestCompleted"
+    assert event["id"] == "e2e-multi-1:completed"
+    assert event["data"]["counts"] == {"Succeeded": 2}
+    for n, cache in enumerate(("multi-a", "multi-b"), 1):
+        assert sum(f"[{n}/2] {cache}: Succeeded" in line
+                   for line in result.stderr.splitlines()) == 1, result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_send_wait_a_tag_selector(local_dir: Path, procs: Processes, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "emulator.json", {"defaults": {"duration": 0.5}, "caches": {
+        "shop-a": {"resourceGroup": "rg-e2e", "tags": {"app": "shop"}},
+        "shop-b": {"resourceGroup": "rg-e2e", "tags": {"App": "other"}},
+        "*": {}}})
+    procs.serve(local_dir, "--config", str(config))
+    result = run_cli(["send", "--local", "--wait", "--json", "--timeout", "60",
+                      "--subscription", SUB, "--resource-group", "rg-e2e", "--tag", "app=shop",
+                      "--kind", "redis"], local_dir, timeout=90)
+    assert result.returncode == 0, result.stderr
+    event = json.loads(result.stdout)
+    assert event["type"] == "RedisFlush.RequestCompleted"
+    assert [r["resourceId"].rsplit("/", 1)[1] for r in event["data"]["results"]] == ["shop-a"]

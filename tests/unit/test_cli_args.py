@@ -234,6 +234,11 @@ def test_describe_and_progress_survive_odd_values(capsys: pytest.CaptureFixture[
                          for i in range(5)], "counts": {"Failed": 5},
                          "durationSeconds": 10 ** 500, "armRequests": True}})
     assert "; c0 Failed - E: m" in line and "and 2 more" in line and "\n" not in line
+    rejected = describe({"type": "RedisFlush.RequestCompleted", "data": {
+        "status": "Rejected", "requestId": "r", "counts": {}, "results": [],
+        "error": {"code": "SelectorRejected", "message": "selector: matched 0 caches"}}})
+    assert rejected == ("Rejected: 0 caches request=r - SelectorRejected: selector: matched 0 "
+                        "caches")
     progress = Progress(sys.stderr)
     for note in ({"status": "InProgress", "percentComplete": 10 ** 400},
                  {"status": "InProgress", "percentComplete": "50"},     # same line: not again
