@@ -9,6 +9,7 @@ through `sender.local`, which `--local` loads on demand.
 Modules: `targets` (CLI flags -> request body), `prepare` (validate with the app's own
 parser, build the message), `settings` (environment, plus local.settings.json in an app
 root), `follow` (the reply session -> the final event), `report` (lines for people),
-`channel` (the bus seen by the sender), `azure`/`azure_errors`/`namespace` (Service Bus),
-`local` (the local bus of `serve --local`), `commands` (`send` and `watch`).
+`channel` (the bus seen by the sender), `azure`/`azure_sdk`/`azure_errors`/`namespace`
+(Service Bus), `local` (the local bus of `serve --local`), `argtypes` (flag value ranges),
+`errors`, `commands` (`send` and `watch`).
 """
