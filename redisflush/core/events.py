@@ -74,21 +74,24 @@ def _seconds(start: dt.datetime, end: dt.datetime) -> float:
     return round(max(0.0, (end - start).total_seconds()), 3)
 
 
-def cache_event_id(origin: Origin, index: int, count: int) -> str:
-    return f"{origin.request_id}:completed" if count == 1 else \
-        f"{origin.request_id}:{index}:completed"
+def cache_event_id(origin: Origin, index: int, batch: bool) -> str:
+    """`{requestId}:completed` alone; `{requestId}:{i}:completed` inside a batch (several
+    targets or a selector, whose RequestCompleted takes `{requestId}:completed`)."""
+    return f"{origin.request_id}:{index}:completed" if batch else \
+        f"{origin.request_id}:completed"
 
 
 def flush_completed(origin: Origin, target: Target | None, outcome: Outcome, *,
-                    index: int = 0, count: int = 1, event_id: str | None = None
-                    ) -> dict[str, Any]:
-    """One cache's event; `target` is None only for a request too broken to name one."""
+                    index: int = 0, count: int = 1, batch: bool | None = None,
+                    event_id: str | None = None) -> dict[str, Any]:
+    """One cache's event; `target` is None only for a request too broken to name one.
+    `batch` (default: count > 1) marks a target of a multi-target or selector request."""
     if outcome.status not in STATUSES:
         raise ValueError(f"unknown status {outcome.status!r}")
     event: dict[str, Any] = {
         "specversion": "1.0", "type": FLUSH_COMPLETED,
         "source": target.resource_id if target else REJECTED_SOURCE,
-        "id": event_id or cache_event_id(origin, index, count),
+        "id": event_id or cache_event_id(origin, index, count > 1 if batch is None else batch),
         "time": iso(outcome.completed_at), "datacontenttype": "application/json"}
     if target:
         event["subject"] = target.display_name
@@ -104,7 +107,7 @@ def flush_completed(origin: Origin, target: Target | None, outcome: Outcome, *,
         "durationSeconds": _seconds(origin.requested_at, outcome.completed_at),
         "armRequests": outcome.arm_requests, "reason": origin.reason,
         "requestedBy": origin.requested_by}
-    if count > 1:
+    if (count > 1 if batch is None else batch):
         data["batch"] = {"index": index, "count": count}
     event["data"] = fit(data, _DATA_BYTES)
     return event

@@ -212,7 +212,8 @@ def _reports(state: RunState, now: dt.datetime) -> Decision:
     for ts in state.targets:
         if ts.outcome is None or ts.reported:
             continue
-        event = flush_completed(origin, ts.target, ts.outcome, index=ts.index, count=count)
+        event = flush_completed(origin, ts.target, ts.outcome, index=ts.index, count=count,
+                                batch=not _single(state))
         commands.append(RecordTarget(ts.target.key, "done", {"outcome": ts.outcome.to_json()},
                                      expiry(state.deadline)))
         commands.append(Publish(event_message(event, origin, ts.target)))

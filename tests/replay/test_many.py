@@ -243,3 +243,15 @@ def test_fifty_targets_with_2kib_urls_and_huge_arm_json_fit_every_message():
     assert max(sizes) <= MAX_MESSAGE_BYTES
     assert world.published()[-1]["data"]["counts"] == {"TimedOut": 50}
     assert len([s for s in world.scheduled]) >= 2
+
+
+def test_a_selector_matching_one_cache_keeps_the_per_cache_and_request_ids_apart():
+    page = {"value": [{"id": rid("only"), "tags": {"app": "shop"}}]}
+    world = World(by_path({"Cache/redis?": lambda c, w: answer(200, page),
+                           "/flush": lambda c, w: accepted(),
+                           "operationresults": lambda c, w: succeeded()}))
+    world.run(world.request({"selector": {"subscriptionId": SUB, "tags": {"app": "shop"},
+                                          "kinds": ["redis"]}}))
+    ids = [e["id"] for e in world.published()]
+    assert ids == ["req-1:0:completed", "req-1:completed"]
+    assert world.published()[0]["data"]["batch"] == {"index": 0, "count": 1}
