@@ -31,7 +31,7 @@ def call_for(ts: TargetState, *, request_id: str, step: int, endpoint: str,
     """The command this target needs now (it is due and not done)."""
     t = ts.target
     version = enterprise_api_version if t.kind == ENTERPRISE else api_version
-    ref, client_id = f"t{ts.index}:{ts.phase}", f"{request_id}:{ts.index}:{step}"
+    ref, client_id = f"t{ts.index}:{ts.phase}", f"{request_id}:{ts.index}.{step}"
     if ts.phase == "read":
         return CallArm(ref, "GET", t.resource_url(endpoint, version), t.subscription_id,
                        client_id, paced=ts.paced, max_inline_wait=cadence.MAX_INLINE_WAIT)

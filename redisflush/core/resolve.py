@@ -40,7 +40,7 @@ def list_call(state: RunState, step: int) -> CallArm:
     call = state.pending_lists[0]
     assert state.selector is not None
     return CallArm("list", "GET", call.url, state.selector.subscription_id,
-                   f"{state.origin.request_id}:list:{state.pages}:{step}",
+                   f"{state.origin.request_id}:list.{state.pages}.{step}",
                    max_inline_wait=cadence.MAX_INLINE_WAIT)
 
 
