@@ -5,7 +5,15 @@ machine with no Azure, across processes (a CLI `send` next to a `serve` host), a
 be killed. It implements the same Bus port as the Azure adapter plus the receiving side the
 local host needs, with exactly the Service Bus behaviour this app relies on: queues, topics
 fanning out to subscriptions, scheduled messages, duplicate detection by MessageId, peek-lock
-with delivery counts and dead-lettering, and sessions (as a receive filter).
+(one minute by default, as the README sets the queues up) with delivery counts and
+dead-lettering, sessions (as a receive filter), and the 256 KiB limit per message and per
+batch. tests/contract/test_bus_contract.py holds it, the in-memory double and the Azure
+adapter to the same behaviour.
+
+Where it knowingly differs: an entity is created on first use (Service Bus answers
+MessagingEntityNotFound), a session is a filter rather than an exclusive session lock, and a
+message that used up its deliveries moves to the dead-letter queue at the next receive rather
+than when its last lock expires.
 
 One row per message. `visible_at` is the single time that says when a row may next be
 received: its send time, its scheduled time, or the end of its current lock. So a receive is
@@ -20,12 +28,26 @@ import os
 import sqlite3
 import time
 import uuid
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from redisflush.bus import BusError, OutboundMessage, ReceivedMessage
-from redisflush.local.bus_schema import (DEADLETTER_SUFFIX, MAX_DELIVERY_COUNT_EXCEEDED, SCHEMA,
-                                         SUBSCRIPTIONS, properties_json, received_message, to_dt,
-                                         to_us, utc_now)
+from redisflush.local.bus_schema import (
+    DEADLETTER_SUFFIX,
+    DEFAULT_DUPLICATE_WINDOW_SECONDS,
+    DEFAULT_LOCK_SECONDS,
+    DEFAULT_MAX_DELIVERY_COUNT,
+    MAX_DELIVERY_COUNT_EXCEEDED,
+    SCHEMA,
+    SUBSCRIPTIONS,
+    check_sizes,
+    message_size,
+    properties_json,
+    received_message,
+    to_dt,
+    to_us,
+    utc_now,
+)
 from redisflush.local.sqlite_file import SqliteFile
 
 
@@ -65,13 +87,18 @@ class LocalBus:
         here first use creates them), apply `options`, and check it is of the right kind."""
         if not name or name.endswith(DEADLETTER_SUFFIX):
             raise ValueError(f"not an entity name: {name!r}")
-        db.execute("INSERT OR IGNORE INTO entities (name, kind, topic) VALUES (?, ?, ?)",
-                   (name, kind, topic))
+        # The defaults are written out so a file made by an older version gets today's.
+        db.execute("INSERT OR IGNORE INTO entities (name, kind, topic, max_delivery_count, "
+                   "lock_us, duplicate_window_us) VALUES (?, ?, ?, ?, ?, ?)",
+                   (name, kind, topic, DEFAULT_MAX_DELIVERY_COUNT,
+                    round(DEFAULT_LOCK_SECONDS * 1e6),
+                    round(DEFAULT_DUPLICATE_WINDOW_SECONDS * 1e6)))
         if options:
             assignments = ", ".join(f"{column} = ?" for column in options)
             db.execute(f"UPDATE entities SET {assignments} WHERE name = ?",
                        (*options.values(), name))
-        row = db.execute("SELECT * FROM entities WHERE name = ?", (name,)).fetchone()
+        row: sqlite3.Row = db.execute("SELECT * FROM entities WHERE name = ?",
+                                      (name,)).fetchone()
         if row["kind"] != kind:
             raise BusError(f"{name!r} is a {row['kind']}, not a {kind}")
         return row
@@ -90,8 +117,9 @@ class LocalBus:
             return _Options(None, row["lock_us"], False)
         return _Options(row["max_delivery_count"], row["lock_us"], bool(row["requires_session"]))
 
-    def ensure_queue(self, name: str, *, max_delivery_count: int = 10,
-                     lock_seconds: float = 30.0, duplicate_window_seconds: float = 600.0,
+    def ensure_queue(self, name: str, *, max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT,
+                     lock_seconds: float = DEFAULT_LOCK_SECONDS,
+                     duplicate_window_seconds: float = DEFAULT_DUPLICATE_WINDOW_SECONDS,
                      requires_session: bool = False) -> None:
         """Create or reconfigure a queue (idempotent)."""
         if max_delivery_count < 1 or lock_seconds <= 0:
@@ -101,14 +129,16 @@ class LocalBus:
                          lock_us=round(lock_seconds * 1e6), requires_session=int(requires_session),
                          duplicate_window_us=round(duplicate_window_seconds * 1e6))
 
-    def ensure_topic(self, name: str, *, duplicate_window_seconds: float = 600.0) -> None:
+    def ensure_topic(self, name: str, *,
+                     duplicate_window_seconds: float = DEFAULT_DUPLICATE_WINDOW_SECONDS) -> None:
         """Create or reconfigure a topic (idempotent)."""
         with self._file.transaction() as db:
             self._ensure(db, name, "topic",
                          duplicate_window_us=round(duplicate_window_seconds * 1e6))
 
-    def ensure_subscription(self, topic: str, name: str, *, max_delivery_count: int = 10,
-                            lock_seconds: float = 30.0) -> None:
+    def ensure_subscription(self, topic: str, name: str, *,
+                            max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT,
+                            lock_seconds: float = DEFAULT_LOCK_SECONDS) -> None:
         """Create or reconfigure a subscription; only later publishes reach it."""
         if max_delivery_count < 1 or lock_seconds <= 0:
             raise ValueError("max_delivery_count must be >= 1 and lock_seconds > 0")
@@ -131,6 +161,7 @@ class LocalBus:
         if not messages:
             return
         prepared = [(m, properties_json(m.application_properties)) for m in messages]
+        check_sizes(name, [(m, message_size(m, props)) for m, props in prepared])
         now = self._now()
         with self._file.transaction() as db:
             entity = self._ensure(db, name, kind)
@@ -216,9 +247,9 @@ class LocalBus:
 
     def _locked_row(self, db: sqlite3.Connection, message: ReceivedMessage,
                     now: int) -> sqlite3.Row:
-        row = db.execute("SELECT * FROM messages WHERE seq = ? AND lock_token = ? "
-                         "AND visible_at > ?",
-                         (message.sequence_number, message.lock_token, now)).fetchone()
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM messages WHERE seq = ? AND lock_token = ? AND visible_at > ?",
+            (message.sequence_number, message.lock_token, now)).fetchone()
         if row is None:
             raise LockLostError(f"lock on message {message.message_id!r} (sequence "
                                 f"{message.sequence_number}) in {message.entity!r} expired or "
@@ -302,13 +333,13 @@ class LocalBus:
                 "(SELECT COUNT(*) FROM messages WHERE entity = :dlq) "
                 "FROM messages WHERE entity = :entity",
                 {"now": now, "entity": entity, "dlq": entity + DEADLETTER_SUFFIX}).fetchone()
-        return dict(zip(("active", "scheduled", "locked", "deadletter"), row))
+        return dict(zip(("active", "scheduled", "locked", "deadletter"), row, strict=True))
 
     def close(self) -> None:
         """Close every thread's connection to the file."""
         self._file.close()
 
-    def __enter__(self) -> "LocalBus":
+    def __enter__(self) -> LocalBus:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

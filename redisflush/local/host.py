@@ -2,9 +2,11 @@
 
 It does what the Functions host and the Python worker do for a serviceBusTrigger: resolve
 `%SETTING%` queue names and the connection name from the app's settings, receive with
-peek-lock, hand `main` an `azure.functions.ServiceBusMessage` built from the broker's
-metadata, complete on return and abandon on exception, with a bounded number of
-invocations at once. On SIGINT/SIGTERM it stops receiving and lets in-flight calls finish.
+peek-lock, hand `main` the `azure.functions.ServiceBusMessage` Azure would hand it (trigger
+metadata shaped as the Service Bus extension 5.x sends it, the body typed by the binding's
+`dataType`, decoded by azure-functions' own converter: `redisflush.local.worker_message`),
+complete on return and abandon on exception, with a bounded number of invocations at once.
+On SIGINT/SIGTERM it stops receiving and lets in-flight calls finish.
 """
 from __future__ import annotations
 
@@ -16,17 +18,18 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import azure.functions as func
-from azure.functions.servicebus import ServiceBusMessage as WorkerMessage
 
 from ..bus import ReceivedMessage
-from ..functions import last_outcome
 from ..errors import ConfigurationError
+from ..functions import last_outcome
 from .bus import LocalBus
+from .worker_message import function_data_type, received_worker_message
 
 log = logging.getLogger("redisflush.host")
 IDLE_SLEEP = 0.02
@@ -40,6 +43,7 @@ class FunctionSpec:
     queue: str
     connection: str
     main: Callable[[func.ServiceBusMessage], Any]
+    data_type: str = "binary"
 
 
 def read_values(app_root: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -91,31 +95,29 @@ def load_functions(app_root: Path, values: Mapping[str, str]) -> list[FunctionSp
         binding = triggers[0]
         if "queueName" not in binding:
             raise ConfigurationError(f"{path}: only queue triggers are supported")
+        try:
+            data_type = function_data_type(binding)
+        except ValueError as exc:
+            raise ConfigurationError(f"{path}: {exc}") from None
         folder = path.parent.name
         module = importlib.import_module(folder)
-        entry = getattr(module, doc.get("entryPoint", "main"), None)
+        entry = getattr(module, doc.get("entryPoint") or "main", None)
         if not callable(entry):
             raise ConfigurationError(f"{path}: {folder}/__init__.py has no main()")
         specs.append(FunctionSpec(folder, resolve(binding["queueName"], values, str(path)),
-                                  binding.get("connection", "AzureWebJobsServiceBus"), entry))
+                                  binding.get("connection", "AzureWebJobsServiceBus"), entry,
+                                  data_type))
     if not specs:
         raise ConfigurationError(f"{app_root}: no function.json with a serviceBusTrigger "
                                  "(is this the app root, the folder holding host.json?)")
     return specs
 
 
-def binding_message(msg: ReceivedMessage) -> func.ServiceBusMessage:
-    """The object the Python worker passes to main, from the broker's view of the message."""
-    return WorkerMessage(
-        body=msg.body, message_id=msg.message_id, content_type=msg.content_type,
-        correlation_id=msg.correlation_id, delivery_count=msg.delivery_count,
-        enqueued_time_utc=msg.enqueued_at, locked_until=msg.locked_until,
-        lock_token=msg.lock_token, reply_to=msg.reply_to,
-        reply_to_session_id=msg.reply_to_session_id, sequence_number=msg.sequence_number,
-        session_id=msg.session_id, label=msg.subject, subject=msg.subject,
-        scheduled_enqueue_time_utc=msg.scheduled_at,
-        application_properties=dict(msg.application_properties),
-        user_properties=dict(msg.application_properties))
+def binding_message(msg: ReceivedMessage, *, data_type: str = "binary",
+                    function_name: str = "") -> func.ServiceBusMessage:
+    """What the Python worker passes to main in Azure, from the broker's view of the message
+    (so no LockedUntil or ScheduledEnqueueTimeUtc, and EnqueuedTimeUtc without offset)."""
+    return received_worker_message(msg, data_type=data_type, function_name=function_name)
 
 
 class LocalHost:
@@ -180,7 +182,8 @@ class LocalHost:
     def _invoke(self, spec: FunctionSpec, message: ReceivedMessage) -> None:
         started, decided = time.perf_counter(), None
         try:
-            spec.main(binding_message(message))
+            spec.main(binding_message(message, data_type=spec.data_type,
+                                      function_name=spec.name))
         except Exception as exc:  # the host abandons: Service Bus redelivers
             outcome = f"abandoned after {type(exc).__name__}: {exc}"
             try:

@@ -1,4 +1,5 @@
-"""The local host reads the app the way the Functions host does and invokes like the worker."""
+"""The local host reads the app the way the Functions host does and hands `main` what the
+worker hands it in Azure (one builder with the test fixtures: redisflush.local.worker_message)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,16 +10,25 @@ from pathlib import Path
 import pytest
 from azure.functions.servicebus import ServiceBusMessage as WorkerMessage
 
-from redisflush.bus import OutboundMessage
+from redisflush.bus import OutboundMessage, ReceivedMessage
 from redisflush.errors import ConfigurationError
 from redisflush.local.bus import LocalBus
-from redisflush.local.host import (FunctionSpec, LocalHost, binding_message, load_functions,
-                                   read_values, resolve)
+from redisflush.local.host import (
+    FunctionSpec,
+    LocalHost,
+    binding_message,
+    load_functions,
+    read_values,
+    resolve,
+)
+from tests.support.worker_messages import dotnet_text, function_data_type, outbound_worker_message
 
 REPO = Path(__file__).resolve().parents[2]
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
-def test_read_values_prefers_local_settings_then_sample_and_environment_wins(tmp_path: Path) -> None:
+def test_read_values_prefers_local_settings_then_sample_and_environment_wins(
+        tmp_path: Path) -> None:
     (tmp_path / "local.settings.sample.json").write_text(json.dumps(
         {"Values": {"REDISFLUSH_POLL_QUEUE": "from-sample"}}))
     assert read_values(tmp_path, {})["REDISFLUSH_POLL_QUEUE"] == "from-sample"
@@ -57,20 +67,134 @@ def test_load_functions_needs_a_trigger(tmp_path: Path) -> None:
         load_functions(tmp_path, {})
 
 
-def test_binding_message_carries_what_the_worker_gives_main() -> None:
-    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
-    from redisflush.bus import ReceivedMessage
-    received = ReceivedMessage(body=b"{}", message_id="m-1", sequence_number=7, delivery_count=2,
-                               enqueued_at=now, lock_token="tok", locked_until=now,
-                               content_type="application/json", correlation_id="c",
-                               reply_to="replies", reply_to_session_id="s",
-                               application_properties={"requestId": "r"})
-    msg = binding_message(received)
+def test_this_app_takes_its_bodies_as_bytes() -> None:
+    """Both triggers say "dataType": "binary" (why: tests/support/worker_messages.py)."""
+    for folder in ("FlushTrigger", "PollOrchestrator"):
+        doc = json.loads((REPO / folder / "function.json").read_text())
+        (binding,) = doc["bindings"]
+        assert function_data_type(binding) == "binary", folder
+    specs = load_functions(REPO, read_values(REPO, {}))
+    assert {s.data_type for s in specs} == {"binary"}
+
+
+def test_data_type_defaults_to_string_and_refuses_what_a_trigger_cannot_take() -> None:
+    assert function_data_type({"type": "serviceBusTrigger"}) == "string"
+    with pytest.raises(ValueError, match="stream"):
+        function_data_type({"dataType": "stream"})
+
+
+def test_load_functions_reports_a_bad_data_type_by_file(tmp_path: Path) -> None:
+    (tmp_path / "F").mkdir()
+    (tmp_path / "F" / "function.json").write_text(json.dumps({"bindings": [
+        {"name": "msg", "type": "serviceBusTrigger", "direction": "in", "dataType": "json",
+         "queueName": "q"}]}))
+    with pytest.raises(ConfigurationError, match="function.json: dataType 'json'"):
+        load_functions(tmp_path, {})
+
+
+def received(body: bytes = b"{}", **overrides: object) -> ReceivedMessage:
+    fields: dict[str, object] = dict(
+        body=body, message_id="m-1", sequence_number=7, delivery_count=2, enqueued_at=NOW,
+        lock_token="tok", locked_until=NOW + dt.timedelta(minutes=1),
+        content_type="application/json", correlation_id="c", reply_to="replies",
+        reply_to_session_id="s", subject="subj", application_properties={"requestId": "r"},
+        scheduled_at=NOW - dt.timedelta(seconds=5), entity="q")
+    fields.update(overrides)
+    return ReceivedMessage(**fields)  # type: ignore[arg-type]
+
+
+def test_binding_message_is_what_azure_hands_main() -> None:
+    msg = binding_message(received(), function_name="FlushTrigger")
     assert isinstance(msg, WorkerMessage)
-    assert (msg.get_body(), msg.message_id, msg.delivery_count, msg.enqueued_time_utc,
-            msg.reply_to, msg.reply_to_session_id, msg.correlation_id, msg.sequence_number) == \
-        (b"{}", "m-1", 2, now, "replies", "s", "c", 7)
-    assert msg.application_properties == {"requestId": "r"}
+    assert (msg.get_body(), msg.message_id, msg.delivery_count, msg.reply_to,
+            msg.reply_to_session_id, msg.correlation_id, msg.sequence_number, msg.lock_token,
+            msg.content_type, msg.subject, msg.label) == \
+        (b"{}", "m-1", 2, "replies", "s", "c", 7, "tok", "application/json", "subj", "subj")
+    # EnqueuedTimeUtc has no offset: the worker returns a naive datetime (UTC)
+    assert msg.enqueued_time_utc == NOW.replace(tzinfo=None)
+    assert msg.enqueued_time_utc.tzinfo is None
+    assert msg.application_properties == msg.user_properties == {"requestId": "r"}
+    assert msg.expires_at_utc is not None  # no TTL on the local bus: DateTimeOffset.MaxValue
+    # never sent by the extension, whatever the broker knows
+    assert (msg.locked_until, msg.scheduled_enqueue_time_utc, msg.state,
+            msg.enqueued_sequence_number, msg.time_to_live) == (None, None, None, None, None)
+    metadata = msg.metadata
+    assert isinstance(metadata, dict)
+    assert {"MessageId", "DeliveryCount", "EnqueuedTimeUtc", "EnqueuedTime", "ExpiresAtUtc",
+            "ApplicationProperties", "UserProperties", "LockToken", "MessageActions",
+            "sys"} <= set(metadata)
+    assert not {"LockedUntil", "ScheduledEnqueueTimeUtc", "State",
+                "EnqueuedSequenceNumber"} & set(metadata)
+    assert metadata["EnqueuedTime"] == "2026-11-28T12:00:00+00:00"
+    assert metadata["sys"]["MethodName"] == "FlushTrigger"
+    assert "SessionId" not in metadata  # nulls are left out
+
+
+def test_binding_message_leaves_out_what_the_message_does_not_carry() -> None:
+    msg = binding_message(received(reply_to=None, reply_to_session_id=None, correlation_id=None,
+                                   content_type=None, subject=None,
+                                   application_properties={}))
+    assert (msg.reply_to, msg.correlation_id, msg.content_type, msg.subject) == (None,) * 4
+    assert msg.application_properties == msg.user_properties == {}
+
+
+def test_binary_keeps_the_exact_bytes_and_string_does_not() -> None:
+    body = b'{"resourceId": "\xff"}'
+    assert binding_message(received(body), data_type="binary").get_body() == body
+    text = binding_message(received(body), data_type="string").get_body()
+    assert text == '{"resourceId": "\ufffd"}'.encode()  # U+FFFD: UTF-8 checks cannot fire
+
+
+def test_a_string_body_writes_its_json_properties_over_the_metadata() -> None:
+    """What the Functions host does with a JSON string trigger value (and binary avoids)."""
+    body = b'{"replyTo": "elsewhere", "deliveryCount": 9, "requestId": "x", "ids": [1]}'
+    as_string = binding_message(received(body), data_type="string")
+    assert (as_string.reply_to, as_string.delivery_count) == ("elsewhere", 9)
+    assert as_string.metadata["requestId"] == "x" and "ids" not in as_string.metadata
+    as_bytes = binding_message(received(body), data_type="binary")
+    assert (as_bytes.reply_to, as_bytes.delivery_count) == ("replies", 2)
+
+
+def test_dotnet_text_is_json_net_iso() -> None:
+    moment = dt.datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=dt.UTC)
+    assert dotnet_text(moment, offset=False) == "2026-01-02T03:04:05.12"
+    assert dotnet_text(moment.replace(microsecond=0), offset=True) == \
+        "2026-01-02T03:04:05+00:00"
+
+
+def test_local_host_and_fixtures_build_the_same_message() -> None:
+    """One builder: the memory bus pump and the local host hand `main` the same thing."""
+    out = OutboundMessage(b'{"a": 1}', "m-1", correlation_id="c", reply_to="replies",
+                          application_properties={"requestId": "r"})
+    from_fixture = outbound_worker_message(out, enqueued_at=NOW, delivery_count=2,
+                                           sequence_number=7)
+    from_host = binding_message(received(b'{"a": 1}', content_type="application/json",
+                                         reply_to_session_id=None, subject=None))
+    volatile = {"LockToken", "Client", "sys"}
+    assert {k: v for k, v in from_fixture.metadata.items() if k not in volatile} == \
+        {k: v for k, v in from_host.metadata.items() if k not in volatile}
+
+
+def test_host_hands_main_the_bytes_and_the_function_name(tmp_path: Path) -> None:
+    bus = LocalBus(tmp_path / "bus.sqlite")
+    seen: list[WorkerMessage] = []
+    done = threading.Event()
+
+    def main(msg: WorkerMessage) -> None:
+        seen.append(msg)
+        done.set()
+
+    bus.send("q", [OutboundMessage(b"\xff not text", "m-1")])
+    host = LocalHost(bus, [FunctionSpec("F", "q", "c", main, "binary")])
+    thread = threading.Thread(target=host.run)
+    thread.start()
+    assert done.wait(10)
+    host.stop()
+    thread.join(10)
+    (msg,) = seen
+    assert msg.get_body() == b"\xff not text"
+    assert msg.metadata["sys"]["MethodName"] == "F"
+    assert msg.enqueued_time_utc is not None and msg.enqueued_time_utc.tzinfo is None
 
 
 def test_host_completes_on_return_abandons_on_exception_and_bounds_concurrency(

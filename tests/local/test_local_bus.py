@@ -68,7 +68,7 @@ def test_send_receive_complete_keeps_every_field(bus: LocalBus, clock: FakeClock
     assert [type(v) for v in got.application_properties.values()] == [str, int, float, bool, float]
     assert got.delivery_count == 1
     assert got.enqueued_at == T0 and got.enqueued_at.tzinfo is not None
-    assert got.locked_until == T0 + dt.timedelta(seconds=30)
+    assert got.locked_until == T0 + dt.timedelta(seconds=60)  # the default lock: one minute
     assert str(uuid.UUID(got.lock_token)) == got.lock_token
     assert got.scheduled_at is None
     assert bus.counts("q") == {"active": 0, "scheduled": 0, "locked": 1, "deadletter": 0}
@@ -164,7 +164,7 @@ def test_duplicate_detection_on_topic_and_configurable_window(bus: LocalBus,
 def test_lock_expiry_redelivers_and_old_lock_is_lost(bus: LocalBus, clock: FakeClock) -> None:
     bus.send("q", [msg("m")])
     [first] = bus.receive("q")
-    clock.advance(30)
+    clock.advance(60)
     [second] = bus.receive("q")
     assert second.message_id == "m" and second.delivery_count == 2
     assert second.lock_token != first.lock_token
@@ -180,7 +180,7 @@ def test_expired_lock_cannot_settle_even_if_nobody_took_it(bus: LocalBus,
                                                            clock: FakeClock) -> None:
     bus.send("q", [msg("m")])
     [got] = bus.receive("q")
-    clock.advance(31)
+    clock.advance(61)
     with pytest.raises(LockLostError):
         bus.complete(got)
     assert ids(bus.peek("q")) == ["m"]
