@@ -49,6 +49,8 @@ class Outcome:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "Outcome":
+        if doc.get("status") not in STATUSES:
+            raise ValueError(f"unknown outcome status {doc.get('status')!r}")
         return cls(str(doc["status"]), parse_iso(str(doc["completedAt"])), doc.get("error"),
                    doc.get("operation"), parse_iso_or_none(doc.get("acceptedAt")),
                    int(doc.get("armRequests") or 0), tuple(doc.get("linked") or ()))
@@ -179,7 +181,7 @@ def event_message(event: Mapping[str, Any], origin: Origin, target: Target | Non
                   session: bool = False) -> OutboundMessage:
     """The Service Bus message for an event: the topic's, or (session) the reply's copy."""
     return OutboundMessage(
-        json.dumps(event, separators=(",", ":")).encode(), message_id=str(event["id"]),
+        json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(), message_id=str(event["id"]),
         content_type=CONTENT_TYPE, correlation_id=origin.request_id,
         subject=str(event["type"]), application_properties=properties(event, origin, target),
         session_id=origin.session_id if session else None)
@@ -194,6 +196,6 @@ def progress_note(origin: Origin, *, status: str, percent: Any, targets: int,
             "data": fit({"requestId": origin.request_id, "status": status,
                          "percentComplete": percent, "targets": targets,
                          "counts": dict(counts), "finished": list(finished)}, _DATA_BYTES)}
-    return OutboundMessage(json.dumps(body, separators=(",", ":")).encode(), body["id"],
+    return OutboundMessage(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), body["id"],
                            content_type=CONTENT_TYPE, correlation_id=origin.request_id,
                            subject=PROGRESS, session_id=origin.session_id)

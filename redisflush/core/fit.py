@@ -33,7 +33,7 @@ def clean(value: Any, depth: int = 0, limit: int | None = None) -> Any:
         return value if abs(value) < 10 ** _MAX_INT_DIGITS else None
     if isinstance(value, (dict, list)) and depth >= 8:
         return _ELLIPSIS
-    items = None if limit is None else max(1, min(64, limit // 4))
+    items = None if limit is None else max(1, limit // 8)
     if isinstance(value, dict):
         return {str(k)[:256]: clean(v, depth + 1, limit)
                 for k, v in list(value.items())[:items]}
@@ -44,7 +44,9 @@ def clean(value: Any, depth: int = 0, limit: int | None = None) -> Any:
 
 def fit(value: Any, max_bytes: int) -> Any:
     """`value` cleaned and cut until its compact JSON is at most `max_bytes`."""
-    value = clean(value, limit=max_bytes)
+    value = clean(value)
+    if size(value) > max_bytes:
+        value = clean(value, limit=max_bytes)
     for _ in range(64):
         excess = size(value) - max_bytes
         if excess <= 0:

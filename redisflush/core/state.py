@@ -154,9 +154,11 @@ class RunState:
             if d["phase"] not in ("open", "resolve", "run", "done"):
                 raise ValueError(f"unknown phase {d['phase']!r}")
             linked = d.get("linkedRequest")
+            targets = tuple(TargetState.from_json(t) for t in d["targets"])
+            if [t.index for t in targets] != list(range(len(targets))):
+                raise ValueError("target indexes must be 0..n-1 in order")
             return cls(origin, parse_iso(d["deadline"]), str(d["fingerprint"]),
-                       tuple(TargetState.from_json(t) for t in d["targets"]),
-                       parse_selector(d["selector"]) if d.get("selector") else None,
+                       targets, parse_selector(d["selector"]) if d.get("selector") else None,
                        d["phase"], int(d["step"]),
                        tuple(ListCall(c["kind"], c["url"], c.get("of"))
                              for c in d.get("pendingLists", [])),
@@ -165,8 +167,8 @@ class RunState:
                        parse_iso_or_none(d.get("due")), int(d.get("armRequests", 0)),
                        d.get("noteStatus"), d.get("notePercent"), bool(d.get("reported")),
                        None if linked is None else tuple(linked))
-        except (KeyError, TypeError, AttributeError, ValidationError, json.JSONDecodeError,
-                UnicodeDecodeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValidationError, ValueError,
+                RecursionError, UnicodeDecodeError) as exc:
             raise ValueError(f"invalid poll state: {type(exc).__name__}: {exc}") from None
 
 

@@ -87,6 +87,8 @@ class Target:
         if doc.get("kind") == ENTERPRISE:
             return make_enterprise(doc.get("subscriptionId"), doc.get("resourceGroup"),
                                    doc.get("name"), doc.get("database"))
+        if doc.get("kind") != REDIS:
+            raise ValidationError("target.kind", "must be redis or redisEnterprise")
         return make_target(doc.get("subscriptionId"), doc.get("resourceGroup"), doc.get("name"))
 
 

@@ -7,6 +7,7 @@ an http loopback URL (the local emulator). docs/design.md, "Security rules".
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ def is_loopback_http(url: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=256)  # a chain polls the same URL again and again: parse it once
 def is_trusted(url: str, arm_endpoint: str) -> bool:
     """True when `url` has the ARM endpoint's own scheme, host and port (token may go there);
     plain http only when the endpoint itself is an http loopback URL (the local emulator)."""

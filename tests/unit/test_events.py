@@ -227,8 +227,6 @@ def test_request_completed_lists_every_target_up_to_64():
     assert len(event["data"]["results"]) == 64
 
 
-@pytest.mark.xfail(strict=True, reason="lead: fit.clean caps every list at 64 items, so a "
-                                       "request of 65+ targets loses results silently")
 @pytest.mark.parametrize("n", [65, 100, 500])
 def test_request_completed_lists_every_target(n):
     # REDISFLUSH_MAX_TARGETS may be up to 500: every target has its result
@@ -350,8 +348,6 @@ def test_nan_and_huge_numbers_never_reach_an_event():
     assert event["data"]["operation"]["big"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="lead: fit measures UTF-8 but event_message sends "
-                                       "ensure_ascii JSON (6 bytes per CJK char)")
 @pytest.mark.parametrize("char", ["漢", "é", "😀"])
 def test_fifty_non_ascii_errors_fit_one_request_message(char):
     per = 4096 // len(char.encode())  # each error as flush_steps leaves it (ERROR_BYTES)

@@ -314,8 +314,6 @@ def test_from_json_validates_again(doc):
         Target.from_json(doc)
 
 
-@pytest.mark.xfail(strict=True, reason="lead: Target.from_json reads any unknown kind as a "
-                                       "classic cache instead of refusing it")
 @pytest.mark.parametrize("kind", ["bogus", "Redis", None])
 def test_from_json_refuses_an_unknown_kind(kind):
     with pytest.raises(ValidationError):
