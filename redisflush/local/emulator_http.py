@@ -11,8 +11,9 @@ import json
 import logging
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("redisflush.emulator")
 
@@ -35,7 +36,7 @@ class EmulatorHandler(http.server.BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, the body waits for the client's
     # delayed ACK (~40 ms per answer with a body, which real ARM does not add).
     disable_nagle_algorithm = True
-    server: "EmulatorServer"
+    server: EmulatorServer
 
     def version_string(self) -> str:
         return "ArmEmulator/1.0"

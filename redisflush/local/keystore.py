@@ -1,28 +1,19 @@
-"""The ARM emulator's state: the caches' keys, its operations and their signed URLs.
+"""The keys of the emulated caches and databases: what a flush deletes.
 
-`KeyStore` is what a flush deletes. `MemoryKeyStore` keeps only counts; `RedisKeyStore` backs
-every cache with real keys in a Redis database (`redisflush:{cache}:*`, or a whole dedicated
-database when a cache's behaviour sets `redisDb`). `OperationBook` holds the operations, the
-HMAC key of their URLs and per-cache counters, optionally in a SQLite `StateFile` so that an
-emulator restarted with the same file continues the same operations.
+`MemoryKeyStore` keeps only counts; `RedisKeyStore` backs every cache with real keys in a Redis
+database (`redisflush:{cache}:*`, or a whole dedicated database when a cache's behaviour sets
+`redisDb`). A Managed Redis database is addressed by its key namespace `cluster/db` (lower-cased,
+`database_key`); classic cache names never hold a `/`. The operations, their signed URLs and
+the counters are `emulator_operations` (`OperationBook`, importable from here as before).
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import logging
-import secrets
-import sqlite3
 import threading
-import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
-from urllib.parse import quote
+from collections.abc import Iterator
+from typing import Any, Protocol
 
-from .emulator_config import Behaviour, behaviour_from_dict
+from .emulator_clusters import database_key
 
 log = logging.getLogger("redisflush.emulator")
 
@@ -84,7 +75,12 @@ class RedisKeyStore:
     def _client(self, db: int | None) -> Any:
         with self._lock:
             if db not in self._clients:
-                self._clients[db] = self._redis.Redis.from_url(self.url, db=db)
+                # from_url(url, db=n) keeps a database the URL names (`redis://h/0`): set it after
+                pool = self._redis.ConnectionPool.from_url(self.url)
+                kwargs = {**pool.connection_kwargs, "db": db}
+                pool.disconnect()
+                self._clients[db] = self._redis.Redis(connection_pool=self._redis.ConnectionPool(
+                    connection_class=pool.connection_class, **kwargs))
             return self._clients[db]
 
     @staticmethod
@@ -93,7 +89,8 @@ class RedisKeyStore:
 
     def _keys(self, cache: str, db: int | None) -> Iterator[bytes]:
         match = _glob_escape(self.prefix(cache)) + "*"
-        return self._client(db).scan_iter(match=match, count=1000)
+        keys: Iterator[bytes] = self._client(db).scan_iter(match=match, count=1000)
+        return keys
 
     def seed(self, cache: str, n: int, *, db: int | None = None) -> None:
         if n < 0:
@@ -136,151 +133,9 @@ def make_keystore(redis_url: str | None) -> KeyStore:
     return RedisKeyStore(redis_url) if redis_url else MemoryKeyStore()
 
 
-class StateFile:
-    """The emulator's SQLite state file. Callers serialize access (the emulator's lock)."""
+# The operations moved to their own module; `from .keystore import OperationBook` keeps working.
+# Imported last: emulator_operations needs nothing from here at import time.
+from .emulator_operations import Operation, OperationBook, StateFile  # noqa: E402
 
-    def __init__(self, path: str) -> None:
-        self._cx = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._cx.executescript(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-            "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS ops(id TEXT PRIMARY KEY, data TEXT NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS caches(name TEXT PRIMARY KEY, data TEXT NOT NULL);"
-        )
-
-    def secret(self) -> bytes:
-        """The HMAC key for operation URLs, created once and kept in the file."""
-        row = self._cx.execute("SELECT v FROM meta WHERE k='hmac'").fetchone()
-        if row:
-            return bytes.fromhex(row[0])
-        key = secrets.token_bytes(32)
-        self._cx.execute("INSERT OR IGNORE INTO meta VALUES('hmac', ?)", (key.hex(),))
-        return bytes.fromhex(self._cx.execute("SELECT v FROM meta WHERE k='hmac'").fetchone()[0])
-
-    def save_op(self, op_id: str, data: dict[str, Any]) -> None:
-        self._cx.execute("INSERT OR REPLACE INTO ops VALUES(?, ?)", (op_id, json.dumps(data)))
-
-    def save_cache(self, name: str, data: dict[str, Any]) -> None:
-        self._cx.execute("INSERT OR REPLACE INTO caches VALUES(?, ?)", (name, json.dumps(data)))
-
-    def ops(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(i, json.loads(d)) for i, d in self._cx.execute("SELECT id, data FROM ops")]
-
-    def caches(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(n, json.loads(d)) for n, d in self._cx.execute("SELECT name, data FROM caches")]
-
-    def close(self) -> None:
-        self._cx.close()
-
-
-@dataclass(eq=False)
-class Operation:
-    """One accepted flush. `accepted_at` is wall-clock time, so it survives a restart."""
-
-    id: str
-    sub: str
-    rg: str
-    cache: str
-    api: str
-    accepted_at: float
-    beh: Behaviour
-    polls: int = 0
-    flushed: bool = False
-    moved: bool = False
-    ids: list[str] = field(default_factory=list)   # its operation URL ids: the first, then moves
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self) -> dict[str, Any]:
-        return {"sub": self.sub, "rg": self.rg, "cache": self.cache, "api": self.api,
-                "acceptedAt": self.accepted_at, "behaviour": self.beh.to_dict(), "polls": self.polls,
-                "flushed": self.flushed, "moved": self.moved, "main": self.id}
-
-
-class OperationBook:
-    """Operations, their signed URL queries and per-cache counters. Hold `lock` to read or
-    change them (never while sleeping or flushing)."""
-
-    def __init__(self, keystore: KeyStore, state_path: str | None = None) -> None:
-        self.keystore = keystore
-        self.lock = threading.Lock()
-        self.ops: dict[str, Operation] = {}        # URL id (moves too) -> operation
-        self.queries: dict[str, str] = {}          # URL id -> its query string
-        self.caches: dict[str, dict[str, Any]] = {}
-        self._file = StateFile(state_path) if state_path else None
-        self._secret = self._file.secret() if self._file else secrets.token_bytes(32)
-        if self._file:
-            for name, data in self._file.caches():
-                self.counters(name).update(data)
-            for op_id, rec in sorted(self._file.ops(), key=lambda r: r[0] != r[1]["main"]):
-                op = self.ops.get(rec["main"]) or Operation(
-                    rec["main"], rec["sub"], rec["rg"], rec["cache"], rec["api"], rec["acceptedAt"],
-                    behaviour_from_dict(rec["behaviour"]), rec["polls"], rec["flushed"], rec["moved"])
-                self.ops[op_id], self.queries[op_id] = op, rec["query"]
-                op.ids.append(op_id)
-
-    def counters(self, cache: str) -> dict[str, Any]:
-        return self.caches.setdefault(cache.lower(), {"posts": 0, "accepted": 0, "flushes": 0, "polls": 0,
-                                                      "firstSeen": None})
-
-    def save(self, op: Operation | None = None, cache: str | None = None) -> None:
-        """Persist an operation and/or a cache's counters (no-op without a state file)."""
-        if self._file is None:
-            return
-        for op_id in op.ids if op else ():
-            self._file.save_op(op_id, {**op.record(), "query": self.queries[op_id]})  # type: ignore[union-attr]
-        if cache is not None:
-            self._file.save_cache(cache.lower(), self.counters(cache))
-
-    def mac(self, op_id: str, loc: str, api: str, t: str, c: str, s: str) -> str:
-        msg = "\n".join((op_id.lower(), loc, api, t, c, s)).encode()
-        return base64.urlsafe_b64encode(hmac.new(self._secret, msg, hashlib.sha256).digest()).rstrip(b"=").decode()
-
-    def verify(self, op_id: str, loc: str, params: dict[str, list[str]]) -> bool:
-        """The URL's signed parameters are all there and sign this id + raw location segment."""
-        got = {k: (params.get(k) or [""])[0] for k in ("api-version", "t", "c", "s", "h")}
-        expected = self.mac(op_id, loc, got["api-version"], got["t"], got["c"], got["s"])
-        return all(got.values()) and hmac.compare_digest(got["h"].encode(), expected.encode())
-
-    def add_url(self, op: Operation, location: str, signed_bytes: int) -> str:
-        """Register a new signed URL id for `op` (its own id first); call under `lock`."""
-        op_id = op.id if op.id not in self.ops else str(uuid.uuid4())
-        room = max(24, signed_bytes - 43 - 12)   # t, c, s + h (43) + '&t=&c=&s=&h=' ~ signed_bytes
-        rnd = lambda n: secrets.token_urlsafe(n)[:n]  # noqa: E731
-        t = str(int(time.time() * 1000)) + rnd(max(0, room // 8 - 13))
-        c = rnd(room * 5 // 8)
-        s = rnd(room - len(t) - len(c))
-        h = self.mac(op_id, quote(location, safe=""), op.api, t, c, s)
-        self.queries[op_id] = f"api-version={op.api}&t={t}&c={c}&s={s}&h={h}"
-        self.ops[op_id] = op
-        op.ids.append(op_id)
-        return op_id
-
-    def settle(self, op: Operation) -> bool:
-        """True when the operation is over; a Succeeded one flushes its cache exactly once."""
-        if time.time() - op.accepted_at < op.beh.duration:
-            return False
-        if op.beh.outcome == "Succeeded" and not op.flushed:
-            with op.lock:
-                if not op.flushed:
-                    self.keystore.flush(op.cache, db=op.beh.redis_db)
-                    with self.lock:
-                        op.flushed = True
-                        self.counters(op.cache)["flushes"] += 1
-                        self.save(op, op.cache)
-        return True
-
-    def sweep(self) -> None:
-        """Settle every due operation (keys vanish when the operation succeeds, polled or not)."""
-        with self.lock:
-            pending = {o for o in self.ops.values() if not o.flushed and o.beh.outcome == "Succeeded"}
-        for op in pending:
-            try:
-                self.settle(op)
-            except Exception:  # noqa: BLE001 - keep sweeping; a poll will surface the error
-                log.exception("flush of cache %s failed", op.cache)
-
-    def close(self) -> None:
-        if self._file is not None:
-            with self.lock:
-                self._file.close()
-                self._file = None
+__all__ = ["KEY_PREFIX", "KeyStore", "MemoryKeyStore", "RedisKeyStore", "make_keystore",
+           "database_key", "Operation", "OperationBook", "StateFile"]
