@@ -8,7 +8,7 @@ import re
 import pytest
 
 from redisflush import __version__
-from tests.support.harness import CACHE, RG, SUB, Harness
+from tests.support.harness import CACHE, RG, SUB, Harness, target_of
 from tests.support.scripted_arm import Answer, flush_path
 
 FLUSH = flush_path(SUB, RG, CACHE)
@@ -39,20 +39,24 @@ def test_recorded_traffic_shape_gives_one_succeeded_event(h: Harness, huge: bool
     assert [(d.queue, d.outcome) for d in done] == \
         [("redis-flush-requests", "completed")] + [("redis-flush-polls", "completed")] * 3
     polls = h.polls(rid)
+    # one poll message per step of the request (state v2), numbered by step
     assert [p.message_id for p in polls] == [f"{rid}:poll:{n}" for n in (1, 2, 3)]
-    assert {p.body_json["pollUrl"] for p in polls} == {op.url}
-    assert {p.body_json["pollKind"] for p in polls} == {"azure-asyncoperation"}
+    assert [p.body_json["step"] for p in polls] == [1, 2, 3]
+    assert [len(p.body_json["targets"]) for p in polls] == [1, 1, 1]
+    assert {target_of(p)["pollUrl"] for p in polls} == {op.url}
+    assert {target_of(p)["pollKind"] for p in polls} == {"azure-asyncoperation"}
     assert data["acceptedAt"] == data["requestedAt"]
     assert h.bus.dead_letters == {}
     for request in h.arm.requests:
         assert request.header("Authorization") == "Bearer t"
         assert re.search(rf"\bredisflush/{re.escape(__version__)}\b",
                          request.header("User-Agent") or "")
-        assert re.fullmatch(rf"{rid}:\d+", request.header("x-ms-client-request-id") or "")
     post = h.arm.requests[0]
     assert post.body == b"" and post.header("Content-Length") == "0"
-    # each step has its own client request id, so ARM's logs can tell them apart
-    assert len({r.client_request_id for r in h.arm.requests}) == 4
+    # `{requestId}:{targetIndex}.{step}`: each step has its own client request id, so ARM's
+    # logs can tell them apart (the POST in the request's step 0, then poll steps 1, 2, 3)
+    assert [r.client_request_id for r in h.arm.requests] == \
+        [f"{rid}:0.0", f"{rid}:0.1", f"{rid}:0.2", f"{rid}:0.3"]
 
 
 def test_post_answers_200_with_the_result(h: Harness) -> None:
@@ -101,7 +105,7 @@ def test_location_only_polling(h: Harness, final: Answer) -> None:
     h.run()
     data = h.event(rid, "Succeeded")
     assert data["armRequests"] == 4
-    assert {p.body_json["pollKind"] for p in h.polls(rid)} == {"location"}
+    assert {target_of(p)["pollKind"] for p in h.polls(rid)} == {"location"}
     assert [r.raw_path for r in h.arm.requests[1:]] == [op.path] * 3
 
 
@@ -128,7 +132,7 @@ def test_azure_asyncoperation_only(h: Harness) -> None:
     h.run()
     data = h.event(rid, "Succeeded")
     assert data["operation"]["percentComplete"] == 100.0
-    assert {p.body_json["pollKind"] for p in h.polls(rid)} == {"azure-asyncoperation"}
+    assert {target_of(p)["pollKind"] for p in h.polls(rid)} == {"azure-asyncoperation"}
     assert data["armRequests"] == 3
 
 
@@ -196,7 +200,7 @@ def test_unknown_statuses_mean_still_running(h: Harness) -> None:
     data = h.event(rid, "Succeeded")
     assert data["armRequests"] == 1 + len(running) + 1
     # Each running status was carried to the next step as the last known status.
-    seen = [p.body_json["lastStatus"] for p in h.polls(rid)]
+    seen = [target_of(p)["lastStatus"] for p in h.polls(rid)]
     assert seen == ["Accepted", *running]
 
 
@@ -212,7 +216,7 @@ def test_a_202_poll_answer_with_a_new_location_moves_the_poll(h: Harness) -> Non
     assert [(r.method, r.raw_path) for r in h.arm.requests] == \
         [("POST", FLUSH), ("GET", first.path), ("GET", second.path), ("GET", second.path)]
     assert data["armRequests"] == 4
-    kinds = [(p.body_json["pollKind"], p.body_json["pollUrl"]) for p in h.polls(rid)]
+    kinds = [(target_of(p)["pollKind"], target_of(p)["pollUrl"]) for p in h.polls(rid)]
     assert kinds == [("azure-asyncoperation", first.url), ("location", second.url),
                      ("location", second.url)]
 

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tests.support.harness import CACHE, RG, SUB, Harness
+from tests.support.harness import CACHE, RG, SUB, Harness, database_id, target_of
 from tests.support.scripted_arm import Answer, Operation, ScriptedArm
 
 TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLXBheWxvYWQ.c2lnbmF0dXJl"
@@ -108,7 +108,7 @@ def test_no_token_or_signature_in_logs_events_or_replies(
     # The ARM requests themselves did carry the token (so the check above means something).
     assert all(r.header("Authorization") == f"Bearer {TOKEN}" for r in h.arm.requests)
     # and the poll messages did carry the verbatim URL (needed to continue)
-    assert ops[0].url in {p.body_json["pollUrl"] for p in h.polls(rid)}
+    assert ops[0].url in {target_of(p)["pollUrl"] for p in h.polls(rid)}
 
 
 def test_a_token_source_that_never_works_times_out_without_any_request(
@@ -124,3 +124,26 @@ def test_a_token_source_that_never_works_times_out_without_any_request(
     data = h.event(rid, "TimedOut", arm_requests=0)
     assert data["error"]["details"][0]["code"] == "TokenUnavailable"
     assert h.arm.requests == []
+
+
+def test_no_signature_of_either_managed_redis_url_is_logged_or_published(
+        make_harness: Callable[..., Harness], logs: pytest.LogCaptureFixture) -> None:
+    """Managed Redis signs both URLs (operationsStatus and the database's operationresults):
+    neither one's query reaches a log line, an event or a reply."""
+    h = make_harness(token=TOKEN)
+    status, location = h.arm.new_enterprise_operation(SUB, RG, "amr-eu", "default")
+    h.arm.on_enterprise_flush(SUB, RG, "amr-eu", "default", Answer(
+        202, {"Azure-AsyncOperation": status.url, "Location": location.url},
+        {"StatusCode": 202}))
+    h.arm.on_operation(status, Answer(200, {}, status.status("InProgress")),
+                       Answer(200, {}, status.status("Succeeded")))
+    db = database_id("amr-eu")
+    rid = h.send_request({"resourceId": db, "linkedDatabaseIds": []},
+                         reply_to="redis-flush-replies", reply_to_session_id="s")
+    h.run()
+    h.event(rid, "Succeeded", rid=db)
+    said = everything_said(h, logs)
+    leaked = [name for name, value in secrets_of(status, location).items()
+              if value and value in said]
+    assert leaked == []
+    assert status.url in {target_of(p)["pollUrl"] for p in h.polls(rid)}

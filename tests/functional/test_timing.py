@@ -1,5 +1,7 @@
-"""When the next step happens: Retry-After, first-poll latency, backoff after transient
-errors (409 busy, 429, 5xx, refused connections, read timeouts, token errors) and the deadline.
+"""When the next step happens (docs/design.md, "Reliability rules"): Retry-After, the poll
+cadence (one status read per second per operation, the first 1 s after acceptance), backoff
+after transient errors (409 busy, 429, 5xx, refused connections, read timeouts, token errors:
+2, 4, 8 ... 60 s spread by a hash), the 300 s cap on any wait, and the deadline.
 """
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from typing import Callable
 
 import pytest
 
-from tests.support.harness import CACHE, RG, SUB, Harness
+from tests.support.harness import CACHE, RG, SUB, Harness, backoff, resource_id, target_of
 from tests.support.memory_bus import START
 from tests.support.scripted_arm import Answer, ScriptedArm, closed_port, flush_path
 
 FLUSH = flush_path(SUB, RG, CACHE)
+KEY = resource_id().lower()  # the target's key: its backoff is spread by a hash of it
 BUSY = {"error": {"code": "Conflict", "message": "The resource 'cache-01' is busy processing "
                   "a previous update request or is undergoing system maintenance. As such, "
                   "it is currently unable to accept the update request. Please try again "
@@ -29,9 +32,22 @@ def http_date(moment: dt.datetime) -> str:
 
 
 def backoff_bounds(failures: int) -> tuple[float, float]:
-    """DESIGN backoff after n consecutive transient errors: 2, 4, 8 ... 60 s, +-25%."""
+    """docs/design.md backoff after n consecutive transient errors: 2, 4, 8 ... 60 s, +-25%."""
     base = min(60.0, 2.0 ** failures)
     return base * 0.75, base * 1.25
+
+
+def retry(failures: int, sent: int) -> float:
+    """The exact backoff of this test's target after `failures` transient errors in a row,
+    when it has sent `sent` ARM requests so far (the hash's seed), checked against the bounds."""
+    delay = backoff(failures, f"{KEY}:{sent}")
+    low, high = backoff_bounds(failures)
+    assert low <= delay <= high
+    return delay
+
+
+def seconds(a: dt.datetime, b: dt.datetime) -> float:
+    return (b - a).total_seconds()
 
 
 # Each Retry-After form, as (headers builder given the time ARM answers, expected seconds).
@@ -65,7 +81,7 @@ def test_retry_after_on_a_running_poll_delays_the_next_poll(h: Harness, form: st
     build, seconds = RETRY_AFTER_FORMS[form]
     op = h.arm.new_operation(SUB)
     h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
-    first_poll_at = START + dt.timedelta(seconds=2)  # no Retry-After on the POST: 2 s
+    first_poll_at = START + dt.timedelta(seconds=1)  # no Retry-After on the POST: 1 s
     headers = {**both(op.url), **build(first_poll_at)}
     h.arm.on_operation(op, Answer(202, headers, op.status("InProgress")),
                        Answer(200, {}, op.status("Succeeded")))
@@ -75,11 +91,14 @@ def test_retry_after_on_a_running_poll_delays_the_next_poll(h: Harness, form: st
     first, second = h.polls(rid)
     assert first.visible_at == first_poll_at
     assert second.sent_at == first_poll_at
-    assert second.delay >= seconds
+    # exactly what ARM asked (every form is more than the 1 s cadence)
+    assert second.delay == pytest.approx(seconds, abs=1e-6)
     assert h.arm.requests[2].when - h.arm.requests[1].when >= dt.timedelta(seconds=seconds)
 
 
-def test_without_retry_after_the_first_poll_comes_within_two_seconds(h: Harness) -> None:
+def test_without_retry_after_status_is_read_once_a_second(h: Harness) -> None:
+    """The first poll 1 s after acceptance, then one status read per second: a flush ends
+    within seconds, so a fixed 1 s cadence costs little (docs/design.md, "Reliability rules")."""
     op = h.arm.new_operation(SUB)
     h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
     h.arm.on_operation(op, *[Answer(202, both(op.url), op.status("InProgress"))] * 12,
@@ -89,12 +108,11 @@ def test_without_retry_after_the_first_poll_comes_within_two_seconds(h: Harness)
     data = h.event(rid, "Succeeded")
     polls = h.polls(rid)
     accepted = dt.datetime.fromisoformat(data["acceptedAt"].replace("Z", "+00:00"))
-    assert polls[0].sent_at == accepted
-    assert 0 < polls[0].delay <= 2.0
-    gaps = [p.delay for p in polls]
-    assert gaps == sorted(gaps), "the gap between polls never shrinks"
-    assert max(gaps) <= 30.0, "a running operation is looked at at least every 30 s"
-    assert h.arm.requests[1].when - h.arm.requests[0].when <= dt.timedelta(seconds=2)
+    assert polls[0].sent_at == accepted == START
+    assert [p.delay for p in polls] == [1.0] * 13
+    gets = [r.when for r in h.arm.requests if r.method == "GET"]
+    assert [seconds(START, t) for t in gets] == [float(n) for n in range(1, 14)]
+    assert data["armRequests"] == 14
 
 
 def test_409_busy_on_the_post_is_requeued_then_succeeds(h: Harness) -> None:
@@ -108,11 +126,15 @@ def test_409_busy_on_the_post_is_requeued_then_succeeds(h: Harness) -> None:
     assert data["armRequests"] == 4
     steps = h.polls(rid)
     assert [s.message_id for s in steps] == [f"{rid}:poll:1", f"{rid}:poll:2", f"{rid}:poll:3"]
-    assert [s.body_json["phase"] for s in steps] == ["flush", "flush", "poll"]
-    for failures, step in enumerate(steps[:2], start=1):
-        low, high = backoff_bounds(failures)
-        assert low <= step.delay <= high
+    # two retries of a POST not yet accepted, then the operation followed
+    assert [target_of(s)["acceptedAt"] is None for s in steps] == [True, True, False]
+    assert [target_of(s)["phase"] for s in steps][2] == "poll"
+    assert [target_of(s)["failures"] for s in steps] == [1, 2, 0]
+    assert [s.delay for s in steps] == pytest.approx([retry(1, 1), retry(2, 2), 1.0],
+                                                     abs=1e-6)
     assert [r.method for r in h.arm.requests] == ["POST", "POST", "POST", "GET"]
+    assert [r.client_request_id for r in h.arm.requests] == \
+        [f"{rid}:0.0", f"{rid}:0.1", f"{rid}:0.2", f"{rid}:0.3"]
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date", "retry-after-ms"])
@@ -130,22 +152,47 @@ def test_429_on_the_post_waits_for_retry_after(h: Harness, form: str) -> None:
     data = h.event(rid, "Succeeded")
     assert data["armRequests"] == 3
     post_times = [r.when for r in h.arm.requests if r.method == "POST"]
-    assert post_times[1] - post_times[0] >= dt.timedelta(seconds=17)
-    assert h.polls(rid)[0].message_id == f"{rid}:poll:1"
-    assert h.polls(rid)[0].body_json["phase"] == "flush"
-    assert h.polls(rid)[0].delay >= 17
+    assert post_times[1] - post_times[0] == dt.timedelta(seconds=17)
+    first = h.polls(rid)[0]
+    assert first.message_id == f"{rid}:poll:1"
+    assert target_of(first)["acceptedAt"] is None and target_of(first)["failures"] == 1
+    # never before Retry-After, and no later: 17 s is longer than the first backoff
+    assert retry(1, 1) < 17
+    assert first.delay == pytest.approx(17.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("where", ["post", "poll"])
+def test_a_retry_after_of_an_hour_is_capped_at_300_seconds(h: Harness, where: str) -> None:
+    op = h.arm.new_operation(SUB)
+    hour = {"Retry-After": "3600"}
+    if where == "post":
+        h.arm.on_flush(SUB, RG, CACHE, Answer(429, hour, b""), Answer(202, both(op.url), b""))
+        h.arm.on_operation(op, Answer(200, {}, op.status("Succeeded")))
+    else:
+        h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+        h.arm.on_operation(op, Answer(202, {**both(op.url), **hour}, op.status("InProgress")),
+                           Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request(timeoutSeconds=3600)
+    h.run()
+    h.event(rid, "Succeeded")
+    times = [seconds(START, r.when) for r in h.arm.requests]
+    assert times == ([0.0, 300.0, 301.0] if where == "post" else [0.0, 1.0, 301.0])
 
 
 def test_an_unparseable_retry_after_date_is_ignored_not_raised(h: Harness) -> None:
     # A year too large for a C long made email.utils raise OverflowError out of main.
     huge = {"Retry-After": "1 Jan 10000000000000000000 00:00 GMT"}
     op = h.arm.new_operation(SUB)
-    h.arm.on_flush(SUB, RG, CACHE, Answer(429, huge, b""), Answer(202, {**both(op.url), **huge}, b""))
+    h.arm.on_flush(SUB, RG, CACHE, Answer(429, huge, b""),
+                   Answer(202, {**both(op.url), **huge}, b""))
     h.arm.on_operation(op, Answer(503, huge, b""), Answer(200, {}, op.status("Succeeded")))
     rid = h.send_request()
     h.run()
     assert h.event(rid, "Succeeded")["armRequests"] == 4
-    assert h.polls(rid)[0].body_json["failures"] == 1  # backoff, as with no Retry-After
+    steps = h.polls(rid)
+    assert target_of(steps[0])["failures"] == 1  # backoff, as with no Retry-After
+    assert [s.delay for s in steps] == pytest.approx([retry(1, 1), 1.0, retry(1, 3)],
+                                                     abs=1e-6)
 
 
 def test_a_5xx_burst_on_the_post_and_on_polls_is_retried_with_backoff(h: Harness) -> None:
@@ -161,20 +208,13 @@ def test_a_5xx_burst_on_the_post_and_on_polls_is_retried_with_backoff(h: Harness
     h.run()
     data = h.event(rid, "Succeeded")
     assert data["armRequests"] == 4 + 6
-    steps = h.polls(rid)
-    delays = [s.delay for s in steps]
-    # POST: 3 failures in a row -> backoff 2, 4, 8 (+-25%).
-    for i, failures in enumerate((1, 2, 3)):
-        low, high = backoff_bounds(failures)
-        assert low <= delays[i] <= high, (i, delays)
-    # delays[3] is the first poll (<= 2 s); then 3 poll failures in a row: backoff again,
-    # counted afresh (the accepted POST reset the count).
-    assert delays[3] <= 2.0
-    for i, failures in zip((4, 5, 6), (1, 2, 3)):
-        low, high = backoff_bounds(failures)
-        assert low <= delays[i] <= high, (i, delays)
-    # a good answer resets the count; the next 503 asks for 11 s and gets at least that
-    assert delays[8] >= 11.0
+    delays = [s.delay for s in h.polls(rid)]
+    # POST: 3 failures in a row -> backoff 2, 4, 8 (+-25%); then the first poll 1 s after
+    # acceptance; 3 poll failures in a row: backoff again, counted afresh (the accepted POST
+    # reset the count); a good answer: 1 s; the next 503 asks for 11 s and gets exactly that.
+    assert delays == pytest.approx([retry(1, 1), retry(2, 2), retry(3, 3), 1.0,
+                                    retry(1, 5), retry(2, 6), retry(3, 7), 1.0, 11.0],
+                                   abs=1e-6)
 
 
 def test_connection_refused_on_the_post_becomes_a_scheduled_retry(
@@ -188,11 +228,12 @@ def test_connection_refused_on_the_post_becomes_a_scheduled_retry(
     first = h.run(limit=1)
 
     assert [d.outcome for d in first] == ["completed"] and first[0].error is None
-    (retry,) = h.bus.active[h.settings.poll_queue]
-    assert retry.message_id == f"{rid}:poll:1"
-    assert retry.body_json["failures"] == 1
-    low, high = backoff_bounds(1)
-    assert low <= retry.delay <= high
+    (waiting,) = h.bus.active[h.settings.poll_queue]
+    assert waiting.message_id == f"{rid}:poll:1"
+    assert target_of(waiting)["failures"] == 1
+    # a refused connection sent nothing: the target has sent 0 requests
+    assert target_of(waiting)["armRequests"] == 0
+    assert waiting.delay == pytest.approx(retry(1, 0), abs=1e-6)
 
     arm.start()
     op = arm.new_operation(SUB)
@@ -213,8 +254,9 @@ def test_connection_refused_on_a_poll_becomes_a_scheduled_retry(h: Harness) -> N
     h.arm.stop()  # ARM unreachable for the first poll
     step = h.run(limit=1)
     assert step[0].outcome == "completed" and step[0].error is None
-    (retry,) = h.bus.active[h.settings.poll_queue]
-    assert retry.body_json["failures"] == 1 and retry.body_json["phase"] == "poll"
+    (waiting,) = h.bus.active[h.settings.poll_queue]
+    assert target_of(waiting)["failures"] == 1 and target_of(waiting)["phase"] == "poll"
+    assert waiting.delay == pytest.approx(retry(1, 1), abs=1e-6)
     h.arm.start()
     h.run()
     data = h.event(rid, "Succeeded")
@@ -235,7 +277,9 @@ def test_a_read_timeout_becomes_a_scheduled_retry(make_harness: Callable[..., Ha
     assert [r.method for r in h.arm.requests] == ["POST", "POST", "GET", "GET"]
     assert data["armRequests"] == 4
     steps = h.polls(rid)
-    assert steps[0].message_id == f"{rid}:poll:1" and steps[0].body_json["failures"] == 1
+    assert steps[0].message_id == f"{rid}:poll:1" and target_of(steps[0])["failures"] == 1
+    # a timed-out POST may have reached ARM: it counts as sent
+    assert steps[0].delay == pytest.approx(retry(1, 1), abs=1e-6)
 
 
 class FlakyTokens:
@@ -266,8 +310,9 @@ def test_a_token_error_is_transient(make_harness: Callable[..., Harness]) -> Non
     assert [r.method for r in h.arm.requests] == ["POST", "GET"]
     assert data["armRequests"] == 2  # token errors sent nothing to ARM
     assert tokens.calls == 4
-    retries = [s for s in h.polls(rid) if s.body_json["phase"] == "flush"]
-    assert [s.body_json["failures"] for s in retries] == [1, 2]
+    retries = [s for s in h.polls(rid) if target_of(s)["acceptedAt"] is None]
+    assert [target_of(s)["failures"] for s in retries] == [1, 2]
+    assert [s.delay for s in retries] == pytest.approx([retry(1, 0), retry(2, 0)], abs=1e-6)
 
 
 @pytest.mark.parametrize("status", ["InProgress", "Flushing"])
@@ -287,7 +332,10 @@ def test_the_deadline_ends_a_never_ending_operation_as_timed_out(h: Harness,
     assert h.arm.requests[-1].when == deadline  # one last look at the deadline
     assert all(p.visible_at <= deadline for p in h.polls(rid))
     assert data["durationSeconds"] == 30.0
-    assert 5 <= data["armRequests"] <= 16
+    # the POST, then one status read a second from 1 s to the deadline at 30 s
+    gets = [seconds(START, r.when) for r in h.arm.requests if r.method == "GET"]
+    assert gets == [float(n) for n in range(1, 31)]
+    assert data["armRequests"] == 31
 
 
 def test_the_deadline_wins_over_a_post_that_stays_busy(h: Harness) -> None:
@@ -300,17 +348,68 @@ def test_the_deadline_wins_over_a_post_that_stays_busy(h: Harness) -> None:
     assert data["error"]["details"][0]["code"] == "Conflict"
     deadline = START + dt.timedelta(seconds=30)
     assert all(r.when < deadline for r in h.arm.requests)
-    assert data["armRequests"] >= 3
+    # POST, back off 2, 4, 8 ... s (hash-spread), until the next wait would pass the
+    # deadline: then TimedOut at once rather than a POST that could not be followed
+    expected, at, failures = [], 0.0, 0
+    while True:
+        expected.append(at)
+        failures += 1
+        wait = retry(failures, len(expected))
+        if at + wait >= 30:
+            break
+        at += wait
+    assert [seconds(START, r.when) for r in h.arm.requests] == \
+        pytest.approx(expected, abs=1e-5)
+    assert data["armRequests"] == len(expected) >= 3
+    assert seconds(START, dt.datetime.fromisoformat(data["completedAt"].replace("Z", "+00:00"))
+                   ) == pytest.approx(expected[-1], abs=1e-3)
 
 
-def test_retry_after_beyond_the_deadline_times_out_at_once(h: Harness) -> None:
+def test_retry_after_beyond_the_deadline_gives_one_last_look_at_the_deadline(
+        h: Harness) -> None:
+    """A wait is never past the deadline: the poll moves to the deadline itself, where the
+    last look decides (TimedOut with the last known status, or the real end)."""
     op = h.arm.new_operation(SUB)
     h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
-    h.arm.on_operation(op, Answer(202, {**both(op.url), "Retry-After": "3600"},
-                                  op.status("InProgress")))
+    h.arm.on_operation(op, then=Answer(202, {**both(op.url), "Retry-After": "3600"},
+                                       op.status("InProgress")))
     rid = h.send_request(timeoutSeconds=30)
     h.run()
     data = h.event(rid, "TimedOut")
     assert data["operation"]["status"] == "InProgress"
-    assert data["armRequests"] == 2
-    assert h.clock.now() < START + dt.timedelta(seconds=30)
+    assert data["armRequests"] == 3
+    deadline = START + dt.timedelta(seconds=30)
+    assert [r.when for r in h.arm.requests] == [START, START + dt.timedelta(seconds=1),
+                                                deadline]
+    assert [p.visible_at for p in h.polls(rid)] == [START + dt.timedelta(seconds=1),
+                                                   deadline]
+    assert h.clock.now() == deadline
+
+
+def test_a_request_that_waited_past_its_deadline_is_timed_out_without_a_post(
+        h: Harness) -> None:
+    """The deadline counts from the request's enqueue time, not from its first processing."""
+    h.arm.on_flush(SUB, RG, CACHE, then=Answer(200, {}, b""))
+    rid = h.send_request(timeoutSeconds=60)
+    h.clock.advance(61)  # no host ran for a minute
+    h.run()
+    data = h.event(rid, "TimedOut", arm_requests=0)
+    assert h.arm.requests == [] and h.arm.connections == 0
+    assert data["requestedAt"] == "2024-05-01T12:00:00.000Z"
+    assert data["durationSeconds"] == 61.0
+    assert data["error"]["code"] == "TimedOut" and "NotStarted" in data["error"]["message"]
+    assert h.polls() == []
+
+
+def test_a_redelivered_request_keeps_the_deadline_of_its_enqueue_time(h: Harness) -> None:
+    """A delivery that failed (bus down) and came back after the deadline POSTs nothing."""
+    h.arm.on_flush(SUB, RG, CACHE, then=Answer(409, {}, BUSY))
+    rid = h.send_request(timeoutSeconds=30)
+    h.bus.fail(h.settings.poll_queue)  # the first delivery cannot schedule its retry
+    first = h.run(allow_errors=True, limit=1)
+    assert first[0].outcome == "abandoned"
+    h.clock.advance(45)
+    h.run()
+    data = h.event(rid, "TimedOut", arm_requests=0)
+    assert [r.when for r in h.arm.requests] == [START]  # the first delivery's POST only
+    assert data["durationSeconds"] == 45.0

@@ -107,7 +107,8 @@ def test_an_untrusted_url_in_a_tampered_poll_message_gets_no_token(
     h.run(limit=1)  # the POST; its poll message now waits on the poll queue
     (waiting,) = h.bus.active[h.settings.poll_queue]
     state = waiting.body_json
-    state["pollUrl"] = other.endpoint + op.path
+    assert state["targets"][0]["pollUrl"] == op.url
+    state["targets"][0]["pollUrl"] = other.endpoint + op.path
     waiting.message = replace(waiting.message, body=json.dumps(state).encode())
 
     h.run()

@@ -11,6 +11,9 @@ recorded ARM traffic: `.../providers/Microsoft.Cache/locations/West%20US%202/ope
 {guid}?api-version=2023-08-01&t=...&c=...&s=...&h=...`, with long signed parameters whose
 values keep reserved characters percent-encoded (%2B %2F %3D), so that a client that
 re-encodes or decodes the URL instead of using it verbatim misses the scripted route.
+`new_enterprise_operation` gives the two URLs of an Azure Managed Redis flush
+(`operationsStatus` and the resource-scoped signed `operationresults` Location), and the
+list helpers give the list routes and items of docs/design.md, "Listing".
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
 API_VERSION = "2023-08-01"
+ENTERPRISE_API_VERSION = "2025-07-01"
 
 
 @dataclass
@@ -85,9 +89,14 @@ class Recorded:
 
     @property
     def request_id(self) -> str | None:
-        """The redisflush request this belongs to (`{requestId}:{attempt}` client id)."""
+        """The redisflush request this belongs to (client id `{requestId}:{target}.{step}` or
+        `{requestId}:list.{page}.{step}`)."""
         cid = self.client_request_id
         return cid.rsplit(":", 1)[0] if cid and ":" in cid else None
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 class Route:
@@ -238,6 +247,39 @@ class ScriptedArm:
                      ) -> Route:
         return self.on("GET", op.path, *answers, then=then)
 
+    def on_database(self, sub: str, rg: str, cluster: str, database: str, *answers: Answer,
+                    then: Answer | None = None) -> Route:
+        """GET of a Managed Redis database resource (it lists its geo-replication group)."""
+        return self.on("GET", f"{database_id(sub, rg, cluster, database)}"
+                              f"?api-version={ENTERPRISE_API_VERSION}", *answers, then=then)
+
+    def on_enterprise_flush(self, sub: str, rg: str, cluster: str, database: str,
+                            *answers: Answer, then: Answer | None = None) -> Route:
+        return self.on("POST", enterprise_flush_path(sub, rg, cluster, database), *answers,
+                       then=then)
+
+    def on_list(self, path: str, *answers: Answer, then: Answer | None = None) -> Route:
+        """A list page: `path` from `list_path`/`database_list_path`, or a nextLink's path."""
+        return self.on("GET", path, *answers, then=then)
+
+    def new_enterprise_operation(self, sub: str, rg: str, cluster: str, database: str, *,
+                                 location: str = "West US 3") -> tuple[Operation, Operation]:
+        """(Azure-AsyncOperation, Location) of one Managed Redis flush, as the published spec
+        shapes them: `.../locations/{region}/operationsStatus/{id}` and the database's own
+        signed `.../operationresults/{id}`; both OperationStatusResult ids name the former."""
+        name = str(uuid.UUID(int=self._random.getrandbits(128), version=4))
+        signed = (f"&t={self._random.randrange(10**17, 10**18)}&c={self._signed(1200)}"
+                  f"&s={self._signed(344)}&h={self._signed(43)}")
+        status_path = (f"/subscriptions/{sub}/providers/Microsoft.Cache/locations/"
+                       f"{quote(location, safe='')}/operationsStatus/{name}"
+                       f"?api-version={ENTERPRISE_API_VERSION}{signed}")
+        result_path = (f"{database_id(sub, rg, cluster, database)}/operationresults/{name}"
+                       f"?api-version={ENTERPRISE_API_VERSION}{signed}")
+        rid = (f"/subscriptions/{sub}/providers/Microsoft.Cache/locations/"
+               f"{location.replace(' ', '').lower()}/operationsStatus/{name}")
+        return (Operation(status_path, self.endpoint + status_path, name, rid),
+                Operation(result_path, self.endpoint + result_path, name, rid))
+
     def new_operation(self, sub: str, *, signed: bool = True, huge: bool = False,
                       location: str = "West US 2") -> Operation:
         """A fresh operation URL on this server, shaped like the recorded ARM traffic."""
@@ -285,6 +327,83 @@ def flush_path(sub: str, rg: str, cache: str) -> str:
     """The raw path of the flush action, written out independently of redisflush.target."""
     return (f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Cache/Redis/"
             f"{cache}/flush?api-version={API_VERSION}")
+
+
+def cache_id(sub: str, rg: str, cache: str) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Cache/Redis/{cache}"
+
+
+def cluster_id(sub: str, rg: str, cluster: str) -> str:
+    return (f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Cache/"
+            f"redisEnterprise/{cluster}")
+
+
+def database_id(sub: str, rg: str, cluster: str, database: str = "default") -> str:
+    return f"{cluster_id(sub, rg, cluster)}/databases/{database}"
+
+
+def enterprise_flush_path(sub: str, rg: str, cluster: str, database: str = "default") -> str:
+    """The raw path of a Managed Redis database flush (body `{"ids": [...]}`)."""
+    return (f"{database_id(sub, rg, cluster, database)}/flush"
+            f"?api-version={ENTERPRISE_API_VERSION}")
+
+
+def database_body(sub: str, rg: str, cluster: str, database: str = "default", *,
+                  linked: Iterable[str] = ()) -> dict[str, Any]:
+    """A database resource as GET answers it; `linked` are the other members of its
+    geo-replication group (the list ARM gives includes the database itself)."""
+    own = database_id(sub, rg, cluster, database)
+    members = [own, *linked]
+    body: dict[str, Any] = {
+        "id": own, "name": database, "type": "Microsoft.Cache/redisEnterprise/databases",
+        "properties": {"provisioningState": "Succeeded", "resourceState": "Running",
+                       "clientProtocol": "Encrypted", "port": 10000}}
+    if linked:
+        body["properties"]["geoReplication"] = {
+            "groupNickname": "group-1",
+            "linkedDatabases": [{"id": m, "state": "Linked"} for m in members]}
+    return body
+
+
+def list_path(sub: str, rg: str | None = None, kind: str = "redis") -> str:
+    """The first page of a list: classic caches (`redis`) or clusters (`redisEnterprise`)."""
+    scope = f"/subscriptions/{sub}" + (f"/resourceGroups/{rg}" if rg else "")
+    version = ENTERPRISE_API_VERSION if kind == "redisEnterprise" else API_VERSION
+    return f"{scope}/providers/Microsoft.Cache/{kind}?api-version={version}"
+
+
+def database_list_path(sub: str, rg: str, cluster: str) -> str:
+    return f"{cluster_id(sub, rg, cluster)}/databases?api-version={ENTERPRISE_API_VERSION}"
+
+
+def cache_item(sub: str, rg: str, cache: str, tags: Mapping[str, str] | None = None
+               ) -> dict[str, Any]:
+    return {"id": cache_id(sub, rg, cache), "name": cache, "type": "Microsoft.Cache/Redis",
+            "location": "West US 2", "tags": dict(tags or {}),
+            "properties": {"provisioningState": "Succeeded"}}
+
+
+def cluster_item(sub: str, rg: str, cluster: str, tags: Mapping[str, str] | None = None
+                 ) -> dict[str, Any]:
+    return {"id": cluster_id(sub, rg, cluster), "name": cluster,
+            "type": "Microsoft.Cache/redisEnterprise", "location": "West US 3",
+            "tags": dict(tags or {}), "sku": {"name": "Balanced_B5"},
+            "properties": {"provisioningState": "Succeeded"}}
+
+
+def database_item(sub: str, rg: str, cluster: str, database: str = "default"
+                  ) -> dict[str, Any]:
+    return {"id": database_id(sub, rg, cluster, database), "name": database,
+            "type": "Microsoft.Cache/redisEnterprise/databases",
+            "properties": {"provisioningState": "Succeeded"}}
+
+
+def page(items: Iterable[Mapping[str, Any]], next_link: str | None = None) -> dict[str, Any]:
+    """One list answer: `{"value": [...], "nextLink"?: URL}`."""
+    body: dict[str, Any] = {"value": list(items)}
+    if next_link is not None:
+        body["nextLink"] = next_link
+    return body
 
 
 def closed_port(host: str = "127.0.0.1") -> int:

@@ -1,0 +1,326 @@
+"""The crash-point sweep (docs/design.md, "Request ledger" and "Reliability rules"): the host
+is killed at every point between "POST sent" and "message completed", Service Bus delivers the
+message again when its lock expires, and the request runs to its end on a new host.
+
+The real FlushApp, MemoryBus and ScriptedArm on loopback, with the MemoryLedger and the SQLite
+ledger of the local default. A kill is an exception raised by a wrapper around the ledger,
+the bus or the ARM client at that point, after which the invocation does nothing more; the
+message is not abandoned (a dead host cannot) but becomes visible again a lock duration
+later, and a fresh app (new ARM client, pacer, SQLite connection) takes over.
+
+What must hold for every point, for a 1-target and a 3-target request:
+- ARM sees exactly one flush POST per target once a POST was accepted and recorded; two only
+  for a target whose POST was in flight at the kill (sent, its answer not yet recorded:
+  nothing can tell whether ARM took it, so it is sent once more after the ledger's lease);
+- exactly one event per target and one per request reach the topic (after its duplicate
+  detection), all Succeeded.
+
+`pytest -s` prints the table.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from redisflush.bus import OutboundMessage
+from redisflush.functions import install
+from redisflush.ledger import REQUEST_KEY, Ledger, LedgerRow, MemoryLedger
+from redisflush.local.bus_schema import DEFAULT_LOCK_SECONDS
+from redisflush.local.ledger import SqliteLedger
+from tests.support.harness import RG, SUB, Harness, resource_id
+from tests.support.memory_bus import START, FakeClock, MemoryBus
+from tests.support.scripted_arm import Answer, ScriptedArm, flush_path
+
+REQUEST_COMPLETED = "RedisFlush.RequestCompleted"
+
+# (name, what the kill interrupts); the order is the order a request passes them.
+POINTS: Sequence[tuple[str, str]] = (
+    ("before-claim", "before the ledger claim"),
+    ("after-claim", "after the claim, before the POST"),
+    ("post-in-flight", "POST in flight (ARM got it, no answer)"),
+    ("accepted-unrecorded", "after ARM accepted, before the record"),
+    ("between-records", "after the first target's record only"),
+    ("after-record", "after the record"),
+    ("after-schedule", "after the poll message was scheduled"),
+    ("after-event", "after the (first) event was published"),
+    ("after-last-event", "after the request's last event"),
+    ("before-complete", "before the request message completed"),
+)
+# The targets (by index) that see a second POST when the host dies at a point: their POST
+# was sent and its acceptance not yet recorded. At every other point, every target: one.
+REPOSTED: dict[str, Callable[[int], bool]] = {
+    "post-in-flight": lambda i: True,
+    "accepted-unrecorded": lambda i: True,
+    "between-records": lambda i: i > 0,
+}
+
+
+class Crash(Exception):
+    """The host died here."""
+
+
+@dataclass
+class Trip:
+    """Where to kill the host: fires once, at the point's `nth` occurrence (1 = first)."""
+
+    point: str
+    targets: int
+    fired: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    barrier: threading.Barrier = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.barrier = threading.Barrier(self.targets, timeout=10)
+
+    def alive(self) -> None:
+        """A dead host does nothing more in the invocation that was killed."""
+        if self.fired:
+            raise Crash(f"host already dead ({self.point})")
+
+    def reached(self, event: str, at: dict[str, int]) -> None:
+        """Count `event`; kill the host when the trip's point is in `at` and this is its
+        `at[point]`-th occurrence."""
+        with self._lock:
+            self.counts[event] = self.counts.get(event, 0) + 1
+            if self.fired or self.counts[event] != at.get(self.point):
+                return
+            self.fired = True
+        raise Crash(f"killed {self.point}")
+
+    def posts_in_flight(self) -> None:
+        """Every POST of the invocation has reached ARM (they run side by side); the host dies
+        before any answer is read."""
+        if self.point != "post-in-flight" or self.fired:
+            return
+        self.barrier.wait()  # no thread passes until all `targets` POSTs were sent
+        self.fired = True
+        raise Crash("killed with the POSTs in flight")
+
+
+class CrashingLedger:
+    """The ledger port, killed at a claim (a target row's insert) or an accepted record."""
+
+    def __init__(self, inner: Ledger, trip: Trip) -> None:
+        self.inner, self.trip = inner, trip
+
+    def insert(self, row: LedgerRow) -> LedgerRow | None:
+        self.trip.alive()
+        claim = row.key != REQUEST_KEY
+        if claim:
+            self.trip.reached("claiming", {"before-claim": 1})
+        stored = self.inner.insert(row)
+        if claim and stored is not None:
+            self.trip.reached("claimed", {"after-claim": self.trip.targets})
+        return stored
+
+    def update(self, row: LedgerRow) -> LedgerRow | None:
+        self.trip.alive()
+        accepted = row.key != REQUEST_KEY and row.state == "accepted"
+        if accepted:
+            self.trip.reached("recording", {"accepted-unrecorded": 1})
+        stored = self.inner.update(row)
+        if accepted and stored is not None:
+            self.trip.reached("recorded", {"between-records": 1,
+                                           "after-record": self.trip.targets})
+        return stored
+
+    def get(self, request_id: str, key: str) -> LedgerRow | None:
+        self.trip.alive()
+        return self.inner.get(request_id, key)
+
+    def rows(self, request_id: str) -> list[LedgerRow]:
+        self.trip.alive()
+        return self.inner.rows(request_id)
+
+    def purge(self, now: Any) -> int:
+        self.trip.alive()
+        return self.inner.purge(now)
+
+
+class CrashingBus:
+    """The bus port, killed after the poll message was scheduled or an event published."""
+
+    def __init__(self, inner: MemoryBus, trip: Trip, poll_queue: str) -> None:
+        self.inner, self.trip, self.poll_queue = inner, trip, poll_queue
+
+    def send(self, queue: str, messages: Sequence[OutboundMessage]) -> None:
+        self.trip.alive()
+        self.inner.send(queue, messages)
+        if queue == self.poll_queue:
+            self.trip.reached("scheduled", {"after-schedule": 1})
+
+    def publish(self, topic: str, messages: Sequence[OutboundMessage]) -> None:
+        self.trip.alive()
+        self.inner.publish(topic, messages)
+        self.trip.reached("published", {"after-event": 1})
+        if self.trip.targets == 1 or any(m.subject == REQUEST_COMPLETED for m in messages):
+            self.trip.reached("published last", {"after-last-event": 1})
+
+
+class CrashingArm:
+    """The ARM client: a POST is sent, then the host dies before its answer is used."""
+
+    def __init__(self, inner: Any, trip: Trip) -> None:
+        self.inner, self.trip = inner, trip
+
+    @property
+    def pacer(self) -> Any:
+        return self.inner.pacer
+
+    def call(self, method: str, url: str, subscription_id: str, client_request_id: str,
+             body: bytes | None = None, **kwargs: Any) -> Any:
+        self.trip.alive()
+        result = self.inner.call(method, url, subscription_id, client_request_id, body,
+                                 **kwargs)
+        if method == "POST":
+            self.trip.posts_in_flight()
+        return result
+
+
+@dataclass
+class Row:
+    """One cell of the table: what one (point, ledger, request size) run gave."""
+
+    posts: list[int]
+    events: list[int]  # per target, then the request's (3 targets only)
+    ended_at: float  # seconds from the request to its last event on the topic
+    problems: list[str]
+
+
+def both(url: str) -> dict[str, str]:
+    return {"Azure-AsyncOperation": url, "Location": url}
+
+
+def run_point(point: str, targets: int, ledger_kind: str, tmp: Path) -> Row:
+    """One request through a host killed at `point`, then redelivered to its end."""
+    clock, arm = FakeClock(), ScriptedArm(seed=11).start()
+    bus = MemoryBus(clock)
+    sqlite_path, memory = tmp / f"{point}-{targets}.sqlite", MemoryLedger()
+
+    def open_ledger() -> Ledger:
+        """The ledger's storage as a new host opens it: the same memory, the same file."""
+        return SqliteLedger(sqlite_path) if ledger_kind == "sqlite" else memory
+
+    try:
+        h = Harness.create(clock, bus, arm, ledger=open_ledger())
+        caches = ["cache-01"] if targets == 1 else ["cache-a", "cache-b", "cache-c"]
+        for cache in caches:
+            op = arm.new_operation(SUB)
+            arm.on_flush(SUB, RG, cache, then=Answer(202, both(op.url), b""))
+            arm.on_operation(op, Answer(200, {}, op.status("InProgress")),
+                             then=Answer(200, {}, op.status("Succeeded")))
+        trip = Trip(point, targets)
+        app = h.app
+        app.ledger = CrashingLedger(app.ledger, trip)
+        app.bus = CrashingBus(bus, trip, h.settings.poll_queue)
+        app.arm = CrashingArm(app.arm, trip)  # type: ignore[assignment]
+        body = ({"resourceId": resource_id(cache=caches[0])} if targets == 1 else
+                {"resourceIds": [resource_id(cache=c) for c in caches]})
+        rid = h.send_request(body, message_id=f"crash-{point}-{targets}")
+        problems = drive(h, trip, open_ledger)
+        if not trip.fired:
+            problems.append("the crash point was never reached")
+        posts = [len(arm.route("POST", flush_path(SUB, RG, c)).requests) for c in caches]
+        ids = [f"{rid}:completed"] if targets == 1 else \
+            [f"{rid}:{i}:completed" for i in range(targets)] + [f"{rid}:completed"]
+        published = [e for e in bus.messages(h.settings.events_topic)
+                     if e.message.correlation_id == rid]
+        events = [sum(1 for e in published if e.message_id == i) for i in ids]
+        statuses = {e.message.application_properties["status"] for e in published}
+        if statuses != {"Succeeded"}:
+            problems.append(f"statuses {sorted(statuses)}")
+        if bus.dead_letters:
+            problems.append(f"dead letters {list(bus.dead_letters)}")
+        ledger = h.app.ledger
+        states = {r.key: r.state for r in ledger.rows(rid)}
+        if set(states.values()) != {"done"} or len(states) != targets + 1:
+            problems.append(f"ledger rows {states}")
+        ended = max(e.sent_at for e in published) if published else clock.now()
+        if isinstance(ledger, SqliteLedger):
+            ledger.close()
+        return Row(posts, events, (ended - START).total_seconds(), problems)
+    finally:
+        install(None)
+        arm.stop()
+
+
+def drive(h: Harness, trip: Trip, open_ledger: Callable[[], Ledger]) -> list[str]:
+    """Pump one delivery at a time; a killed host's message comes back when its lock
+    expires, to a new host."""
+    problems: list[str] = []
+    lock = dt.timedelta(seconds=DEFAULT_LOCK_SECONDS)
+    lost_completion = trip.point == "before-complete"
+    for _ in range(500):
+        done = h.bus.pump(h.app, limit=1)
+        if not done:
+            return problems
+        (d,) = done
+        if isinstance(d.error, Crash) and d.outcome == "abandoned":
+            (envelope,) = [e for e in h.bus.active[d.queue] if e.message_id == d.message_id]
+            envelope.visible_at = d.at + lock  # no abandon: the lock runs out
+            restart(h, open_ledger)
+        elif d.error is not None:
+            problems.append(f"{d.message_id}: {d.outcome} {d.error!r}")
+            restart(h, open_ledger)
+        elif lost_completion and d.queue == h.settings.request_queue:
+            # the function returned; the host died before the completion reached the broker
+            lost_completion, trip.fired = False, True
+            (envelope,) = [e for e in h.bus.accepted[d.queue] if e.message_id == d.message_id]
+            envelope.visible_at = d.at + lock
+            h.bus.active[d.queue].append(envelope)
+            restart(h, open_ledger)
+    problems.append("still running after 500 deliveries")
+    return problems
+
+
+def restart(h: Harness, open_ledger: Callable[[], Ledger]) -> None:
+    """A new host: the old SQLite connection is gone with its process, the file stays."""
+    old = h.app.ledger
+    inner = getattr(old, "inner", old)
+    if isinstance(inner, SqliteLedger):
+        inner.close()
+    h.restart(open_ledger())
+
+
+def expected_posts(point: str, targets: int) -> list[int]:
+    again = REPOSTED.get(point)
+    return [2 if again and again(i) else 1 for i in range(targets)]
+
+
+def test_every_crash_point_gives_one_post_per_accepted_target_and_one_event_each(
+        tmp_path: Path) -> None:
+    lines = [f"{'crash point':<40} {'ledger':<6} | {'1 target':<18} | 3 targets",
+             f"{'':<40} {'':<6} | {'POSTs events end s':<18} | "
+             "POSTs/cache  events/cache+request  end s"]
+    failures: list[str] = []
+    for point, label in POINTS:
+        for ledger_kind in ("memory", "sqlite"):
+            cells = []
+            for targets in (1, 3):
+                if point == "between-records" and targets == 1:
+                    cells.append("(n/a)")
+                    continue
+                row = run_point(point, targets, ledger_kind, tmp_path)
+                want_posts = expected_posts(point, targets)
+                want_events = [1] * (targets + (1 if targets > 1 else 0))
+                if row.posts != want_posts:
+                    failures.append(f"{point}/{ledger_kind}/{targets}: POSTs {row.posts}, "
+                                    f"want {want_posts}")
+                if row.events != want_events:
+                    failures.append(f"{point}/{ledger_kind}/{targets}: events {row.events}, "
+                                    f"want {want_events}")
+                failures += [f"{point}/{ledger_kind}/{targets}: {p}" for p in row.problems]
+                if targets == 1:
+                    cells.append(f"{row.posts[0]:<5} {row.events[0]:<6} {row.ended_at:>5.0f}")
+                else:
+                    per_cache = ",".join(map(str, row.events[:-1]))
+                    cells.append(f"{','.join(map(str, row.posts)):<12} "
+                                 f"{per_cache + ' + ' + str(row.events[-1]):<21} "
+                                 f"{row.ended_at:>5.0f}")
+            lines.append(f"{label:<40} {ledger_kind:<6} | {cells[0]:<18} | {cells[1]}")
+    print("\n" + "\n".join(lines))
+    assert failures == [], "\n".join(failures)

@@ -1,0 +1,173 @@
+"""Azure Managed Redis (`Microsoft.Cache/redisEnterprise`) databases end to end over HTTP:
+read the database to learn its geo-replication group, flush it with `{"ids": [...]}` naming
+the other members, follow `operationsStatus` or the database's signed `operationresults`
+Location (docs/design.md, "What ARM really does"; shapes from
+../shared/vectors/arm-enterprise-flush.json).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable
+
+import pytest
+
+from tests.support.harness import SUB, Harness, database_id, target_of
+from tests.support.memory_bus import START
+from tests.support.scripted_arm import (
+    ENTERPRISE_API_VERSION,
+    Answer,
+    database_body,
+    enterprise_flush_path,
+)
+
+RG, RG2 = "rg-caches", "rg-caches-us"
+CLUSTER, PARTNER = "amr-eu", "amr-us"
+DB = database_id(CLUSTER, rg=RG)
+PARTNER_DB = database_id(PARTNER, rg=RG2)
+DB_GET = f"{DB}?api-version={ENTERPRISE_API_VERSION}"
+FLUSH = enterprise_flush_path(SUB, RG, CLUSTER, "default")
+SUBSCRIPTION = f"/subscriptions/{SUB}"
+
+
+@pytest.fixture
+def h(make_harness: Callable[..., Harness]) -> Harness:
+    """The geo pair spans two resource groups: the app may flush the whole subscription."""
+    return make_harness(allowed_scopes=(SUBSCRIPTION,))
+
+
+def seconds(moment: dt.datetime) -> float:
+    return (moment - START).total_seconds()
+
+
+def test_a_geo_replicated_database_is_flushed_with_its_group(h: Harness) -> None:
+    """GET database -> POST {"ids": [partner]} -> operationsStatus 200 InProgress -> 200
+    Succeeded: the recorded shape of a sibling database action."""
+    status, location = h.arm.new_enterprise_operation(SUB, RG, CLUSTER, "default")
+    h.arm.on_database(SUB, RG, CLUSTER, "default",
+                      Answer(200, {}, database_body(SUB, RG, CLUSTER, linked=[PARTNER_DB])))
+    h.arm.on_enterprise_flush(SUB, RG, CLUSTER, "default", Answer(
+        202, {"Azure-AsyncOperation": status.url, "Location": location.url}, {"StatusCode": 202}))
+    started = {"startTime": "2024-05-01T12:00:00Z"}
+    h.arm.on_operation(status, Answer(200, {}, status.status("InProgress", **started)),
+                       Answer(200, {}, status.status("Succeeded", **started,
+                                                     endTime="2024-05-01T12:00:02Z")))
+    rid = h.send_request({"resourceId": DB})
+
+    h.run()
+
+    data = h.event(rid, "Succeeded", rid=DB)
+    assert data["kind"] == "redisEnterprise"
+    assert data["linkedDatabaseIds"] == [PARTNER_DB]
+    assert data["operation"] == status.status("Succeeded", **started,
+                                              endTime="2024-05-01T12:00:02Z")
+    assert data["armRequests"] == 4 and data["acceptedAt"] == "2024-05-01T12:00:00.000Z"
+    assert [(r.method, r.raw_path, r.client_request_id, seconds(r.when))
+            for r in h.arm.requests] == [
+        ("GET", DB_GET, f"{rid}:0.0", 0.0), ("POST", FLUSH, f"{rid}:0.0", 0.0),
+        ("GET", status.path, f"{rid}:0.1", 1.0), ("GET", status.path, f"{rid}:0.2", 2.0)]
+    post = h.arm.requests[1]
+    assert post.json == {"ids": [PARTNER_DB]}
+    assert post.header("Content-Type") == "application/json"
+    polls = h.polls(rid)
+    assert [(target_of(p)["pollKind"], target_of(p)["pollUrl"], target_of(p)["linked"])
+            for p in polls] == [("azure-asyncoperation", status.url, [PARTNER_DB])] * 2
+    props = dict(h.events()[0].message.application_properties)
+    assert (props["cacheName"], props["kind"]) == (CLUSTER, "redisEnterprise")
+    row = h.ledger.get(rid, DB.lower())
+    assert row is not None and row.state == "done"
+
+
+def test_the_location_variant_is_followed_to_its_200(h: Harness) -> None:
+    """Only the database's signed `operationresults` Location: 202 (no body) while running,
+    then 200 means done whatever the body (ARM's Location rule)."""
+    _, location = h.arm.new_enterprise_operation(SUB, RG, CLUSTER, "default")
+    h.arm.on_enterprise_flush(SUB, RG, CLUSTER, "default",
+                              Answer(202, {"Location": location.url}, {"StatusCode": 202}))
+    h.arm.on_operation(location, Answer(202, {"Location": location.url}, b""),
+                       Answer(200, {}, b""))
+    rid = h.send_request({"resourceId": DB, "linkedDatabaseIds": []})
+
+    h.run()
+
+    data = h.event(rid, "Succeeded", rid=DB)
+    assert data["linkedDatabaseIds"] == []
+    assert data["operation"] is None
+    assert [(r.method, r.raw_path, seconds(r.when)) for r in h.arm.requests] == [
+        ("POST", FLUSH, 0.0), ("GET", location.path, 1.0), ("GET", location.path, 2.0)]
+    assert h.arm.requests[0].json == {"ids": []}
+    assert {target_of(p)["pollKind"] for p in h.polls(rid)} == {"location"}
+
+
+def test_given_linked_ids_are_sent_as_given_without_reading_the_database(h: Harness) -> None:
+    """Linked ids are case-sensitive in Azure: they go into the body exactly as given."""
+    partner = PARTNER_DB.replace("rg-caches-us", "RG-Caches-US")
+    status, _ = h.arm.new_enterprise_operation(SUB, RG, CLUSTER, "default")
+    h.arm.on_enterprise_flush(SUB, RG, CLUSTER, "default",
+                              Answer(202, {"Azure-AsyncOperation": status.url}, b""))
+    h.arm.on_operation(status, Answer(200, {}, status.status("Succeeded")))
+    rid = h.send_request({"subscriptionId": SUB, "resourceGroup": RG, "clusterName": CLUSTER,
+                          "linkedDatabaseIds": [partner]})
+
+    h.run()
+
+    data = h.event(rid, "Succeeded", rid=DB)
+    assert data["linkedDatabaseIds"] == [partner]
+    assert [r.method for r in h.arm.requests] == ["POST", "GET"]
+    assert h.arm.requests[0].json == {"ids": [partner]}
+
+
+def test_a_bare_cluster_id_means_its_default_database_alone_when_not_replicated(
+        h: Harness) -> None:
+    h.arm.on_database(SUB, RG, CLUSTER, "default",
+                      Answer(200, {}, database_body(SUB, RG, CLUSTER)))
+    h.arm.on_enterprise_flush(SUB, RG, CLUSTER, "default", Answer(200, {}, b""))
+    rid = h.send_request({"resourceId": DB.rsplit("/databases/", 1)[0]})
+
+    h.run()
+
+    data = h.event(rid, "Succeeded", rid=DB)
+    assert data["linkedDatabaseIds"] == [] and data["armRequests"] == 2
+    assert h.arm.requests[1].json == {"ids": []}
+    assert h.polls() == []
+
+
+def test_a_linked_database_outside_the_allowed_scopes_is_never_flushed(
+        make_harness: Callable[..., Harness]) -> None:
+    """The group's other member would be flushed too, so it must be inside the scopes."""
+    h = make_harness()  # allowed: rg-caches only; the partner lives in rg-caches-us
+    h.arm.on_database(SUB, RG, CLUSTER, "default",
+                      Answer(200, {}, database_body(SUB, RG, CLUSTER, linked=[PARTNER_DB])))
+    rid = h.send_request({"resourceId": DB})
+
+    h.run()
+
+    data = h.event(rid, "Rejected", rid=DB)
+    assert data["error"]["code"] == "LinkedDatabaseNotAllowed"
+    assert data["linkedDatabaseIds"] == []  # nothing was flushed with it
+    assert [r.method for r in h.arm.requests] == ["GET"]
+    assert h.ledger.get(rid, DB.lower()) is not None  # the outcome is kept for a repeat
+
+
+def test_an_unreadable_database_is_retried_then_fails_without_a_post(h: Harness) -> None:
+    h.arm.on_database(SUB, RG, CLUSTER, "default", then=Answer(200, {}, b"<html>"))
+    rid = h.send_request({"resourceId": DB})
+
+    h.run()
+
+    data = h.event(rid, "Failed", rid=DB)
+    assert data["error"]["code"] == "DatabaseInvalidJson"
+    assert [r.method for r in h.arm.requests] == ["GET"] * 4  # the first and 3 retries
+
+
+def test_a_missing_database_fails_with_arms_error(h: Harness) -> None:
+    error = {"code": "ResourceNotFound", "message": "database default of amr-eu not found"}
+    h.arm.on_database(SUB, RG, CLUSTER, "default", Answer(404, {}, {"error": error}))
+    rid = h.send_request({"resourceId": DB})
+
+    h.run()
+
+    data = h.event(rid, "Failed", rid=DB)
+    assert (data["error"]["code"], data["error"]["message"]) == (error["code"],
+                                                                 error["message"])
+    assert data["error"]["httpStatus"] == 404
+    assert [r.method for r in h.arm.requests] == ["GET"]

@@ -1,0 +1,131 @@
+"""Several caches in one request over HTTP (docs/design.md, "Poll message" and "Completion
+events"): one chain follows every target, each cache's event goes out as soon as it ends, the
+request's event when the last one does, and status reads share the subscription's budget.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from tests.support.harness import RG, SCOPE, SUB, Harness, database_id, resource_id, target_of
+from tests.support.memory_bus import START
+from tests.support.scripted_arm import Answer, Operation, database_body
+
+GONE = {"error": {"code": "ResourceNotFound", "message": "cache-b was not found"}}
+
+
+def seconds(moment: dt.datetime) -> float:
+    return (moment - START).total_seconds()
+
+
+def accept(h: Harness, cache: str, running: int, **headers: str) -> Operation:
+    """Cache `cache` accepts its flush and runs for `running` status reads."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, cache, Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+    h.arm.on_operation(op, *[Answer(200, headers, op.status("InProgress"))] * running,
+                       Answer(200, headers, op.status("Succeeded")))
+    return op
+
+
+def test_one_target_failing_while_the_others_succeed(h: Harness) -> None:
+    accept(h, "cache-a", running=2)
+    h.arm.on_flush(SUB, RG, "cache-b", Answer(404, {}, GONE))
+    h.arm.on_flush(SUB, RG, "cache-c", Answer(200, {}, b""))
+    ids = [resource_id(cache=c) for c in ("cache-c", "cache-a", "cache-b")]
+    rid = h.send_request({"resourceIds": ids, "reason": "release 9"},
+                         reply_to="redis-flush-replies", reply_to_session_id="w-1")
+
+    h.run()
+
+    statuses = {resource_id(cache="cache-a"): "Succeeded",
+                resource_id(cache="cache-b"): "Failed",
+                resource_id(cache="cache-c"): "Succeeded"}
+    caches, request = h.batch(rid, statuses, "Failed")
+    assert request["counts"] == {"Succeeded": 2, "Failed": 1}
+    assert request["reason"] == "release 9"
+    failed = caches[resource_id(cache="cache-b")]
+    assert failed["error"]["code"] == "ResourceNotFound" and failed["armRequests"] == 1
+    (result,) = [r for r in request["results"] if r["status"] == "Failed"]
+    assert result["error"] == {"code": "ResourceNotFound", "message": "cache-b was not found"}
+    # each cache's event as soon as it ended: b and c in the request's own step, a two
+    # status reads later, the request's event with the last one
+    order = [(e.message_id, seconds(e.sent_at)) for e in h.events()]
+    assert order == [(f"{rid}:1:completed", 0.0), (f"{rid}:2:completed", 0.0),
+                     (f"{rid}:0:completed", 3.0), (f"{rid}:completed", 3.0)]
+    assert request["armRequests"] == 3 + 3
+    # the waiting pipeline gets notes, then the request's event only (not each cache's)
+    replies = h.bus.messages("redis-flush-replies")
+    assert [r.message_id for r in replies][-1] == f"{rid}:completed"
+    assert all(r.message.subject == "RedisFlush.FlushProgress" for r in replies[:-1])
+    assert {r.message.session_id for r in replies} == {"w-1"}
+    finished = [f["name"] for r in replies[:-1] for f in r.body_json["data"]["finished"]]
+    assert sorted(finished) == ["cache-b", "cache-c"]
+
+
+def test_one_chain_follows_every_target(h: Harness) -> None:
+    """One poll message per step for the whole request, never one per target."""
+    for cache, running in (("cache-a", 1), ("cache-b", 3), ("cache-c", 0)):
+        accept(h, cache, running)
+    rid = h.send_request({"resourceIds": [resource_id(cache=c)
+                                          for c in ("cache-a", "cache-b", "cache-c")]})
+
+    h.run()
+
+    polls = h.polls(rid)
+    assert [p.message_id for p in polls] == [f"{rid}:poll:{n}" for n in (1, 2, 3, 4)]
+    assert [p.delay for p in polls] == [1.0] * 4
+    assert [[target_of(p, i)["phase"] for i in range(3)] for p in polls] == [
+        ["poll", "poll", "poll"], ["poll", "poll", "done"], ["done", "poll", "done"],
+        ["done", "poll", "done"]]
+    # each read in its step, with the target's index and the step in its client id
+    gets = sorted((r.client_request_id, seconds(r.when)) for r in h.arm.requests
+                  if r.method == "GET")
+    assert gets == [(f"{rid}:0.1", 1.0), (f"{rid}:0.2", 2.0), (f"{rid}:1.1", 1.0),
+                    (f"{rid}:1.2", 2.0), (f"{rid}:1.3", 3.0), (f"{rid}:1.4", 4.0),
+                    (f"{rid}:2.1", 1.0)]
+    statuses = {resource_id(cache=c): "Succeeded" for c in ("cache-a", "cache-b", "cache-c")}
+    h.batch(rid, statuses, "Succeeded")
+
+
+def test_both_kinds_in_one_request(make_harness: Any) -> None:
+    h = make_harness(allowed_scopes=(f"/subscriptions/{SUB}",))
+    partner = database_id("amr-us", rg="rg-us")
+    status, _ = h.arm.new_enterprise_operation(SUB, RG, "amr-eu", "default")
+    h.arm.on_database(SUB, RG, "amr-eu", "default",
+                      Answer(200, {}, database_body(SUB, RG, "amr-eu", linked=[partner])))
+    h.arm.on_enterprise_flush(SUB, RG, "amr-eu", "default",
+                              Answer(202, {"Azure-AsyncOperation": status.url}, b""))
+    h.arm.on_operation(status, Answer(200, {}, status.status("Succeeded")))
+    accept(h, "cache-01", running=0)
+    db = database_id("amr-eu")
+    rid = h.send_request({"resourceIds": [db, resource_id()]})
+
+    h.run()
+
+    caches, request = h.batch(rid, {db: "Succeeded", resource_id(): "Succeeded"},
+                              "Succeeded", scope=SCOPE)
+    assert caches[db]["kind"] == "redisEnterprise" and caches[db]["linkedDatabaseIds"] == \
+        [partner]
+    assert caches[resource_id()]["kind"] == "redis"
+    post = [r for r in h.arm.requests if r.method == "POST" and "amr-eu" in r.raw_path]
+    assert [json.loads(r.body) for r in post] == [{"ids": [partner]}]
+    assert request["armRequests"] == 5
+
+
+def test_status_reads_spread_when_the_read_budget_runs_low(h: Harness) -> None:
+    """Three operations in one subscription whose read bucket ARM reports nearly empty:
+    3 pollers over 10% of 80% of 25 reads/s gives 1.5 s between reads instead of 1 s."""
+    low = {"x-ms-ratelimit-remaining-subscription-reads": "5"}
+    for cache in ("cache-a", "cache-b", "cache-c"):
+        accept(h, cache, running=2, **low)
+    rid = h.send_request({"resourceIds": [resource_id(cache=c)
+                                          for c in ("cache-a", "cache-b", "cache-c")]})
+
+    h.run()
+
+    assert [p.delay for p in h.polls(rid)] == [1.0, 1.5, 1.5]
+    reads = sorted({seconds(r.when) for r in h.arm.requests if r.method == "GET"})
+    assert reads == [1.0, 2.5, 4.0]
+    statuses = {resource_id(cache=c): "Succeeded" for c in ("cache-a", "cache-b", "cache-c")}
+    h.batch(rid, statuses, "Succeeded")
