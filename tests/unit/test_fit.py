@@ -104,7 +104,7 @@ def test_fit_drops_nan_infinity_and_huge_integers_even_when_small():
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() |
     st.integers(min_value=10 ** 290, max_value=10 ** 400) | st.text(max_size=300),
-    lambda children: st.lists(children, max_size=20)
+    lambda children: st.lists(children, max_size=100)
     | st.dictionaries(st.text(max_size=30), children, max_size=10),
     max_leaves=60)
 
@@ -122,16 +122,8 @@ def test_any_value_fits_any_budget(value, max_bytes):
 @given(JSON_VALUES)
 def test_what_fits_is_only_cleaned(value):
     cleaned = clean(value)
-    if wire(cleaned) <= 200_000 and _within_list_cap(cleaned):
+    if wire(cleaned) <= 200_000:
         assert fit(value, 200_000) == cleaned
-
-
-def _within_list_cap(value: object) -> bool:
-    if isinstance(value, list):
-        return len(value) <= 64 and all(_within_list_cap(v) for v in value)
-    if isinstance(value, dict):
-        return len(value) <= 64 and all(_within_list_cap(v) for v in value.values())
-    return True
 
 
 @FAST

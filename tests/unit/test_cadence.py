@@ -1,0 +1,138 @@
+"""core/cadence.py: when to call ARM next (poll gap from the read budget, retry backoff with a
+deterministic spread, every wait capped at MAX_WAIT and never past the deadline)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from redisflush.core.cadence import (LOW_WATER, MAX_RETRY_DELAY, MAX_WAIT, MIN_POLL_GAP,
+                                     READ_REFILL_PER_SECOND, READ_SHARE, ReadBudget, capped,
+                                     next_time, poll_gap, retry_delay)
+
+from .helpers import T0, at
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PLANNED = READ_REFILL_PER_SECOND * READ_SHARE  # 20 reads a second for this process
+
+
+# --- poll gap ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("budget, gap", [
+    (None, 1.0),  # nothing known: one read a second per operation
+    (ReadBudget(), 1.0),
+    (ReadBudget(remaining=None, pollers=1), 1.0),
+    (ReadBudget(remaining=250, pollers=20), 1.0),  # 20 operations share 20 reads/s
+    (ReadBudget(remaining=250, pollers=40), 2.0),
+    (ReadBudget(remaining=240, pollers=100), 5.0),
+    (ReadBudget(remaining=None, pollers=100), 5.0),
+    (ReadBudget(remaining=LOW_WATER, pollers=100), 5.0),  # at the low-water mark: unchanged
+    (ReadBudget(remaining=25, pollers=100), 10.0),  # half the low water: half the rate
+    (ReadBudget(remaining=5, pollers=10), 5.0),
+    (ReadBudget(remaining=0, pollers=10), 5.0),  # never below a tenth of the rate
+    (ReadBudget(remaining=-3, pollers=10), 5.0),
+    (ReadBudget(remaining=5, pollers=1), 1.0),  # one operation: still 1 s at most often
+    (ReadBudget(remaining=250, pollers=0), 1.0),  # 0 pollers counts as one
+])
+def test_poll_gap(budget, gap):
+    assert poll_gap(budget) == pytest.approx(gap)
+
+
+@FAST
+@given(st.none() | st.floats(min_value=-100, max_value=1e6), st.integers(0, 10_000),
+       st.integers(0, 10_000))
+def test_poll_gap_never_below_one_second_and_slower_when_busier(remaining, pollers, more):
+    budget = ReadBudget(remaining, pollers)
+    gap = poll_gap(budget)
+    assert gap >= MIN_POLL_GAP
+    assert poll_gap(ReadBudget(remaining, pollers + more)) >= gap
+    if remaining is not None and remaining > 1:
+        assert poll_gap(ReadBudget(remaining - 1, pollers)) >= gap  # fewer reads left
+    assert gap <= max(MIN_POLL_GAP, max(1, pollers) / (PLANNED * 0.1)) + 1e-9
+
+
+# --- retry delay ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("failures, base", [
+    (0, 2.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (5, 32.0), (6, 60.0), (7, 60.0),
+    (16, 60.0), (5000, 60.0), (10 ** 9, 60.0),
+])
+def test_retry_delay_doubles_to_the_cap_with_a_spread(failures, base):
+    for seed in ("a", "req-1:0", "x" * 100, ""):
+        delay = retry_delay(failures, seed)
+        assert 0.75 * base <= delay <= 1.25 * base
+
+
+def test_retry_delay_is_deterministic_per_seed_and_spread_across_seeds():
+    assert retry_delay(3, "req-1:0") == retry_delay(3, "req-1:0")
+    delays = {retry_delay(3, f"req-{i}") for i in range(200)}
+    assert len(delays) > 150  # a fleet does not move in lockstep
+    assert min(delays) < 7.0 and max(delays) > 9.0  # the spread covers the +-25% band
+
+
+def test_retry_delay_cap():
+    assert MAX_RETRY_DELAY == 60.0
+    assert max(retry_delay(50, f"s{i}") for i in range(500)) <= 1.25 * MAX_RETRY_DELAY
+
+
+@FAST
+@given(st.integers(-5, 10 ** 6), st.text(max_size=50))
+def test_any_retry_delay_is_finite_and_bounded(failures, seed):
+    delay = retry_delay(failures, seed)
+    assert 1.5 <= delay <= 75.0
+
+
+# --- caps ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seconds, expected", [
+    (None, 0.0), (-5.0, 0.0), (0.0, 0.0), (3.5, 3.5), (300.0, 300.0), (301.0, MAX_WAIT),
+    (30 * 365 * 86400.0, MAX_WAIT), (float("inf"), MAX_WAIT), (float("-inf"), 0.0),
+    (1e308, MAX_WAIT),
+])
+def test_capped(seconds, expected):
+    assert capped(seconds) == expected
+
+
+def test_capped_nan_is_no_wait():
+    assert capped(float("nan")) == 0.0
+
+
+# --- next time -----------------------------------------------------------------------------------
+
+DEADLINE = at(1800)
+
+
+@pytest.mark.parametrize("now, delay, retry_after, expected", [
+    (T0, 1.0, None, at(1)),
+    (T0, 2.0, 5.0, at(5)),  # never sooner than Retry-After
+    (T0, 10.0, 5.0, at(10)),  # nor sooner than our own delay
+    (T0, 0.0, 0.0, T0),
+    (T0, -4.0, None, T0),
+    (T0, 1.0, 30 * 365 * 86400.0, at(MAX_WAIT)),  # thirty years parks for minutes
+    (T0, 1e9, None, at(MAX_WAIT)),
+    (T0, float("inf"), None, at(MAX_WAIT)),
+    (T0, 1.0, float("inf"), at(MAX_WAIT)),
+    (at(1700), 1.0, 200.0, DEADLINE),  # never past the deadline
+    (at(1799), 2.0, None, DEADLINE),
+    (at(1798), 2.0, None, DEADLINE),  # exactly at it
+    (at(1797), 2.0, None, at(1799)),
+    (DEADLINE, 1.0, None, DEADLINE),
+    (at(5000), 1.0, None, DEADLINE),  # already past: the deadline (the caller times out)
+])
+def test_next_time(now, delay, retry_after, expected):
+    assert next_time(now, delay, retry_after, DEADLINE) == expected
+
+
+@FAST
+@given(st.floats(min_value=0, max_value=4000), st.floats(allow_nan=False),
+       st.none() | st.floats(allow_nan=False), st.integers(0, 86400))
+def test_next_time_is_capped_and_inside_the_deadline(start, delay, retry_after, left):
+    now = at(start)
+    deadline = now + dt.timedelta(seconds=left)
+    moment = next_time(now, delay, retry_after, deadline)
+    assert now <= moment <= deadline
+    assert (moment - now).total_seconds() <= MAX_WAIT
+    wanted = max(capped(delay), capped(retry_after))
+    assert moment == deadline or (moment - now).total_seconds() == pytest.approx(wanted,
+                                                                                 abs=1e-5)
