@@ -134,7 +134,8 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
         return replace(ts, phase="poll", due=cx.now, poll_url=str(d.get("pollUrl")),
                        poll_kind=str(d.get("pollKind")),
                        accepted_at=parse_iso_or_none(d.get("acceptedAt")),
-                       linked=tuple(d.get("linked") or ts.linked or ()), last_status="Accepted")
+                       linked=tuple(d.get("linked") or ts.linked or ()), last_status="Accepted",
+                       arm_requests=max(ts.arm_requests, int(d.get("armRequests") or 0)))
     if c.decision == "adopt-done" and isinstance(c.data.get("outcome"), Mapping):
         return replace(ts, phase="done", outcome=Outcome.from_json(c.data["outcome"]))
     if c.decision == "busy" and c.until is not None:
@@ -149,7 +150,10 @@ def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
     if isinstance(r, ArmFailure) or lro.is_transient(r.status):
         ts = _transient(ts, r, cx)
         if ts.phase != "done":
+            # The retry claims the row again: a redelivery of this request may have POSTed
+            # in between (docs/design.md, "Request ledger").
             cx.records.append(RecordTarget(ts.target.key, "retry", {}, expiry(cx.deadline)))
+            ts = replace(ts, phase="claim")
         return ts
     if r.status == 202 or (200 <= r.status < 300 and _keeps_running(r)):
         return _accept(ts, r, cx)
@@ -178,7 +182,7 @@ def _accept(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
                  due=cx.at(cadence.poll_gap(cx.budget), lro.retry_after(r.headers, cx.now)))
     cx.records.append(RecordTarget(ts.target.key, "accepted", {
         "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": iso(cx.now),
-        "linked": list(ts.linked or ())}, expiry(cx.deadline)))
+        "linked": list(ts.linked or ()), "armRequests": ts.arm_requests}, expiry(cx.deadline)))
     return ts
 
 

@@ -17,8 +17,9 @@ from . import flush_steps, resolve
 from .cadence import ReadBudget
 from .commands import (CallArm, Command, Note, OpenRequest, Opened, Publish, RecordRequest,
                        RecordTarget, Reply, Result, Schedule)
-from .events import (Outcome, event_message, flush_completed, progress_note,
-                     request_completed)
+from .answers import ArmFailure
+from .events import (Outcome, event_message, flush_completed, iso, parse_iso_or_none,
+                     progress_note, request_completed)
 from .fit import MAX_MESSAGE_BYTES
 from .ledger_rules import expiry
 from .outbound import OutboundMessage
@@ -70,6 +71,9 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
                                            now, config.arm_endpoint,
                                            config.enterprise_api_version)
         except resolve.ResolveFailed as exc:
+            page = answers["list"]
+            sent = not isinstance(page, ArmFailure) or page.sent
+            state = replace(state, arm_requests=state.arm_requests + int(sent))
             return _request_failed(state, now, "Failed", exc.code, exc.message)
     for ref, result in answers.items():
         if ref.startswith("t"):
@@ -82,11 +86,13 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
         if rejected is not None:
             return rejected
         effects.append(RecordRequest("open", {"fingerprint": state.fingerprint,
-                                              "targets": list(state.found)},
+                                              "targets": list(state.found),
+                                              "armRequests": state.arm_requests},
                                      expiry(state.deadline)))
     calls: list[Command] = []
     if state.phase == "open":
-        calls.append(OpenRequest("open", state.fingerprint, expiry(state.deadline)))
+        calls.append(OpenRequest("open", state.fingerprint, expiry(state.deadline),
+                                 {"requestedAt": iso(state.origin.requested_at)}))
     elif state.phase == "resolve":
         if now >= state.deadline:
             return _request_failed(state, now, "TimedOut", "TimedOut",
@@ -145,7 +151,8 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
         if isinstance(stored, list):
             ids = tuple(str(i) for i in stored)
             targets = tuple(parse_resource_id(i) for i in ids)
-            state = replace(with_targets(state, targets, now), found=ids, phase="run")
+            state = replace(with_targets(state, targets, now), found=ids, phase="run",
+                            arm_requests=int(opened.data.get("armRequests") or 0))
         else:
             calls = resolve.first_calls(state.selector, config.arm_endpoint,
                                         config.api_version, config.enterprise_api_version)
@@ -153,6 +160,12 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
     else:
         state = replace(state, phase="run")
     if opened.status == "same":
+        first = parse_iso_or_none(opened.data.get("requestedAt"))
+        if first is not None and first != state.origin.requested_at:
+            # A repeat under a new MessageId: the request began when the first one was sent.
+            timeout = state.deadline - state.origin.requested_at
+            state = replace(state, origin=replace(state.origin, requested_at=first),
+                            deadline=first + timeout)
         for ts in state.targets:
             row = opened.targets.get(ts.target.key)
             if row and row[0] == "done" and isinstance(row[1].get("outcome"), Mapping):

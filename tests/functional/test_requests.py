@@ -66,9 +66,6 @@ def test_the_same_request_id_naming_another_cache_is_rejected(h: Harness) -> Non
     assert reused["armRequests"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="lead: a repeat re-publishes the stored outcome with "
-                   "the repeat's own requestedAt (after completedAt, durationSeconds 0): the "
-                   "request row does not keep the first requestedAt")
 def test_a_repeat_after_the_duplicate_window_republishes_the_same_event(h: Harness) -> None:
     """Same id, same event: a subscriber deduplicating by id must not see two stories."""
     script(h, running=0)
