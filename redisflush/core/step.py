@@ -125,6 +125,9 @@ def _target_calls(state: RunState, view: View, config: Config
             state = state.with_target(flush_steps.timed_out(ts, cx))
             continue
         if ts.due <= view.now and view.can_call:
+            if ts.phase == "post" and len(state.targets) > 1 and ts.linked:
+                ts = replace(ts, linked=_own_share(state, ts))
+                state = state.with_target(ts)
             call = flush_steps.call_for(
                 ts, request_id=state.origin.request_id, step=state.step,
                 endpoint=config.arm_endpoint, api_version=config.api_version,
@@ -132,6 +135,15 @@ def _target_calls(state: RunState, view: View, config: Config
             if call is not None:
                 calls.append(call)
     return state, calls
+
+
+def _own_share(state: RunState, ts: TargetState) -> tuple[str, ...]:
+    """The linked databases this target flushes when one request names several members of a
+    geo-replication group: none that is a target itself, none an earlier target flushes
+    already, so each database is flushed once."""
+    targets = {t.target.key for t in state.targets}
+    earlier = {i.lower() for t in state.targets[:ts.index] for i in (t.linked or ())}
+    return tuple(i for i in ts.linked or () if i.lower() not in targets | earlier)
 
 
 # -- the ledger's answer to the request ---------------------------------------------------

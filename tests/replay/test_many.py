@@ -255,3 +255,17 @@ def test_a_selector_matching_one_cache_keeps_the_per_cache_and_request_ids_apart
     ids = [e["id"] for e in world.published()]
     assert ids == ["req-1:0:completed", "req-1:completed"]
     assert world.published()[0]["data"]["batch"] == {"index": 0, "count": 1}
+
+
+def test_two_members_of_one_geo_group_in_one_request_flush_each_database_once():
+    world = World(by_path({"/flush": enterprise_post,
+                           "operationsStatus": lambda c, w: answer(200, {"status": "Succeeded"}),
+                           "/databases/default?": geo_database(("eu", "us", "asia"))}))
+    world.run(world.request({"resourceIds": [db_id("eu"), db_id("us")]}))
+    bodies = {c.url.split("/redisEnterprise/")[1].split("/")[0]: json.loads(c.body)
+              for c in world.arm_calls("POST")}
+    assert bodies == {"eu": {"ids": [db_id("asia")]}, "us": {"ids": []}}
+    flushed = [db for b in bodies.values() for db in b["ids"]] + list(bodies)
+    assert len(flushed) == len(set(flushed)) == 3
+    events = {e["subject"]: e["data"]["linkedDatabaseIds"] for e in world.published()[:2]}
+    assert events == {"eu/default": [db_id("asia")], "us/default": []}
