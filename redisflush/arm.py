@@ -1,24 +1,42 @@
-"""The HTTP side of ARM: one requests.Session, bearer tokens, timeouts, error bodies.
+"""The HTTP side of ARM: one requests.Session, bearer tokens, a time limit per call, error bodies.
 
-Everything here is IO; what an answer *means* is decided in `lro` and `orchestrator`.
+Everything here is IO; what an answer *means* is decided in the core (`core/lro.py`) and the
+orchestrator. Three rules shape this module (docs/design.md, "Reliability rules"):
+- every call has a limit on its *whole* duration (connect + all reads), so an answer that
+  trickles one byte at a time cannot outlive the Service Bus lock (each socket read waits at
+  most the time left, see `DeadlineAdapter`);
+- only network and HTTP errors become an `ArmFailure` (transient); a programming error
+  propagates, so it is seen rather than retried as a "connection error";
+- proxy settings are resolved once per client: requests re-reads the environment and
+  ~/.netrc on every call when `trust_env` is on, which cost more CPU than the call itself.
 """
 from __future__ import annotations
 
 import datetime as dt
-import json
+import http.client
+import io
 import logging
+import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 from . import __version__
-from .core.lro import is_trusted, redact_url, retry_after
-from .pacing import Pacer
+from .core.answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
+from .core.lro import retry_after
+from .core.trust import is_trusted, redact_url
+from .logtext import printable
+from .pacing import Pacer, bucket_kind
+
+__all__ = ["ArmAnswer", "ArmClient", "ArmFailure", "IdentityToken", "StaticToken",
+           "TokenSource", "UNTRUSTED_URL", "error_detail"]
 
 log = logging.getLogger("redisflush.arm")
 # urllib3 logs each request's full path (signed query parameters included) at DEBUG: keep it
@@ -26,34 +44,16 @@ log = logging.getLogger("redisflush.arm")
 logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 USER_AGENT = f"redisflush/{__version__} python-requests/{requests.__version__}"
 CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 20.0
+# Whole-call limit: well below the Service Bus lock (60 s), so no invocation outlives it.
+TOTAL_TIMEOUT = 25.0
 MAX_BODY = 1024 * 1024  # an operation status or error body is small; refuse to buffer more
 
-
-@dataclass(frozen=True)
-class ArmAnswer:
-    """One HTTP answer from ARM (sans-IO view): status, headers (lower-cased), body, URL."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    url: str
-    elapsed: float = 0.0
-
-
-UNTRUSTED_URL = "UntrustedUrl"
-
-
-@dataclass(frozen=True)
-class ArmFailure:
-    """No HTTP answer: connection error, timeout, token error (transient), or a URL that
-    must not get a token (`UNTRUSTED_URL`, permanent). `sent` is False when no request
-    left this process (no token, refused connection), so it is not counted as an ARM request.
-    """
-
-    code: str
-    message: str
-    retry_after: float | None = None
-    sent: bool = True
+# What a network or HTTP problem looks like; anything else is a bug and propagates.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+    OSError)
+_TIMEOUTS: tuple[type[BaseException], ...] = (
+    requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 
 
 class TokenSource(Protocol):
@@ -109,109 +109,262 @@ class IdentityToken:
             if cached and cached[1] - 300 > time.time():
                 return cached[0]
         access = self.credential.get_token(scope)
+        token = str(access.token)
         with self._lock:
-            self._cache[scope] = (access.token, float(access.expires_on))
-        return access.token
+            self._cache[scope] = (token, float(access.expires_on))
+        return token
 
 
 class ArmClient:
-    """Sends the flush POST and status GETs; one Session per process, thread-safe use.
+    """Sends ARM requests (flush POSTs, status and list GETs); one Session per process.
 
     requests.Session is safe for concurrent requests from threads when, as here, nothing
     mutates the session after creation (the pool is sized for the worker's threads).
+    `timeouts` is (connect, per socket read); `total_timeout` bounds the whole call (with
+    the default session; a session of your own keeps its adapters and their limits).
     """
 
     def __init__(self, endpoint: str, api_version: str, tokens: TokenSource,
                  *, pacer: Pacer | None = None, session: requests.Session | None = None,
-                 timeouts: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)) -> None:
+                 timeouts: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+                 total_timeout: float = TOTAL_TIMEOUT) -> None:
         self.endpoint = endpoint
         self.api_version = api_version
         self.pacer = pacer or Pacer()
+        self.total_timeout = total_timeout
         self._tokens = tokens
         self._timeouts = timeouts
+        # Every URL that gets a token has the endpoint's scheme, host and port (is_trusted),
+        # so the proxy decision for the endpoint (NO_PROXY included) holds for every call.
+        self.proxies: dict[str, str] = dict(get_environ_proxies(endpoint, no_proxy=None))
         self._session = session or _new_session()
+        self._adapter = self._session.get_adapter(endpoint)  # every trusted URL's scheme
+        verify = self._session.verify
+        self._verify: bool | str = True if verify is None else verify
+        self._cert = self._session.cert
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._in_flight_lock = threading.Lock()
+
+    def in_flight(self, subscription: str, kind: str) -> int:
+        """Requests of this client now on the wire for (subscription, "reads"|"writes")."""
+        with self._in_flight_lock:
+            return self._in_flight.get((subscription.lower(), kind), 0)
 
     def post(self, url: str, subscription_id: str, client_request_id: str
              ) -> ArmAnswer | ArmFailure:
-        return self._send("POST", url, subscription_id, client_request_id)
+        return self.call("POST", url, subscription_id, client_request_id)
 
     def get(self, url: str, subscription_id: str, client_request_id: str
             ) -> ArmAnswer | ArmFailure:
-        return self._send("GET", url, subscription_id, client_request_id)
+        return self.call("GET", url, subscription_id, client_request_id)
 
-    def _send(self, method: str, url: str, subscription_id: str,
-              client_request_id: str) -> ArmAnswer | ArmFailure:
+    def call(self, method: str, url: str, subscription_id: str, client_request_id: str,
+             body: bytes | None = None, *, content_type: str = "application/json"
+             ) -> ArmAnswer | ArmFailure:
+        """One ARM request with a bearer token, within `total_timeout`: the answer, or an
+        ArmFailure for a refused URL, a token error or a network/HTTP failure."""
         if not is_trusted(url, self.endpoint):
             # Defence in depth: the orchestrator already refuses such URLs.
-            return ArmFailure(UNTRUSTED_URL, f"refusing to send a token to {redact_url(url)}",
-                              sent=False)
+            return ArmFailure(UNTRUSTED_URL, "refusing to send a token to "
+                              + printable(redact_url(url)), sent=False)
         try:
             token = self._tokens.token(self.endpoint + "/.default")
         except Exception as exc:  # azure-identity raises ClientAuthenticationError and kin
             return ArmFailure("TokenUnavailable",
                               f"could not get an ARM token: {type(exc).__name__}: "
-                              f"{_first_line(exc)}", sent=False)
+                              f"{printable(_first_line(exc), 300)}", sent=False)
         headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT,
                    "x-ms-client-request-id": client_request_id, "Accept": "application/json"}
-        if method == "POST":
+        if body is not None:
+            headers["Content-Type"] = content_type
+        elif method.upper() in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = "0"
-        started = time.monotonic()
+        key = (subscription_id.lower(), bucket_kind(method))
+        with self._in_flight_lock:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
-            with self._session.request(method, url, headers=headers, timeout=self._timeouts,
-                                       allow_redirects=False, stream=True) as response:
-                body = response.raw.read(MAX_BODY + 1, decode_content=True) or b""
-                answer = ArmAnswer(response.status_code,
-                                   {k.lower(): v for k, v in response.headers.items()},
-                                   body[:MAX_BODY], url, time.monotonic() - started)
-        except requests.Timeout as exc:
-            return ArmFailure("Timeout", f"{method} {redact_url(url)} timed out: "
-                                         f"{type(exc).__name__}", sent=not _never_connected(exc))
-        except requests.RequestException as exc:
-            return ArmFailure("ConnectionError", f"{method} {redact_url(url)} failed: "
-                                                 f"{type(exc).__name__}",
-                              sent=not _never_connected(exc))
-        except Exception as exc:  # urllib3 protocol errors surfacing from raw.read
-            return ArmFailure("ConnectionError", f"{method} {redact_url(url)} failed: "
-                                                 f"{type(exc).__name__}")
-        self.pacer.observe(subscription_id, method, answer.status, answer.headers,
-                           retry_after(answer.headers, dt.datetime.now(dt.timezone.utc)))
-        log.debug("%s %s -> %s in %.0f ms", method, redact_url(url), answer.status,
-                  answer.elapsed * 1000)
-        return answer
+            result = self._exchange(method, url, headers, body)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight[key] -= 1
+        debug = log.isEnabledFor(logging.DEBUG)
+        if isinstance(result, ArmFailure):
+            if debug:
+                log.debug("%s %s failed: %s", method, printable(redact_url(url)), result.code)
+            return result
+        self.pacer.observe(subscription_id, method, result.status, result.headers,
+                           retry_after(result.headers, dt.datetime.now(dt.UTC)))
+        if debug:
+            log.debug("%s %s -> %s in %.0f ms", method, printable(redact_url(url)),
+                      result.status, result.elapsed * 1000)
+        return result
+
+    def _exchange(self, method: str, url: str, headers: Mapping[str, str],
+                  body: bytes | None) -> ArmAnswer | ArmFailure:
+        """Send and read the answer against one monotonic deadline (see `DeadlineAdapter`).
+
+        The request goes straight to the transport adapter: Session.request would merge
+        cookies, hooks and settings into every call for nothing (no redirects, no cookies,
+        proxies and TLS settings fixed at start), half of this call's CPU.
+        """
+        started = time.monotonic()
+        deadline = started + self.total_timeout
+        connect, per_read = self._timeouts
+        try:
+            prepared = requests.PreparedRequest()
+            prepared.prepare_method(method)
+            prepared.prepare_url(url, None)
+            prepared.prepare_headers(headers)
+            prepared.prepare_body(body, None)  # Content-Length, 0 for a POST without body
+            with call_deadline(deadline, per_read):
+                response = self._adapter.send(
+                    prepared, stream=True, verify=self._verify, cert=self._cert,
+                    proxies=self.proxies,
+                    timeout=(max(0.001, min(connect, self.total_timeout)), per_read))
+                with response:
+                    data = response.raw.read(MAX_BODY + 1, decode_content=True) or b""
+                    return ArmAnswer(response.status_code,
+                                     {k.lower(): v for k, v in response.headers.items()},
+                                     data[:MAX_BODY], url, time.monotonic() - started)
+        except NETWORK_ERRORS as exc:
+            timed_out = isinstance(exc, _TIMEOUTS) or time.monotonic() >= deadline
+            what = "timed out" if timed_out else "failed"
+            return ArmFailure("Timeout" if timed_out else "ConnectionError",
+                              f"{method} {printable(redact_url(url))} {what}: "
+                              f"{type(exc).__name__}", sent=not _never_connected(exc))
 
 
-def error_detail(body: bytes) -> dict[str, Any] | None:
-    """ARM's ErrorResponse `{"error": {...}}` (or a bare ErrorDetail) as a plain dict."""
+# --- the whole-call limit -------------------------------------------------------------------
+# requests' read timeout applies to each socket read: an answer that sends a byte every few
+# seconds never trips it. Here every read of the answer (status line, headers, body, a proxy's
+# CONNECT answer) first sets the socket's timeout to the time left before the call's deadline,
+# so the call ends by then whatever the server does. Connecting is bounded by the connect
+# timeout (CPython bounds a TLS handshake as a whole by the socket timeout too).
+
+_limits = threading.local()  # (deadline, per-read timeout) of the call on this thread
+
+
+@contextmanager
+def call_deadline(deadline: float, per_read: float) -> Iterator[None]:
+    """Reads made by this thread inside the block end by `deadline` (time.monotonic)."""
+    previous = getattr(_limits, "value", None)
+    _limits.value = (deadline, per_read)
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-        doc = doc["error"]
-    if not isinstance(doc, dict) or not ({"code", "message"} & doc.keys()):
-        return None
-    detail: dict[str, Any] = {k: doc[k] for k in ("code", "message", "target", "details",
-                                                  "additionalInfo") if k in doc}
-    return detail
+        yield
+    finally:
+        _limits.value = previous
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads, each waiting at most min(per-read timeout, time left)."""
+
+    def __init__(self, sock: Any, deadline: float, per_read: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)  # keeps the socket open while we read
+        self._deadline = deadline
+        self._per_read = per_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the ARM call's total time limit passed")
+        self._sock.settimeout(min(left, self._per_read))
+        read: int | None = self._raw.readinto(buffer)
+        return read
+
+    def fileno(self) -> int:
+        return int(self._raw.fileno())
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _SocketView:
+    """What http.client.HTTPResponse needs of a socket (makefile), with the deadline."""
+
+    def __init__(self, sock: Any, deadline: float, per_read: float) -> None:
+        self._args = (sock, deadline, per_read)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(*self._args))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """http.client's response, reading through `_DeadlineReader` inside `call_deadline`."""
+
+    def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None) -> None:
+        limit = getattr(_limits, "value", None)
+        view: Any = _SocketView(sock, *limit) if limit else sock  # only makefile() is used
+        super().__init__(view, debuglevel, method, url)
+
+
+class _Connection(urllib3.connection.HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _TlsConnection(urllib3.connection.HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TlsPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TlsConnection
+
+
+_POOLS = {"http": _Pool, "https": _TlsPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """requests' adapter whose connections read through `_DeadlineResponse` (direct or via
+    an HTTP(S) proxy; a SOCKS proxy keeps its own connections and per-read timeouts)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if manager.pool_classes_by_scheme is urllib3.poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 def _new_session() -> requests.Session:
+    """A Session that never reads the environment per call (proxies come from the client).
+
+    It only holds the adapters and TLS settings: calls go to the adapter directly."""
     session = requests.Session()
+    session.trust_env = False
+    # What trust_env would have found for TLS, resolved once: a corporate CA bundle.
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or \
+        os.environ.get("CURL_CA_BUNDLE") or True
     # No retries here: a failed request becomes a scheduled retry message, never a sleep.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+    adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
 
 
-def _never_connected(exc: requests.RequestException) -> bool:
+def _never_connected(exc: BaseException) -> bool:
     """True when the connection was never made (refused, unresolvable, connect timeout)."""
-    if isinstance(exc, requests.ConnectTimeout):
+    if isinstance(exc, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError,
+                        urllib3.exceptions.NewConnectionError)):
         return True
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError,
+                               urllib3.exceptions.ConnectTimeoutError))
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
+    return text[0] if text else ""

@@ -8,27 +8,19 @@ them apart.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol, cast
 
-PropertyValue = str | int | float | bool
+# Defined in the pure core (the step function builds them); re-exported for the adapters.
+from .core.outbound import OutboundMessage, PropertyValue
 
+__all__ = ["AzureServiceBus", "Bus", "BusError", "OutboundMessage", "PropertyValue",
+           "ReceivedMessage", "to_azure_message"]
 
-@dataclass(frozen=True)
-class OutboundMessage:
-    """One message to send; `scheduled_at` (UTC) makes it invisible until then."""
-
-    body: bytes
-    message_id: str
-    content_type: str = "application/json"
-    correlation_id: str | None = None
-    subject: str | None = None
-    session_id: str | None = None
-    reply_to: str | None = None
-    reply_to_session_id: str | None = None
-    application_properties: Mapping[str, PropertyValue] = field(default_factory=dict)
-    scheduled_at: dt.datetime | None = None
+log = logging.getLogger("redisflush.bus")
 
 
 @dataclass(frozen=True)
@@ -69,6 +61,8 @@ def to_azure_message(message: OutboundMessage) -> Any:
     """Build the azure-servicebus message for one OutboundMessage (ids, session, schedule)."""
     from azure.servicebus import ServiceBusMessage
 
+    # the SDK's annotation wants str | bytes keys (dict is invariant): ours are str
+    properties = cast(dict[str | bytes, Any], dict(message.application_properties))
     return ServiceBusMessage(
         message.body,
         message_id=message.message_id,
@@ -78,9 +72,18 @@ def to_azure_message(message: OutboundMessage) -> Any:
         session_id=message.session_id,
         reply_to=message.reply_to,
         reply_to_session_id=message.reply_to_session_id,
-        application_properties=dict(message.application_properties) or None,
+        application_properties=properties or None,
         scheduled_enqueue_time_utc=message.scheduled_at,
     )
+
+
+class _Slot:
+    """One entity's sender and the lock that keeps two threads off it mid-send."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sender: Any = None
+        self.retired = False  # set by close(): a send that waited on the lock starts over
 
 
 class AzureServiceBus:
@@ -88,19 +91,20 @@ class AzureServiceBus:
 
     `client_factory` returns a `ServiceBusClient`; `from_settings` builds the identity-based
     or connection-string one. A sender per entity is kept and reused (an AMQP link per send
-    would cost a round trip each time); a lock keeps the worker's threads from sharing one
-    sender mid-send.
+    would cost a round trip each time). Each entity has its own lock, so a slow send to one
+    queue never holds up sends to another; a sender whose send failed is closed (its link
+    released) before a fresh one replaces it.
     """
 
     def __init__(self, client_factory: Callable[[], Any]) -> None:
         self._client_factory = client_factory
         self._client: Any = None
-        self._senders: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._lock = threading.Lock()  # guards _client and _slots, never held over the network
 
     @classmethod
     def from_settings(cls, connection: str | None, namespace: str | None,
-                      credential_factory: Callable[[], Any]) -> "AzureServiceBus":
+                      credential_factory: Callable[[], Any]) -> AzureServiceBus:
         # Refuse at start-up, not after the first ARM POST: a flush whose result cannot be
         # recorded would be redelivered and repeated.
         if not connection and not namespace:
@@ -112,18 +116,21 @@ class AzureServiceBus:
 
             if connection:
                 return ServiceBusClient.from_connection_string(connection)
-            return ServiceBusClient(namespace, credential_factory())
+            return ServiceBusClient(str(namespace), credential_factory())
         return cls(factory)
 
-    def _sender(self, kind: str, entity: str) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        sender = self._senders.get(kind + entity)
-        if sender is None:
-            sender = self._client.get_queue_sender(entity) if kind == "queue" \
-                else self._client.get_topic_sender(entity)
-            self._senders[kind + entity] = sender
-        return sender
+    def _slot(self, kind: str, entity: str) -> _Slot:
+        with self._lock:
+            return self._slots.setdefault((kind, entity), _Slot())
+
+    def _new_sender(self, kind: str, entity: str) -> Any:
+        # Building the client and a sender does not connect: the link opens on first send.
+        with self._lock:
+            if self._client is None:
+                self._client = self._client_factory()
+            client = self._client
+        return client.get_queue_sender(entity) if kind == "queue" \
+            else client.get_topic_sender(entity)
 
     def send(self, queue: str, messages: Sequence[OutboundMessage]) -> None:
         self._send("queue", queue, messages)
@@ -136,27 +143,47 @@ class AzureServiceBus:
             return
         now_or_past = [m for m in messages if m.scheduled_at is None]
         scheduled = [m for m in messages if m.scheduled_at is not None]
-        try:
-            with self._lock:
-                sender = self._sender(kind, entity)
-                if now_or_past:
-                    sender.send_messages([to_azure_message(m) for m in now_or_past])
-                for m in scheduled:
-                    # schedule_messages returns sequence numbers we do not need: a duplicate
-                    # MessageId is dropped by the broker's duplicate detection, not by us.
-                    sender.schedule_messages(to_azure_message(m), m.scheduled_at)
-        except BusError:
-            raise
-        except Exception as exc:  # azure.servicebus.exceptions.*, AMQP errors, auth errors
-            with self._lock:
-                self._senders.pop(kind + entity, None)
-            raise BusError(f"sending to {entity!r} failed: {type(exc).__name__}: {exc}") from exc
+        while True:
+            slot = self._slot(kind, entity)
+            with slot.lock:
+                if slot.retired:
+                    continue  # close() ran while we waited: take the new slot
+                try:
+                    if slot.sender is None:
+                        slot.sender = self._new_sender(kind, entity)
+                    if now_or_past:
+                        slot.sender.send_messages([to_azure_message(m) for m in now_or_past])
+                    for m in scheduled:
+                        # schedule_messages returns sequence numbers we do not need: a
+                        # duplicate MessageId is dropped by the broker, not by us.
+                        slot.sender.schedule_messages(to_azure_message(m), m.scheduled_at)
+                except Exception as exc:  # azure.servicebus.exceptions.*, AMQP, auth errors
+                    failed, slot.sender = slot.sender, None
+                    _close_quietly(failed, entity)
+                    raise BusError(f"sending to {entity!r} failed: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+                return
 
     def close(self) -> None:
+        """Close every sender (each once its in-flight send is over), then the client."""
         with self._lock:
-            for sender in self._senders.values():
-                sender.close()
-            self._senders.clear()
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            slots, self._slots = list(self._slots.values()), {}
+            client, self._client = self._client, None
+        for slot in slots:
+            with slot.lock:
+                slot.retired = True
+                sender, slot.sender = slot.sender, None
+                if sender is not None:
+                    sender.close()
+        if client is not None:
+            client.close()
+
+
+def _close_quietly(sender: Any, entity: str) -> None:
+    """Release a failed sender's AMQP link; a second error here must not hide the first."""
+    if sender is None:
+        return
+    try:
+        sender.close()
+    except Exception as exc:  # the link may already be gone
+        log.debug("closing the failed sender of %r: %s", entity, type(exc).__name__)

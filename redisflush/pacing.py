@@ -8,17 +8,23 @@ buckets with GCRA (a token bucket kept as one "theoretical arrival time"), corre
 mirror from every header ARM sends back, and hands out future slots instead of letting
 requests hit an empty bucket. Several instances each keep their own mirror; the headers
 pull them all down to the server's count.
+
+Every wait it hands out is bounded: a 429 pauses its bucket for at most `MAX_PAUSE`, whatever
+Retry-After says (docs/design.md, "Reliability rules"), and a header value that is not a
+finite, non-negative number ("nan", "inf", "-1", garbage) is ignored.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from .core.lro import header
 
 LIMITS = {"writes": (200, 10.0), "reads": (250, 25.0)}  # burst, refill per second
+MAX_PAUSE = 300.0  # the longest a 429 may park one subscription's bucket, in seconds
 _HEADERS = {"writes": "x-ms-ratelimit-remaining-subscription-writes",
             "reads": "x-ms-ratelimit-remaining-subscription-reads"}
 
@@ -32,6 +38,7 @@ class _Bucket:
     interval: float  # seconds per token
     tolerance: float  # (burst - 1) * interval: how far ahead of now `tat` may run
     tat: float = 0.0  # theoretical arrival time of the next conforming request
+    seen: tuple[float, float] | None = None  # (remaining, clock) from ARM's last header
 
 
 class Pacer:
@@ -67,18 +74,35 @@ class Pacer:
                 headers: Mapping[str, str], retry_after: float | None = None) -> None:
         """Pull the mirror down to what ARM says is left (never up: others may share it)."""
         kind = bucket_kind(method)
-        remaining = header(headers, _HEADERS[kind])
+        left = remaining_count(header(headers, _HEADERS[kind]))
         with self._lock:
             now = self._clock()
             bucket = self._bucket(subscription, kind)
-            if remaining is not None:
-                try:
-                    left = max(0.0, float(remaining))
-                except ValueError:
-                    left = None
-                if left is not None:
-                    bucket.tat = max(bucket.tat,
-                                     now + bucket.tolerance - (left - 1) * bucket.interval)
+            if left is not None:
+                bucket.seen = (left, now)
+                bucket.tat = max(bucket.tat,
+                                 now + bucket.tolerance - (left - 1) * bucket.interval)
             if status == 429:
-                pause = retry_after if retry_after is not None else 1.0
-                bucket.tat = max(bucket.tat, now + bucket.tolerance + pause)
+                pause = 1.0  # ARM's 429 always says when; without a usable value, a second
+                if retry_after is not None and math.isfinite(retry_after) and retry_after >= 0:
+                    pause = retry_after
+                bucket.tat = max(bucket.tat, now + bucket.tolerance + min(pause, MAX_PAUSE))
+
+    def remaining(self, subscription: str, kind: str) -> tuple[float, float] | None:
+        """ARM's last reported remaining count for (subscription, "reads"|"writes") and the
+        clock reading when it was seen, or None before any header: budget-aware polling."""
+        with self._lock:
+            bucket = self._buckets.get((subscription.lower(), kind))
+            return bucket.seen if bucket is not None else None
+
+
+def remaining_count(value: str | None) -> float | None:
+    """A remaining-requests header as a count; "nan", "inf", negatives, garbage -> None."""
+    if value is None:
+        return None
+    try:
+        count = float(value)
+    except ValueError:
+        return None
+    return count if math.isfinite(count) and count >= 0 else None
+

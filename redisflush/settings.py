@@ -1,23 +1,35 @@
 """Every app setting, read once from the environment and validated.
 
 The same names are app settings in Azure, `Values` in local.settings.json and `%NAME%`
-placeholders in function.json, so they are spelled exactly as the README documents them.
+placeholders in function.json, so they are spelled exactly as the README documents them
+(docs/design.md, "Settings"). A setting that breaks its rule raises ConfigurationError with
+one line naming the setting and the rule, so the app stops before it takes a message.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
+# is_loopback_http lives in core/trust.py; re-exported here for its old importers.
+from .core.trust import is_loopback_http as is_loopback_http
 from .errors import ConfigurationError
+from .logtext import printable
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_API_VERSION = "2023-08-01"
+DEFAULT_ENTERPRISE_API_VERSION = "2025-07-01"
+DEFAULT_LEDGER_TABLE = "redisflushrequests"
+DEFAULT_MAX_TARGETS = 50
 MIN_TIMEOUT_SECONDS = 30
 MAX_TIMEOUT_SECONDS = 86400
+MAX_TARGETS_LIMIT = 500
+_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?")
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")  # Azure Table service naming rule
+_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")  # Azure storage account naming rule
 
 # name -> default, the README table and local.settings.sample.json list exactly these.
 DEFAULTS: dict[str, str | None] = {
@@ -27,8 +39,14 @@ DEFAULTS: dict[str, str | None] = {
     "REDISFLUSH_POLL_QUEUE": "redis-flush-polls",
     "REDISFLUSH_EVENTS_TOPIC": "redis-flush-events",
     "REDISFLUSH_REPLY_QUEUE": "redis-flush-replies",
+    "AzureWebJobsStorage": None,
+    "AzureWebJobsStorage__accountName": None,
+    "AzureWebJobsStorage__tableServiceUri": None,
+    "REDISFLUSH_LEDGER_TABLE": DEFAULT_LEDGER_TABLE,
     "REDISFLUSH_ARM_ENDPOINT": DEFAULT_ARM_ENDPOINT,
     "REDISFLUSH_API_VERSION": DEFAULT_API_VERSION,
+    "REDISFLUSH_ENTERPRISE_API_VERSION": DEFAULT_ENTERPRISE_API_VERSION,
+    "REDISFLUSH_MAX_TARGETS": str(DEFAULT_MAX_TARGETS),
     "AZURE_CLIENT_ID": None,
     "REDISFLUSH_TIMEOUT_SECONDS": "1800",
     "REDISFLUSH_ALLOWED_SCOPES": None,
@@ -46,6 +64,12 @@ class Settings:
     reply_queue: str = "redis-flush-replies"
     arm_endpoint: str = DEFAULT_ARM_ENDPOINT
     api_version: str = DEFAULT_API_VERSION
+    enterprise_api_version: str = DEFAULT_ENTERPRISE_API_VERSION
+    ledger_table: str = DEFAULT_LEDGER_TABLE
+    max_targets: int = DEFAULT_MAX_TARGETS
+    storage_connection: str | None = field(default=None, repr=False)
+    storage_account_name: str | None = None
+    storage_table_service_uri: str | None = None
     client_id: str | None = None
     timeout_seconds: int = 1800
     allowed_scopes: tuple[str, ...] = ()
@@ -64,7 +88,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
-                 app_root: Path | None = None) -> "Settings":
+                 app_root: Path | None = None) -> Settings:
         env = os.environ if env is None else env
 
         def get(name: str) -> str | None:
@@ -81,7 +105,7 @@ class Settings:
         for scope in scopes:
             if not scope.lower().startswith("/subscriptions/"):
                 raise ConfigurationError(
-                    f"REDISFLUSH_ALLOWED_SCOPES: {scope!r} must be a resource id prefix "
+                    f"REDISFLUSH_ALLOWED_SCOPES: {_shown(scope)} must be a resource id prefix "
                     "starting with /subscriptions/")
         local_dir = get("REDISFLUSH_LOCAL_DIR")
         root = app_root or Path.cwd()
@@ -94,7 +118,23 @@ class Settings:
         return cls(
             **names,
             arm_endpoint=endpoint,
-            api_version=get("REDISFLUSH_API_VERSION") or DEFAULT_API_VERSION,
+            api_version=_api_version("REDISFLUSH_API_VERSION",
+                                     get("REDISFLUSH_API_VERSION") or DEFAULT_API_VERSION),
+            enterprise_api_version=_api_version(
+                "REDISFLUSH_ENTERPRISE_API_VERSION",
+                get("REDISFLUSH_ENTERPRISE_API_VERSION") or DEFAULT_ENTERPRISE_API_VERSION),
+            ledger_table=_matching("REDISFLUSH_LEDGER_TABLE",
+                                   get("REDISFLUSH_LEDGER_TABLE") or DEFAULT_LEDGER_TABLE,
+                                   _TABLE_NAME, "must be 3-63 letters or digits, starting "
+                                                "with a letter (Azure table name)"),
+            max_targets=_int_in_range("REDISFLUSH_MAX_TARGETS",
+                                      get("REDISFLUSH_MAX_TARGETS") or "50",
+                                      1, MAX_TARGETS_LIMIT),
+            storage_connection=_storage_connection(get("AzureWebJobsStorage")),
+            storage_account_name=_optional(
+                "AzureWebJobsStorage__accountName", get("AzureWebJobsStorage__accountName"),
+                _ACCOUNT_NAME, "must be 3-24 lowercase letters or digits (storage account name)"),
+            storage_table_service_uri=_service_uri(get("AzureWebJobsStorage__tableServiceUri")),
             client_id=get("AZURE_CLIENT_ID"),
             timeout_seconds=timeout,
             allowed_scopes=scopes,
@@ -104,51 +144,92 @@ class Settings:
         )
 
 
-def is_loopback_http(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
-
-
 def _endpoint(value: str) -> str:
     try:
         parts = urlsplit(value.rstrip("/"))
         parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
     except ValueError:
         raise ConfigurationError(
-            f"REDISFLUSH_ARM_ENDPOINT: {value!r} is not a valid URL (host or port)") from None
+            f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must be a valid URL "
+            "(host, port 0-65535)") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(
-            f"REDISFLUSH_ARM_ENDPOINT: {value!r} must be an absolute https URL")
+            f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must be an absolute https URL")
     if parts.scheme == "http" and not is_loopback_http(value):
         raise ConfigurationError(
-            f"REDISFLUSH_ARM_ENDPOINT: {value!r} must use https (plain http only on loopback)")
+            f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must use https "
+            "(plain http only on loopback)")
     if parts.path or parts.query or parts.fragment or parts.username:
         raise ConfigurationError(
-            f"REDISFLUSH_ARM_ENDPOINT: {value!r} must be scheme://host[:port] with no path")
+            f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must be scheme://host[:port] with no path")
     return f"{parts.scheme}://{parts.netloc}"
 
 
 def _int_in_range(name: str, value: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigurationError(f"{name}: {value!r} must be a whole number") from None
+    text = value.strip()
+    if not text.lstrip("-").isdigit() or not text.isascii() or len(text) > 12:
+        raise ConfigurationError(f"{name}: {_shown(value)} must be a whole number "
+                                 f"between {low} and {high}")
+    number = int(text)
     if not low <= number <= high:
         raise ConfigurationError(f"{name}: {number} must be between {low} and {high}")
     return number
+
+
+def _shown(value: str) -> str:
+    """A setting's value inside the one-line error (escaped: it may hold a newline)."""
+    return f"'{printable(value, 80)}'"
+
+
+def _matching(name: str, value: str, rule: re.Pattern[str], says: str) -> str:
+    if not rule.fullmatch(value):
+        raise ConfigurationError(f"{name}: {_shown(value)} {says}")
+    return value
+
+
+def _optional(name: str, value: str | None, rule: re.Pattern[str], says: str) -> str | None:
+    return None if value is None else _matching(name, value, rule, says)
+
+
+def _api_version(name: str, value: str) -> str:
+    return _matching(name, value, _API_VERSION, "must be an api-version like 2023-08-01 "
+                                                "or 2024-01-01-preview")
+
+
+def _storage_connection(value: str | None) -> str | None:
+    """A storage connection string: `Key=Value` pairs separated by `;` (never echoed: it
+    holds the account key)."""
+    if value is None:
+        return None
+    parts = [p for p in value.split(";") if p.strip()]
+    if not parts or not all("=" in p and p.split("=", 1)[0].strip() for p in parts):
+        raise ConfigurationError(
+            "AzureWebJobsStorage: must be a storage connection string of Key=Value pairs "
+            "separated by ';' (e.g. UseDevelopmentStorage=true); value not shown")
+    return value
+
+
+def _service_uri(value: str | None) -> str | None:
+    name = "AzureWebJobsStorage__tableServiceUri"
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:
+        raise ConfigurationError(f"{name}: {_shown(value)} must be a valid URL "
+                                 "(host, port 0-65535)") from None
+    if not parts.hostname or parts.query or parts.fragment or parts.username or not (
+            parts.scheme == "https" or is_loopback_http(value)):
+        raise ConfigurationError(f"{name}: {_shown(value)} must be an https URL with no "
+                                 "query (e.g. https://ACCOUNT.table.core.windows.net)")
+    return value.rstrip("/")
 
 
 def _entity_name(name: str, value: str) -> str:
     # Service Bus entity names: letters, digits, '.', '-', '_', '/', up to 260 characters.
     if not value or len(value) > 260 or not all(c.isalnum() or c in "._-/" for c in value) \
             or not value.isascii():
-        raise ConfigurationError(f"{name}: {value!r} must be 1-260 characters of letters, "
+        raise ConfigurationError(f"{name}: {_shown(value)} must be 1-260 characters of letters, "
                                  "digits, '.', '-', '_' or '/'")
     return value

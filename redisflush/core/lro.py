@@ -12,12 +12,15 @@ import email.utils
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 # Trust rules live in core/trust.py; re-exported here for the modules that import them from lro.
-from .trust import is_loopback_http, is_trusted, redact_url  # noqa: F401
+from .trust import is_loopback_http as is_loopback_http
+from .trust import is_trusted as is_trusted
+from .trust import redact_url as redact_url
 
 SUCCEEDED, FAILED, CANCELED = "Succeeded", "Failed", "Canceled"
 _TERMINAL = {s.lower(): s for s in (SUCCEEDED, FAILED, CANCELED)}
@@ -54,7 +57,7 @@ def retry_after(headers: Mapping[str, str], now: dt.datetime) -> float | None:
     except (TypeError, ValueError, OverflowError, IndexError):
         return None  # e.g. a year too large for a C long raises OverflowError
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - now).total_seconds())
 
 

@@ -3,28 +3,41 @@ handed to fake senders; real ServiceBusClient objects built (constructing one do
 """
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
+from redisflush import bus as bus_module
 from redisflush.bus import AzureServiceBus, BusError, OutboundMessage, to_azure_message
+from redisflush.core import outbound
 
-from .helpers import T0
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 CONNECTION = ("Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=k;"
               "SharedAccessKey=dmFsdWU=")
 
 
 class FakeSender:
-    def __init__(self, name: str, fail: Exception | None = None) -> None:
+    def __init__(self, name: str, fail: Exception | None = None,
+                 gate: threading.Event | None = None) -> None:
         self.name = name
         self.fail = fail
+        self.gate = gate  # when set: each send waits for it (a slow or hung network)
+        self.entered = threading.Event()
         self.sent: list[list[ServiceBusMessage]] = []
         self.scheduled: list[tuple[ServiceBusMessage, dt.datetime]] = []
         self.closed = False
+        self.close_error: Exception | None = None
 
     def send_messages(self, messages):
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(10)
         if self.fail:
             raise self.fail
         self.sent.append(list(messages))
@@ -37,16 +50,19 @@ class FakeSender:
 
     def close(self):
         self.closed = True
+        if self.close_error:
+            raise self.close_error
 
 
 class FakeClient:
     def __init__(self) -> None:
         self.senders: list[FakeSender] = []
         self.fail_next: Exception | None = None
+        self.gates: dict[str, threading.Event] = {}  # entity name -> gate for its sends
         self.closed = False
 
     def _new(self, kind: str, name: str) -> FakeSender:
-        sender = FakeSender(f"{kind}:{name}", self.fail_next)
+        sender = FakeSender(f"{kind}:{name}", self.fail_next, self.gates.get(name))
         self.fail_next = None
         self.senders.append(sender)
         return sender
@@ -175,10 +191,96 @@ def test_sender_exception_becomes_bus_error_and_the_sender_is_replaced(bus, fact
         bus.send("q", [OutboundMessage(b"1", "1")])
     assert info.value.__cause__ is error
     assert "'q'" in str(info.value)
+    assert factory.client.senders[0].closed  # its AMQP link is released, not leaked
     bus.send("q", [OutboundMessage(b"2", "2")])  # a fresh sender, same client
     assert factory.calls == 1
     assert len(factory.client.senders) == 2
     assert [m.message_id for m in factory.client.senders[1].sent[0]] == ["2"]
+    assert not factory.client.senders[1].closed
+
+
+def test_close_error_of_a_failed_sender_does_not_hide_the_send_error(bus, factory):
+    bus.send("q", [OutboundMessage(b"1", "1")])
+    sender = factory.client.senders[0]
+    sender.fail = OSError("socket closed")
+    sender.close_error = RuntimeError("already detached")
+    with pytest.raises(BusError) as info:
+        bus.send("q", [OutboundMessage(b"2", "2")])
+    assert isinstance(info.value.__cause__, OSError) and sender.closed
+
+
+def test_a_blocked_send_on_one_entity_does_not_hold_up_another(bus, factory):
+    gate = threading.Event()
+    factory.client.gates["slow"] = gate
+    blocked = threading.Thread(target=bus.send, args=("slow", [OutboundMessage(b"1", "1")]))
+    blocked.start()
+    try:
+        assert _sender_named(factory, "queue:slow").entered.wait(5)
+        started = time.monotonic()
+        bus.send("fast", [OutboundMessage(b"2", "2")])  # must not wait for "slow"
+        bus.publish("events", [OutboundMessage(b"3", "3")])
+        assert time.monotonic() - started < 1.0
+        assert _sender_named(factory, "queue:fast").sent
+        assert _sender_named(factory, "topic:events").sent
+        assert blocked.is_alive()
+    finally:
+        gate.set()
+        blocked.join(5)
+    assert _sender_named(factory, "queue:slow").sent
+
+
+def test_two_sends_to_one_entity_never_share_its_sender_mid_send(bus, factory):
+    gate = threading.Event()
+    factory.client.gates["q"] = gate
+    first = threading.Thread(target=bus.send, args=("q", [OutboundMessage(b"1", "1")]))
+    first.start()
+    sender = _sender_named(factory, "queue:q")
+    assert sender.entered.wait(5)
+    sender.entered.clear()
+    second = threading.Thread(target=bus.send, args=("q", [OutboundMessage(b"2", "2")]))
+    second.start()
+    assert not sender.entered.wait(0.3)  # the second waits for the first
+    gate.set()
+    first.join(5)
+    second.join(5)
+    assert [[m.message_id for m in batch] for batch in sender.sent] == [["1"], ["2"]]
+
+
+def test_close_waits_for_an_in_flight_send_then_closes_its_sender(bus, factory):
+    gate = threading.Event()
+    factory.client.gates["q"] = gate
+    sending = threading.Thread(target=bus.send, args=("q", [OutboundMessage(b"1", "1")]))
+    sending.start()
+    sender = _sender_named(factory, "queue:q")
+    assert sender.entered.wait(5)
+    closing = threading.Thread(target=bus.close)
+    closing.start()
+    time.sleep(0.1)
+    assert not sender.closed  # not closed under a running send
+    gate.set()
+    sending.join(5)
+    closing.join(5)
+    assert sender.sent and sender.closed and factory.client.closed
+
+
+def _sender_named(factory: Factory, name: str) -> FakeSender:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for sender in list(factory.client.senders):
+            if sender.name == name:
+                return sender
+        time.sleep(0.005)
+    raise AssertionError(f"no sender {name}")
+
+
+def test_outbound_message_is_defined_once_in_the_core():
+    assert bus_module.OutboundMessage is outbound.OutboundMessage
+    assert bus_module.PropertyValue is outbound.PropertyValue
+    tree = ast.parse(Path(bus_module.__file__).read_text(encoding="utf-8"))
+    defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    assigned = {target.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Name)}
+    assert "OutboundMessage" not in defined and "PropertyValue" not in assigned
 
 
 def test_schedule_exception_becomes_bus_error(bus, factory):

@@ -1,18 +1,35 @@
-"""lro.py: ARM's async-operation rules, sans IO."""
+"""core/lro.py: ARM's async-operation rules, sans IO (and core/trust.py, which it re-exports)."""
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import email.utils
+import json
+from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from redisflush.core import lro
-from redisflush.core.lro import (POLL_GAPS, AsyncOperationPolling, LocationPolling, Reading,
-                            is_transient, is_trusted, poll_gap, poll_target, redact_url,
-                            retry_after, retry_delay, strategy, terminal_status)
+from redisflush.core import lro, trust
+from redisflush.core.lro import (
+    POLL_GAPS,
+    AsyncOperationPolling,
+    LocationPolling,
+    Reading,
+    is_transient,
+    is_trusted,
+    poll_gap,
+    poll_target,
+    redact_url,
+    retry_after,
+    retry_delay,
+    strategy,
+    terminal_status,
+)
 
-from .helpers import ENDPOINT, T0
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+ENDPOINT = "https://management.azure.com"
 
 FLUSH_URL = (f"{ENDPOINT}/subscriptions/s/resourceGroups/rg/providers/Microsoft.Cache/Redis/c"
              "/flush?api-version=2023-08-01")
@@ -190,6 +207,23 @@ def test_redact_url(url, expected):
                                operation={"status": ""})),
     (b'{"status":3}', Reading("bad", problem="OperationStatusMissingStatus",
                               operation={"status": 3})),
+    (b'{"status":"  "}', Reading("bad", problem="OperationStatusMissingStatus",
+                                 operation={"status": "  "})),
+    # surrounding whitespace does not hide a terminal status
+    (b'{"status":" Succeeded "}', Reading("terminal", "Succeeded", {"status": " Succeeded "})),
+    (b'{"status":"\\tfailed\\n"}', Reading("terminal", "Failed", {"status": "\tfailed\n"})),
+    (b'{"status":" InProgress "}', Reading("running", "InProgress",
+                                           {"status": " InProgress "})),
+    # a key named twice, at any depth: which one ARM meant is unknowable
+    (b'{"status":"Failed","status":"Succeeded"}',
+     Reading("bad", problem="OperationStatusAmbiguous")),
+    (b'{"status":"Succeeded","status":"Succeeded"}',
+     Reading("bad", problem="OperationStatusAmbiguous")),
+    (b'{"status":"Failed","error":{"code":"A","code":"B"}}',
+     Reading("bad", problem="OperationStatusAmbiguous")),
+    # the Managed Redis 202 flush body is not an operation resource
+    (b'{"StatusCode":202}', Reading("bad", problem="OperationStatusMissingStatus",
+                                    operation={"StatusCode": 202})),
 ])
 def test_async_operation_reading(status, body, expected):
     assert AsyncOperationPolling().read(status, body) == expected
@@ -207,8 +241,22 @@ def test_async_operation_reading(status, body, expected):
     (200, b'{"status":"failed","error":{"code":"X"}}', "terminal", "Failed"),
     (200, b'{"status":"CANCELED"}', "terminal", "Canceled"),
     (200, b'{"id":"/x","name":"flush"}', "terminal", "Succeeded"),  # the result itself
-    (200, b'{"status":"Running"}', "running", "Running"),
-    (200, b"<html>", "bad", None),
+    # Location's 200/204 means done whatever its body (docs/design.md, "Reliability rules"):
+    (200, b'{"status":"Running"}', "terminal", "Succeeded"),  # e.g. the resource's own status
+    (200, b"<html>", "terminal", "Succeeded"),
+    (200, b'"success"', "terminal", "Succeeded"),
+    (200, b"[1]", "terminal", "Succeeded"),
+    (200, b"null", "terminal", "Succeeded"),
+    (200, b"\xff\xfe", "terminal", "Succeeded"),
+    (204, b"{not json", "terminal", "Succeeded"),
+    (200, b"[" * 100_000, "terminal", "Succeeded"),
+    (200, b'{"status":" failed "}', "terminal", "Failed"),  # an object's terminal status counts
+    (202, b'{"status":"Failed"}', "terminal", "Failed"),
+    (202, b'"success"', "running", "InProgress"),
+    (202, b"[1]", "running", "InProgress"),
+    # a status named twice: refuse to guess, whatever the HTTP status
+    (200, b'{"status":"Failed","status":"Succeeded"}', "bad", None),
+    (204, b'{"status":"Succeeded","status":"Failed"}', "bad", None),
 ])
 def test_location_reading(status, body, state, reading_status):
     reading = LocationPolling().read(status, body)
@@ -216,6 +264,9 @@ def test_location_reading(status, body, state, reading_status):
 
 
 @pytest.mark.parametrize("value, expected", [("Succeeded", "Succeeded"),
+                                             (" Succeeded ", "Succeeded"),
+                                             ("\tCanceled\r\n", "Canceled"),
+                                             ("Suc ceeded", None),
                                              ("sUcCeEdEd", "Succeeded"), ("failed", "Failed"),
                                              ("CANCELED", "Canceled"), ("InProgress", None),
                                              ("", None), (None, None), (1, None)])
@@ -235,7 +286,7 @@ def test_strategy_lookup():
 def test_poll_gaps_start_quick_never_shrink_and_cap_at_30():
     gaps = [poll_gap(n) for n in range(200)]
     assert gaps[0] <= 2.0
-    assert all(a <= b for a, b in zip(gaps, gaps[1:]))
+    assert all(a <= b for a, b in zip(gaps, gaps[1:], strict=False))
     assert max(gaps) == 30.0 and gaps[-1] == 30.0
     assert POLL_GAPS[-1] == 30.0
 
@@ -280,3 +331,128 @@ def test_unparseable_header_url_is_kept_and_refused_not_raised(value):
     assert (kind, url) == ("location", value)
     assert is_trusted(url, ENDPOINT) is False
     assert redact_url(url) == "(unparseable URL)"
+
+
+# --- percentComplete and hostile numbers -------------------------------------------------------
+
+def status_body(percent: str) -> bytes:
+    return b'{"status":"InProgress","percentComplete":' + percent.encode() + b"}"
+
+
+@pytest.mark.parametrize("percent", ["9" * 5000, "-" + "9" * 5000, "1e999", "-1e999", "NaN",
+                                     "Infinity", "-Infinity", '"50"', "true", "null", "[50]",
+                                     '{"v":50}', "-5", "100.5", "1" + "0" * 40])
+@pytest.mark.parametrize("polling", [AsyncOperationPolling(), LocationPolling()])
+def test_an_unusable_percent_complete_is_dropped_not_fatal(polling, percent):
+    reading = polling.read(202, status_body(percent))
+    assert (reading.state, reading.status) == ("running", "InProgress")
+    assert reading.operation == {"status": "InProgress", "percentComplete": None}
+
+
+@pytest.mark.parametrize("percent, expected", [("0", 0), ("42.5", 42.5), ("100", 100),
+                                               ("1e1", 10.0)])
+def test_a_usable_percent_complete_is_kept(percent, expected):
+    reading = AsyncOperationPolling().read(200, status_body(percent))
+    assert reading.operation["percentComplete"] == expected
+
+
+def test_no_non_finite_or_huge_number_survives_anywhere_in_the_document():
+    body = (b'{"status":"Failed","error":{"code":"X","details":[{"n":' + b"7" * 5000 +
+            b',"f":1e400,"c":NaN}]}}')
+    reading = AsyncOperationPolling().read(200, body)
+    assert reading.state == "terminal" and reading.status == "Failed"
+    json.dumps(reading.operation, allow_nan=False)  # would raise on inf/nan
+    assert reading.operation["error"]["details"][0] == {"n": None, "f": None, "c": None}
+
+
+@settings(max_examples=300, deadline=None)
+@given(status=st.sampled_from([200, 201, 202, 204]),
+       body=st.binary(max_size=200)
+       | st.recursive(st.none() | st.booleans() | st.integers() | st.floats()
+                      | st.text(max_size=20),
+                      lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.sampled_from(["status", "percentComplete", "error",
+                                                         "id", "x"]), inner, max_size=4),
+                      max_leaves=10).map(lambda d: json.dumps(d).encode()))
+def test_readings_never_raise_and_say_something_definite(status, body):
+    for polling in (AsyncOperationPolling(), LocationPolling()):
+        reading = polling.read(status, body)
+        assert reading.state in ("running", "terminal", "bad")
+        assert (reading.problem is not None) == (reading.state == "bad")
+        if reading.state == "terminal":
+            assert reading.status in ("Succeeded", "Failed", "Canceled")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["Retry-After", "retry-after-ms", "x-ms-retry-after-ms"]),
+                       st.text()
+                       | st.sampled_from(["9" * 5000, "1" * 400 + ".5", "-" + "9" * 5000,
+                                          "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+                                          "Sat, 31 Dec 9999 23:59:59 GMT",
+                                          "Thu, 01 Jan 1970 00:00:00 +9999",
+                                          "\x00", "\u2028", "1e-400"])))
+def test_retry_after_never_raises_on_any_header_value(headers):
+    value = retry_after(headers, T0)
+    assert value is None or 0.0 <= value < float("inf")
+
+
+# --- Azure Managed Redis (redisEnterprise) shapes, docs/design.md "What ARM really does" ---------
+
+ENTERPRISE_AAO = (f"{ENDPOINT}/subscriptions/s/providers/Microsoft.Cache/locations/westus2/"
+                  "operationsStatus/a1b2?api-version=2025-07-01")
+ENTERPRISE_LOCATION = (f"{ENDPOINT}/subscriptions/s/resourceGroups/rg/providers/Microsoft.Cache/"
+                       "redisEnterprise/c/databases/default/operationresults/a1b2?"
+                       "api-version=2025-07-01&t=6385&c=MIIH&s=abc&h=def")
+
+
+def test_managed_redis_flush_answer_is_followed_through_operations_status():
+    headers = {"Azure-AsyncOperation": ENTERPRISE_AAO, "Location": ENTERPRISE_LOCATION}
+    assert poll_target(headers, FLUSH_URL) == ("azure-asyncoperation", ENTERPRISE_AAO)
+    assert poll_target({"Location": ENTERPRISE_LOCATION}, FLUSH_URL) == \
+        ("location", ENTERPRISE_LOCATION)
+
+
+def test_managed_redis_operations_status_is_200_in_progress_while_running():
+    running = (b'{"id":"/x/a1b2","name":"a1b2","status":"InProgress",'
+               b'"startTime":"2030-01-01T12:00:00Z"}')
+    done = (b'{"id":"/x/a1b2","name":"a1b2","status":"Succeeded",'
+            b'"startTime":"2030-01-01T12:00:00Z","endTime":"2030-01-01T12:00:01Z"}')
+    assert AsyncOperationPolling().read(200, running).state == "running"
+    reading = AsyncOperationPolling().read(200, done)
+    assert (reading.state, reading.status) == ("terminal", "Succeeded")
+    assert reading.operation["endTime"] == "2030-01-01T12:00:01Z"
+
+
+def test_managed_redis_202_flush_body_is_not_an_operation_resource():
+    body = b'{"StatusCode":202}'
+    assert AsyncOperationPolling().read(202, body).state == "bad"
+    assert LocationPolling().read(202, body) == Reading("running", "InProgress")
+
+
+# --- purity and the moved trust rules ------------------------------------------------------------
+
+IO_MODULES = {"requests", "urllib3", "socket", "ssl", "http", "sqlite3", "azure", "os",
+              "subprocess", "threading", "logging", "select", "asyncio", "io"}
+
+
+@pytest.mark.parametrize("module", [lro, trust])
+def test_core_modules_import_no_io_library(module):
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: only within the core package
+                assert node.level == 1, f"{module.__name__} imports outside the core"
+            else:
+                imported.add((node.module or "").split(".")[0])
+    assert not imported & IO_MODULES
+    assert "redisflush" not in imported
+
+
+def test_trust_rules_live_in_core_trust_and_are_re_exported():
+    from redisflush import settings
+    assert lro.is_trusted is trust.is_trusted and lro.redact_url is trust.redact_url
+    assert lro.is_loopback_http is trust.is_loopback_http
+    assert settings.is_loopback_http is trust.is_loopback_http

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from redisflush.pacing import LIMITS, Pacer, bucket_kind
+from redisflush.pacing import LIMITS, MAX_PAUSE, Pacer, bucket_kind, remaining_count
 
 SUB_A = "00000000-0000-0000-0000-00000000000a"
 SUB_B = "00000000-0000-0000-0000-00000000000b"
@@ -135,3 +135,61 @@ def test_slots_are_handed_out_not_lost_when_time_passes(clock):
     assert burst(pacer, SUB_A, "POST", 3) == pytest.approx([0, 1.0, 2.0])
     clock.now += 1.5
     assert pacer.reserve(SUB_A, "POST") == pytest.approx(1.5)
+
+
+# --- hostile header values, remembered counts, capped pauses ------------------------------------
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "1e400",
+                                   "-1", "-0.5", "-1e9", "", "  ", "lots", "0x10", "1,000",
+                                   "\u0661\u0662x"])
+def test_a_garbage_remaining_header_is_ignored(clock, value):
+    pacer = Pacer(clock)
+    pacer.observe(SUB_A, "POST", 200, {WRITES_HEADER: value})
+    assert burst(pacer, SUB_A, "POST", 200) == pytest.approx([0.0] * 200, abs=1e-9)
+    assert pacer.remaining(SUB_A, "writes") is None
+
+
+@pytest.mark.parametrize("value, count", [("0", 0.0), ("12", 12.0), (" 7 ", 7.0),
+                                          ("249.0", 249.0), ("1e2", 100.0)])
+def test_remaining_count(value, count):
+    assert remaining_count(value) == count
+
+
+def test_remaining_remembers_the_last_count_and_when_it_was_seen(clock):
+    pacer = Pacer(clock)
+    assert pacer.remaining(SUB_A, "reads") is None
+    pacer.observe(SUB_A, "GET", 200, {READS_HEADER: "240"})
+    assert pacer.remaining(SUB_A, "reads") == (240.0, 1000.0)
+    clock.now += 2.5
+    pacer.observe(SUB_A.upper(), "GET", 200, {READS_HEADER: "180"})
+    assert pacer.remaining(SUB_A, "reads") == (180.0, 1002.5)
+    pacer.observe(SUB_A, "GET", 200, {READS_HEADER: "nan"})  # garbage keeps the last good one
+    assert pacer.remaining(SUB_A, "reads") == (180.0, 1002.5)
+    assert pacer.remaining(SUB_A, "writes") is None
+    assert pacer.remaining(SUB_B, "reads") is None
+
+
+def test_remaining_is_recorded_on_a_429_too(clock):
+    pacer = Pacer(clock)
+    pacer.observe(SUB_A, "POST", 429, {WRITES_HEADER: "0"}, 3.0)
+    assert pacer.remaining(SUB_A, "writes") == (0.0, 1000.0)
+
+
+THIRTY_YEARS = 30 * 365 * 86400.0
+
+
+@pytest.mark.parametrize("retry_after", [THIRTY_YEARS, 1e300, MAX_PAUSE + 1])
+def test_a_429_parks_a_subscription_for_at_most_max_pause(clock, retry_after):
+    assert MAX_PAUSE == 300.0
+    pacer = Pacer(clock)
+    pacer.observe(SUB_A, "POST", 429, {}, retry_after)
+    assert pacer.reserve(SUB_A, "POST") == pytest.approx(MAX_PAUSE)
+    clock.now += MAX_PAUSE
+    assert pacer.reserve(SUB_A, "POST") < 1.0  # usable again after five minutes
+
+
+@pytest.mark.parametrize("retry_after", [float("nan"), float("inf"), -5.0])
+def test_a_429_with_an_unusable_retry_after_pauses_the_default_second(clock, retry_after):
+    pacer = Pacer(clock)
+    pacer.observe(SUB_A, "POST", 429, {}, retry_after)
+    assert pacer.reserve(SUB_A, "POST") == pytest.approx(1.0)

@@ -1,6 +1,9 @@
-"""settings.py: defaults, validation naming the setting, loopback-only http, scopes."""
+"""settings.py: defaults, validation naming the setting, loopback-only http, scopes; the
+README's settings table and local.settings.sample.json list exactly what the code reads."""
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ from redisflush.errors import ConfigurationError
 from redisflush.settings import DEFAULTS, Settings, is_loopback_http
 
 SUB = "00000000-1111-2222-3333-444444444444"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults(tmp_path):
@@ -25,15 +29,82 @@ def test_defaults(tmp_path):
     assert settings.client_id is None
     assert settings.service_bus_connection is None and settings.service_bus_namespace is None
     assert settings.is_local_endpoint is False
+    assert settings.ledger_table == "redisflushrequests"
+    assert settings.enterprise_api_version == "2025-07-01"
+    assert settings.max_targets == 50
+    assert (settings.storage_connection, settings.storage_account_name,
+            settings.storage_table_service_uri) == (None, None, None)
 
 
-def test_documented_names_are_exactly_the_defaults_table():
-    assert set(DEFAULTS) == {
-        "ServiceBusConnection", "ServiceBusConnection__fullyQualifiedNamespace",
-        "REDISFLUSH_REQUEST_QUEUE", "REDISFLUSH_POLL_QUEUE", "REDISFLUSH_EVENTS_TOPIC",
-        "REDISFLUSH_REPLY_QUEUE", "REDISFLUSH_ARM_ENDPOINT", "REDISFLUSH_API_VERSION",
-        "AZURE_CLIENT_ID", "REDISFLUSH_TIMEOUT_SECONDS", "REDISFLUSH_ALLOWED_SCOPES",
-        "REDISFLUSH_LOCAL_DIR"}
+# --- the documented lists are the code's list -------------------------------------------------
+
+def readme_settings_table() -> dict[str, str | None]:
+    """name -> default from the markdown table under README's "## Settings" heading.
+
+    A name cell holds one or more `names` (joined by "or" for alternatives, "/" for a
+    group); the default cell holds one `value` per name of a "/" group, or starts with
+    "none" (no default)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Settings\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "README.md has no '## Settings' section"
+    rows = [line for line in section.group(1).splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert header == ["name", "default", "meaning"]
+    assert set(rows[1].replace("|", "").strip()) <= set("-: ")
+    table: dict[str, str | None] = {}
+    for row in rows[2:]:
+        name_cell, default_cell, meaning = (c.strip() for c in row.strip("|").split("|"))
+        names = re.findall(r"`([^`]+)`", name_cell)
+        assert names and meaning, row
+        if default_cell.lower().startswith("none"):
+            defaults: list[str | None] = [None] * len(names)
+        else:
+            defaults = list(re.findall(r"`([^`]*)`", default_cell))
+            assert len(defaults) == len(names), f"one default per name: {row}"
+        for name, default in zip(names, defaults, strict=True):
+            assert name not in table, f"{name} twice in the README table"
+            table[name] = default
+    return table
+
+
+# Values the sample gives settings that have no default, so `func start` works from a copy:
+# the namespace placeholder (the sender recognises it), Azurite for the host's storage, and
+# the local dir spelled out.
+SAMPLE_PLACEHOLDERS = {
+    "ServiceBusConnection__fullyQualifiedNamespace": "your-namespace.servicebus.windows.net",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "REDISFLUSH_LOCAL_DIR": ".redisflush",
+}
+HOST_ONLY = {"FUNCTIONS_WORKER_RUNTIME"}  # read by the Functions host, not by the app
+
+
+def sample_values() -> dict[str, str]:
+    doc = json.loads((ROOT / "local.settings.sample.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in doc["Values"].items() if k not in HOST_ONLY}
+
+
+def test_readme_settings_table_lists_exactly_the_settings_with_their_defaults():
+    assert readme_settings_table() == DEFAULTS
+
+
+def test_sample_settings_list_exactly_the_settings_with_their_defaults():
+    values = sample_values()
+    assert set(values) == set(DEFAULTS)
+    for name, default in DEFAULTS.items():
+        if default is not None:
+            assert values[name] == default, name
+        else:
+            assert values[name] in ("", SAMPLE_PLACEHOLDERS.get(name)), name
+
+
+def test_the_sample_is_a_valid_configuration(tmp_path):
+    Settings.from_env(sample_values(), app_root=tmp_path)
+
+
+def test_every_default_is_valid_and_is_what_the_code_uses(tmp_path):
+    from_defaults = Settings.from_env({k: v for k, v in DEFAULTS.items() if v is not None},
+                                      app_root=tmp_path)
+    assert from_defaults == Settings.from_env({}, app_root=tmp_path)
 
 
 def test_every_setting_is_read(tmp_path):
@@ -48,6 +119,12 @@ def test_every_setting_is_read(tmp_path):
         "REDISFLUSH_TIMEOUT_SECONDS": " 600 ", "REDISFLUSH_ALLOWED_SCOPES":
             f" /subscriptions/{SUB}/resourceGroups/rg/ , ,/subscriptions/{SUB}/resourceGroups/b",
         "REDISFLUSH_LOCAL_DIR": str(tmp_path / "state"),
+        "REDISFLUSH_LEDGER_TABLE": "Ledger2", "REDISFLUSH_ENTERPRISE_API_VERSION":
+            "2024-09-01-preview", "REDISFLUSH_MAX_TARGETS": "500",
+        "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=st1;"
+                               "AccountKey=c2VjcmV0a2V5;EndpointSuffix=core.windows.net",
+        "AzureWebJobsStorage__accountName": "st1",
+        "AzureWebJobsStorage__tableServiceUri": "https://st1.table.core.windows.net/",
     }
     s = Settings.from_env(env)
     assert (s.request_queue, s.poll_queue, s.events_topic, s.reply_queue) == (
@@ -61,6 +138,12 @@ def test_every_setting_is_read(tmp_path):
     assert s.service_bus_namespace == "x.servicebus.windows.net"
     assert s.local_dir == tmp_path / "state"
     assert "SharedAccessKey" not in repr(s)  # the connection string stays out of logs
+    assert (s.ledger_table, s.enterprise_api_version, s.max_targets) == (
+        "Ledger2", "2024-09-01-preview", 500)
+    assert s.storage_connection == env["AzureWebJobsStorage"]
+    assert "AccountKey" not in repr(s) and "c2VjcmV0a2V5" not in repr(s)
+    assert s.storage_account_name == "st1"
+    assert s.storage_table_service_uri == "https://st1.table.core.windows.net"
 
 
 def test_empty_values_mean_default(tmp_path):
@@ -89,11 +172,68 @@ def test_empty_values_mean_default(tmp_path):
     ("REDISFLUSH_ALLOWED_SCOPES", f"/subscriptions/{SUB},resourceGroups/rg"),
     ("REDISFLUSH_REQUEST_QUEUE", "has space"), ("REDISFLUSH_POLL_QUEUE", "q" * 261),
     ("REDISFLUSH_EVENTS_TOPIC", "tópico"), ("REDISFLUSH_REPLY_QUEUE", "a;b"),
+    ("REDISFLUSH_LEDGER_TABLE", "ab"), ("REDISFLUSH_LEDGER_TABLE", "1table"),
+    ("REDISFLUSH_LEDGER_TABLE", "redis-flush"), ("REDISFLUSH_LEDGER_TABLE", "t" * 64),
+    ("REDISFLUSH_LEDGER_TABLE", "tablé"),
+    ("REDISFLUSH_API_VERSION", "2023-8-1"), ("REDISFLUSH_API_VERSION", "latest"),
+    ("REDISFLUSH_API_VERSION", "2023-08-01-beta"), ("REDISFLUSH_API_VERSION", "2023-08-01&x=1"),
+    ("REDISFLUSH_API_VERSION", "\u0662023-08-01"),
+    ("REDISFLUSH_ENTERPRISE_API_VERSION", "2025-07"),
+    ("REDISFLUSH_ENTERPRISE_API_VERSION", "2025-07-01T00"), ("REDISFLUSH_MAX_TARGETS", "0"),
+    ("REDISFLUSH_MAX_TARGETS", "501"), ("REDISFLUSH_MAX_TARGETS", "ten"),
+    ("REDISFLUSH_MAX_TARGETS", "5.0"), ("REDISFLUSH_MAX_TARGETS", "9" * 5000),
+    ("REDISFLUSH_TIMEOUT_SECONDS", "9" * 5000),
+    ("AzureWebJobsStorage", "not a connection string"), ("AzureWebJobsStorage", "=x;"),
+    ("AzureWebJobsStorage__accountName", "My_Account"),
+    ("AzureWebJobsStorage__accountName", "ab"), ("AzureWebJobsStorage__accountName", "a" * 25),
+    ("AzureWebJobsStorage__tableServiceUri", "http://st1.table.core.windows.net"),
+    ("AzureWebJobsStorage__tableServiceUri", "st1.table.core.windows.net"),
+    ("AzureWebJobsStorage__tableServiceUri", "https://st1.table.core.windows.net?sv=1&sig=x"),
+    ("AzureWebJobsStorage__tableServiceUri", "https://"),
+    ("AzureWebJobsStorage__tableServiceUri", "https://st1.table.core.windows.net:99999"),
 ])
 def test_invalid_setting_names_itself(name, value):
     with pytest.raises(ConfigurationError) as info:
         Settings.from_env({name: value})
-    assert str(info.value).startswith(f"{name}:")
+    message = str(info.value)
+    assert message.startswith(f"{name}:")
+    assert "must" in message  # and says the rule
+    assert "\n" not in message and len(message) < 300
+
+
+@pytest.mark.parametrize("name", ["REDISFLUSH_API_VERSION", "REDISFLUSH_LEDGER_TABLE",
+                                  "REDISFLUSH_REQUEST_QUEUE", "REDISFLUSH_ARM_ENDPOINT",
+                                  "REDISFLUSH_MAX_TARGETS", "REDISFLUSH_ALLOWED_SCOPES",
+                                  "AzureWebJobsStorage__tableServiceUri"])
+def test_a_forged_line_in_a_setting_stays_on_one_line(name):
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({name: "x\nERROR forged line\r\u2028\x1b[2J"})
+    message = str(info.value)
+    assert not any(c in message for c in "\n\r\u2028\x1b"), message
+
+
+def test_a_broken_storage_connection_string_is_never_echoed():
+    secret = "AccountKey c2VjcmV0a2V5 without pairs"
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({"AzureWebJobsStorage": secret})
+    assert "c2VjcmV0a2V5" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, value, attr, expected", [
+    ("REDISFLUSH_LEDGER_TABLE", "abc", "ledger_table", "abc"),
+    ("REDISFLUSH_LEDGER_TABLE", "A" + "b" * 62, "ledger_table", "A" + "b" * 62),
+    ("REDISFLUSH_API_VERSION", "2024-03-01-preview", "api_version", "2024-03-01-preview"),
+    ("REDISFLUSH_ENTERPRISE_API_VERSION", "2025-04-01", "enterprise_api_version",
+     "2025-04-01"),
+    ("REDISFLUSH_MAX_TARGETS", "1", "max_targets", 1),
+    ("REDISFLUSH_MAX_TARGETS", " 500 ", "max_targets", 500),
+    ("AzureWebJobsStorage", "UseDevelopmentStorage=true", "storage_connection",
+     "UseDevelopmentStorage=true"),
+    ("AzureWebJobsStorage__tableServiceUri", "http://127.0.0.1:10002/devstoreaccount1",
+     "storage_table_service_uri", "http://127.0.0.1:10002/devstoreaccount1"),  # Azurite
+])
+def test_valid_values(name, value, attr, expected):
+    assert getattr(Settings.from_env({name: value}), attr) == expected
 
 
 @pytest.mark.parametrize("endpoint, expected, local", [
