@@ -120,7 +120,7 @@ def test_every_setting_is_read(tmp_path):
             f" /subscriptions/{SUB}/resourceGroups/rg/ , ,/subscriptions/{SUB}/resourceGroups/b",
         "REDISFLUSH_LOCAL_DIR": str(tmp_path / "state"),
         "REDISFLUSH_LEDGER_TABLE": "Ledger2", "REDISFLUSH_ENTERPRISE_API_VERSION":
-            "2024-09-01-preview", "REDISFLUSH_MAX_TARGETS": "500",
+            "2024-09-01-preview", "REDISFLUSH_MAX_TARGETS": "40",
         "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=st1;"
                                "AccountKey=c2VjcmV0a2V5;EndpointSuffix=core.windows.net",
         "AzureWebJobsStorage__accountName": "st1",
@@ -139,7 +139,7 @@ def test_every_setting_is_read(tmp_path):
     assert s.local_dir == tmp_path / "state"
     assert "SharedAccessKey" not in repr(s)  # the connection string stays out of logs
     assert (s.ledger_table, s.enterprise_api_version, s.max_targets) == (
-        "Ledger2", "2024-09-01-preview", 500)
+        "Ledger2", "2024-09-01-preview", 40)
     assert s.storage_connection == env["AzureWebJobsStorage"]
     assert "AccountKey" not in repr(s) and "c2VjcmV0a2V5" not in repr(s)
     assert s.storage_account_name == "st1"
@@ -180,7 +180,7 @@ def test_empty_values_mean_default(tmp_path):
     ("REDISFLUSH_API_VERSION", "\u0662023-08-01"),
     ("REDISFLUSH_ENTERPRISE_API_VERSION", "2025-07"),
     ("REDISFLUSH_ENTERPRISE_API_VERSION", "2025-07-01T00"), ("REDISFLUSH_MAX_TARGETS", "0"),
-    ("REDISFLUSH_MAX_TARGETS", "501"), ("REDISFLUSH_MAX_TARGETS", "ten"),
+    ("REDISFLUSH_MAX_TARGETS", "51"), ("REDISFLUSH_MAX_TARGETS", "ten"),
     ("REDISFLUSH_MAX_TARGETS", "5.0"), ("REDISFLUSH_MAX_TARGETS", "9" * 5000),
     ("REDISFLUSH_TIMEOUT_SECONDS", "9" * 5000),
     ("AzureWebJobsStorage", "not a connection string"), ("AzureWebJobsStorage", "=x;"),
@@ -226,7 +226,7 @@ def test_a_broken_storage_connection_string_is_never_echoed():
     ("REDISFLUSH_ENTERPRISE_API_VERSION", "2025-04-01", "enterprise_api_version",
      "2025-04-01"),
     ("REDISFLUSH_MAX_TARGETS", "1", "max_targets", 1),
-    ("REDISFLUSH_MAX_TARGETS", " 500 ", "max_targets", 500),
+    ("REDISFLUSH_MAX_TARGETS", " 40 ", "max_targets", 40),
     ("AzureWebJobsStorage", "UseDevelopmentStorage=true", "storage_connection",
      "UseDevelopmentStorage=true"),
     ("AzureWebJobsStorage__tableServiceUri", "http://127.0.0.1:10002/devstoreaccount1",
