@@ -28,6 +28,7 @@ import azure.functions as func
 from ..bus import ReceivedMessage
 from ..errors import ConfigurationError
 from ..functions import last_outcome
+from ..logtext import printable
 from .bus import LocalBus
 from .worker_message import function_data_type, received_worker_message
 
@@ -163,7 +164,7 @@ class LocalHost:
             try:
                 messages = self.bus.receive(spec.queue, max_count=free)
             except Exception as exc:
-                log.error("receiving from %s failed: %s", spec.queue, exc)
+                log.error("receiving from %s failed: %s", spec.queue, printable(exc, 300))
                 messages = []
             for _ in range(free - len(messages)):
                 slots.release()
@@ -202,6 +203,9 @@ class LocalHost:
         with self._count_lock:
             self.invocations += 1
         request_id = message.application_properties.get("requestId", message.message_id)
-        log.info("%s request=%s message=%s delivery=%d %s %.0f ms%s", spec.name, request_id,
-                 message.message_id, message.delivery_count, outcome,
-                 (time.perf_counter() - started) * 1000, f": {decided}" if decided else "")
+        # A MessageId or requestId property is the sender's text: escaped, so it cannot forge
+        # a log line (docs/design.md, "Security rules").
+        log.info("%s request=%s message=%s delivery=%d %s %.0f ms%s", spec.name,
+                 printable(request_id), printable(message.message_id), message.delivery_count,
+                 printable(outcome, 500), (time.perf_counter() - started) * 1000,
+                 f": {printable(decided, 500)}" if decided else "")

@@ -236,3 +236,26 @@ def test_host_completes_on_return_abandons_on_exception_and_bounds_concurrency(
     dead = bus.peek("q/$deadletterqueue")
     assert [m.message_id for m in dead] == ["bad"]
     assert dead[0].application_properties["DeadLetterReason"] == "MaxDeliveryCountExceeded"
+
+
+def test_the_invocation_line_escapes_what_the_sender_wrote(tmp_path, caplog):
+    """A newline in a MessageId or a requestId property must not forge a second log line."""
+    import logging
+
+    from redisflush.bus import ReceivedMessage
+    from redisflush.local.host import FunctionSpec, LocalHost
+    from redisflush.local.bus import LocalBus
+    import datetime as dt
+
+    bus = LocalBus(tmp_path / "bus.sqlite")
+    spec = FunctionSpec("FlushTrigger", "q", "ServiceBusConnection", lambda msg: None)
+    host = LocalHost(bus, [spec], concurrency=1)
+    now = dt.datetime.now(dt.timezone.utc)
+    message = ReceivedMessage(b"{}", "m1\nFORGED level=ERROR", 1, 1, now, "tok", now,
+                              application_properties={"requestId": "r\r\nFORGED"}, entity="q")
+    host._slots["FlushTrigger"].acquire()
+    with caplog.at_level(logging.INFO, logger="redisflush.host"):
+        host._invoke(spec, message)
+    lines = [r.getMessage() for r in caplog.records if r.name == "redisflush.host"]
+    assert len(lines) == 1 and "\n" not in lines[0] and "\r" not in lines[0]
+    assert "m1\\nFORGED" in lines[0] and "r\\r\\nFORGED" in lines[0]
