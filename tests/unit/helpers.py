@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import unicodedata
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -16,7 +16,7 @@ from redisflush.core.targets import ENTERPRISE, REDIS, Target
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
-T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 SUB = "00000000-1111-2222-3333-444444444444"
 SUB2 = "00000000-1111-2222-3333-555555555555"
 RG = "rg-prod"
@@ -50,7 +50,7 @@ def cluster_id(cluster: str = CLUSTER, rg: str = RG, sub: str = SUB) -> str:
             f"redisEnterprise/{cluster}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_text(name: str) -> str:
     return (FIXTURES / name).read_text(encoding="utf-8")
 

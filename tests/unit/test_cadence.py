@@ -5,11 +5,22 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from redisflush.core.cadence import (LOW_WATER, MAX_RETRY_DELAY, MAX_WAIT, MIN_POLL_GAP,
-                                     READ_REFILL_PER_SECOND, READ_SHARE, ReadBudget, capped,
-                                     next_time, poll_gap, retry_delay)
+from redisflush.core.cadence import (
+    LOW_WATER,
+    MAX_RETRY_DELAY,
+    MAX_WAIT,
+    MIN_POLL_GAP,
+    READ_REFILL_PER_SECOND,
+    READ_SHARE,
+    ReadBudget,
+    capped,
+    next_time,
+    poll_gap,
+    retry_delay,
+)
 
 from .helpers import T0, at
 

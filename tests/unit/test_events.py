@@ -9,11 +9,25 @@ import re
 
 import pytest
 
-from redisflush.core.events import (CONTENT_TYPE, EVENT_TYPE, FLUSH_COMPLETED, PROGRESS,
-                                    REJECTED_SOURCE, REQUEST_COMPLETED, STATUSES, Outcome,
-                                    aggregate_status, cache_event_id, event_message,
-                                    flush_completed, iso, parse_iso, progress_note, properties,
-                                    request_completed)
+from redisflush.core.events import (
+    CONTENT_TYPE,
+    EVENT_TYPE,
+    FLUSH_COMPLETED,
+    PROGRESS,
+    REJECTED_SOURCE,
+    REQUEST_COMPLETED,
+    STATUSES,
+    Outcome,
+    aggregate_status,
+    cache_event_id,
+    event_message,
+    flush_completed,
+    iso,
+    parse_iso,
+    progress_note,
+    properties,
+    request_completed,
+)
 from redisflush.core.fit import MAX_MESSAGE_BYTES
 from redisflush.core.outbound import OutboundMessage
 from redisflush.core.request import Origin

@@ -7,7 +7,8 @@ import json
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from redisflush.core.compact import compact
 from redisflush.core.events import Outcome
@@ -180,7 +181,7 @@ def test_poll_message_of_fifty_targets_fits(state):
     assert [t.target for t in back.targets] == [t.target for t in state.targets]
     assert [t.phase for t in back.targets] == [t.phase for t in state.targets]
     assert [t.linked for t in back.targets] == [t.linked for t in state.targets]
-    for old, new in zip(state.targets, back.targets):
+    for old, new in zip(state.targets, back.targets, strict=True):
         if old.outcome:
             assert new.outcome is not None and new.outcome.status == old.outcome.status
             assert new.outcome.error["code"] == "Big"

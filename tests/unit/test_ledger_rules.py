@@ -7,8 +7,14 @@ import datetime as dt
 
 import pytest
 
-from redisflush.core.ledger_rules import (LEASE, REPOSTED, expiry, new_target_row, on_existing,
-                                          recorded)
+from redisflush.core.ledger_rules import (
+    LEASE,
+    REPOSTED,
+    expiry,
+    new_target_row,
+    on_existing,
+    recorded,
+)
 from redisflush.ledger import LedgerRow
 
 from .helpers import T0, at

@@ -8,16 +8,43 @@ import re
 import unicodedata
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from redisflush.core.request import (MAX_BODY_BYTES, REQUEST_FIELDS, Delivery, FlushRequest,
-                                     Origin, Rejection, parse_request, request_id_from_message_id)
+from redisflush.core.request import (
+    MAX_BODY_BYTES,
+    REQUEST_FIELDS,
+    Delivery,
+    FlushRequest,
+    Origin,
+    Rejection,
+    parse_request,
+    request_id_from_message_id,
+)
 from redisflush.core.selector import parse_selector
 from redisflush.core.targets import ENTERPRISE, REDIS, make_enterprise, make_target
 
-from .helpers import (API_VERSION, CACHE, CACHE_TEXT, CLUSTER, CLUSTER_ID, DATABASE_ID, ENDPOINT,
-                      RESOURCE_ID, RG, RG_TEXT, SUB, SUB_TEXT, T0, assert_url_confined, at,
-                      cluster_id, db_id, load_fixture, rid)
+from .helpers import (
+    API_VERSION,
+    CACHE,
+    CACHE_TEXT,
+    CLUSTER,
+    CLUSTER_ID,
+    DATABASE_ID,
+    ENDPOINT,
+    RESOURCE_ID,
+    RG,
+    RG_TEXT,
+    SUB,
+    SUB_TEXT,
+    T0,
+    assert_url_confined,
+    at,
+    cluster_id,
+    db_id,
+    load_fixture,
+    rid,
+)
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DEFAULT_TIMEOUT = 1800

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from redisflush.core.selector import (MAX_TAGS, Selector, database_list_path, parse_selector,
-                                      read_page)
+from redisflush.core.selector import (
+    MAX_TAGS,
+    Selector,
+    database_list_path,
+    parse_selector,
+    read_page,
+)
 from redisflush.core.targets import ENTERPRISE, KINDS, REDIS, parse_resource_id
 from redisflush.errors import ValidationError
 

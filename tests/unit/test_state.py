@@ -10,8 +10,15 @@ import pytest
 from redisflush.core.events import Outcome
 from redisflush.core.request import Delivery, FlushRequest, Origin, parse_request
 from redisflush.core.selector import parse_selector
-from redisflush.core.state import (PHASES, VERSION, ListCall, RunState, TargetState, initial,
-                                   with_targets)
+from redisflush.core.state import (
+    PHASES,
+    VERSION,
+    ListCall,
+    RunState,
+    TargetState,
+    initial,
+    with_targets,
+)
 from redisflush.core.targets import ENTERPRISE, REDIS, make_enterprise, make_target
 
 from .helpers import ENDPOINT, RG, SUB, T0, at, cluster_id, db_id, rid
@@ -173,7 +180,8 @@ HOSTILE = {
     "v string": _mutated(_set(v="2")), "no requestId": _mutated(lambda d: d.pop("requestId")),
     "phase unknown": _mutated(_set(phase="flush")), "deadline null": _mutated(_set(deadline=None)),
     "deadline junk": _mutated(_set(deadline="soon")), "step junk": _mutated(_set(step="x")),
-    "targets null": _mutated(_set(targets=None)), "targets object": _mutated(_set(targets={"x": 1})),
+    "targets null": _mutated(_set(targets=None)),
+    "targets object": _mutated(_set(targets={"x": 1})),
     "target junk": _mutated(_set(targets=["x"])),
     "target phase": _mutated(_target(0, phase="flushing")),
     "poll without url": _mutated(_target(0, pollUrl=None)),
@@ -213,7 +221,7 @@ def test_deep_nesting_is_a_value_error(body):
                                      [-1, 1, 2, 3, 4, 5]])
 def test_target_indexes_must_match_their_positions(indexes):
     def change(doc):
-        for ts, i in zip(doc["targets"], indexes):
+        for ts, i in zip(doc["targets"], indexes, strict=True):
             ts["i"] = i
     with pytest.raises(ValueError):
         RunState.from_json(_mutated(change))

@@ -3,16 +3,41 @@ database), and the only URLs built from them."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from redisflush.core.targets import (DEFAULT_DATABASE, ENTERPRISE, REDIS, Target, in_scopes,
-                                     json_type, make_enterprise, make_target, parse_database_id,
-                                     parse_resource_id)
+from redisflush.core.targets import (
+    DEFAULT_DATABASE,
+    ENTERPRISE,
+    REDIS,
+    Target,
+    in_scopes,
+    json_type,
+    make_enterprise,
+    make_target,
+    parse_database_id,
+    parse_resource_id,
+)
 from redisflush.errors import ValidationError
 
-from .helpers import (API_VERSION, CACHE, CLUSTER, CLUSTER_ID, DATABASE_ID, ENDPOINT,
-                      ENTERPRISE_API_VERSION, NAME_TEXT, RESOURCE_ID, RG, RG_TEXT, SUB, SUB_TEXT,
-                      assert_url_confined, db_id, rid)
+from .helpers import (
+    API_VERSION,
+    CACHE,
+    CLUSTER,
+    CLUSTER_ID,
+    DATABASE_ID,
+    ENDPOINT,
+    ENTERPRISE_API_VERSION,
+    NAME_TEXT,
+    RESOURCE_ID,
+    RG,
+    RG_TEXT,
+    SUB,
+    SUB_TEXT,
+    assert_url_confined,
+    db_id,
+    rid,
+)
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
