@@ -188,7 +188,8 @@ def _describe(commands: list[Command]) -> str | None:
     """What a decision did, for the host's one log line per invocation."""
     done = [c for c in commands if isinstance(c, Publish)]
     scheduled = [c for c in commands if isinstance(c, Schedule)]
-    parts = [f"published {c.message.subject} {c.message.application_properties.get('status')}"
+    parts = [f"completed {c.message.application_properties.get('status')} "
+             f"({c.message.application_properties.get('cacheName') or 'request'})"
              for c in done]
     parts += [f"scheduled {c.message.message_id} at {c.at:%H:%M:%S.%f}"[:-3] for c in scheduled]
     return "; ".join(parts) or None

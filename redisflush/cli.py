@@ -155,11 +155,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     endpoint = runtime.emulator.url if runtime.emulator else runtime.settings.arm_endpoint
     print(f"serving {', '.join(f.name for f in runtime.host.functions)} on the local bus "
           f"{runtime.bus.path}; ARM at {endpoint}", file=sys.stderr, flush=True)
+    runtime.start()
     try:
-        runtime.host.run()  # in this thread, so signals reach it; returns once drained
+        while not runtime.host.stopping.wait(0.5):  # the main thread keeps the signals
+            pass
     finally:
-        runtime.stop()
-    print(f"stopped after {runtime.host.invocations} invocations", file=sys.stderr)
+        drained = runtime.stop()  # at most its drain limit, whatever ARM does
+    print(f"stopped after {runtime.host.invocations} invocations"
+          + ("" if drained else " (calls still running were left to be redelivered)"),
+          file=sys.stderr)
     return 0
 
 
