@@ -34,7 +34,7 @@ from .settings import Settings
 log = logging.getLogger("redisflush")
 # An invocation stops starting ARM calls this long after it began: one call may last up to
 # its whole-duration limit, and the lock (one minute) must outlive the invocation.
-CALL_WINDOW = 30.0
+CALL_WINDOW = 20.0
 MAX_ROUNDS = 64
 ARM_THREADS = 8
 POLLER_WINDOW = 10.0

@@ -17,7 +17,8 @@ from .commands import CallArm, Claimed, ClaimTarget, Command, Deferred, RecordTa
 from .events import Outcome, iso, parse_iso_or_none
 from .fit import fit
 from .state import TargetState
-from .targets import ENTERPRISE, in_scopes, parse_resource_id
+from ..errors import ValidationError
+from .targets import ENTERPRISE, in_scopes, parse_database_id, parse_resource_id
 from .ledger_rules import expiry
 
 MAX_BAD = 3  # unusable status answers are retried at most 3 times
@@ -64,10 +65,11 @@ class Context:
 def on_answer(ts: TargetState, result: Result, cx: Context) -> TargetState:
     """The target after one answer (its ledger writes go to `cx.records`)."""
     if isinstance(result, Deferred):
-        late = cx.now + dt.timedelta(seconds=result.wait) >= cx.deadline
+        wait = cadence.capped(result.wait)
+        late = wait >= (cx.deadline - cx.now).total_seconds()
         if cx.now >= cx.deadline or (late and ts.phase != "poll"):
             return _end(ts, cx, "TimedOut", _timed_out_error(ts))
-        return replace(ts, due=cx.at(result.wait), paced=True)
+        return replace(ts, due=cx.at(wait), paced=True)
     if isinstance(result, Claimed):
         return _on_claim(ts, result, cx)
     if isinstance(result, (ArmAnswer, ArmFailure)):
@@ -115,10 +117,10 @@ def _check_linked(ts: TargetState, cx: Context) -> TargetState:
     """A linked database is flushed too: it must be a database id inside the allowed scopes."""
     for linked in ts.linked or ():
         try:
-            target = parse_resource_id(linked)
-        except Exception:  # noqa: BLE001 - ValidationError: ARM gave something else
+            target = parse_resource_id(parse_database_id(linked, "linkedDatabaseIds"))
+        except ValidationError:  # ARM gave something other than a database id
             target = None
-        if target is None or target.kind != ENTERPRISE or not in_scopes(target, cx.scopes):
+        if target is None or not in_scopes(target, cx.scopes):
             return _end(ts, cx, "Rejected", {
                 "code": "LinkedDatabaseNotAllowed", "target": "linkedDatabaseIds",
                 "message": f"linked database {linked[:300]} is not a Managed Redis database "
@@ -291,4 +293,6 @@ def _summary(operation: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The OperationStatusResult fields the event carries (never a URL with signatures)."""
     if not isinstance(operation, Mapping) or not operation:
         return None
-    return fit({k: operation[k] for k in _OPERATION_FIELDS if k in operation}, OPERATION_BYTES)
+    summary = fit({k: operation[k] for k in _OPERATION_FIELDS if k in operation},
+                  OPERATION_BYTES)
+    return summary if isinstance(summary, dict) else None

@@ -158,7 +158,8 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
         return replace(state, phase="done", reported=True), rejection_commands(
             rejected, now, selector_scope=_scope(state) if not _single(state) else None,
             event_id=f"{state.origin.request_id}:reused:{digest}:completed")
-    if state.selector is not None:
+    selector = state.selector
+    if selector is not None:
         stored = opened.data.get("targets") if opened.status == "same" else None
         if isinstance(stored, list):
             ids = tuple(str(i) for i in stored)
@@ -166,7 +167,7 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
             state = replace(with_targets(state, targets, now), found=ids, phase="run",
                             arm_requests=int(opened.data.get("armRequests") or 0))
         else:
-            calls = resolve.first_calls(state.selector, config.arm_endpoint,
+            calls = resolve.first_calls(selector, config.arm_endpoint,
                                         config.api_version, config.enterprise_api_version)
             state = replace(state, phase="resolve", pending_lists=calls, due=now)
     else:
