@@ -113,24 +113,51 @@ def immediate(run: ScenarioRun) -> None:
 
 
 def percent_progress(run: ScenarioRun) -> None:
-    assert re.search(r"InProgress \d+%", run.send.stderr), run.send.stderr
+    # a 2.5 s flush read at 1 s and 2 s (about 40% and 80%), done at 3 s: a progress line for
+    # each percentage, then the final one
+    percents = [int(p) for p in re.findall(r"InProgress (\d+)%", run.send.stderr)]
+    assert len(percents) == 2 and 0 < percents[0] < percents[1] < 100, run.send.stderr
+    polls(3)(run)
     assert run.data["operation"]["percentComplete"] == 100.0
 
 
-def waited_at_least(seconds: float):
+def waited_at_least(seconds: float, reads: int):
+    """ARM's Retry-After on the 202 put off the first status read: `reads` reads in all."""
     def check(run: ScenarioRun) -> None:
         assert run.data["durationSeconds"] >= seconds, run.data
+        polls(reads)(run)
     return check
 
 
 def moved(run: ScenarioRun) -> None:
-    assert run.stats["polls"] >= 2 and run.stats["flushes"] == 1
+    # reads at 1 s (202 naming a new URL), 2 s (the new URL, running) and 3 s (done)
+    assert run.stats["polls"] == 3 and run.stats["flushes"] == 1, run.stats
     polled = re.findall(r"GET \S+/operationresults/([0-9a-f-]+) -> \d+", run.serve_log)
     assert len(set(polled)) == 2, polled          # the poll followed the new URL
 
 
 def location_result(run: ScenarioRun) -> None:
-    polls(2)(run)
+    # status reads once a second after ARM accepted: 202 at 1 s and 2 s, 200 at 3 s (2.5 s
+    # flush; the half second either side keeps the count exact under load)
+    polls(3)(run)
+    assert run.data["armRequests"] == 4          # the POST and three Location reads
+    assert run.data["operation"]["status"] == "Succeeded"
+
+
+def slow_answers(run: ScenarioRun) -> None:
+    # every answer takes 0.5 s: the POST's (0.5 s), one second to the first status read,
+    # which finds the 0.5 s flush over and answers after 0.5 s more
+    assert run.stats == {"posts": 1, "accepted": 1, "flushes": 1, "polls": 1}, run.stats
+    assert run.data["armRequests"] == 2
+    assert run.data["durationSeconds"] >= 2.0, run.data
+
+
+def retry_after_past_the_deadline(run: ScenarioRun) -> None:
+    # ARM's Retry-After (3600 s) lies past the 30 s deadline: no read before the deadline,
+    # one last look at it, and a terminal answer there still counts
+    assert run.stats == {"posts": 1, "accepted": 1, "flushes": 1, "polls": 1}, run.stats
+    assert run.data["armRequests"] == 2
+    assert 29.5 <= run.data["durationSeconds"] <= 45, run.data
     assert run.data["operation"]["status"] == "Succeeded"
 
 
@@ -188,7 +215,7 @@ SCENARIOS = [
     scenario("poll-errors", 0, "Succeeded", behaviour={"pollErrors": [503, 404]},
              check=polls(3)),
     scenario("location-only", 0, "Succeeded",
-             behaviour={"pollMode": "location", "duration": 4}, check=location_result),
+             behaviour={"pollMode": "location", "duration": 2.5}, check=location_result),
     scenario("location-no-content", 0, "Succeeded",
              behaviour={"pollMode": "location", "locationDoneNoContent": True},
              check=location_done_no_content),
@@ -200,21 +227,21 @@ SCENARIOS = [
     scenario("immediate-empty-body", 0, "Succeeded",
              behaviour={"immediate": True, "immediateEmptyBody": True}, check=immediate),
     scenario("percent-complete", 0, "Succeeded",
-             behaviour={"percentComplete": True, "duration": 4}, check=percent_progress),
+             behaviour={"percentComplete": True, "duration": 2.5}, check=percent_progress),
     scenario("retry-after-4", 0, "Succeeded", behaviour={"retryAfter": 4},
-             check=waited_at_least(4.0)),
-    scenario("latency", 0, "Succeeded", behaviour={"latency": 0.5},
-             check=waited_at_least(2.9)),
+             check=waited_at_least(4.0, 1)),
+    scenario("latency", 0, "Succeeded", behaviour={"latency": 0.5}, check=slow_answers),
     scenario("move-after-polls", 0, "Succeeded",
              behaviour={"moveAfterPolls": 1, "duration": 2.5}, check=moved, verbose=True),
-    scenario("timed-out-retry-after", 3, "TimedOut", "TimedOut",
+    # SLOW (~30 s): a poll's Retry-After past the deadline waits for the deadline itself
+    scenario("retry-after-past-deadline", 0, "Succeeded",
              behaviour={"retryAfter": 3600}, send_args=("--timeout", "30"),
-             check=timed_out_at_once(None)),
+             check=retry_after_past_the_deadline, slow=True),
     scenario("timed-out-throttled", 3, "TimedOut", "TimedOut",
              behaviour={"throttleFirst": 1, "throttleRetryAfter": 3600},
              send_args=("--timeout", "30"), check=timed_out_at_once("TooManyRequests")),
     # SLOW (~31 s): the real deadline. The shortest timeoutSeconds is 30 (DESIGN); the quick
-    # TimedOut scenarios above end early because ARM's Retry-After lies past the deadline.
+    # TimedOut scenario above ends early because a POST retry cannot happen before it.
     scenario("timed-out-deadline-30s", 3, "TimedOut", "TimedOut",
              behaviour={"duration": 300}, send_args=("--timeout", "30"),
              check=timed_out_at_deadline, slow=True),

@@ -60,7 +60,7 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(procs: Processes, local_dir
     assert again.wait(30) == 0, again.stderr()
     polls = [m for m in again.invocation_lines() if m["function"] == "PollOrchestrator"]
     assert polls and all(m["request"] == rid and m["outcome"] == "completed" for m in polls)
-    assert polls[-1]["decision"] == "completed Succeeded"
+    assert polls[-1]["decision"] == f"completed Succeeded ({cache})"
 
 
 @pytest.mark.timeout(60)
