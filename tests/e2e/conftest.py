@@ -18,9 +18,10 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -148,7 +149,7 @@ class Serve(Proc):
 
     arm_url: str = ""
 
-    def ready(self, timeout: float = 30) -> "Serve":
+    def ready(self, timeout: float = 30) -> Serve:
         match = self.wait_stderr(r"^serving .* ARM at (\S+)$", timeout)
         self.arm_url = match.group(1)
         return self
@@ -256,7 +257,7 @@ class Scenario:
     serve_args: tuple[str, ...] = ()
     serve_env: dict[str, str] = field(default_factory=dict)
     verbose: bool = False
-    check: Callable[["ScenarioRun"], None] | None = None
+    check: Callable[[ScenarioRun], None] | None = None
     slow: bool = False
 
 

@@ -11,8 +11,17 @@ import pytest
 from redisflush.bus import OutboundMessage
 from redisflush.local.bus import LocalBus
 
-from .conftest import (EVENTS, REQUEST_QUEUE, RG, SUB, Processes, cache_args, one_event,
-                       wait_for, write_config)
+from .conftest import (
+    EVENTS,
+    REQUEST_QUEUE,
+    RG,
+    SUB,
+    Processes,
+    cache_args,
+    one_event,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,7 @@ import pytest
 
 from redisflush.local.bus import LocalBus
 
-from .conftest import (Processes, cache_args, http_json, one_event, run_cli, wait_for,
-                       write_config)
+from .conftest import Processes, cache_args, http_json, one_event, run_cli, wait_for, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -109,3 +108,35 @@ def test_serve_against_a_separate_emulator(procs: Processes, local_dir: Path,
 
     emulator.popen.send_signal(signal.SIGTERM)
     assert emulator.wait(15) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_second_serve_on_one_local_dir_is_refused(procs: Processes, local_dir: Path,
+                                                    tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "emulator.json", {"caches": {"one-*": {"duration": 0.5}}})
+    first = procs.serve(local_dir, "--config", str(cfg))
+    port_file = local_dir / "emulator.port"
+    port = port_file.read_text()
+    assert first.arm_url.endswith(f":{port}")
+
+    for args in ([], ["--config", str(cfg)], ["--emulator-port", "0"]):
+        second = run_cli(["serve", "--local", *args], local_dir, timeout=30)
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1, second.stderr
+        assert lines[0] == (f"error: another serve --local is running on {local_dir} "
+                            f"(pid {first.pid}): stop it, or set REDISFLUSH_LOCAL_DIR to "
+                            "another folder"), second.stderr
+        assert second.stdout == ""
+    # the first one is untouched: same port, and it still flushes
+    assert port_file.read_text() == port and first.alive()
+    result = run_cli(["send", "--local", "--wait", "--json", *cache_args("one-1")], local_dir)
+    assert result.returncode == 0, result.stderr
+    assert one_event(result.stdout)["data"]["status"] == "Succeeded"
+    assert first.cache_stats("one-1")["posts"] == 1
+    assert [m["function"] for m in first.invocation_lines()][0] == "FlushTrigger"
+
+    # once it stops, the local dir is free again
+    first.popen.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    assert procs.serve(local_dir, "--config", str(cfg)).arm_url == first.arm_url
