@@ -116,10 +116,12 @@ def flush_completed(origin: Origin, target: Target | None, outcome: Outcome, *,
 
 
 def aggregate_status(statuses: Sequence[str]) -> str:
-    """Succeeded when every target did; else the first of Failed, TimedOut, Canceled seen."""
+    """Succeeded when every target did; else the first of Failed, TimedOut, Canceled seen.
+    A target refused on its own (a linked database outside the allowed scopes) makes the
+    request Failed: Rejected is for a request refused as a whole."""
     if statuses and all(s == "Succeeded" for s in statuses):
         return "Succeeded"
-    for status in ("Failed", "TimedOut", "Canceled", "Rejected"):
+    for status in ("Failed", "TimedOut", "Canceled"):
         if status in statuses:
             return status
     return "Failed"

@@ -77,8 +77,11 @@ def _cut_largest(value: Any, excess: int) -> Any:
 
 def _shorter(node: Any, excess: int) -> Any:
     if isinstance(node, str):
-        keep = max(0, len(node) - max(excess, len(node) // 4) - 1)
-        while keep and size(node[:keep]) > size(node) - excess:
+        total = size(node)
+        # characters to keep, from the share of bytes to keep (multi-byte text is cut in
+        # proportion, not by subtracting bytes from characters)
+        keep = int(len(node) * max(0, total - max(excess, total // 4) - 8) / max(1, total))
+        while keep and size(node[:keep]) > total - excess:
             keep = keep * 3 // 4
         return node[:keep] + _ELLIPSIS
     return node[: len(node) // 2] + [_ELLIPSIS]

@@ -120,9 +120,14 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
         targets, selector = _targets(data, max_targets)
         linked = _linked(data, targets)
         timeout = _timeout(data.get("timeoutSeconds"), default_timeout)
-        for index, target in enumerate(targets):
+        given = [str(i).lower() for i in data.get("resourceIds") or []] \
+            if isinstance(data.get("resourceIds"), list) else []
+        for target in targets:
             if not in_scopes(target, allowed_scopes):
-                raise ValidationError("resourceIds" if len(targets) > 1 else "resourceId",
+                where = next((i for i, text in enumerate(given)
+                              if isinstance(text, str) and _same_id(text, target)), None)
+                raise ValidationError(f"resourceIds[{where}]" if where is not None else
+                                      "resourceId",
                                       f"{target.resource_id} is outside the scopes this app "
                                       "may flush (REDISFLUSH_ALLOWED_SCOPES)")
     except ValidationError as exc:
@@ -131,6 +136,13 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
         return Rejection(origin, exc.field, exc.rule, targets)
     deadline = origin.requested_at + dt.timedelta(seconds=timeout)
     return FlushRequest(origin, targets, selector, linked, timeout, deadline)
+
+
+def _same_id(text: str, target: Target) -> bool:
+    try:
+        return parse_resource_id(text).key == target.key
+    except ValidationError:
+        return False
 
 
 def request_id_from_message_id(message_id: str) -> str:
@@ -162,16 +174,28 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _first_duplicate(value: Any, path: str) -> str | None:
-    if isinstance(value, _Duplicated):
-        return f"{path}.{value.key}" if path else value.key
-    items = value.items() if isinstance(value, dict) else (
-        ((f"[{i}]", v) for i, v in enumerate(value)) if isinstance(value, list) else ())
-    for key, child in items:
-        where = f"{path}{key}" if key.startswith("[") else (f"{path}.{key}" if path else key)
-        found = _first_duplicate(child, where)
-        if found:
-            return found
+MAX_DEPTH = 32  # a request is a flat object; Python 3.12+ parses far deeper nesting
+
+
+def _first_problem(data: Any) -> ValidationError | None:
+    """The first duplicated key (named by its path, e.g. `reason.x`) or nesting past
+    MAX_DEPTH, found without recursion so no depth can raise RecursionError."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return ValidationError(path[:128] or "body",
+                                   f"must not nest more than {MAX_DEPTH} levels")
+        if isinstance(value, _Duplicated):
+            where = f"{path}.{value.key}" if path else value.key
+            return ValidationError(where[:128], "must appear only once")
+        if isinstance(value, dict):
+            children = [(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()]
+        elif isinstance(value, list):
+            children = [(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend((v, p, depth + 1) for v, p in reversed(children))
     return None
 
 
@@ -199,10 +223,7 @@ def _document(body: bytes) -> dict[str, Any] | ValidationError:
         return ValidationError("body", "must be valid JSON (a JSON object)")
     if not isinstance(data, dict):
         return ValidationError("body", f"must be a JSON object, not {json_type(data)}")
-    duplicate = _first_duplicate(data, "")
-    if duplicate:
-        return ValidationError(duplicate[:128], "must appear only once")
-    return data
+    return _first_problem(data) or data
 
 
 def _safe_origin(origin: Origin, reserved: tuple[str, ...]) -> Origin:

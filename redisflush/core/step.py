@@ -126,7 +126,11 @@ def _target_calls(state: RunState, view: View, config: Config
             continue
         if ts.due <= view.now and view.can_call:
             if ts.phase == "post" and len(state.targets) > 1 and ts.linked:
-                ts = replace(ts, linked=_own_share(state, ts))
+                share = _own_share(state, ts)
+                if share is None:  # an earlier member of its group has not been answered
+                    state = state.with_target(replace(ts, due=view.now + HOLD))
+                    continue
+                ts = replace(ts, linked=share)
                 state = state.with_target(ts)
             call = flush_steps.call_for(
                 ts, request_id=state.origin.request_id, step=state.step,
@@ -137,13 +141,26 @@ def _target_calls(state: RunState, view: View, config: Config
     return state, calls
 
 
-def _own_share(state: RunState, ts: TargetState) -> tuple[str, ...]:
+HOLD = dt.timedelta(seconds=1)
+
+
+def _own_share(state: RunState, ts: TargetState) -> tuple[str, ...] | None:
     """The linked databases this target flushes when one request names several members of a
-    geo-replication group: none that is a target itself, none an earlier target flushes
-    already, so each database is flushed once."""
+    geo-replication group, so each database is flushed once: none that is a target itself,
+    none an earlier target's accepted flush took. None (wait) while an earlier target that
+    may share them has not had its group read or its POST answered."""
+    mine = {i.lower() for i in ts.linked or ()}
+    taken: set[str] = set()
+    for t in state.targets[:ts.index]:
+        if t.target.kind != ts.target.kind:
+            continue
+        theirs = {i.lower() for i in (t.outcome.linked if t.outcome else t.linked) or ()}
+        if t.phase == "read" or (t.phase in ("claim", "post") and theirs & mine):
+            return None
+        if t.accepted_at is not None or (t.outcome and t.outcome.linked):
+            taken |= theirs
     targets = {t.target.key for t in state.targets}
-    earlier = {i.lower() for t in state.targets[:ts.index] for i in (t.linked or ())}
-    return tuple(i for i in ts.linked or () if i.lower() not in targets | earlier)
+    return tuple(i for i in ts.linked or () if i.lower() not in targets | taken)
 
 
 # -- the ledger's answer to the request ---------------------------------------------------

@@ -168,7 +168,7 @@ def test_rejected_without_a_known_target():
     (["Succeeded", "Canceled"], "Canceled"),
     (["Canceled"], "Canceled"),
     (["TimedOut"] * 3, "TimedOut"),
-    (["Rejected", "Succeeded"], "Rejected"),
+    (["Rejected", "Succeeded"], "Failed"),  # a target refused alone fails the request
     (["Rejected", "Canceled"], "Canceled"),
 ])
 def test_aggregate_status(statuses, expected):

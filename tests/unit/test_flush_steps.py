@@ -900,17 +900,12 @@ def test_group_members_in_one_request_flush_the_rest_of_the_group_once():
     assert _flushes_of(db_id("a"), accepted) == _flushes_of(db_id("b"), accepted) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="lead: step._own_share drops c from b's ids because a "
-                                       "would flush it, but a's POST failed: c is never flushed")
 def test_a_linked_database_is_flushed_even_when_the_target_that_would_flush_it_fails():
     accepted = _drive_group({"a": 404}, {})
     assert [body["flushed"] for body in accepted] == ["b"]
     assert _flushes_of(db_id("c"), accepted) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="lead: step._own_share only skips what earlier targets "
-                                       "already know; when a reads its group after b posted, c "
-                                       "is flushed twice")
 def test_a_linked_database_is_flushed_once_when_the_earlier_target_reads_its_group_late():
     slow = answer(429, b"", {"Retry-After": "10"})
     accepted = _drive_group({}, {"a": slow})
