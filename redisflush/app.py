@@ -15,14 +15,27 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from .arm import ArmClient
 from .bus import Bus, BusError
 from .core.cadence import ReadBudget
-from .core.commands import (CallArm, ClaimTarget, Command, Deferred, Log, Note, OpenRequest,
-                            Publish, RecordRequest, RecordTarget, Reply, Result, Schedule)
+from .core.commands import (
+    CallArm,
+    ClaimTarget,
+    Command,
+    Deferred,
+    Log,
+    Note,
+    OpenRequest,
+    Publish,
+    RecordRequest,
+    RecordTarget,
+    Reply,
+    Result,
+    Schedule,
+)
 from .core.request import Delivery, Rejection, parse_request
 from .core.state import RunState
 from .core.step import Config, View, begin, rejection_commands, step
@@ -41,7 +54,7 @@ POLLER_WINDOW = 10.0
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -125,7 +138,7 @@ class FlushApp:
         if len(arm_calls) == 1:
             answers[arm_calls[0].ref] = self._call(arm_calls[0])
         elif arm_calls:
-            for call, result in zip(arm_calls, self._pool.map(self._call, arm_calls)):
+            for call, result in zip(arm_calls, self._pool.map(self._call, arm_calls), strict=True):
                 answers[call.ref] = result
         return answers
 

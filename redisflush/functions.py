@@ -95,7 +95,7 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
     """EnqueuedTimeUtc is UTC, but the host sends it without an offset, so the worker returns
     a naive datetime; comparing that with aware times would raise on every delivery."""
     if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.timezone.utc)
+        return moment.replace(tzinfo=dt.UTC)
     return moment
 
 

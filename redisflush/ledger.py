@@ -16,8 +16,9 @@ import datetime as dt
 import itertools
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from .errors import RedisFlushError
 
@@ -39,8 +40,8 @@ class LedgerRow:
     state: str
     data: Mapping[str, Any] = field(default_factory=dict)
     posts: int = 0
-    updated_at: dt.datetime = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    expires_at: dt.datetime = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    updated_at: dt.datetime = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    expires_at: dt.datetime = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     etag: str = ""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .core import ledger_rules
-from .core.commands import ClaimTarget, Claimed, OpenRequest, Opened, RecordRequest, RecordTarget
+from .core.commands import Claimed, ClaimTarget, Opened, OpenRequest, RecordRequest, RecordTarget
 from .ledger import REQUEST_KEY, Ledger, LedgerError, LedgerRow
 
 ATTEMPTS = 8  # conditional writes that lost a race are re-read and tried again

@@ -14,9 +14,10 @@ import datetime as dt
 import hashlib
 import re
 import threading
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -235,8 +236,12 @@ def identity_endpoint(*, account_name: str | None, table_service_uri: str | None
 def describe(exc: BaseException) -> str:
     """One safe line for an azure.core error: its kind and status, no request URL (a SAS
     rides in its query), no multi-line service payload, no key or signature."""
-    from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
-                                       ServiceRequestError, ServiceResponseError)
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
 
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         text = f"HTTP {exc.status_code} {error_code(exc) or exc.reason or ''}"
@@ -299,10 +304,10 @@ def _utc(value: dt.datetime) -> dt.datetime:
     """An aware UTC datetime (naive counts as UTC: the SDK would read it as local time), as a
     plain datetime rather than the SDK's TablesEntityDatetime subclass."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    value = value.astimezone(dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
+    value = value.astimezone(dt.UTC)
     return dt.datetime(value.year, value.month, value.day, value.hour, value.minute,
-                       value.second, value.microsecond, tzinfo=dt.timezone.utc)
+                       value.second, value.microsecond, tzinfo=dt.UTC)
 
 
 def _entity(row: LedgerRow, text: str) -> dict[str, Any]:

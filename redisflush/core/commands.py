@@ -8,8 +8,9 @@ invocation.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any
 
 from .answers import ArmAnswer, ArmFailure
 from .outbound import OutboundMessage
@@ -137,7 +138,7 @@ class Log:
     text: str
 
 
-Command = Union[CallArm, OpenRequest, ClaimTarget, RecordTarget, RecordRequest, Publish, Reply,
-                Note, Schedule, Log]
-Result = Union[ArmAnswer, ArmFailure, Deferred, Opened, Claimed]
+Command = (CallArm | OpenRequest | ClaimTarget | RecordTarget | RecordRequest | Publish | Reply
+           | Note | Schedule | Log)
+Result = ArmAnswer | ArmFailure | Deferred | Opened | Claimed
 CALLS = (CallArm, OpenRequest, ClaimTarget)

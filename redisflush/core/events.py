@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .fit import MAX_MESSAGE_BYTES, fit
 from .outbound import OutboundMessage
@@ -48,7 +49,7 @@ class Outcome:
                 "linked": list(self.linked)}
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "Outcome":
+    def from_json(cls, doc: Mapping[str, Any]) -> Outcome:
         if doc.get("status") not in STATUSES:
             raise ValueError(f"unknown outcome status {doc.get('status')!r}")
         return cls(str(doc["status"]), parse_iso(str(doc["completedAt"])), doc.get("error"),
@@ -59,13 +60,13 @@ class Outcome:
 def iso(moment: dt.datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds") \
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds") \
         .replace("+00:00", "Z")
 
 
 def parse_iso(text: str) -> dt.datetime:
     moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def parse_iso_or_none(text: Any) -> dt.datetime | None:
@@ -183,10 +184,15 @@ def event_message(event: Mapping[str, Any], origin: Origin, target: Target | Non
                   session: bool = False) -> OutboundMessage:
     """The Service Bus message for an event: the topic's, or (session) the reply's copy."""
     return OutboundMessage(
-        json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(), message_id=str(event["id"]),
+        _wire(event), message_id=str(event["id"]),
         content_type=CONTENT_TYPE, correlation_id=origin.request_id,
         subject=str(event["type"]), application_properties=properties(event, origin, target),
         session_id=origin.session_id if session else None)
+
+
+def _wire(doc: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON: the bytes `fit` measured."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def progress_note(origin: Origin, *, status: str, percent: Any, targets: int,
@@ -198,6 +204,6 @@ def progress_note(origin: Origin, *, status: str, percent: Any, targets: int,
             "data": fit({"requestId": origin.request_id, "status": status,
                          "percentComplete": percent, "targets": targets,
                          "counts": dict(counts), "finished": list(finished)}, _DATA_BYTES)}
-    return OutboundMessage(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), body["id"],
+    return OutboundMessage(_wire(body), str(body["id"]),
                            content_type=CONTENT_TYPE, correlation_id=origin.request_id,
                            subject=PROGRESS, session_id=origin.session_id)

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
+from ..errors import ValidationError
 from . import cadence, lro
 from .answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
 from .commands import CallArm, Claimed, ClaimTarget, Command, Deferred, RecordTarget, Result
 from .events import Outcome, iso, parse_iso_or_none
 from .fit import fit
-from .state import TargetState
-from ..errors import ValidationError
-from .targets import ENTERPRISE, in_scopes, parse_database_id, parse_resource_id
 from .ledger_rules import expiry
+from .state import TargetState
+from .targets import ENTERPRISE, in_scopes, parse_database_id, parse_resource_id
 
 MAX_BAD = 3  # unusable status answers are retried at most 3 times
 OPERATION_BYTES, ERROR_BYTES = 2048, 4096

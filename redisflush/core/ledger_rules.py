@@ -10,8 +10,9 @@ reached ARM. It is sent once more, never a third time.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 from ..ledger import LedgerRow
 

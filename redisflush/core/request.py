@@ -10,13 +10,22 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ValidationError
 from .selector import Selector, parse_selector
-from .targets import (ENTERPRISE, Target, in_scopes, json_type, make_enterprise, make_target,
-                      parse_database_id, parse_resource_id)
+from .targets import (
+    ENTERPRISE,
+    Target,
+    in_scopes,
+    json_type,
+    make_enterprise,
+    make_target,
+    parse_database_id,
+    parse_resource_id,
+)
 
 MAX_BODY_BYTES = 64 * 1024
 MIN_TIMEOUT, MAX_TIMEOUT = 30, 86400

@@ -8,13 +8,22 @@ selector's scope is ignored (a list answer is input too).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from ..errors import ValidationError
-from .targets import (ENTERPRISE, KINDS, REDIS, Target, check_resource_group, check_subscription,
-                      json_type, parse_resource_id)
+from .targets import (
+    ENTERPRISE,
+    KINDS,
+    REDIS,
+    Target,
+    check_resource_group,
+    check_subscription,
+    json_type,
+    parse_resource_id,
+)
 
 SELECTOR_FIELDS = ("subscriptionId", "resourceGroup", "tags", "all", "kinds")
 MAX_TAGS = 15  # Azure allows 50 tags per resource; a selector needs few

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ValidationError
 from .events import Outcome, iso, parse_iso, parse_iso_or_none
@@ -55,7 +56,7 @@ class TargetState:
                 "reported": self.reported, "noted": self.noted}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "TargetState":
+    def from_json(cls, d: Mapping[str, Any]) -> TargetState:
         phase = d["phase"]
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
@@ -117,7 +118,7 @@ class RunState:
     def total_arm_requests(self) -> int:
         return self.arm_requests + sum(t.arm_requests for t in self.targets)
 
-    def with_target(self, ts: TargetState) -> "RunState":
+    def with_target(self, ts: TargetState) -> RunState:
         targets = list(self.targets)
         targets[ts.index] = ts
         return replace(self, targets=tuple(targets))
@@ -141,7 +142,7 @@ class RunState:
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, body: bytes) -> "RunState":
+    def from_json(cls, body: bytes) -> RunState:
         """Parse our own poll message; ValueError for anything we did not write."""
         try:
             d = json.loads(body)

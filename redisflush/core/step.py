@@ -10,23 +10,40 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 from . import flush_steps, resolve
-from .cadence import ReadBudget
-from .commands import (CallArm, Command, Note, OpenRequest, Opened, Publish, RecordRequest,
-                       RecordTarget, Reply, Result, Schedule)
 from .answers import ArmFailure
-from .events import (Outcome, event_message, flush_completed, iso, parse_iso_or_none,
-                     progress_note, request_completed)
+from .cadence import ReadBudget
+from .commands import (
+    Command,
+    Note,
+    Opened,
+    OpenRequest,
+    Publish,
+    RecordRequest,
+    RecordTarget,
+    Reply,
+    Result,
+    Schedule,
+)
+from .compact import compact
+from .events import (
+    Outcome,
+    event_message,
+    flush_completed,
+    iso,
+    parse_iso_or_none,
+    progress_note,
+    request_completed,
+)
 from .fit import MAX_MESSAGE_BYTES
 from .ledger_rules import expiry
 from .outbound import OutboundMessage
 from .request import FlushRequest, Rejection
 from .state import RunState, TargetState, initial, with_targets
 from .targets import Target, in_scopes, parse_resource_id
-from .compact import compact
 
 
 @dataclass(frozen=True)

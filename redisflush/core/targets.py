@@ -80,7 +80,7 @@ class Target:
         return doc
 
     @classmethod
-    def from_json(cls, doc: Any) -> "Target":
+    def from_json(cls, doc: Any) -> Target:
         """Our own poll state's target (validated again: a message is input too)."""
         if not isinstance(doc, dict):
             raise ValidationError("target", "must be an object")
@@ -151,7 +151,7 @@ def parse_resource_id(value: object, field: str = "resourceId") -> Target:
     parts = text.split("/")
     head = ("", "subscriptions", None, "resourcegroups", None, "providers", "microsoft.cache")
     if len(parts) < 9 or any(want is not None and part.lower() != want
-                             for part, want in zip(parts, head)):
+                             for part, want in zip(parts, head, strict=False)):
         raise ValidationError(field, f"must be {RESOURCE_ID_FORMS}")
     provider = parts[7].lower()
     try:

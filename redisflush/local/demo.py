@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..sender.follow import exit_code, follow
 from ..sender.local import LocalChannel
@@ -81,7 +81,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     "cacheName": DEMO_CACHE, "reason": "redisflush demo",
                     "requestedBy": "demo"}
             prepared = prepare(body, runtime.settings, request_id=str(uuid.uuid4()), reply=True,
-                               now=dt.datetime.now(dt.timezone.utc))
+                               now=dt.datetime.now(dt.UTC))
             if isinstance(prepared, Invalid):  # the demo's own request: a bug, said in one line
                 print(f"the demo built an invalid request: {prepared.reason}", file=out)
                 return 1

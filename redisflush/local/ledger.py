@@ -14,15 +14,16 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from redisflush.ledger import LedgerError, LedgerRow, decode_data, encode_data, row_order
 
 BUSY_TIMEOUT_SECONDS = 10.0
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 _SCHEMA = (
@@ -48,7 +49,7 @@ _COLUMNS = "request_id, key, state, data, posts, updated_us, expires_us, version
 def to_micros(value: dt.datetime) -> int:
     """Integer microseconds since the epoch, UTC (a naive datetime counts as UTC)."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return (value - _EPOCH) // _MICROSECOND
 
 

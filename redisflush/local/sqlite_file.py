@@ -11,9 +11,9 @@ import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from redisflush.bus import BusError
 
@@ -38,7 +38,7 @@ class SqliteFile:
     def __init__(self, path: str | os.PathLike[str], schema: str) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._holders: "weakref.WeakSet[_ThreadConnection]" = weakref.WeakSet()
+        self._holders: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._holders_lock = threading.Lock()
         self._closed = False
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 _SUBSCRIPTION_NAME = re.compile(r"[A-Za-z0-9._-]{1,50}", re.ASCII)
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..core.outbound import OutboundMessage
 from ..errors import ConfigurationError
@@ -67,7 +68,7 @@ class AzureChannel:
     @classmethod
     def open(cls, settings: SenderSettings, *, namespace: str | None = None,
              connection_string: str | None = None,
-             credential: Any = None) -> "AzureChannel":
+             credential: Any = None) -> AzureChannel:
         from azure.servicebus import ServiceBusClient
 
         quiet_sdk_logs()
@@ -97,7 +98,7 @@ class AzureChannel:
             "(or use --local for the local bus)")
 
     @classmethod
-    def _with_identity(cls, settings: SenderSettings, host: str, credential: Any) -> "AzureChannel":
+    def _with_identity(cls, settings: SenderSettings, host: str, credential: Any) -> AzureChannel:
         from azure.servicebus import ServiceBusClient
 
         if credential is None:

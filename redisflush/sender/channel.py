@@ -5,8 +5,9 @@ subscription. Two implementations: `sender.azure.AzureChannel` (Service Bus) and
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from ..core.outbound import OutboundMessage
 

@@ -12,8 +12,9 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .argtypes import seconds, subscription_name, whole
 from .channel import Channel
@@ -85,7 +86,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     settings, root = load_settings(args)
     request_id = args.request_id or str(uuid.uuid4())
     prepared = prepare(body, settings, request_id=request_id, reply=args.wait,
-                       now=dt.datetime.now(dt.timezone.utc))
+                       now=dt.datetime.now(dt.UTC))
     if isinstance(prepared, Invalid):
         raise UsageError(f"invalid request: {clean(prepared.reason, 300)}")
     if args.dry_run:

@@ -9,7 +9,8 @@ skipped, so a wrong message cannot end the wait.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .channel import Channel
 from .report import FLUSH_COMPLETED, REQUEST_COMPLETED

@@ -5,7 +5,8 @@ Loaded only for `--local` and the demo: the Azure path never imports `redisflush
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..core.outbound import OutboundMessage
 from .channel import Delivered, decode_event

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 FLUSH_COMPLETED = "RedisFlush.FlushCompleted"
 REQUEST_COMPLETED = "RedisFlush.RequestCompleted"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from ..errors import ConfigurationError
 
@@ -41,7 +41,7 @@ class SenderSettings:
     service_bus_namespace: str | None = None
 
     @classmethod
-    def from_values(cls, values: Mapping[str, str]) -> "SenderSettings":
+    def from_values(cls, values: Mapping[str, str]) -> SenderSettings:
         def get(name: str) -> str | None:
             value = values.get(name)
             return value.strip() or None if isinstance(value, str) else None

@@ -8,7 +8,8 @@ the values themselves are checked by the app's own parser (`sender.prepare`).
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import UsageError
 

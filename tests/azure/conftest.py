@@ -118,7 +118,7 @@ class FakeSession:
 
 
 class FakeReceiver:
-    def __init__(self, bus: "FakeBus", kind: str, args: tuple[Any, ...],
+    def __init__(self, bus: FakeBus, kind: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> None:
         self.bus, self.kind, self.args, self.kwargs = bus, kind, args, kwargs
         self.pending = list(bus.inbox)
@@ -128,7 +128,7 @@ class FakeReceiver:
         self.dead_lettered: list[tuple[bytes, str]] = []
         self.receive_calls: list[dict[str, Any]] = []
 
-    def __enter__(self) -> "FakeReceiver":
+    def __enter__(self) -> FakeReceiver:
         if self.bus.open_error is not None:
             raise self.bus.open_error
         self.opened = True
@@ -158,7 +158,7 @@ class FakeReceiver:
 
 
 class FakeSender:
-    def __init__(self, bus: "FakeBus", queue: str) -> None:
+    def __init__(self, bus: FakeBus, queue: str) -> None:
         self.bus, self.queue, self.closed = bus, queue, False
 
     def send_messages(self, message: Any, timeout: float | None = None) -> None:

@@ -49,7 +49,7 @@ def body_of(message: ServiceBusMessage) -> dict[str, Any]:
 class FakeCredential:
     """Stands in for DefaultAzureCredential; `error` makes get_token fail like the real one."""
 
-    instances: list["FakeCredential"] = []
+    instances: list[FakeCredential] = []
     error: BaseException | None = None
 
     def __init__(self, **kwargs: Any) -> None:

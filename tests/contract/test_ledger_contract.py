@@ -9,9 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,7 +24,7 @@ from redisflush.local.ledger import SqliteLedger
 from .conftest import DEV_KEY, ROOT, free_port
 
 T = TypeVar("T")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 TARGET = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-1"
           "/providers/microsoft.cache/redis/cache-a")

@@ -1,7 +1,8 @@
 """Fixtures for the functional tests: fake clock, memory bus, scripted ARM, the installed app."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

@@ -7,7 +7,7 @@ Location (docs/design.md, "What ARM really does"; shapes from
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

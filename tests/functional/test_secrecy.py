@@ -6,7 +6,7 @@ Logs are captured at DEBUG for redisflush's own loggers and at INFO (the host.js
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest

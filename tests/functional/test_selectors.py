@@ -5,9 +5,7 @@ before any token goes there, and the count rules (0 matches, more than the maxim
 """
 from __future__ import annotations
 
-from typing import Callable
-
-import pytest
+from collections.abc import Callable
 
 from tests.support.harness import (
     RG,

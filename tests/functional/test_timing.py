@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -28,7 +28,7 @@ def both(url: str) -> dict[str, str]:
 
 
 def http_date(moment: dt.datetime) -> str:
-    return email.utils.format_datetime(moment.astimezone(dt.timezone.utc), usegmt=True)
+    return email.utils.format_datetime(moment.astimezone(dt.UTC), usegmt=True)
 
 
 def backoff_bounds(failures: int) -> tuple[float, float]:

@@ -5,8 +5,8 @@ A second scripted server plays the foreign host; it must see no connection at al
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import pytest
 

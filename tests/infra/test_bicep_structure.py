@@ -174,7 +174,7 @@ def test_every_file_reads_and_references_resolve(path: Path) -> None:
     builtins = {"resourceGroup", "subscription", "environment", "guid", "uniqueString",
                 "toLower", "take", "join", "map", "split", "string", "concat", "empty",
                 "subscriptionResourceId", "true", "false", "if", "for", "in", "rg", "null",
-                "string", "int", "bool", "array", "object"}
+                "int", "bool", "array", "object"}
     code = re.sub(r"'(?:[^'\\]|\\.)*'", "''", bf.text)   # drop string bodies
     used = set(re.findall(r"(?<![\w.@'])([a-z]\w*)(?=\s*[.\[)\],\n?:!]|\s*$)", code, re.M))
     decl = set(re.findall(r"^(?:param|var|resource|module|output)\s+(\w+)", bf.text, re.M))
@@ -451,7 +451,8 @@ def test_app_role_assignments(main: BicepFile) -> None:
 def test_role_ids_are_the_built_in_ones(main: BicepFile) -> None:
     assert main.variables["roles"] == {
         "serviceBusDataReceiver": SB_RECEIVER, "serviceBusDataSender": SB_SENDER,
-        "storageBlobDataOwner": BLOB_OWNER, "storageTableDataContributor": STORAGE_TABLE_CONTRIBUTOR,
+        "storageBlobDataOwner": BLOB_OWNER,
+        "storageTableDataContributor": STORAGE_TABLE_CONTRIBUTOR,
         "monitoringMetricsPublisher": METRICS_PUBLISHER,
         "redisCacheContributor": REDIS_CACHE_CONTRIBUTOR,
         "managedRedisContributor": MANAGED_REDIS_CONTRIBUTOR}
@@ -581,7 +582,7 @@ def test_role_choice_table(use_built_in: bool, access: str, expected: list[str])
     assert managed_redis_roles(use_built_in, access) == expected
 
 
-# -- the request ledger ------------------------------------------------------------------------------
+# -- the request ledger ----------------------------------------------------------------------
 
 def test_ledger_table_lives_in_the_app_storage_account(main: BicepFile) -> None:
     table = one(main, "Microsoft.Storage/storageAccounts/tableServices/tables")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -257,7 +258,8 @@ def test_the_checker_refuses_bad_values(argv: list[str]) -> None:
 
 
 def test_pipeline_expressions_count_as_values() -> None:
-    options = parse_send(["send", "--request-id", "deploy-${{ github.run_id }}-$(System.JobAttempt)"])
+    options = parse_send(["send", "--request-id",
+                          "deploy-${{ github.run_id }}-$(System.JobAttempt)"])
     check_values(options)
 
 

@@ -240,17 +240,17 @@ def test_host_completes_on_return_abandons_on_exception_and_bounds_concurrency(
 
 def test_the_invocation_line_escapes_what_the_sender_wrote(tmp_path, caplog):
     """A newline in a MessageId or a requestId property must not forge a second log line."""
+    import datetime as dt
     import logging
 
     from redisflush.bus import ReceivedMessage
-    from redisflush.local.host import FunctionSpec, LocalHost
     from redisflush.local.bus import LocalBus
-    import datetime as dt
+    from redisflush.local.host import FunctionSpec, LocalHost
 
     bus = LocalBus(tmp_path / "bus.sqlite")
     spec = FunctionSpec("FlushTrigger", "q", "ServiceBusConnection", lambda msg: None)
     host = LocalHost(bus, [spec], concurrency=1)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     message = ReceivedMessage(b"{}", "m1\nFORGED level=ERROR", 1, 1, now, "tok", now,
                               application_properties={"requestId": "r\r\nFORGED"}, entity="q")
     host._slots["FlushTrigger"].acquire()

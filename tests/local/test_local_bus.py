@@ -18,7 +18,7 @@ from redisflush.bus import BusError, OutboundMessage
 from redisflush.local.bus import LocalBus, LockLostError
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 
 class FakeClock:
@@ -368,7 +368,7 @@ def test_sigkill_loses_no_acknowledged_or_locked_message(tmp_path: Path, kill_af
     child.wait(timeout=10)
     assert child.returncode == -signal.SIGKILL
     # Read the file as a minute later: the dead child's 30 s locks have expired.
-    later = FakeClock(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=60))
+    later = FakeClock(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60))
     with LocalBus(path, clock=later) as bus:
         held = bus.receive("held", max_count=20)
         assert sorted(ids(held)) == sorted(f"h{i}" for i in range(8))

@@ -4,11 +4,23 @@ from __future__ import annotations
 import json
 
 from redisflush.core.cadence import ReadBudget
-from redisflush.core.commands import Note, Publish, Reply, Schedule
+from redisflush.core.commands import Note, Publish, Reply
 from redisflush.core.fit import MAX_MESSAGE_BYTES
 
-from .world import (ENDPOINT, SUB, T0, World, accepted, answer, by_path, db_id, deferred,
-                    rid, running, succeeded)
+from .world import (
+    ENDPOINT,
+    SUB,
+    T0,
+    World,
+    accepted,
+    answer,
+    by_path,
+    db_id,
+    deferred,
+    rid,
+    running,
+    succeeded,
+)
 
 ENTERPRISE_OP = (f"{ENDPOINT}/subscriptions/{SUB}/providers/Microsoft.Cache/locations/westus3/"
                  "operationsStatus/op9?api-version=2025-07-01&t=1&c=2&s=3&h=4")

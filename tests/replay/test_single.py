@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from redisflush.core.commands import Note, Publish, Schedule
 
-from .world import (SUB, T0, World, accepted, by_path, rid, running, succeeded)
+from .world import SUB, T0, World, accepted, by_path, rid, running, succeeded
 
 
 def recorded_flush(polls_running: int = 2):
@@ -38,7 +38,7 @@ def test_polls_at_most_one_per_second_without_retry_after():
     world = World(recorded_flush(polls_running=5))
     world.run(world.request({"resourceId": rid("web")}))
     times = [s.at for s in world.scheduled]
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
     assert gaps and min(gaps) >= 1.0
     assert (times[0] - T0).total_seconds() == 1.0
 

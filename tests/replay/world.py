@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from redisflush.core.answers import ArmAnswer, ArmFailure
 from redisflush.core.cadence import ReadBudget
-from redisflush.core.commands import (CallArm, ClaimTarget, Command, Deferred, OpenRequest,
-                                      Publish, RecordRequest, RecordTarget, Result, Schedule)
+from redisflush.core.commands import (
+    CallArm,
+    ClaimTarget,
+    Command,
+    Deferred,
+    OpenRequest,
+    Publish,
+    RecordRequest,
+    RecordTarget,
+    Result,
+    Schedule,
+)
 from redisflush.core.request import Delivery, FlushRequest, parse_request
 from redisflush.core.state import RunState
 from redisflush.core.step import Config, View, begin, step
@@ -21,7 +32,7 @@ from redisflush.ledger_ops import claim_target, open_request, record
 ENDPOINT = "https://management.azure.com"
 SUB = "6f1b1a3e-0c47-4a8e-9d56-2d2f8c1f0a11"
 SUB2 = "11111111-2222-3333-4444-555555555555"
-T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 CONFIG = Config(ENDPOINT, "2023-08-01", "2025-07-01", 50, (), "redis-flush-polls")
 
 

@@ -8,8 +8,9 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from redisflush import __version__
 from redisflush.app import FlushApp
@@ -89,7 +90,7 @@ class Harness:
     def create(cls, clock: FakeClock, bus: MemoryBus, arm: ScriptedArm, *,
                tokens: TokenSource | None = None, token: str = TOKEN,
                timeouts: tuple[float, float] = (2.0, 5.0), endpoint: str | None = None,
-               ledger: Ledger | None = None, **settings: Any) -> "Harness":
+               ledger: Ledger | None = None, **settings: Any) -> Harness:
         settings.setdefault("allowed_scopes", (SCOPE,))
         config = Settings(arm_endpoint=endpoint or arm.endpoint, **settings)
         tokens = tokens or StaticToken(token)

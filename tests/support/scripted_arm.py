@@ -25,9 +25,10 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 API_VERSION = "2023-08-01"
@@ -132,7 +133,7 @@ class Operation:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    owner: "ScriptedArm"
+    owner: ScriptedArm
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         with self.owner._lock:
@@ -196,7 +197,7 @@ class ScriptedArm:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> "ScriptedArm":
+    def start(self) -> ScriptedArm:
         server = _Server((self.host, self.port), _Handler)
         server.owner = self
         self.port = server.server_address[1]

@@ -5,7 +5,6 @@ import datetime as dt
 import itertools
 import json
 import re
-import sys
 import unicodedata
 
 import pytest

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from packaging.requirements import Requirement
