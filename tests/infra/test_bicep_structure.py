@@ -45,18 +45,31 @@ ROLE_ACTIONS = {                                     # custom role symbol -> its
     "lister": {CLASSIC_READ, CLUSTER_READ, DATABASE_READ},
 }
 
-# The settings of docs/design.md ("Settings"). TODO: read that table once docs/design.md holds
-# it, as a test already does for README's table against the code.
-DESIGN_SETTINGS = {
-    "ServiceBusConnection", "ServiceBusConnection__fullyQualifiedNamespace",
-    "AzureWebJobsStorage", "AzureWebJobsStorage__accountName",
-    "AzureWebJobsStorage__tableServiceUri",
-    "REDISFLUSH_REQUEST_QUEUE", "REDISFLUSH_POLL_QUEUE", "REDISFLUSH_EVENTS_TOPIC",
-    "REDISFLUSH_REPLY_QUEUE", "REDISFLUSH_LEDGER_TABLE", "REDISFLUSH_ARM_ENDPOINT",
-    "REDISFLUSH_API_VERSION", "REDISFLUSH_ENTERPRISE_API_VERSION", "REDISFLUSH_MAX_TARGETS",
-    "AZURE_CLIENT_ID", "REDISFLUSH_TIMEOUT_SECONDS", "REDISFLUSH_ALLOWED_SCOPES",
-    "REDISFLUSH_LOCAL_DIR",
-}
+def _documented_settings() -> set[str]:
+    """Every setting named in docs/design.md's "Settings" table (the project's contract)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text()
+    section = text.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    names: set[str] = set()
+    for row in rows:
+        first = row.split("|")[1]
+        for name in re.findall(r"`([A-Za-z_]+)`", first):
+            names.add(name)
+        for suffix in re.findall(r"`(_[A-Z_]+|__[A-Za-z]+)`", first):
+            names.add(suffix)
+    # "`AzureWebJobsStorage` (or `__accountName` / `__tableServiceUri`)", "`_POLL_QUEUE`": expand
+    expanded = set()
+    for name in names:
+        if name.startswith("__"):
+            expanded.add("AzureWebJobsStorage" + name)
+        elif name.startswith("_"):
+            expanded.add("REDISFLUSH" + name)
+        else:
+            expanded.add(name)
+    return expanded
+
+
+DESIGN_SETTINGS = _documented_settings()
 
 DESIGN_DEFAULTS = {
     "REDISFLUSH_REQUEST_QUEUE": "redis-flush-requests",
