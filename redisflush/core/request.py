@@ -193,8 +193,8 @@ def _first_problem(data: Any) -> ValidationError | None:
     while stack:
         value, path, depth = stack.pop()
         if depth > MAX_DEPTH:
-            return ValidationError(path[:128] or "body",
-                                   f"must not nest more than {MAX_DEPTH} levels")
+            return ValidationError("body", f"must not nest more than {MAX_DEPTH} levels "
+                                           f"(at {path[:60]}...)")
         if isinstance(value, _Duplicated):
             where = f"{path}.{value.key}" if path else value.key
             return ValidationError(where[:128], "must appear only once")
