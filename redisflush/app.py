@@ -16,10 +16,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .arm import ArmClient
 from .bus import Bus, BusError
+from .core.answers import ArmAnswer
 from .core.cadence import ReadBudget
 from .core.commands import (
     CallArm,
@@ -172,8 +173,13 @@ class FlushApp:
                 self.sleep(wait)
         if method == "GET" and ":poll" in call.ref:
             self._seen_poller(call.subscription_id, call.url)
-        return self.arm.call(method, call.url, call.subscription_id, call.client_request_id,
-                             call.body)
+        started = self.monotonic()
+        result = self.arm.call(method, call.url, call.subscription_id, call.client_request_id,
+                               call.body)
+        if isinstance(result, ArmAnswer):
+            # on the app's own clock, which the core's times are on (see read_gap_from)
+            result = replace(result, elapsed=max(0.0, self.monotonic() - started))
+        return result
 
     # -- readings ------------------------------------------------------------------------------
 

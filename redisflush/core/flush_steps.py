@@ -62,6 +62,15 @@ class Context:
     def at(self, delay: float, retry_after: float | None = None) -> dt.datetime:
         return cadence.next_time(self.now, delay, retry_after, self.deadline)
 
+    def read_gap_from(self, answer: ArmAnswer) -> dt.datetime:
+        """The next status read one gap after this one was *sent* (not after its answer came
+        back), so reads keep their cadence whatever ARM's latency, never sooner than
+        Retry-After (counted from the answer)."""
+        sent = self.now - dt.timedelta(seconds=max(0.0, min(answer.elapsed, 60.0)))
+        gap = cadence.next_time(sent, cadence.poll_gap(self.budget), None, self.deadline)
+        after = lro.retry_after(answer.headers, self.now)
+        return max(gap, self.at(0.0, after)) if after is not None else max(gap, self.now)
+
 
 def on_answer(ts: TargetState, result: Result, cx: Context) -> TargetState:
     """The target after one answer (its ledger writes go to `cx.records`)."""
@@ -182,7 +191,7 @@ def _accept(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
         return _untrusted(ts, found[1], cx)
     ts = replace(ts, phase="poll", poll_kind=found[0], poll_url=found[1], accepted_at=cx.now,
                  last_status="Accepted", failures=0,
-                 due=cx.at(cadence.poll_gap(cx.budget), lro.retry_after(r.headers, cx.now)))
+                 due=cx.read_gap_from(r))
     cx.records.append(RecordTarget(ts.target.key, "accepted", {
         "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": iso(cx.now),
         "linked": list(ts.linked or ()), "armRequests": ts.arm_requests}, expiry(cx.deadline)))
@@ -211,7 +220,7 @@ def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
             return _untrusted(ts, moved[1], cx)
         ts = replace(ts, poll_kind=moved[0], poll_url=moved[1])
     return replace(ts, polls=ts.polls + 1,
-                   due=cx.at(cadence.poll_gap(cx.budget), lro.retry_after(r.headers, cx.now)))
+                   due=cx.read_gap_from(r))
 
 
 # -- shared rules -------------------------------------------------------------------------

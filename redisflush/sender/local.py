@@ -51,8 +51,9 @@ class LocalChannel:
         """One message at a time: whatever the caller does not take stays unlocked."""
         while until is None or (remaining := until - time.monotonic()) > 0:
             wait = 1.0 if until is None else min(1.0, remaining)
+            # 10 ms between looks: a waiting pipeline learns of its event within a few ms
             yield from self._guard(self.bus.receive_wait, entity, wait, max_count=1,
-                                   session_id=session_id)
+                                   session_id=session_id, poll_interval=0.01)
 
     def _guard(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """The local bus's BusError (a lock lost, a broken file) as the sender's one line."""

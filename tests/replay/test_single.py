@@ -100,3 +100,25 @@ def test_reply_gets_the_final_event_in_its_session():
     assert [c for c in world.commands if isinstance(c, Publish)][0].message.message_id == \
         replies[0].message.message_id == "req-1:completed"
     assert SUB in replies[0].message.application_properties["subscriptionId"]
+
+
+def test_reads_keep_their_cadence_whatever_arm_latency():
+    """The next read is one gap after the previous one was sent: a slow answer (0.3 s) does
+    not stretch the period to 1.3 s, and the gap never shrinks below one second of sends."""
+    from dataclasses import replace as with_
+
+    import datetime as dt
+    seen = {"n": 0}
+
+    def slow(answer, world):
+        world.now += dt.timedelta(seconds=0.3)  # the answer comes back 0.3 s after the send
+        return with_(answer, elapsed=0.3)
+
+    def poll(call, world):
+        seen["n"] += 1
+        return slow(running() if seen["n"] < 3 else succeeded(), world)
+    world = World(by_path({"/flush": lambda c, w: slow(accepted(), w),
+                           "operationresults": poll}))
+    world.run(world.request({"resourceId": rid("web")}))
+    times = [(s.at - T0).total_seconds() for s in world.scheduled]
+    assert times == [1.0, 2.0, 3.0]
