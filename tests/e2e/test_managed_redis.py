@@ -193,3 +193,54 @@ def test_tag_selector_over_both_kinds(procs: Processes, local_dir: Path, tmp_pat
         assert e["data"]["linkedDatabaseIds"] == [], e["data"]
     assert [e["id"] for e in events if e["type"] == "RedisFlush.RequestCompleted"] == \
         ["e2e-fleet-1:completed"]
+
+
+@pytest.mark.timeout(90)
+def test_linked_database_outside_the_allowed_scopes_is_rejected(
+        procs: Processes, local_dir: Path, tmp_path: Path) -> None:
+    """REDISFLUSH_ALLOWED_SCOPES covers the named database but not its geo partner: the flush
+    would clear the partner too, so nothing is flushed."""
+    config = write_config(tmp_path / "emulator.json", GEO_CONFIG)
+    scope = f"/subscriptions/{SUB}/resourceGroups/rg-eu"
+    serve = procs.serve(local_dir, "--config", str(config),
+                        env={"REDISFLUSH_ALLOWED_SCOPES": scope})
+    pair = ["geo-eu/default", "geo-us/default"]
+    seed(serve, {"geo-eu/default": 12, "geo-us/default": 34})
+    result = run_cli(["send", "--local", "--wait", "--json", "--subscription", SUB,
+                      "--resource-group", "rg-eu", "--cluster", "geo-eu"], local_dir, timeout=60)
+    assert result.returncode == 1, result.stderr
+    data = one_event(result.stdout)["data"]
+    assert data["status"] == "Rejected"
+    assert data["error"]["code"] == "LinkedDatabaseNotAllowed"
+    assert data["error"]["target"] == "linkedDatabaseIds"
+    assert database_id("rg-us", "geo-us") in data["error"]["message"]
+    assert data["armRequests"] == 1 and data["linkedDatabaseIds"] == []   # the GET alone
+    assert key_counts(serve, pair) == {"geo-eu/default": 12, "geo-us/default": 34}
+    assert database_stats(serve, "geo-eu/default") == \
+        {"posts": 0, "accepted": 0, "flushes": 0, "polls": 0, "gets": 1}
+    assert serve.stats()["posts"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason="lead: linkedDatabaseIds given in the request are never "
+                   "checked against REDISFLUSH_ALLOWED_SCOPES (only ids read from ARM are)")
+@pytest.mark.timeout(90)
+def test_linked_id_named_outside_the_allowed_scopes_is_rejected(
+        procs: Processes, local_dir: Path, tmp_path: Path) -> None:
+    """The same partner named outright with --linked-id: refused before any ARM call."""
+    config = write_config(tmp_path / "emulator.json", GEO_CONFIG)
+    scope = f"/subscriptions/{SUB}/resourceGroups/rg-eu"
+    serve = procs.serve(local_dir, "--config", str(config),
+                        env={"REDISFLUSH_ALLOWED_SCOPES": scope})
+    pair = ["geo-eu/default", "geo-us/default"]
+    seed(serve, {"geo-eu/default": 12, "geo-us/default": 34})
+    named = run_cli(["send", "--local", "--wait", "--json", "--subscription", SUB,
+                     "--resource-group", "rg-eu", "--cluster", "geo-eu",
+                     "--linked-id", database_id("rg-us", "geo-us")], local_dir, timeout=60)
+    # what happens today: POSTed with ids [geo-us], both databases flushed
+    assert key_counts(serve, pair) == {"geo-eu/default": 12, "geo-us/default": 34}
+    assert serve.stats()["posts"] == 0
+    assert named.returncode == 1, named.stderr
+    data = one_event(named.stdout)["data"]
+    assert data["status"] == "Rejected" and data["armRequests"] == 0, data
+    assert data["error"]["target"].startswith("linkedDatabaseIds")
+    assert "REDISFLUSH_ALLOWED_SCOPES" in data["error"]["message"]

@@ -277,15 +277,15 @@ def first_request_done(procs: Processes, local_dir: Path, rid: str, how: str) ->
 
 def send_again(procs: Processes, local_dir: Path, serve: Serve, rid: str,
                cache: str) -> tuple[int, dict[str, Any]]:
-    """`send --wait` for `rid` again: its exit code and final event, within 10 s (the app
+    """`send --wait` for `rid` again: its exit code and final event, within 8 s (the app
     answers a repeat at once; the bugs below leave it waiting timeout + 60 s)."""
     again = procs.spawn(["send", "--local", "--wait", "--json", "--timeout", "30",
                          *cache_args(cache), "--request-id", rid], local_dir, name="send-again")
     try:
-        rc = again.wait(10)
+        rc = again.wait(8)
     except subprocess.TimeoutExpired:
         ran = [(m["function"], m["request"], m["decision"]) for m in serve.invocation_lines()]
-        pytest.fail(f"send --wait got no final event in 10 s (stderr {again.stderr()!r}); "
+        pytest.fail(f"send --wait got no final event in 8 s (stderr {again.stderr()!r}); "
                     f"serve ran: {ran}")
     assert serve.stats()["posts"] == 1 and serve.cache_stats("rep-1")["posts"] == 1
     assert serve.cache_stats("rep-2") == {}
