@@ -181,10 +181,12 @@ def properties(event: Mapping[str, Any], origin: Origin, target: Target | None
 
 
 def event_message(event: Mapping[str, Any], origin: Origin, target: Target | None, *,
-                  session: bool = False) -> OutboundMessage:
-    """The Service Bus message for an event: the topic's, or (session) the reply's copy."""
+                  session: bool = False, tag: str | None = None) -> OutboundMessage:
+    """The Service Bus message for an event: the topic's, or (session) the reply's copy.
+    `tag` gives a repeat's reply its own MessageId, so the reply queue's duplicate detection
+    does not drop the answer a second sender waits for."""
     return OutboundMessage(
-        _wire(event), message_id=str(event["id"]),
+        _wire(event), message_id=str(event["id"]) + (f":{tag}" if tag else ""),
         content_type=CONTENT_TYPE, correlation_id=origin.request_id,
         subject=str(event["type"]), application_properties=properties(event, origin, target),
         session_id=origin.session_id if session else None)

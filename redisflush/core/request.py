@@ -62,6 +62,7 @@ class Origin:
     reply_to_session_id: str | None = None
     reason: str | None = None
     requested_by: str | None = None
+    message_id: str | None = None
 
     @property
     def session_id(self) -> str:
@@ -111,7 +112,8 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
     origin = Origin(request_id_from_message_id(delivery.message_id),
                     requested_at=delivery.enqueued_at or now,
                     correlation_id=delivery.correlation_id, reply_to=delivery.reply_to or None,
-                    reply_to_session_id=delivery.reply_to_session_id)
+                    reply_to_session_id=delivery.reply_to_session_id,
+                    message_id=delivery.message_id or None)
     data = _document(delivery.body)
     if isinstance(data, ValidationError):
         return Rejection(_safe_origin(origin, reserved_queues), data.field, data.rule)
@@ -127,7 +129,7 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
             raise ValidationError(unknown[0][:64], "is not a known field (known: "
                                   + ", ".join(REQUEST_FIELDS) + ")")
         targets, selector = _targets(data, max_targets)
-        linked = _linked(data, targets)
+        linked = _linked(data, targets, allowed_scopes)
         timeout = _timeout(data.get("timeoutSeconds"), default_timeout)
         given = [str(i).lower() for i in data.get("resourceIds") or []] \
             if isinstance(data.get("resourceIds"), list) else []
@@ -242,7 +244,7 @@ def _safe_origin(origin: Origin, reserved: tuple[str, ...]) -> Origin:
         return origin
     except ValidationError:
         return Origin(origin.request_id, origin.requested_at, origin.correlation_id, None, None,
-                      origin.reason, origin.requested_by)
+                      origin.reason, origin.requested_by, origin.message_id)
 
 
 def _check_reply_to(reply_to: str | None, reserved: tuple[str, ...]) -> None:
@@ -263,7 +265,7 @@ def _origin_fields(data: Mapping[str, Any], origin: Origin) -> Origin:
     values = {name: _optional_text(data, name) for name in ("reason", "requestedBy")}
     return Origin(request_id or origin.request_id, origin.requested_at, origin.correlation_id,
                   origin.reply_to, origin.reply_to_session_id, values["reason"],
-                  values["requestedBy"])
+                  values["requestedBy"], origin.message_id)
 
 
 _FORMS = ("resourceId", "resourceIds", "selector", "cacheName", "clusterName")
@@ -321,7 +323,8 @@ def _resource_ids(value: Any, max_targets: int) -> tuple[Target, ...]:
     return tuple(sorted(targets.values(), key=lambda t: t.key))
 
 
-def _linked(data: Mapping[str, Any], targets: tuple[Target, ...]) -> tuple[str, ...] | None:
+def _linked(data: Mapping[str, Any], targets: tuple[Target, ...],
+            scopes: tuple[str, ...] = ()) -> tuple[str, ...] | None:
     value = data.get("linkedDatabaseIds")
     if value is None:
         return None
@@ -340,6 +343,10 @@ def _linked(data: Mapping[str, Any], targets: tuple[Target, ...]) -> tuple[str, 
                                          "databases of its geo-replication group")
         if text in ids:
             raise ValidationError(field, "repeats an earlier id")
+        if not in_scopes(parse_resource_id(text), scopes):
+            raise ValidationError(field, "is outside the scopes this app may flush "
+                                         "(REDISFLUSH_ALLOWED_SCOPES); a linked database is "
+                                         "flushed too")
         ids.append(text)
     return tuple(ids)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ValidationError
@@ -108,7 +108,7 @@ class RunState:
     note_percent: Any = None
     reported: bool = False
     linked_request: tuple[str, ...] | None = None
-    counted: Mapping[str, int] = field(default_factory=dict)
+    reply_tag: str | None = None  # a repeat's own reply ids (its MessageId differs)
 
     @property
     def message_id(self) -> str:
@@ -128,7 +128,8 @@ class RunState:
         doc = {"v": VERSION, "requestId": o.request_id, "requestedAt": iso(o.requested_at),
                "correlationId": o.correlation_id, "replyTo": o.reply_to,
                "replyToSessionId": o.reply_to_session_id, "reason": o.reason,
-               "requestedBy": o.requested_by, "deadline": iso(self.deadline),
+               "requestedBy": o.requested_by, "messageId": o.message_id,
+               "replyTag": self.reply_tag, "deadline": iso(self.deadline),
                "fingerprint": self.fingerprint, "phase": self.phase, "step": self.step,
                "selector": self.selector.to_json() if self.selector else None,
                "pendingLists": [c.to_json() for c in self.pending_lists],
@@ -151,7 +152,7 @@ class RunState:
                                  if isinstance(d, dict) else "poll state is not an object")
             origin = Origin(d["requestId"], parse_iso(d["requestedAt"]), d.get("correlationId"),
                             d.get("replyTo"), d.get("replyToSessionId"), d.get("reason"),
-                            d.get("requestedBy"))
+                            d.get("requestedBy"), d.get("messageId"))
             if d["phase"] not in ("open", "resolve", "run", "done"):
                 raise ValueError(f"unknown phase {d['phase']!r}")
             linked = d.get("linkedRequest")
@@ -167,7 +168,8 @@ class RunState:
                        int(d.get("pages", 0)), int(d.get("listFailures", 0)),
                        parse_iso_or_none(d.get("due")), int(d.get("armRequests", 0)),
                        d.get("noteStatus"), d.get("notePercent"), bool(d.get("reported")),
-                       None if linked is None else tuple(linked))
+                       None if linked is None else tuple(linked),
+                       reply_tag=d.get("replyTag"))
         except (KeyError, TypeError, AttributeError, ValidationError, ValueError,
                 RecursionError, UnicodeDecodeError) as exc:
             raise ValueError(f"invalid poll state: {type(exc).__name__}: {exc}") from None

@@ -109,7 +109,8 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
     calls: list[Command] = []
     if state.phase == "open":
         calls.append(OpenRequest("open", state.fingerprint, expiry(state.deadline),
-                                 {"requestedAt": iso(state.origin.requested_at)}))
+                                 {"requestedAt": iso(state.origin.requested_at),
+                                  "messageId": state.origin.message_id}))
     elif state.phase == "resolve":
         if now >= state.deadline:
             return _request_failed(state, now, "TimedOut", "TimedOut",
@@ -207,6 +208,10 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
     else:
         state = replace(state, phase="run")
     if opened.status == "same":
+        recorded = opened.data.get("messageId")
+        if state.origin.message_id and recorded and recorded != state.origin.message_id:
+            tag = hashlib.sha256(state.origin.message_id.encode()).hexdigest()[:12]
+            state = replace(state, reply_tag=tag)
         first = parse_iso_or_none(opened.data.get("requestedAt"))
         if first is not None and first != state.origin.requested_at:
             # A repeat under a new MessageId: the request began when the first one was sent.
@@ -279,7 +284,8 @@ def _reports(state: RunState, now: dt.datetime) -> Decision:
         commands.append(Publish(event_message(event, origin, ts.target)))
         if _single(state) and origin.reply_to:
             commands.append(Reply(origin.reply_to,
-                                  event_message(event, origin, ts.target, session=True)))
+                                  event_message(event, origin, ts.target, session=True,
+                                                tag=state.reply_tag)))
         state = state.with_target(replace(ts, reported=True))
     if state.phase == "run" and state.targets and \
             all(t.phase == "done" for t in state.targets) and not state.reported:
@@ -290,7 +296,8 @@ def _reports(state: RunState, now: dt.datetime) -> Decision:
             commands.append(Publish(event_message(event, origin, None)))
             if origin.reply_to:
                 commands.append(Reply(origin.reply_to,
-                                      event_message(event, origin, None, session=True)))
+                                      event_message(event, origin, None, session=True,
+                                                    tag=state.reply_tag)))
         commands.append(RecordRequest("done", {"fingerprint": state.fingerprint},
                                       expiry(state.deadline)))
         state = replace(state, reported=True, phase="done")

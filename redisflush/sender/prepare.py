@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,6 +63,12 @@ def prepare(body: dict[str, Any], settings: QueueSettings, *, request_id: str, r
     """Validate `body` as the app will, then build its message (never raises on bad input)."""
     from ..core.request import Delivery, Rejection, parse_request
 
+    # The requestId travels in the body and the MessageId is new on every send: a repeated
+    # `send --request-id X` reaches the app (the queue's duplicate detection would drop a
+    # repeated MessageId), whose ledger answers it with the recorded outcome, flushing nothing
+    # again (docs/design.md, "Request ledger").
+    if isinstance(body, dict) and "requestId" not in body:
+        body = {**body, "requestId": request_id}
     try:
         raw = json.dumps(body, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
@@ -84,7 +91,9 @@ def prepare(body: dict[str, Any], settings: QueueSettings, *, request_id: str, r
     properties: dict[str, str] = {"requestId": rid}
     if len(targets) == 1 and parsed.selector is None:
         properties["cacheName"] = cache_name(targets[0].resource_id)
-    message = OutboundMessage(raw, message_id=rid, correlation_id=rid, reply_to=reply_queue,
+    message_id = f"{rid[:100]}:{uuid.uuid4().hex[:16]}"
+    message = OutboundMessage(raw, message_id=message_id, correlation_id=rid,
+                              reply_to=reply_queue,
                               reply_to_session_id=rid if reply else None,
                               application_properties=properties)
     return Prepared(rid, body, message, len(targets), parsed.selector is not None)

@@ -93,7 +93,8 @@ def test_send_wait_sends_the_request_and_follows_its_reply_session(
     queue, message, timeout = fake_bus.sent[0]
     assert queue == "req-q"
     assert isinstance(message, ServiceBusMessage)
-    assert message.message_id == "req-1"
+    # a new MessageId on every send; the requestId travels in the body (docs/design.md)
+    assert message.message_id.startswith("req-1:") and len(message.message_id) == 22
     assert message.correlation_id == "req-1"
     assert message.reply_to == "reply-q"
     assert message.reply_to_session_id == "req-1"
@@ -194,8 +195,9 @@ def test_send_without_wait_prints_the_request_id_and_returns_at_once(
     out, _ = capsys.readouterr()
     assert code == 0
     (queue, message, _), = fake_bus.sent
-    assert out.strip() == message.message_id
+    assert out.strip() == body_of(message)["requestId"] == message.correlation_id
     assert len(out.strip()) == 36                       # a new UUID
+    assert message.message_id.startswith(out.strip() + ":")
     assert message.reply_to is None and message.reply_to_session_id is None
     assert fake_bus.receivers == []
 
@@ -204,7 +206,10 @@ def test_send_dry_run_touches_no_bus(app_root: Path, fake_bus: FakeBus,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert run(app_root, "send", "--connection-string", CONNECTION, "--resource-id",
                RESOURCE_ID, "--dry-run", "--reason", "lint") == 0
-    assert json.loads(capsys.readouterr().out) == {"resourceId": RESOURCE_ID, "reason": "lint"}
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"resourceId": RESOURCE_ID, "reason": "lint",
+                       "requestId": printed["requestId"]}
+    assert len(printed["requestId"]) == 36
     assert fake_bus.clients == [] and fake_bus.sent == []
 
 

@@ -105,9 +105,8 @@ def test_reply_gets_the_final_event_in_its_session():
 def test_reads_keep_their_cadence_whatever_arm_latency():
     """The next read is one gap after the previous one was sent: a slow answer (0.3 s) does
     not stretch the period to 1.3 s, and the gap never shrinks below one second of sends."""
-    from dataclasses import replace as with_
-
     import datetime as dt
+    from dataclasses import replace as with_
     seen = {"n": 0}
 
     def slow(answer, world):

@@ -180,8 +180,10 @@ def test_dry_run_prints_the_body_and_a_selector_says_it_needs_arm(
     assert main(["send", "--dry-run", "--subscription", SUB, "--tag", "app=shop",
                  "--reason", "nightly", "--timeout", "600"]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"selector": {"subscriptionId": SUB, "tags": {"app": "shop"}},
-                               "reason": "nightly", "timeoutSeconds": 600}
+    printed = json.loads(out)
+    assert printed == {"selector": {"subscriptionId": SUB, "tags": {"app": "shop"}},
+                       "reason": "nightly", "timeoutSeconds": 600,
+                       "requestId": printed["requestId"]}  # a new one: the body carries it
     assert err.strip() == ("what a selector resolves to needs ARM: the app resolves it when "
                            "it runs")
 

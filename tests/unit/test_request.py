@@ -442,13 +442,13 @@ def test_origin_copies_service_bus_properties():
     request = accepted({**THREE, "reason": "r", "requestedBy": "me"}, message_id="m1",
                        correlation_id="corr", reply_to="replies", reply_to_session_id="sess",
                        enqueued_at=at(-5))
-    assert request.origin == Origin("m1", at(-5), "corr", "replies", "sess", "r", "me")
+    assert request.origin == Origin("m1", at(-5), "corr", "replies", "sess", "r", "me", "m1")
     assert request.origin.session_id == "sess"
 
 
 def test_origin_defaults():
     request = accepted(THREE, reply_to="")
-    assert request.origin == Origin("msg-1", T0)
+    assert request.origin == Origin("msg-1", T0, message_id="msg-1")
     assert request.origin.session_id == "msg-1"  # no ReplyToSessionId: the request id
 
 
