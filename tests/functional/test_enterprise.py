@@ -1,8 +1,8 @@
 """Azure Managed Redis (`Microsoft.Cache/redisEnterprise`) databases end to end over HTTP:
 read the database to learn its geo-replication group, flush it with `{"ids": [...]}` naming
 the other members, follow `operationsStatus` or the database's signed `operationresults`
-Location (docs/design.md, "What ARM really does"; shapes from
-../shared/vectors/arm-enterprise-flush.json).
+Location (docs/design.md, "What ARM really does", whose shapes the emulator and these tests
+follow).
 """
 from __future__ import annotations
 
