@@ -221,8 +221,6 @@ def test_linked_database_outside_the_allowed_scopes_is_rejected(
     assert serve.stats()["posts"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="lead: linkedDatabaseIds given in the request are never "
-                   "checked against REDISFLUSH_ALLOWED_SCOPES (only ids read from ARM are)")
 @pytest.mark.timeout(90)
 def test_linked_id_named_outside_the_allowed_scopes_is_rejected(
         procs: Processes, local_dir: Path, tmp_path: Path) -> None:
@@ -236,7 +234,6 @@ def test_linked_id_named_outside_the_allowed_scopes_is_rejected(
     named = run_cli(["send", "--local", "--wait", "--json", "--subscription", SUB,
                      "--resource-group", "rg-eu", "--cluster", "geo-eu",
                      "--linked-id", database_id("rg-us", "geo-us")], local_dir, timeout=60)
-    # what happens today: POSTed with ids [geo-us], both databases flushed
     assert key_counts(serve, pair) == {"geo-eu/default": 12, "geo-us/default": 34}
     assert serve.stats()["posts"] == 0
     assert named.returncode == 1, named.stderr
