@@ -1,6 +1,7 @@
 """Shared plumbing for the benchmarks: processes, the local bus, the Azure SDK client, stats.
 
-Everything here starts real processes the way a user would (`python -m redisflush emulator`,
+Everything here starts real processes the way a user would (the emulator through
+bench/armemu.py, which is `python -m redisflush emulator` plus a request trace;
 `python -m redisflush serve --local --arm-endpoint ...`) and talks to them only through the
 local bus file and the emulator's HTTP admin routes.
 """
@@ -18,9 +19,10 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -97,30 +99,50 @@ def _started(proc: Proc, needle: str) -> None:
         raise
 
 
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None,
+          launcher: list[str] | None = None) -> Proc:
+    """`python -m redisflush ARGS` (or `python LAUNCHER... ARGS`), output to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        popen = subprocess.Popen([sys.executable, "-m", "redisflush", *args], cwd=ROOT,
-                                 stdout=out, stderr=subprocess.STDOUT,
+        popen = subprocess.Popen([sys.executable, *(launcher or ["-m", "redisflush"]), *args],
+                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                  env={**os.environ, **(env or {})})
     return Proc(popen, log)
 
 
 class Emulator:
-    """`python -m redisflush emulator` in its own process (ARM is elsewhere in real life)."""
+    """The ARM emulator in its own process (ARM is elsewhere in real life): bench/armemu.py,
+    the CLI's emulator plus `/_bench/trace` (when each operation ended, each request)."""
 
     def __init__(self, workdir: Path, config: dict[str, Any], name: str) -> None:
         self.port = free_port()
         cfg = workdir / f"{name}-emulator.json"
         cfg.write_text(json.dumps(config))
-        self.proc = spawn(["emulator", "--port", str(self.port), "--config", str(cfg)],
-                          workdir / f"{name}-emulator.log")
+        self.proc = spawn(["--port", str(self.port), "--config", str(cfg)],
+                          workdir / f"{name}-emulator.log",
+                          launcher=[str(ROOT / "bench" / "armemu.py")])
         self.url = f"http://127.0.0.1:{self.port}"
         _started(self.proc, "ARM emulator on")
 
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/_emulator/stats", timeout=30) as r:
+    def _get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + path, timeout=60) as r:
             return json.loads(r.read())
+
+    def stats(self) -> dict[str, Any]:
+        return self._get("/_emulator/stats")
+
+    def trace(self) -> dict[str, Any]:
+        """{cache: {acceptedAt, duration, end, requests: [[t, method, status]]}} (wall clock)."""
+        return self._get("/_bench/trace")["caches"]
+
+    def set_load(self, subscription: str, reads_per_second: float) -> None:
+        """The emulator's second client: spend `reads_per_second` of the sub's read budget."""
+        body = json.dumps({"subscriptionId": subscription,
+                           "readsPerSecond": reads_per_second}).encode()
+        req = urllib.request.Request(self.url + "/_emulator/load", data=body, method="PUT",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
 
     def stop(self) -> None:
         self.proc.stop()
@@ -129,19 +151,24 @@ class Emulator:
 class Serve:
     """`python -m redisflush serve --local --arm-endpoint URL` with its own local bus dir."""
 
-    def __init__(self, workdir: Path, arm_url: str, name: str, concurrency: int | None = None
-                 ) -> None:
+    def __init__(self, workdir: Path, arm_url: str, name: str, concurrency: int | None = None,
+                 launcher: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.local_dir = workdir / name
         self.local_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {"REDISFLUSH_LOCAL_DIR": str(self.local_dir)}
+        self.env = {"REDISFLUSH_LOCAL_DIR": str(self.local_dir), **(env or {})}
         # The bus file and its entities exist before the host starts, like Azure entities.
         self.settings = bench_settings(self.local_dir)
         open_bus(self.settings).close()
         args = ["serve", "--local", "--arm-endpoint", arm_url]
         if concurrency:
             args += ["--concurrency", str(concurrency)]
-        self.proc = spawn(args, workdir / f"{name}-serve.log", self.env)
+        self.log = workdir / f"{name}-serve.log"
+        self.proc = spawn(args, self.log, self.env, launcher=launcher)
         _started(self.proc, "serving ")
+
+    def cpu_seconds(self) -> float:
+        """user + system CPU of the whole serve process so far (every thread)."""
+        return proc_cpu(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.stop()
@@ -162,7 +189,7 @@ def request_message(settings: Settings, sub: str, cache: str, *, reply: bool,
     body = {"subscriptionId": sub, "resourceGroup": RG, "cacheName": cache,
             "reason": "benchmark", "requestedBy": "bench/run.py"}
     prepared = prepare(body, settings, request_id=request_id or str(uuid.uuid4()), reply=reply,
-                       now=dt.datetime.now(dt.timezone.utc))
+                       now=dt.datetime.now(dt.UTC))
     if not hasattr(prepared, "message"):
         raise ValueError(f"bench built an invalid request: {prepared}")
     return prepared.request_id, prepared.message  # type: ignore[union-attr]
@@ -196,11 +223,17 @@ def sdk_client(arm_url: str, sub: str) -> Any:
                                  api_version=API_VERSION)
 
 
-def sdk_flush(client: Any, cache: str) -> tuple[float, str]:
-    """begin_flush_cache(...).result() with the SDK's default polling; (seconds, status)."""
+def sdk_flush(client: Any, cache: str, polling_interval: float | None = None
+              ) -> tuple[float, str]:
+    """begin_flush_cache(...).result() with the SDK's default polling (30 s without
+    Retry-After) or `polling_interval`; (seconds, status). time.time() at return is the
+    moment the caller learns the outcome."""
     started = time.monotonic()
+    kwargs: dict[str, Any] = {"enforce_https": False}
+    if polling_interval is not None:
+        kwargs["polling_interval"] = polling_interval
     try:
-        result = client.redis.begin_flush_cache(RG, cache, enforce_https=False).result()
+        result = client.redis.begin_flush_cache(RG, cache, **kwargs).result()
         status = getattr(result, "status", None) or "Succeeded"
     except Exception as exc:  # noqa: BLE001 - an SDK failure is an outcome to count
         status = f"error:{type(exc).__name__}"
@@ -225,6 +258,20 @@ def machine() -> dict[str, str]:
             "os": os_name}
 
 
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a live process, in seconds (/proc/PID/stat)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quantile(values: Iterable[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS / VmHWM (kB) of a live process."""
     out: dict[str, int] = {}
@@ -245,3 +292,57 @@ class Section:
     notes: list[str] = field(default_factory=list)
     headline: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+
+
+class EventWatcher:
+    """Reads the events topic through its own subscription in a background thread and notes
+    when each request's completion event arrived (time.time(), the moment a subscriber has
+    it), so many flushes can wait on one reader."""
+
+    def __init__(self, settings: Settings, subscription: str = "bench",
+                 poll_interval: float = 0.01) -> None:
+        import threading
+
+        self.bus = open_bus(settings)
+        topic = settings.events_topic
+        self.bus.ensure_subscription(topic, subscription)
+        self.entity = f"{topic}/subscriptions/{subscription}"
+        self.poll_interval = poll_interval
+        self.arrived: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self.bus.receive_wait(self.entity, 0.2, max_count=200,
+                                                 poll_interval=self.poll_interval):
+                at = time.time()
+                self.bus.complete(message)
+                event = decode_event(message.body)
+                rid = ((event or {}).get("data") or {}).get("requestId")
+                if rid is None:
+                    continue
+                with self._cond:
+                    self.arrived.setdefault(rid, (at, event or {}))
+                    self._cond.notify_all()
+
+    def wait(self, request_id: str, timeout: float) -> tuple[float, dict[str, Any]] | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while request_id not in self.arrived:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.5))
+            return self.arrived[request_id]
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self.arrived)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.bus.close()
