@@ -43,9 +43,10 @@ class Outcome:
     linked: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "completedAt": iso(self.completed_at),
+        """Times to the microsecond: a repeat re-publishes the same durationSeconds."""
+        return {"status": self.status, "completedAt": exact(self.completed_at),
                 "error": self.error, "operation": self.operation,
-                "acceptedAt": iso(self.accepted_at), "armRequests": self.arm_requests,
+                "acceptedAt": exact(self.accepted_at), "armRequests": self.arm_requests,
                 "linked": list(self.linked)}
 
     @classmethod
@@ -61,6 +62,14 @@ def iso(moment: dt.datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def exact(moment: dt.datetime | None) -> str | None:
+    """ISO 8601 to the microsecond, for state and ledger rows (events show milliseconds)."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds") \
         .replace("+00:00", "Z")
 
 

@@ -16,7 +16,7 @@ from ..errors import ValidationError
 from . import cadence, lro
 from .answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
 from .commands import CallArm, Claimed, ClaimTarget, Command, Deferred, RecordTarget, Result
-from .events import Outcome, iso, parse_iso_or_none
+from .events import Outcome, exact, parse_iso_or_none
 from .fit import fit
 from .ledger_rules import expiry
 from .state import TargetState
@@ -193,7 +193,7 @@ def _accept(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
                  last_status="Accepted", failures=0,
                  due=cx.read_gap_from(r))
     cx.records.append(RecordTarget(ts.target.key, "accepted", {
-        "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": iso(cx.now),
+        "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": exact(cx.now),
         "linked": list(ts.linked or ()), "armRequests": ts.arm_requests}, expiry(cx.deadline)))
     return ts
 

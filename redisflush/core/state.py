@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ValidationError
-from .events import Outcome, iso, parse_iso, parse_iso_or_none
+from .events import Outcome, exact, parse_iso, parse_iso_or_none
 from .request import FlushRequest, Origin
 from .selector import Selector, parse_selector
 from .targets import ENTERPRISE, Target
@@ -46,9 +46,9 @@ class TargetState:
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
-                "due": iso(self.due), "linked": None if self.linked is None else
+                "due": exact(self.due), "linked": None if self.linked is None else
                 list(self.linked), "pollUrl": self.poll_url, "pollKind": self.poll_kind,
-                "acceptedAt": iso(self.accepted_at), "lastStatus": self.last_status,
+                "acceptedAt": exact(self.accepted_at), "lastStatus": self.last_status,
                 "lastOperation": self.last_operation, "polls": self.polls,
                 "failures": self.failures, "badPolls": self.bad_polls,
                 "armRequests": self.arm_requests, "paced": self.paced,
@@ -125,16 +125,16 @@ class RunState:
 
     def to_json(self) -> bytes:
         o = self.origin
-        doc = {"v": VERSION, "requestId": o.request_id, "requestedAt": iso(o.requested_at),
+        doc = {"v": VERSION, "requestId": o.request_id, "requestedAt": exact(o.requested_at),
                "correlationId": o.correlation_id, "replyTo": o.reply_to,
                "replyToSessionId": o.reply_to_session_id, "reason": o.reason,
                "requestedBy": o.requested_by, "messageId": o.message_id,
-               "replyTag": self.reply_tag, "deadline": iso(self.deadline),
+               "replyTag": self.reply_tag, "deadline": exact(self.deadline),
                "fingerprint": self.fingerprint, "phase": self.phase, "step": self.step,
                "selector": self.selector.to_json() if self.selector else None,
                "pendingLists": [c.to_json() for c in self.pending_lists],
                "found": list(self.found), "ignored": self.ignored, "pages": self.pages,
-               "listFailures": self.list_failures, "due": iso(self.due),
+               "listFailures": self.list_failures, "due": exact(self.due),
                "armRequests": self.arm_requests, "noteStatus": self.note_status,
                "notePercent": self.note_percent, "reported": self.reported,
                "linkedRequest": None if self.linked_request is None else

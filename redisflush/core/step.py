@@ -32,8 +32,8 @@ from .compact import compact
 from .events import (
     Outcome,
     event_message,
+    exact,
     flush_completed,
-    iso,
     parse_iso_or_none,
     progress_note,
     request_completed,
@@ -109,7 +109,7 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
     calls: list[Command] = []
     if state.phase == "open":
         calls.append(OpenRequest("open", state.fingerprint, expiry(state.deadline),
-                                 {"requestedAt": iso(state.origin.requested_at),
+                                 {"requestedAt": exact(state.origin.requested_at),
                                   "messageId": state.origin.message_id}))
     elif state.phase == "resolve":
         if now >= state.deadline:

@@ -371,7 +371,7 @@ def test_the_deadline_is_fixed_when_the_request_arrives(h: Harness) -> None:
     h.event(rid, "Succeeded")
     deadlines = {p.body_json["deadline"] for p in h.polls(rid)}
     assert deadlines == {(START + dt.timedelta(seconds=120)).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")}
+        timespec="microseconds").replace("+00:00", "Z")}  # state keeps microseconds
     assert json.loads(h.events()[0].message.body)["data"]["acceptedAt"] == \
         START.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

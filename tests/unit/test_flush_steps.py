@@ -394,7 +394,7 @@ def test_post_202_starts_polling(headers, kind, url):
     assert (ts.accepted_at, ts.last_status, ts.arm_requests, ts.failures) == (
         T0, "Accepted", 1, 0)
     assert records == [RecordTarget(TARGET.key, "accepted", {
-        "pollUrl": url, "pollKind": kind, "acceptedAt": "2030-01-01T12:00:00.000Z",
+        "pollUrl": url, "pollKind": kind, "acceptedAt": "2030-01-01T12:00:00.000000Z",
         "linked": [], "armRequests": 1}, expiry(DEADLINE))]
 
 

@@ -141,7 +141,7 @@ def test_wire_shape():
                 "reason", "requestedBy", "deadline", "fingerprint", "phase", "step", "selector",
                 "pendingLists", "found", "targets"):
         assert key in doc
-    assert doc["deadline"] == "2030-01-01T12:30:00.000Z"
+    assert doc["deadline"] == "2030-01-01T12:30:00.000000Z"
     first = doc["targets"][0]
     assert first["pollUrl"] == OP_URL  # verbatim, signature and all
     assert first["target"] == {"kind": "redis", "subscriptionId": SUB, "resourceGroup": RG,
