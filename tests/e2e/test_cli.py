@@ -118,17 +118,20 @@ def test_send_without_wait_prints_the_request_id(local_dir: Path) -> None:
     from redisflush.local.bus import LocalBus
     with LocalBus(local_dir / "bus.sqlite") as bus:
         [message] = bus.peek("redis-flush-requests")
-    assert message.message_id == "e2e-nowait-1" and message.reply_to is None
+    # a new MessageId on every send; the requestId is in the body (a repeat reaches the app)
+    assert message.message_id.startswith("e2e-nowait-1:") and message.reply_to is None
     assert json.loads(message.body)["cacheName"] == "c1"
+    assert json.loads(message.body)["requestId"] == "e2e-nowait-1"
 
 
 def test_send_dry_run_of_a_selector_says_arm_resolves_it(local_dir: Path) -> None:
     result = run_cli(["send", "--local", "--dry-run", "--subscription", SUB, "--tag",
                       "app=shop", "--kind", "redisEnterprise"], local_dir, timeout=25)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"selector": {"subscriptionId": SUB,
-                                                      "tags": {"app": "shop"},
-                                                      "kinds": ["redisEnterprise"]}}
+    printed = json.loads(result.stdout)
+    assert printed == {"selector": {"subscriptionId": SUB, "tags": {"app": "shop"},
+                                    "kinds": ["redisEnterprise"]},
+                       "requestId": printed["requestId"]}
     assert result.stderr == ("what a selector resolves to needs ARM: the app resolves it "
                              "when it runs\n")
 
