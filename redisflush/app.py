@@ -114,6 +114,7 @@ class FlushApp:
             can_call = round_ < MAX_ROUNDS - 1 and self.monotonic() - started < CALL_WINDOW
             view = View(self.clock(), can_call, self._budgets(state))
             state, commands = step(state, answers, view, self.config)
+            self._forget_finished(state)
             outcome = _describe(commands) or outcome
             answers = self._carry_out(commands, state.origin.request_id)
             if not answers:
@@ -183,6 +184,15 @@ class FlushApp:
 
     # -- readings ------------------------------------------------------------------------------
 
+    def _forget_finished(self, state: RunState) -> None:
+        """A finished operation stops counting against the read budget at once (else it
+        would stretch everyone's gap for POLLER_WINDOW seconds)."""
+        with self._lock:
+            for ts in state.targets:
+                if ts.phase == "done" and ts.poll_url:
+                    self._pollers.get(ts.target.subscription_id.lower(), {}).pop(
+                        ts.poll_url, None)
+
     def _seen_poller(self, subscription: str, url: str) -> None:
         with self._lock:
             self._pollers.setdefault(subscription.lower(), {})[url] = self.monotonic()
@@ -199,7 +209,8 @@ class FlushApp:
                         del seen[url]
                 pollers = len(seen)
             remaining = self.arm.pacer.remaining(sub, "reads")
-            budgets[sub] = ReadBudget(remaining[0] if remaining else None, max(1, pollers))
+            budgets[sub] = ReadBudget(remaining[0] if remaining else None, max(1, pollers),
+                                      self.arm.pacer.refill(sub, "reads"))
         return budgets
 
 

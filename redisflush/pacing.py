@@ -39,6 +39,9 @@ class _Bucket:
     tolerance: float  # (burst - 1) * interval: how far ahead of now `tat` may run
     tat: float = 0.0  # theoretical arrival time of the next conforming request
     seen: tuple[float, float] | None = None  # (remaining, clock) from ARM's last header
+    anchor: tuple[float, float, int] | None = None  # (remaining, clock, our answers) then
+    answers: int = 0  # our requests ARM answered (each took one token)
+    refill: float | None = None  # the refill left for us, estimated from the headers
 
 
 class Pacer:
@@ -78,8 +81,10 @@ class Pacer:
         with self._lock:
             now = self._clock()
             bucket = self._bucket(subscription, kind)
+            bucket.answers += 1
             if left is not None:
                 bucket.seen = (left, now)
+                self._estimate(bucket, kind, left, now)
                 bucket.tat = max(bucket.tat,
                                  now + bucket.tolerance - (left - 1) * bucket.interval)
             if status == 429:
@@ -88,12 +93,42 @@ class Pacer:
                     pause = retry_after
                 bucket.tat = max(bucket.tat, now + bucket.tolerance + min(pause, MAX_PAUSE))
 
+    def _estimate(self, bucket: _Bucket, kind: str, left: float, now: float) -> None:
+        """The refill rate actually left for us when another client shares the bucket:
+        (remaining now - remaining then + our requests in between) / elapsed, measured over
+        at least ESTIMATE_WINDOW seconds while the bucket is below its burst (a full bucket
+        says nothing about the rate). Our pacing and reading plan then use it."""
+        burst, rate = self._limits[kind]
+        if bucket.anchor is None or left >= burst - 50:
+            bucket.anchor = (left, now, bucket.answers)
+            if left >= burst - 50:
+                bucket.refill = None
+            return
+        then, at, answers = bucket.anchor
+        if now - at < ESTIMATE_WINDOW:
+            return
+        observed = (left - then + (bucket.answers - answers)) / (now - at)
+        estimate = min(rate, max(rate * 0.1, observed))
+        bucket.refill = estimate if bucket.refill is None else \
+            0.5 * bucket.refill + 0.5 * estimate
+        bucket.interval = 1.0 / bucket.refill
+        bucket.anchor = (left, now, bucket.answers)
+
+    def refill(self, subscription: str, kind: str) -> float | None:
+        """The estimated refill left for us (per second), or None (the documented one)."""
+        with self._lock:
+            bucket = self._buckets.get((subscription.lower(), kind))
+            return bucket.refill if bucket is not None else None
+
     def remaining(self, subscription: str, kind: str) -> tuple[float, float] | None:
         """ARM's last reported remaining count for (subscription, "reads"|"writes") and the
         clock reading when it was seen, or None before any header: budget-aware polling."""
         with self._lock:
             bucket = self._buckets.get((subscription.lower(), kind))
             return bucket.seen if bucket is not None else None
+
+
+ESTIMATE_WINDOW = 3.0
 
 
 def remaining_count(value: str | None) -> float | None:

@@ -29,15 +29,16 @@ class ReadBudget:
 
     remaining: float | None = None
     pollers: int = 1
+    refill: float | None = None  # reads/s left for us when another client shares the bucket
 
 
 def poll_gap(budget: ReadBudget | None) -> float:
     """Seconds until an operation's next status read when ARM gave no Retry-After."""
-    rate = READ_REFILL_PER_SECOND * READ_SHARE
     if budget is None:
         return MIN_POLL_GAP
+    rate = (budget.refill or READ_REFILL_PER_SECOND) * READ_SHARE
     if budget.remaining is not None and budget.remaining < LOW_WATER:
-        rate *= max(0.1, budget.remaining / LOW_WATER)
+        rate *= max(0.5, budget.remaining / LOW_WATER)
     return max(MIN_POLL_GAP, max(1, budget.pollers) / rate)
 
 

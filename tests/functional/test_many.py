@@ -114,18 +114,24 @@ def test_both_kinds_in_one_request(make_harness: Any) -> None:
 
 
 def test_status_reads_spread_when_the_read_budget_runs_low(h: Harness) -> None:
-    """Three operations in one subscription whose read bucket ARM reports nearly empty:
-    3 pollers over 10% of 80% of 25 reads/s gives 1.5 s between reads instead of 1 s."""
+    """24 operations in one subscription; after the first reads ARM reports 5 reads left:
+    the pacer's mirror follows the header, so later reads leave at the bucket's refill rate
+    (one per 40 ms) instead of all at once, and the reading plan stretches the gap (24
+    pollers over half of 80% of 25 reads/s). Removing the header feedback fails this."""
     low = {"x-ms-ratelimit-remaining-subscription-reads": "5"}
-    for cache in ("cache-a", "cache-b", "cache-c"):
+    caches = [f"cache-{i:02d}" for i in range(24)]
+    for cache in caches:
         accept(h, cache, running=2, **low)
-    rid = h.send_request({"resourceIds": [resource_id(cache=c)
-                                          for c in ("cache-a", "cache-b", "cache-c")]})
+    rid = h.send_request({"resourceIds": [resource_id(cache=c) for c in caches]})
 
     h.run()
 
-    assert [p.delay for p in h.polls(rid)] == [1.0, 1.5, 1.5]
-    reads = sorted({seconds(r.when) for r in h.arm.requests if r.method == "GET"})
-    assert reads == [1.0, 2.5, 4.0]
-    statuses = {resource_id(cache=c): "Succeeded" for c in ("cache-a", "cache-b", "cache-c")}
+    reads = sorted(seconds(r.when) for r in h.arm.requests if r.method == "GET")
+    assert len(reads) == 72 and reads[0] == 1.0  # the first reads leave with a full bucket
+    paced = [t for t in reads if t > 1.0]  # once ARM said 5 reads were left
+    assert len(paced) >= 48
+    window = paced[-1] - paced[0]
+    assert len(paced) - 1 <= 25 * window + 1  # at the refill rate, never in one burst
+    assert reads[-1] >= 1.0 + 2 * 2.4 - 1e-6  # and the reading plan stretched the gap
+    statuses = {resource_id(cache=c): "Succeeded" for c in caches}
     h.batch(rid, statuses, "Succeeded")

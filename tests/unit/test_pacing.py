@@ -193,3 +193,25 @@ def test_a_429_with_an_unusable_retry_after_pauses_the_default_second(clock, ret
     pacer = Pacer(clock)
     pacer.observe(SUB_A, "POST", 429, {}, retry_after)
     assert pacer.reserve(SUB_A, "POST") == pytest.approx(1.0)
+
+
+def test_a_second_client_on_the_bucket_is_seen_in_the_refill_estimate():
+    """ARM's remaining count falls faster than our own reads explain: the refill left for us
+    is estimated from the headers (12.5/s when another client takes half of 25/s) and the
+    mirror paces at that rate."""
+    from redisflush.pacing import Pacer
+
+    now = [100.0]
+    pacer = Pacer(clock=lambda: now[0])
+    header = "x-ms-ratelimit-remaining-subscription-reads"
+    remaining = 150.0
+    for _ in range(200):  # 10 s: we read 20/s; refill 25/s; the other client takes 12.5/s
+        now[0] += 0.05
+        remaining += 25 * 0.05 - 12.5 * 0.05 - 1
+        pacer.observe("sub", "GET", 200, {header: str(remaining)})
+    estimate = pacer.refill("sub", "reads")
+    assert estimate is not None and 11.5 <= estimate <= 13.5
+    assert pacer.refill("sub", "writes") is None
+    full = Pacer(clock=lambda: now[0])
+    full.observe("sub", "GET", 200, {header: "249"})
+    assert full.refill("sub", "reads") is None  # a full bucket says nothing about the rate
