@@ -241,7 +241,7 @@ SCENARIOS = [
     scenario("timed-out-throttled", 3, "TimedOut", "TimedOut",
              behaviour={"throttleFirst": 1, "throttleRetryAfter": 3600},
              send_args=("--timeout", "30"), check=timed_out_at_once("TooManyRequests")),
-    # SLOW (~31 s): the real deadline. The shortest timeoutSeconds is 30 (DESIGN); the quick
+    # SLOW (~31 s): the real deadline. The shortest timeoutSeconds is 30 (docs/design.md); the quick
     # TimedOut scenario above ends early because a POST retry cannot happen before it.
     scenario("timed-out-deadline-30s", 3, "TimedOut", "TimedOut",
              behaviour={"duration": 300}, send_args=("--timeout", "30"),
