@@ -10,7 +10,8 @@ The subscription (`warmup` by default) on topic `redis-flush-events` gets one SQ
 subscriptionId, requestId, correlationId), so Service Bus delivers only successful flushes.
 A request with several caches also publishes a per-request `RedisFlush.RequestCompleted`
 event; `handle_event` ignores it (each cache has its own `RedisFlush.FlushCompleted`), and a
-rule `status = 'Succeeded' AND type = 'RedisFlush.FlushCompleted'` keeps it out entirely. `--create` makes the subscription with ServiceBusAdministrationClient,
+rule `status = 'Succeeded' AND type = 'RedisFlush.FlushCompleted'` keeps it out entirely.
+`--create` makes the subscription with ServiceBusAdministrationClient,
 which needs the *Azure Service Bus Data Owner* role (rules are management operations). Without
 that role, declare it in Bicep next to the topic instead and run this program with *Data
 Receiver* only:
@@ -41,7 +42,8 @@ import json
 import logging
 import sys
 import urllib.request
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 EVENT_TYPE = "RedisFlush.FlushCompleted"
 DEFAULT_TOPIC = "redis-flush-events"
