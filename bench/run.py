@@ -229,7 +229,7 @@ def _findings(s: dict[str, object]) -> list[str]:
                 f"). Without Retry-After or percentComplete nothing tells when an operation "
                 f"will end, so its end falls uniformly between two reads: the lag is uniform "
                 f"over one read period plus the delivery ({deliver * 1000:.0f} ms median "
-                f"here). The app reads 1.0 s after the previous answer was handled, so the "
+                f"here). The app reads 1.0 s after the previous read was sent, so the "
                 f"period is about {period:.3f} s (reads/s column) and the longest gap seen "
                 f"was {gap:.3f} s. Hence an expected median of "
                 f"{period / 2 + deliver:.2f} s, a hair over the 0.5 s target, with a sample "
@@ -253,18 +253,17 @@ def _findings(s: dict[str, object]) -> list[str]:
                 f"event came {r['wall'] - bound:.1f} s after the bound; completion events "
                 f"came a median {r['lag_p50']:.1f} s (max {r['lag_max']:.1f} s) after their "
                 f"operation ended, with {r['polls'] / data['n']:.2f} status reads per cache. "
-                "The poll gap comes from `poll_gap(ReadBudget(remaining, pollers))` "
-                "(redisflush/core/cadence.py): `pollers` counts every operation this process "
-                "polled on the subscription in the last 10 s (redisflush/app.py "
-                "POLLER_WINDOW), finished ones included, so the gap (pollers / 20 s) is set "
-                "for up to twice the operations still running; and once ARM's remaining "
-                "reads fall under 50 the rate is cut in proportion down to a tenth, so a read "
-                "scheduled then waits up to ten times the gap even after the bucket has "
-                "refilled." + (
-                    " A second client's reads do not show in the refill the plan assumes "
-                    "(25/s x 0.8): the app plans 20 reads/s where 12.5 are left, empties the "
-                    "bucket, and each 429 sends that operation into the 2, 4, 8 ... 60 s "
-                    "backoff." if r["load"] else ""))
+                "The poll gap is `poll_gap(ReadBudget(remaining, pollers, refill))` "
+                "(redisflush/core/cadence.py): the operations this process follows on the "
+                "subscription over 80% of the refill, finished ones dropped at once, slowed "
+                "to half when ARM reports under 50 reads left." + (
+                    " With a second client the refill left (12.5/s) is estimated from "
+                    "successive remaining-reads headers (redisflush/pacing.py), so there is no "
+                    "429; but 12.5 reads/s barely exceeds the 10 operations/s that end, so "
+                    "most operations get one or two reads well after their end. Reaching "
+                    "1.02x would need each operation's first read placed near its expected "
+                    "end (e.g. from the durations of the flushes that just ended): not built."
+                    if r["load"] else ""))
     best = s2.data.get("best") if s2 is not None else None  # type: ignore[attr-defined]
     if best is not None and best["how"] != "measured":
         out.append(f"- The fastest SDK pool ({best['threads']} threads) did not finish in the "
