@@ -12,10 +12,12 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
+
+from .core.outbound import OutboundMessage, PropertyValue
 
 # Defined in the pure core (the step function builds them); re-exported for the adapters.
-from .core.outbound import OutboundMessage, PropertyValue
+from .sender.azure_sdk import service_bus_message
 
 __all__ = ["AzureServiceBus", "Bus", "BusError", "OutboundMessage", "PropertyValue",
            "ReceivedMessage", "to_azure_message"]
@@ -58,23 +60,9 @@ class Bus(Protocol):
 
 
 def to_azure_message(message: OutboundMessage) -> Any:
-    """Build the azure-servicebus message for one OutboundMessage (ids, session, schedule)."""
-    from azure.servicebus import ServiceBusMessage
-
-    # the SDK's annotation wants str | bytes keys (dict is invariant): ours are str
-    properties = cast(dict[str | bytes, Any], dict(message.application_properties))
-    return ServiceBusMessage(
-        message.body,
-        message_id=message.message_id,
-        content_type=message.content_type,
-        correlation_id=message.correlation_id,
-        subject=message.subject,
-        session_id=message.session_id,
-        reply_to=message.reply_to,
-        reply_to_session_id=message.reply_to_session_id,
-        application_properties=properties or None,
-        scheduled_enqueue_time_utc=message.scheduled_at,
-    )
+    """The azure-servicebus message for one OutboundMessage: the sender's own builder, so
+    the app and a pipeline put the same properties on the wire."""
+    return service_bus_message(message)
 
 
 class _Slot:
