@@ -642,7 +642,7 @@ def test_poll_running_schedules_the_next_read():
 
 
 @pytest.mark.parametrize("budget, gap", [(cadence.ReadBudget(240, 100), 5.0),
-                                         (cadence.ReadBudget(5, 10), 5.0),
+                                         (cadence.ReadBudget(5, 40), 4.0),
                                          (cadence.ReadBudget(None, 1), 1.0)])
 def test_poll_gap_follows_the_read_budget(budget, gap):
     ts, _ = after(polling(), running(), at(1), budget=budget)
