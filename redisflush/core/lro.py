@@ -1,15 +1,13 @@
 """ARM asynchronous-operation rules, sans IO: headers and bodies in, readings and delays out.
 
 Follows the ARM RPC's async-operation contract (Azure-AsyncOperation and Location polling,
-Retry-After) as azure-core's ARM poller does, with two deliberate differences: a non-2xx
-status answer is classified rather than fatal, and with no Retry-After the first poll comes
-after 2 s rather than 30 s, the gap growing towards 30 s.
+Retry-After) as azure-core's ARM poller does, with one deliberate difference: a non-2xx
+status answer is classified rather than fatal. When to read again is core/cadence.py's rule.
 """
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -25,10 +23,6 @@ from .trust import redact_url as redact_url
 SUCCEEDED, FAILED, CANCELED = "Succeeded", "Failed", "Canceled"
 _TERMINAL = {s.lower(): s for s in (SUCCEEDED, FAILED, CANCELED)}
 
-# Gaps between polls when ARM gives no Retry-After: quick at first (most flushes end within
-# seconds), then growing to 30 s so a long operation costs few requests.
-POLL_GAPS = (2.0, 3.0, 3.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
-MAX_RETRY_DELAY = 60.0
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -212,18 +206,3 @@ def _absolute(reference: str, base: str) -> str:
     except ValueError:
         return reference  # unparseable: kept, and is_trusted refuses it
 
-
-def poll_gap(polls_done: int) -> float:
-    """Seconds before the next status poll when ARM gave no Retry-After."""
-    return POLL_GAPS[min(polls_done, len(POLL_GAPS) - 1)]
-
-
-def retry_delay(failures: int, seed: str) -> float:
-    """Backoff after `failures` transient errors: 2, 4, 8 ... 60 s, spread by +-25%.
-
-    The spread comes from a hash of `seed` (request id and attempt), not a random source,
-    so decisions stay deterministic while a fleet of retries does not move in lockstep.
-    """
-    base = min(MAX_RETRY_DELAY, 2.0 ** min(max(1, failures), 16))  # 2.0**1024 overflows
-    spread = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:2], "big") / 65535.0
-    return base * (0.75 + 0.5 * spread)

@@ -12,18 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redisflush.core import lro, trust
+from redisflush.core.cadence import retry_delay
 from redisflush.core.lro import (
-    POLL_GAPS,
     AsyncOperationPolling,
     LocationPolling,
     Reading,
     is_transient,
     is_trusted,
-    poll_gap,
     poll_target,
     redact_url,
     retry_after,
-    retry_delay,
     strategy,
     terminal_status,
 )
@@ -282,14 +280,6 @@ def test_strategy_lookup():
 
 
 # --- schedule ---------------------------------------------------------------------------------
-
-def test_poll_gaps_start_quick_never_shrink_and_cap_at_30():
-    gaps = [poll_gap(n) for n in range(200)]
-    assert gaps[0] <= 2.0
-    assert all(a <= b for a, b in zip(gaps, gaps[1:], strict=False))
-    assert max(gaps) == 30.0 and gaps[-1] == 30.0
-    assert POLL_GAPS[-1] == 30.0
-
 
 @pytest.mark.parametrize("failures, base", [(0, 2), (1, 2), (2, 4), (3, 8), (4, 16), (5, 32),
                                             (6, 60), (7, 60), (50, 60)])
