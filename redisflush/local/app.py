@@ -3,18 +3,24 @@ dir, the ARM emulator's fixed token (docs/design.md, "Request ledger": the same 
 from __future__ import annotations
 
 from ..app import FlushApp
-from ..arm import ArmClient, IdentityToken, StaticToken, TokenSource
+from ..arm import TOTAL_TIMEOUT, ArmClient, IdentityToken, StaticToken, TokenSource
 from ..settings import Settings
+from .bus import LocalBus
 from .ledger import SqliteLedger
 
 EMULATOR_TOKEN = "local-emulator-token"
 LEDGER_FILE = "ledger.sqlite"
 
 
-def local_app(settings: Settings) -> FlushApp:
+def local_app(settings: Settings, bus: LocalBus | None = None, *,
+              arm_total_timeout: float = TOTAL_TIMEOUT) -> FlushApp:
+    """The local ledger whatever AzureWebJobsStorage says (the sample points it at Azurite for
+    `func start`): the embedded default keeps all its state in the local dir."""
     from .runtime import open_bus
 
     tokens: TokenSource = StaticToken(EMULATOR_TOKEN) if settings.is_local_endpoint \
         else IdentityToken(settings.client_id)
-    return FlushApp(settings, ArmClient(settings.arm_endpoint, settings.api_version, tokens),
-                    open_bus(settings), SqliteLedger(settings.local_dir / LEDGER_FILE))
+    arm = ArmClient(settings.arm_endpoint, settings.api_version, tokens,
+                    total_timeout=arm_total_timeout)
+    return FlushApp(settings, arm, bus if bus is not None else open_bus(settings),
+                    SqliteLedger(settings.local_dir / LEDGER_FILE))

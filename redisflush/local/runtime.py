@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import functions
-from ..app import FlushApp
-from ..arm import TOTAL_TIMEOUT, ArmClient, IdentityToken, StaticToken
+from ..arm import TOTAL_TIMEOUT
 from ..errors import ConfigurationError
 from ..settings import Settings
-from .app import EMULATOR_TOKEN, LEDGER_FILE
+from .app import local_app
 from .bus import LocalBus
 from .host import LocalHost, load_functions, read_values
-from .ledger import SqliteLedger
 
 log = logging.getLogger("redisflush.local")
 EVENTS_SUBSCRIPTION = "all"
@@ -220,14 +218,8 @@ def build_runtime(app_root: Path, *, arm_endpoint: str | None = None, concurrenc
         values["REDISFLUSH_ARM_ENDPOINT"] = arm_endpoint
         settings = Settings.from_env({**values, "REDISFLUSH_LOCAL_DIR":
                                       str(settings.local_dir)}, app_root)
-        tokens = StaticToken(EMULATOR_TOKEN) if settings.is_local_endpoint \
-            else IdentityToken(settings.client_id)
         bus = open_bus(settings)
-        arm = ArmClient(settings.arm_endpoint, settings.api_version, tokens,
-                        total_timeout=arm_total_timeout)
-        # The local ledger whatever AzureWebJobsStorage says (the sample points it at
-        # Azurite for `func start`): the embedded default keeps all its state in the local dir.
-        app = FlushApp(settings, arm, bus, SqliteLedger(settings.local_dir / LEDGER_FILE))
+        app = local_app(settings, bus, arm_total_timeout=arm_total_timeout)
         functions.install(app)
         host = LocalHost(bus, load_functions(app_root, values), concurrency=concurrency)
     except BaseException:
