@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from .arm import ArmClient
 from .bus import Bus, BusError
+from .core import durations
 from .core.answers import ArmAnswer
 from .core.cadence import ReadBudget
 from .core.commands import (
@@ -27,6 +28,7 @@ from .core.commands import (
     ClaimTarget,
     Command,
     Deferred,
+    Learn,
     Log,
     Note,
     OpenRequest,
@@ -72,6 +74,10 @@ class FlushApp:
     _pool: cf.ThreadPoolExecutor = field(default_factory=lambda: cf.ThreadPoolExecutor(
         ARM_THREADS, thread_name_prefix="arm"), repr=False)
     _pollers: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    # operations accepted and not seen ending: subscription -> poll URL -> forget after
+    _in_flight: dict[str, dict[str, dt.datetime]] = field(default_factory=dict, repr=False)
+    _durations: dict[tuple[str, str], durations.Estimate] = field(default_factory=dict,
+                                                                  repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -114,7 +120,7 @@ class FlushApp:
             can_call = round_ < MAX_ROUNDS - 1 and self.monotonic() - started < CALL_WINDOW
             view = View(self.clock(), can_call, self._budgets(state))
             state, commands = step(state, answers, view, self.config)
-            self._forget_finished(state)
+            self._track(state)
             outcome = _describe(commands) or outcome
             answers = self._carry_out(commands, state.origin.request_id)
             if not answers:
@@ -161,6 +167,12 @@ class FlushApp:
                 log.warning("%s %s to ReplyTo %s not sent: %s", type(command).__name__.lower(),
                             printable(command.message.message_id), printable(command.queue),
                             printable(exc, 300))
+        elif isinstance(command, Learn):
+            key = (command.subscription_id.lower(), command.kind)
+            with self._lock:
+                learned = durations.observe(self._durations.get(key), command.lo, command.hi)
+                if learned is not None:
+                    self._durations[key] = learned
         elif isinstance(command, Log):
             getattr(log, command.level, log.info)("%s", printable(command.text, 500))
 
@@ -184,33 +196,55 @@ class FlushApp:
 
     # -- readings ------------------------------------------------------------------------------
 
-    def _forget_finished(self, state: RunState) -> None:
-        """A finished operation stops counting against the read budget at once (else it
-        would stretch everyone's gap for POLLER_WINDOW seconds)."""
+    def _track(self, state: RunState) -> None:
+        """Which operations are in flight on each subscription. A finished one stops counting
+        against the read budget at once (else it would stretch everyone's gap for
+        POLLER_WINDOW seconds); one waiting for its first read counts until a window after
+        that read was due."""
+        window = dt.timedelta(seconds=POLLER_WINDOW)
         with self._lock:
             for ts in state.targets:
-                if ts.phase == "done" and ts.poll_url:
-                    self._pollers.get(ts.target.subscription_id.lower(), {}).pop(
-                        ts.poll_url, None)
+                sub = ts.target.subscription_id.lower()
+                # a target POSTing now is an operation in flight by the time it is answered
+                posting = f"{state.origin.request_id}:{ts.index}"
+                if ts.phase == "post":
+                    self._in_flight.setdefault(sub, {})[posting] = ts.due + window
+                    continue
+                self._in_flight.get(sub, {}).pop(posting, None)
+                if not ts.poll_url:
+                    continue
+                if ts.phase == "done":
+                    self._pollers.get(sub, {}).pop(ts.poll_url, None)
+                    self._in_flight.get(sub, {}).pop(ts.poll_url, None)
+                elif ts.phase == "poll":
+                    self._in_flight.setdefault(sub, {})[ts.poll_url] = ts.due + window
 
     def _seen_poller(self, subscription: str, url: str) -> None:
         with self._lock:
             self._pollers.setdefault(subscription.lower(), {})[url] = self.monotonic()
 
     def _budgets(self, state: RunState) -> Mapping[str, ReadBudget]:
-        """Per subscription of this request: ARM's last remaining-reads count and how many
-        operations this process has polled there lately."""
-        now, budgets = self.monotonic(), {}
+        """Per subscription of this request: ARM's last remaining-reads count, how many
+        operations this process has polled there lately and has in flight, and how long
+        flushes there have lately taken."""
+        now, wall, budgets = self.monotonic(), self.clock(), {}
         for sub in {t.target.subscription_id for t in state.targets}:
+            key = sub.lower()
             with self._lock:
-                seen = self._pollers.get(sub.lower(), {})
+                seen = self._pollers.get(key, {})
                 for url, at in list(seen.items()):
                     if now - at > POLLER_WINDOW:
                         del seen[url]
-                pollers = len(seen)
+                flying = self._in_flight.get(key, {})
+                for url, until in list(flying.items()):
+                    if until < wall:
+                        del flying[url]
+                pollers, in_flight = len(seen), len(flying)
+                expected = {kind: e.seconds for (s, kind), e in self._durations.items()
+                            if s == key}
             remaining = self.arm.pacer.remaining(sub, "reads")
             budgets[sub] = ReadBudget(remaining[0] if remaining else None, max(1, pollers),
-                                      self.arm.pacer.refill(sub, "reads"))
+                                      self.arm.pacer.refill(sub, "reads"), in_flight, expected)
         return budgets
 
 

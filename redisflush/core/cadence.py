@@ -3,15 +3,18 @@ figures behind the numbers).
 
 Status reads: at most one per second per operation, spread further when the subscription's
 read budget is shared by many operations (ARM refills 25 reads a second per subscription and
-principal), never sooner than Retry-After. Retries after transient errors back off 2, 4, 8
-... 60 s, spread by a hash so a fleet does not move in lockstep. Every wait is capped: a
+principal), never sooner than Retry-After. When they are that scarce, a new operation's first
+read goes to when recent flushes of its kind ended (core/durations.py). Retries after
+transient errors back off 2, 4, 8 ... 60 s, spread by a hash so a fleet does not move in
+lockstep. Every wait is capped: a
 Retry-After of thirty years parks a target for MAX_WAIT at most, and never past its deadline.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 MIN_POLL_GAP = 1.0          # one status read per second per operation, at most
 READ_REFILL_PER_SECOND = 25.0
@@ -30,16 +33,50 @@ class ReadBudget:
     remaining: float | None = None
     pollers: int = 1
     refill: float | None = None  # reads/s left for us when another client shares the bucket
+    in_flight: int = 0  # operations accepted and not ended, read yet or not
+    expected: Mapping[str, float] = field(default_factory=dict)  # kind -> seconds (durations)
+
+
+def planned_rate(budget: ReadBudget) -> float:
+    """Reads per second this process plans to spend on the subscription."""
+    rate = (budget.refill or READ_REFILL_PER_SECOND) * READ_SHARE
+    if budget.remaining is not None and budget.remaining < LOW_WATER:
+        rate *= max(0.5, budget.remaining / LOW_WATER)
+    return rate
+
+
+def scarce(budget: ReadBudget | None) -> bool:
+    """Whether the operations in flight could not all be read every second."""
+    return budget is not None and budget.in_flight / planned_rate(budget) > MIN_POLL_GAP
+
+
+def first_read_gap(budget: ReadBudget | None, kind: str) -> float:
+    """Seconds from a flush's acceptance to its first status read. With reads to spare,
+    the usual gap (so lag stays under a second whatever the flush takes); when they are
+    scarce and recent flushes of this kind say when they end, that point: reads spent
+    before it would mostly find the operation still running; scarce with nothing learned,
+    one share of the reads among all the operations in flight."""
+    expected = budget.expected.get(kind) if budget is not None else None
+    if expected is not None and scarce(budget):
+        return max(MIN_POLL_GAP, expected)
+    return next_read_gap(budget, kind)
+
+
+def next_read_gap(budget: ReadBudget | None, kind: str) -> float:
+    """Seconds from one status read to the next. Scarce with nothing learned for the kind:
+    one share of the reads among every operation in flight (not only those read lately), so
+    reads never queue up behind the pacer faster than the bucket refills."""
+    gap = poll_gap(budget)
+    if budget is None or kind in budget.expected or not scarce(budget):
+        return gap
+    return max(gap, budget.in_flight / planned_rate(budget))
 
 
 def poll_gap(budget: ReadBudget | None) -> float:
     """Seconds until an operation's next status read when ARM gave no Retry-After."""
     if budget is None:
         return MIN_POLL_GAP
-    rate = (budget.refill or READ_REFILL_PER_SECOND) * READ_SHARE
-    if budget.remaining is not None and budget.remaining < LOW_WATER:
-        rate *= max(0.5, budget.remaining / LOW_WATER)
-    return max(MIN_POLL_GAP, max(1, budget.pollers) / rate)
+    return max(MIN_POLL_GAP, max(1, budget.pollers) / planned_rate(budget))
 
 
 def retry_delay(failures: int, seed: str) -> float:

@@ -131,6 +131,17 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class Learn:
+    """A flush ended within ages (lo, hi] seconds of its acceptance (lo None: no read found
+    it running): the shell's duration estimate for (subscription, kind) learns from it."""
+
+    subscription_id: str
+    kind: str
+    lo: float | None
+    hi: float
+
+
+@dataclass(frozen=True)
 class Log:
     """A line for the host's log (values escaped by the shell)."""
 
@@ -139,6 +150,6 @@ class Log:
 
 
 Command = (CallArm | OpenRequest | ClaimTarget | RecordTarget | RecordRequest | Publish | Reply
-           | Note | Schedule | Log)
+           | Note | Schedule | Learn | Log)
 Result = ArmAnswer | ArmFailure | Deferred | Opened | Claimed
 CALLS = (CallArm, OpenRequest, ClaimTarget)

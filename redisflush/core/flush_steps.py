@@ -15,7 +15,16 @@ from typing import Any
 from ..errors import ValidationError
 from . import cadence, lro
 from .answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
-from .commands import CallArm, Claimed, ClaimTarget, Command, Deferred, RecordTarget, Result
+from .commands import (
+    CallArm,
+    Claimed,
+    ClaimTarget,
+    Command,
+    Deferred,
+    Learn,
+    RecordTarget,
+    Result,
+)
 from .events import Outcome, exact, parse_iso_or_none
 from .fit import fit
 from .ledger_rules import expiry
@@ -62,14 +71,23 @@ class Context:
     def at(self, delay: float, retry_after: float | None = None) -> dt.datetime:
         return cadence.next_time(self.now, delay, retry_after, self.deadline)
 
-    def read_gap_from(self, answer: ArmAnswer) -> dt.datetime:
+    def sent(self, answer: ArmAnswer) -> dt.datetime:
+        """When the request behind `answer` left (its answer came back now)."""
+        return self.now - dt.timedelta(seconds=max(0.0, min(answer.elapsed, 60.0)))
+
+    def read_gap_from(self, answer: ArmAnswer, gap: float | None = None) -> dt.datetime:
         """The next status read one gap after this one was *sent* (not after its answer came
         back), so reads keep their cadence whatever ARM's latency, never sooner than
         Retry-After (counted from the answer)."""
-        sent = self.now - dt.timedelta(seconds=max(0.0, min(answer.elapsed, 60.0)))
-        gap = cadence.next_time(sent, cadence.poll_gap(self.budget), None, self.deadline)
+        wait = cadence.poll_gap(self.budget) if gap is None else gap
+        due = cadence.next_time(self.sent(answer), wait, None, self.deadline)
         after = lro.retry_after(answer.headers, self.now)
-        return max(gap, self.at(0.0, after)) if after is not None else max(gap, self.now)
+        return max(due, self.at(0.0, after)) if after is not None else max(due, self.now)
+
+    def first_read_from(self, answer: ArmAnswer, kind: str) -> dt.datetime:
+        """A new operation's first status read (cadence.first_read_gap), counted like every
+        other read from when the POST was sent, never sooner than Retry-After."""
+        return self.read_gap_from(answer, cadence.first_read_gap(self.budget, kind))
 
 
 def on_answer(ts: TargetState, result: Result, cx: Context) -> TargetState:
@@ -191,7 +209,7 @@ def _accept(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
         return _untrusted(ts, found[1], cx)
     ts = replace(ts, phase="poll", poll_kind=found[0], poll_url=found[1], accepted_at=cx.now,
                  last_status="Accepted", failures=0,
-                 due=cx.read_gap_from(r))
+                 due=cx.first_read_from(r, ts.target.kind))
     cx.records.append(RecordTarget(ts.target.key, "accepted", {
         "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": exact(cx.now),
         "linked": list(ts.linked or ()), "armRequests": ts.arm_requests}, expiry(cx.deadline)))
@@ -211,7 +229,10 @@ def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
     ts = replace(ts, bad_polls=0, failures=0, last_status=reading.status,
                  last_operation=_summary(reading.operation) or ts.last_operation)
     if reading.state == "terminal":
+        if reading.status == lro.SUCCEEDED:
+            _learn(ts, cx.sent(r), cx)
         return _end(ts, cx, reading.status or lro.FAILED, None, reading.operation, accepted=True)
+    ts = replace(ts, running_at=cx.sent(r))
     if cx.now >= cx.deadline:
         return timed_out(ts, cx)
     moved = lro.poll_target(r.headers, r.url) if r.status == 202 else None
@@ -220,7 +241,16 @@ def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
             return _untrusted(ts, moved[1], cx)
         ts = replace(ts, poll_kind=moved[0], poll_url=moved[1])
     return replace(ts, polls=ts.polls + 1,
-                   due=cx.read_gap_from(r))
+                   due=cx.read_gap_from(r, cadence.next_read_gap(cx.budget, ts.target.kind)))
+
+
+def _learn(ts: TargetState, ended_by: dt.datetime, cx: Context) -> None:
+    """What this flush says of how long flushes of its kind take here (core/durations.py)."""
+    if ts.accepted_at is None:
+        return
+    hi = (ended_by - ts.accepted_at).total_seconds()
+    lo = None if ts.running_at is None else (ts.running_at - ts.accepted_at).total_seconds()
+    cx.records.append(Learn(ts.target.subscription_id, ts.target.kind, lo, hi))
 
 
 # -- shared rules -------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class TargetState:
     outcome: Outcome | None = None
     reported: bool = False
     noted: bool = False
+    running_at: dt.datetime | None = None  # when the last read that found it running was sent
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
@@ -53,7 +54,8 @@ class TargetState:
                 "failures": self.failures, "badPolls": self.bad_polls,
                 "armRequests": self.arm_requests, "paced": self.paced,
                 "outcome": self.outcome.to_json() if self.outcome else None,
-                "reported": self.reported, "noted": self.noted}
+                "reported": self.reported, "noted": self.noted,
+                "runningAt": exact(self.running_at)}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TargetState:
@@ -71,7 +73,8 @@ class TargetState:
                    int(d.get("failures", 0)), int(d.get("badPolls", 0)),
                    int(d.get("armRequests", 0)), bool(d.get("paced", False)),
                    Outcome.from_json(d["outcome"]) if d.get("outcome") else None,
-                   bool(d.get("reported", False)), bool(d.get("noted", False)))
+                   bool(d.get("reported", False)), bool(d.get("noted", False)),
+                   parse_iso_or_none(d.get("runningAt")))
 
 
 @dataclass(frozen=True)

@@ -127,11 +127,49 @@ def test_status_reads_spread_when_the_read_budget_runs_low(h: Harness) -> None:
     h.run()
 
     reads = sorted(seconds(r.when) for r in h.arm.requests if r.method == "GET")
-    assert len(reads) == 72 and reads[0] == 1.0  # the first reads leave with a full bucket
-    paced = [t for t in reads if t > 1.0]  # once ARM said 5 reads were left
+    # 24 in flight over 20 planned reads a second: the first reads at 1.2 s, with a full bucket
+    assert len(reads) == 72 and reads[0] == 1.2
+    paced = [t for t in reads if t > 1.2]  # once ARM said 5 reads were left
     assert len(paced) >= 48
     window = paced[-1] - paced[0]
     assert len(paced) - 1 <= 25 * window + 1  # at the refill rate, never in one burst
-    assert reads[-1] >= 1.0 + 2 * 2.4 - 1e-6  # and the reading plan stretched the gap
+    assert reads[-1] >= 1.2 + 2 * 2.4 - 1e-6  # and the reading plan stretched the gap
     statuses = {resource_id(cache=c): "Succeeded" for c in caches}
     h.batch(rid, statuses, "Succeeded")
+
+
+def test_scarce_reads_go_to_where_recent_flushes_ended(h: Harness) -> None:
+    """docs/design.md, "Reliability rules": with more operations in flight than reads to
+    read each every second, a new operation's first read goes to when recent flushes of its
+    kind ended (here 9-10 s after acceptance, learned from one flush read every second), so
+    each of the 30 is read once, at ~9.5 s, instead of every 1.5 s from the start."""
+    accept(h, "first", running=9)
+    h.send_request({"resourceId": resource_id(cache="first")})
+    h.run()
+    learned = [seconds(r.when) for r in h.arm.requests if r.method == "GET"]
+    assert learned == [float(s) for s in range(1, 11)]  # 1 s apart: ended within (9, 10]
+
+    caches = [f"cache-{i:02d}" for i in range(30)]
+    for cache in caches:
+        accept(h, cache, running=0)
+    start = h.clock.now()
+    rid = h.send_request({"resourceIds": [resource_id(cache=c) for c in caches]})
+    h.run()
+
+    reads = [(r.when - start).total_seconds() for r in h.arm_requests(rid)
+             if r.method == "GET"]
+    assert len(reads) == 30 and min(reads) >= 9.5 - 1e-6
+    h.batch(rid, {resource_id(cache=c): "Succeeded" for c in caches}, "Succeeded")
+
+
+def test_without_a_learned_duration_scarce_reads_are_shared(h: Harness) -> None:
+    """The same 30 operations with nothing learned: the first reads are spread over all in
+    flight (30 over 80% of 25 reads/s = 1.5 s), not at 1 s each."""
+    caches = [f"cache-{i:02d}" for i in range(30)]
+    for cache in caches:
+        accept(h, cache, running=0)
+    rid = h.send_request({"resourceIds": [resource_id(cache=c) for c in caches]})
+    h.run()
+    reads = [seconds(r.when) for r in h.arm.requests if r.method == "GET"]
+    assert len(reads) == 30 and min(reads) >= 1.5 - 1e-6
+    h.batch(rid, {resource_id(cache=c): "Succeeded" for c in caches}, "Succeeded")

@@ -17,6 +17,8 @@ from redisflush.core.cadence import (
     READ_SHARE,
     ReadBudget,
     capped,
+    first_read_gap,
+    next_read_gap,
     next_time,
     poll_gap,
     retry_delay,
@@ -149,3 +151,38 @@ def test_next_time_is_capped_and_inside_the_deadline(start, delay, retry_after, 
     wanted = max(capped(delay), capped(retry_after))
     assert moment == deadline or (moment - now).total_seconds() == pytest.approx(wanted,
                                                                                  abs=1e-5)
+
+
+# --- first read: at the expected end only when reads are scarce --------------------------------
+
+@pytest.mark.parametrize("budget, kind, gap", [
+    (None, "redis", 1.0),
+    (ReadBudget(in_flight=5, expected={"redis": 10.0}), "redis", 1.0),  # reads to spare
+    (ReadBudget(in_flight=20, expected={"redis": 10.0}), "redis", 1.0),  # 20 a second: enough
+    (ReadBudget(in_flight=21, expected={"redis": 10.0}), "redis", 10.0),  # scarce: at the end
+    (ReadBudget(in_flight=21, expected={"redis": 0.2}), "redis", 1.0),   # never under 1 s
+    (ReadBudget(in_flight=11, refill=12.5, expected={"redis": 10.0}), "redis", 10.0),
+    (ReadBudget(in_flight=9, refill=12.5, expected={"redis": 10.0}), "redis", 1.0),
+    # few reads left halve the plan: 11 operations are then too many
+    (ReadBudget(remaining=10, in_flight=11, expected={"redis": 7.0}), "redis", 7.0),
+    (ReadBudget(remaining=None, in_flight=11, expected={"redis": 7.0}), "redis", 1.0),
+    # scarce, but nothing learned for this kind: a share among all in flight
+    (ReadBudget(pollers=40, in_flight=40, expected={"redis": 10.0}), "redisEnterprise", 2.0),
+    (ReadBudget(pollers=1, in_flight=200), "redis", 10.0),
+    (ReadBudget(pollers=1, in_flight=200, refill=12.5), "redis", 20.0),
+])
+def test_first_read_gap(budget, kind, gap):
+    assert first_read_gap(budget, kind) == pytest.approx(gap)
+
+
+@pytest.mark.parametrize("budget, kind, gap", [
+    (None, "redis", 1.0),
+    (ReadBudget(pollers=3, in_flight=200), "redis", 10.0),  # nothing learned: a fair share
+    (ReadBudget(pollers=3, in_flight=200, refill=12.5), "redis", 20.0),
+    (ReadBudget(pollers=3, in_flight=200, expected={"redis": 10.0}), "redis", 1.0),  # learned:
+    # only the few read again (found running at the expected end) share the reads
+    (ReadBudget(pollers=40, in_flight=200, expected={"redis": 10.0}), "redis", 2.0),
+    (ReadBudget(pollers=3, in_flight=10), "redis", 1.0),  # not scarce
+])
+def test_next_read_gap(budget, kind, gap):
+    assert next_read_gap(budget, kind) == pytest.approx(gap)

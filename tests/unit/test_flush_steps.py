@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from redisflush.core import cadence, lro, resolve
 from redisflush.core.answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
-from redisflush.core.commands import CallArm, Claimed, ClaimTarget, Deferred, RecordTarget
+from redisflush.core.commands import CallArm, Claimed, ClaimTarget, Deferred, Learn, RecordTarget
 from redisflush.core.events import STATUSES, Outcome
 from redisflush.core.fit import size
 from redisflush.core.flush_steps import (
@@ -936,7 +936,10 @@ def test_recorded_real_traffic_shape():
     assert outcome.status == "Succeeded" and outcome.error is None
     assert outcome.operation == json.loads(history[2].body)
     assert (outcome.arm_requests, outcome.accepted_at, outcome.completed_at) == (3, T0, at(2))
-    assert [r.state for r in records] == ["accepted"]
+    assert [r.state for r in records if isinstance(r, RecordTarget)] == ["accepted"]
+    # the success teaches the duration estimate: running at 1 s, ended by 2 s
+    assert [(r.kind, r.lo, r.hi) for r in records if isinstance(r, Learn)] == \
+        [("redis", 1.0, 2.0)]
 
 
 def test_recorded_shape_after_a_busy_cache_and_a_throttled_poll():
@@ -947,7 +950,10 @@ def test_recorded_shape_after_a_busy_cache_and_a_throttled_poll():
     assert (states[4].due - states[3].due).total_seconds() >= 20
     outcome = done(states[-1])
     assert (outcome.status, outcome.arm_requests) == ("Succeeded", 7)
-    assert [r.state for r in records] == ["retry", "retry", "accepted"]
+    assert [r.state for r in records if isinstance(r, RecordTarget)] == \
+        ["retry", "retry", "accepted"]
+    learned = [r for r in records if isinstance(r, Learn)]
+    assert len(learned) == 1 and learned[0].lo is not None and learned[0].lo < learned[0].hi
 
 
 def test_location_only_history():
@@ -1248,3 +1254,55 @@ def test_pending_list_round_trips_in_the_poll_state():
     back = RunState.from_json(state.to_json())
     assert back.pending_lists == state.pending_lists and back.found == state.found
     assert isinstance(back.pending_lists[0], ListCall)
+
+
+# --- first read placed by the learned duration (core/durations.py) ------------------------------
+
+SCARCE = cadence.ReadBudget(250, 1, None, 40, {"redis": 9.5})
+
+
+@pytest.mark.parametrize("budget, first", [
+    (None, 1.0),                                               # nothing known: 1 s
+    (cadence.ReadBudget(250, 1, None, 3, {"redis": 9.5}), 1.0),  # reads to spare: 1 s
+    (SCARCE, 9.5),                                             # scarce: at the expected end
+    # scarce, nothing learned for its kind: a share of the reads among the 40 in flight
+    (cadence.ReadBudget(250, 1, None, 40, {"redisEnterprise": 9.5}), 2.0),
+])
+def test_first_read_after_acceptance(budget, first):
+    ts, _ = after(post_state(), answer(202, headers=both()), budget=budget)
+    assert ts.phase == "poll" and wait_of(ts, T0) == first
+
+
+def test_retry_after_still_wins_over_the_expected_end():
+    ts, _ = after(post_state(), answer(202, headers=both(**{"Retry-After": "30"})),
+                  budget=SCARCE)
+    assert wait_of(ts, T0) == 30.0
+
+
+def test_the_expected_end_never_passes_the_deadline():
+    ts, _ = after(post_state(), answer(202, headers=both()), deadline=at(4), budget=SCARCE)
+    assert ts.due == at(4)
+
+
+def test_reads_teach_the_estimate_only_on_success():
+    ts, records = after(polling(), running(), at(1))
+    assert ts.running_at == at(1) and records == []
+    ts2, records = after(ts, running(), at(2))
+    assert ts2.running_at == at(2)
+    ok, learned = after(ts2, answer(200, {"status": "Succeeded"}, {}, OP_URL), at(3))
+    assert learned == [Learn(TARGET.subscription_id, "redis", 2.0, 3.0)]
+    failed, nothing = after(ts2, answer(200, {"status": "Failed", "error": FAIL_ERROR}, {},
+                                        OP_URL), at(3))
+    assert done(failed).status == "Failed" and nothing == []
+
+
+def test_a_read_that_took_long_counts_from_when_it_was_sent():
+    ts, _ = after(polling(), dataclasses.replace(running(), elapsed=0.4), at(1.4))
+    ok, learned = after(ts, dataclasses.replace(answer(200, {"status": "Succeeded"}, {}, OP_URL),
+                                                elapsed=0.3), at(2.8))
+    assert learned == [Learn(TARGET.subscription_id, "redis", 1.0, 2.5)]
+
+
+def test_running_at_survives_the_poll_message():
+    ts, _ = after(polling(), running(), at(1))
+    assert TargetState.from_json(json.loads(json.dumps(ts.to_json()))) == ts
