@@ -201,14 +201,15 @@ class FlushApp:
         against the read budget at once (else it would stretch everyone's gap for
         POLLER_WINDOW seconds); one waiting for its first read counts until a window after
         that read was due."""
-        window = dt.timedelta(seconds=POLLER_WINDOW)
+        window, now = dt.timedelta(seconds=POLLER_WINDOW), self.clock()
         with self._lock:
             for ts in state.targets:
                 sub = ts.target.subscription_id.lower()
                 # a target POSTing now is an operation in flight by the time it is answered
+                # (not one whose POST waits for a later write slot)
                 posting = f"{state.origin.request_id}:{ts.index}"
-                if ts.phase == "post":
-                    self._in_flight.setdefault(sub, {})[posting] = ts.due + window
+                if ts.phase == "post" and ts.due <= now:
+                    self._in_flight.setdefault(sub, {})[posting] = now + window
                     continue
                 self._in_flight.get(sub, {}).pop(posting, None)
                 if not ts.poll_url:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 QUANTILE = 0.9   # the share of operations the first read should find ended
 STEP = 0.05      # relative step per finished operation
+WARM_UP = 16     # operations whose middles only lower the first estimate
 LATE = 1.0       # a read this late after the estimate still answers "ended by it?"
 MAX_SECONDS = 3600.0
 
@@ -36,9 +37,15 @@ def observe(estimate: Estimate | None, lo: float | None, hi: float) -> Estimate 
     finite, negative or out of order say nothing and leave it as it was."""
     if not _age(hi) or (lo is not None and (not _age(lo) or lo > hi)):
         return estimate
+    point = hi if lo is None else (lo + hi) / 2.0
     if estimate is None:
-        return Estimate(hi if lo is None else (lo + hi) / 2.0)
+        return Estimate(point)
     e = estimate.seconds
+    if estimate.seen < WARM_UP:
+        # the first operations' reads are sparse, so their intervals are wide: keep the
+        # lowest; an estimate too low costs one early read each and climbs back quickly,
+        # one too high would come down only by the small step
+        return Estimate(min(e, point), estimate.seen + 1)
     if lo is None:
         if hi > e + LATE:
             return estimate  # its only read came long after the estimate (deferred): unknown
@@ -47,8 +54,10 @@ def observe(estimate: Estimate | None, lo: float | None, hi: float) -> Estimate 
         ended_by = True
     elif lo >= e:
         ended_by = False
-    else:  # the interval straddles the estimate: judge by its middle
+    elif hi - lo <= 2 * LATE:  # a narrow interval straddles the estimate: judge its middle
         ended_by = (lo + hi) / 2.0 <= e
+    else:
+        return estimate  # a wide one (sparse reads) could have ended either side
     e *= (1.0 - STEP * (1.0 - QUANTILE)) if ended_by else (1.0 + STEP * QUANTILE)
     return Estimate(min(MAX_SECONDS, e), estimate.seen + 1)
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redisflush.core.durations import MAX_SECONDS, QUANTILE, Estimate, observe
+from redisflush.core.durations import MAX_SECONDS, QUANTILE, WARM_UP, Estimate, observe
 
 
 def run(estimate: Estimate | None, durations: list[float], gap: float = 1.0
@@ -46,6 +46,18 @@ def test_settles_at_the_high_quantile(spread):
     assert estimate.seconds <= (10.0 + spread) * (1 + 0.05) + 0.1
 
 
+def test_the_first_operations_keep_the_lowest_point():
+    """Early reads are sparse (shared among many operations), so their intervals are wide:
+    the warm-up keeps the lowest upper bound or middle, then the tracker takes over."""
+    est = observe(None, None, 19.0)
+    for lo, hi in [(None, 16.0), (8.0, 12.0), (None, 25.0)]:
+        est = observe(est, lo, hi)
+    assert est == Estimate(10.0, 4)
+    for _ in range(WARM_UP):
+        est = observe(est, None, 30.0)
+    assert est is not None and est.seconds == 10.0 and est.seen >= WARM_UP
+
+
 def test_follows_durations_down_and_up():
     est = run(None, [30.0] * 5)
     assert est is not None and est.seconds >= 29
@@ -56,7 +68,7 @@ def test_follows_durations_down_and_up():
 
 
 def test_an_operation_that_ended_by_the_estimate_lowers_it_a_little():
-    e = Estimate(10.0, 4)
+    e = Estimate(10.0, 50)
     down, up = observe(e, None, 10.0), observe(e, 10.0, 11.0)
     assert down is not None and up is not None
     assert 9.9 < down.seconds < 10.0 < up.seconds < 10.5
@@ -65,15 +77,16 @@ def test_an_operation_that_ended_by_the_estimate_lowers_it_a_little():
 
 
 def test_a_straddling_interval_is_judged_by_its_middle():
-    e = Estimate(10.0, 4)
+    e = Estimate(10.0, 50)
     assert observe(e, 9.0, 10.8).seconds < 10.0   # middle 9.9: ended by it
     assert observe(e, 9.5, 11.0).seconds > 10.0   # middle 10.25: had not
+    assert observe(e, 8.0, 25.0) == e             # too wide to say (reads were sparse)
 
 
 def test_a_late_only_read_says_nothing():
     """A read deferred past the estimate that finds the flush over: it may have ended any
     time before, so the estimate stays (a pacer backlog must not push it up)."""
-    e = Estimate(10.0, 4)
+    e = Estimate(10.0, 50)
     assert observe(e, None, 30.0) == e
 
 
@@ -81,7 +94,7 @@ def test_a_late_only_read_says_nothing():
                                     (5.0, 4.0), (-1.0, 3.0), (math.nan, 3.0),
                                     (None, MAX_SECONDS + 1)])
 def test_ages_that_say_nothing_leave_it(lo, hi):
-    e = Estimate(10.0, 4)
+    e = Estimate(10.0, 50)
     assert observe(e, lo, hi) == e
     assert observe(None, lo, hi) is None
 
