@@ -219,27 +219,30 @@ def _findings(s: dict[str, object]) -> list[str]:
         rows = [data["rows"][f"ours|{d:g}"] for d in data["durations"]
                 if f"ours|{d:g}" in data["rows"]]
         if rows:
-            gap = max(r["max_gap"] for r in rows)
-            period = 1.0 / (sorted(r["rate"] for r in rows)[len(rows) // 2])
+            rate = sorted(r["rate"] for r in rows)[len(rows) // 2]
             deliver = data["deliver"]
+            detect = data["detect"]
+            detect_max = max(r["detect_max"] for r in rows)
             out.append(
                 f"- **Lag of one flush alone** (missed for {', '.join(f'{d:g} s' for d in missed)}"
                 if missed else "- **Lag of one flush alone** (met in this run")
             out[-1] += (
-                f"). Without Retry-After or percentComplete nothing tells when an operation "
-                f"will end, so its end falls uniformly between two reads: the lag is uniform "
-                f"over one read period plus the delivery ({deliver * 1000:.0f} ms median "
-                f"here). The app reads 1.0 s after the previous read was sent, so the "
-                f"period is about {period:.3f} s (reads/s column) and the longest gap seen "
-                f"was {gap:.3f} s. Hence an expected median of "
-                f"{period / 2 + deliver:.2f} s, a hair over the 0.5 s target, with a sample "
-                f"median that moves by several hundredths from run to run (10-40 flushes a "
-                f"cell), and a worst case of {gap + deliver:.2f} s: the measured max stays "
-                f"under 1.0 s only when no sampled end falls in the last few hundredths of a "
-                f"period. At one read per second and no hint of the end, median <= 0.5 s and "
-                f"max <= 1.0 s can only hold by luck of the sample; they hold by design with "
-                f"a read period of ~0.95 s (~1.05 reads/s), or with Retry-After / "
-                f"percentComplete, which the recorded shape does not give.")
+                "). As written (lag, event in hand minus the end, median <= 0.5 s and max <= "
+                "1.0 s at <= 1 read/s) this target cannot hold for any reading plan that "
+                "does not know when the flush ends. With at most one read per second the gaps "
+                "g_i between reads add up to at least their number, and an end falling "
+                "anywhere in the span is seen within x s (x <= 1) with probability "
+                "sum(min(g_i, x)) / sum(g_i) <= x. So P(detection <= 0.5 s) <= 0.5: the median "
+                "detection is at least 0.5 s, and the event's delivery (the step, the ledger "
+                f"write, the publish, the receive: {deliver * 1000:.0f} ms median here) comes "
+                "on top, so the median lag is over 0.5 s; likewise P(lag <= 1.0 s) <= 1 minus "
+                "the delivery time, so the max passes 1.0 s once enough ends are sampled. "
+                "The part the reading plan controls is at that bound: detection median "
+                f"{detect:.2f} s, max {detect_max:.2f} s, at {rate:.2f} reads/s (reads "
+                "counted from the POST). Only a hint of the end can beat it: Retry-After "
+                "(honoured), percentComplete (absent from the recorded shape), or the "
+                "duration of earlier flushes (used only when reads are scarce, because a "
+                "flush that ends sooner than the learned duration waits for it).")
     s2 = s.get("2")
     if s2 is not None:
         data = s2.data  # type: ignore[attr-defined]
@@ -253,17 +256,15 @@ def _findings(s: dict[str, object]) -> list[str]:
                 f"event came {r['wall'] - bound:.1f} s after the bound; completion events "
                 f"came a median {r['lag_p50']:.1f} s (max {r['lag_max']:.1f} s) after their "
                 f"operation ended, with {r['polls'] / data['n']:.2f} status reads per cache. "
-                "The poll gap is `poll_gap(ReadBudget(remaining, pollers, refill))` "
-                "(redisflush/core/cadence.py): the operations this process follows on the "
-                "subscription over 80% of the refill, finished ones dropped at once, slowed "
-                "to half when ARM reports under 50 reads left." + (
-                    " With a second client the refill left (12.5/s) is estimated from "
-                    "successive remaining-reads headers (redisflush/pacing.py), so there is no "
-                    "429; but 12.5 reads/s barely exceeds the 10 operations/s that end, so "
-                    "most operations get one or two reads well after their end. Reaching "
-                    "1.02x would need each operation's first read placed near its expected "
-                    "end (e.g. from the durations of the flushes that just ended): not built."
-                    if r["load"] else ""))
+                "Reads (redisflush/core/cadence.py, durations.py): while the operations in "
+                "flight exceed what 80% of the refill can read every second, a new "
+                "operation's first read goes to the 90th percentile of recent durations of "
+                "its kind there, learned from each success; before anything is learned the "
+                "reads are shared among all in flight. The first ~300 operations (the write "
+                "burst plus the first 10 s) are read before anything is learned, and the "
+                "backlog they leave behind the pacer delays later first reads; a read "
+                "deferred that way says nothing about the duration, so the estimate settles "
+                "only as the backlog drains.")
     best = s2.data.get("best") if s2 is not None else None  # type: ignore[attr-defined]
     if best is not None and best["how"] != "measured":
         out.append(f"- The fastest SDK pool ({best['threads']} threads) did not finish in the "
