@@ -1,4 +1,4 @@
-"""The HTTP side of ARM: one requests transport, bearer tokens, a time limit per call.
+"""The HTTP side of ARM: requests' transport adapter, bearer tokens, a time limit per call.
 
 Everything here is IO; what an answer *means* is decided in the core (`core/lro.py` and the
 step function). Three rules shape this module (docs/design.md, "Reliability rules"):
@@ -9,7 +9,9 @@ step function). Three rules shape this module (docs/design.md, "Reliability rule
 - only network and HTTP errors become an `ArmFailure` (transient); a programming error
   propagates, so it is seen rather than retried as a "connection error";
 - proxy settings are resolved once per client: with `trust_env` on, requests re-reads the
-  environment and ~/.netrc on every call, about a third of a call's CPU (bench/cpu_arm.py).
+  environment and ~/.netrc on every call, about a third of a call's CPU (bench/cpu_arm.py);
+  each call then goes to the urllib3 pool requests' adapter picks for that proxy, without
+  requests' per-call Session, PreparedRequest and Response machinery.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies
+from requests.utils import check_header_validity, get_environ_proxies, urldefragauth
 
 from . import __version__
 from .core.answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
@@ -55,6 +57,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     OSError)
 _TIMEOUTS: tuple[type[BaseException], ...] = (
     requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+_TARGETS_KEPT = 4096  # request targets remembered per client (one per operation being read)
 
 
 class TokenSource(Protocol):
@@ -139,10 +142,20 @@ class ArmClient:
         # so the proxy decision for the endpoint (NO_PROXY included) holds for every call.
         self.proxies: dict[str, str] = dict(get_environ_proxies(endpoint, no_proxy=None))
         self._session = session or _new_session()
-        self._adapter = self._session.get_adapter(endpoint)  # every trusted URL's scheme
+        adapter: Any = self._session.get_adapter(endpoint)  # every trusted URL's scheme
+        self._adapter = adapter
         verify = self._session.verify
         self._verify: bool | str = True if verify is None else verify
         self._cert = self._session.cert
+        # How requests would route a request to the endpoint, decided once (see `_pool`): the
+        # request target is the absolute URL only through an HTTP proxy to an http endpoint
+        # (requests' request_url).
+        self._probe = requests.PreparedRequest()
+        self._probe.prepare(method="GET", url=endpoint)
+        self._absolute_target = self._adapter.request_url(self._probe, self.proxies) != \
+            self._probe.path_url
+        self._targets: dict[str, str] = {}
+        self._kept_pool: Any = None
         self._in_flight: dict[tuple[str, str], int] = {}
         self._in_flight_lock = threading.Lock()
 
@@ -204,35 +217,73 @@ class ArmClient:
                   body: bytes | None) -> ArmAnswer | ArmFailure:
         """Send and read the answer against one monotonic deadline (see `DeadlineAdapter`).
 
-        The request goes straight to the transport adapter: Session.request would merge
-        cookies, hooks and settings into every call for nothing (no redirects, no cookies,
-        proxies and TLS settings fixed at start), half of this call's CPU.
+        The request goes straight to the urllib3 pool that requests' adapter would pick (proxy,
+        TLS settings and all): Session.request and adapter.send would merge settings, build a
+        PreparedRequest and a Response and scan for cookies on every call, for nothing here
+        (no redirects, no cookies, proxies and TLS settings fixed at start): about half of
+        this call's CPU (bench/cpu_arm.py).
         """
         started = time.monotonic()
         deadline = started + self.total_timeout
         connect, per_read = self._timeouts
         try:
-            prepared = requests.PreparedRequest()
-            prepared.prepare_method(method)
-            prepared.prepare_url(url, None)
-            prepared.prepare_headers(headers)
-            prepared.prepare_body(body, None)  # Content-Length, 0 for a POST without body
+            for name, value in headers.items():
+                check_header_validity((name, value))  # as requests would: InvalidHeader
+            target = self._target(url)
+            pool = self._pool()
             with call_deadline(deadline, per_read):
-                response = self._adapter.send(
-                    prepared, stream=True, verify=self._verify, cert=self._cert,
-                    proxies=self.proxies,
-                    timeout=(max(0.001, min(connect, self.total_timeout)), per_read))
-                with response:
-                    data = response.raw.read(MAX_BODY + 1, decode_content=True) or b""
-                    return ArmAnswer(response.status_code,
+                response = pool.urlopen(
+                    method=method, url=target, body=body, headers=headers, redirect=False,
+                    assert_same_host=False, preload_content=False, decode_content=False,
+                    retries=self._adapter.max_retries, chunked=False,
+                    timeout=urllib3.Timeout(connect=max(0.001, min(connect, self.total_timeout)),
+                                            read=per_read))
+                try:
+                    data = response.read(MAX_BODY + 1, decode_content=True) or b""
+                    return ArmAnswer(response.status,
                                      {k.lower(): v for k, v in response.headers.items()},
                                      data[:MAX_BODY], url, time.monotonic() - started)
+                finally:
+                    response.close()  # what requests does: a body left unread drops the
+                    response.release_conn()  # connection; a read one went back to the pool
         except NETWORK_ERRORS as exc:
-            timed_out = isinstance(exc, _TIMEOUTS) or time.monotonic() >= deadline
+            timed_out = _timed_out(exc) or time.monotonic() >= deadline
             what = "timed out" if timed_out else "failed"
             return ArmFailure("Timeout" if timed_out else "ConnectionError",
                               f"{method} {printable(redact_url(url))} {what}: "
                               f"{type(exc).__name__}", sent=not _never_connected(exc))
+
+    def _pool(self) -> Any:
+        """The urllib3 pool requests' adapter picks for the endpoint (and so for every trusted
+        URL): direct, or through the proxy resolved when the client was built. Kept until it
+        is closed (the adapter closed, or its pool manager dropped it)."""
+        pool = self._kept_pool
+        if pool is None or pool.pool is None:
+            pool = self._kept_pool = self._pick_pool()
+        return pool
+
+    def _pick_pool(self) -> Any:
+        adapter = self._adapter
+        if hasattr(adapter, "get_connection_with_tls_context"):  # requests >= 2.32.2
+            return adapter.get_connection_with_tls_context(self._probe, self._verify,
+                                                           self.proxies, self._cert)
+        pool = adapter.get_connection(self.endpoint, self.proxies)
+        adapter.cert_verify(pool, self.endpoint, self._verify, self._cert)
+        return pool
+
+    def _target(self, url: str) -> str:
+        """The request target requests would send for `url` (its URL quoting and IDNA),
+        remembered: a status URL is read about once a second for the whole operation."""
+        target = self._targets.get(url)
+        if target is None:
+            prepared = requests.PreparedRequest()
+            prepared.prepare_url(url, None)
+            target = urldefragauth(prepared.url or url) if self._absolute_target \
+                else prepared.path_url
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
 
 
 # --- the whole-call limit -------------------------------------------------------------------
@@ -356,14 +407,29 @@ def _new_session() -> requests.Session:
     return session
 
 
+def _reason(exc: BaseException) -> BaseException | None:
+    """What urllib3 gave up on: MaxRetryError.reason, directly or inside requests' error."""
+    for candidate in (exc, exc.args[0] if exc.args else None):
+        reason = getattr(candidate, "reason", None)
+        if isinstance(reason, BaseException):
+            return reason
+    return None
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """requests' reading: a refused connection (NewConnectionError, which urllib3 derives
+    from ConnectTimeoutError) is a connection error, not a timeout."""
+    reason = _reason(exc)
+    return isinstance(exc, _TIMEOUTS) or (
+        isinstance(reason, _TIMEOUTS)
+        and not isinstance(reason, urllib3.exceptions.NewConnectionError))
+
+
 def _never_connected(exc: BaseException) -> bool:
     """True when the connection was never made (refused, unresolvable, connect timeout)."""
-    if isinstance(exc, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError,
-                        urllib3.exceptions.NewConnectionError)):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, (urllib3.exceptions.NewConnectionError,
-                               urllib3.exceptions.ConnectTimeoutError))
+    never = (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError,
+             urllib3.exceptions.NewConnectionError)
+    return isinstance(exc, never) or isinstance(_reason(exc), never)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -279,11 +279,16 @@ def test_a_garbage_answer_is_a_connection_error(raw_server) -> None:
 
 
 class RaisingAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose pool raises `error` when the request is sent."""
+
     def __init__(self, error: BaseException) -> None:
         super().__init__()
         self.error = error
 
-    def send(self, *args: Any, **kwargs: Any) -> Any:
+    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def urlopen(self, *args: Any, **kwargs: Any) -> Any:
         raise self.error
 
 
@@ -542,3 +547,20 @@ def test_printable_output_is_one_line_of_bounded_length(text: str, limit: int) -
     assert len(shown) <= limit
     assert "\n" not in shown and "\r" not in shown and len(shown.splitlines() or [""]) == 1
     assert all(unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp", "Cs") for c in shown)
+
+
+def test_a_closed_pool_is_picked_again(server: Server) -> None:
+    arm_client = client(server.url)
+    assert isinstance(arm_client.get(f"{server.url}/op", SUB, "r"), ArmAnswer)
+    arm_client._session.close()  # closes the adapter's pools
+    assert isinstance(arm_client.get(f"{server.url}/op", SUB, "r"), ArmAnswer)
+    assert len(server.seen) == 2
+
+
+def test_a_status_url_is_sent_as_requests_would_quote_it(server: Server) -> None:
+    arm_client = client(server.url)
+    url = f"{server.url}/locations/West US 2/op?api-version=1&t=a b"
+    for _ in range(2):  # the second time from the remembered target
+        assert isinstance(arm_client.get(url, SUB, "r"), ArmAnswer)
+    quoted = "/locations/West%20US%202/op?api-version=1&t=a%20b"
+    assert [s.path for s in server.seen] == [quoted, quoted]
