@@ -104,6 +104,15 @@ class SqliteFile:
                 raise BusError(f"local bus file {self.path}: {exc}") from exc
             raise
 
+    def write(self, statement: str, parameters: tuple[object, ...]) -> int:
+        """One write statement on its own (atomic by itself, so no BEGIN ... COMMIT around
+        it): the number of rows it changed."""
+        conn = self.connection()
+        try:
+            return conn.execute(statement, parameters).rowcount
+        except sqlite3.Error as exc:
+            raise BusError(f"local bus file {self.path}: {exc}") from exc
+
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """A read outside a transaction (one statement is one consistent snapshot)."""

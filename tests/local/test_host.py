@@ -259,3 +259,14 @@ def test_the_invocation_line_escapes_what_the_sender_wrote(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "redisflush.host"]
     assert len(lines) == 1 and "\n" not in lines[0] and "\r" not in lines[0]
     assert "m1\\nFORGED" in lines[0] and "r\\r\\nFORGED" in lines[0]
+
+
+def test_the_host_lets_strptime_keep_every_format_azure_functions_tries(
+        tmp_path: Path) -> None:
+    import _strptime
+
+    from redisflush.local.host import STRPTIME_FORMATS_KEPT
+
+    with LocalBus(tmp_path / "bus.sqlite") as local_bus:
+        LocalHost(local_bus, [FunctionSpec("F", "q", "c", lambda m: None)])
+    assert _strptime._CACHE_MAX_SIZE >= STRPTIME_FORMATS_KEPT  # type: ignore[attr-defined]

@@ -410,3 +410,37 @@ def test_entity_kinds_do_not_mix(bus: LocalBus) -> None:
         bus.receive("events")
     with pytest.raises(ValueError):
         bus.send("q", [msg("m", application_properties={"bad": [1, 2]})])
+
+
+def test_an_idle_receive_does_not_wait_for_the_write_lock(tmp_path: Path) -> None:
+    """A host polls its queues many times a second: once it has received from a queue, a
+    receive that finds nothing ready is a read, so it neither takes nor waits for the lock."""
+    import sqlite3
+
+    with LocalBus(tmp_path / "bus.sqlite") as local_bus:
+        local_bus.send("q", [msg("m1")])
+        (got,) = local_bus.receive("q")
+        local_bus.complete(got)
+        other = sqlite3.connect(tmp_path / "bus.sqlite", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process in the middle of a send
+        try:
+            started = time.monotonic()
+            assert local_bus.receive("q", max_count=8) == []
+            assert time.monotonic() - started < 1.0  # not the 10 s busy timeout
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        local_bus.send("q", [msg("m2")])
+        assert ids(local_bus.receive("q")) == ["m2"]
+
+
+def test_complete_after_another_receiver_took_the_message_fails(bus: LocalBus,
+                                                                clock: FakeClock) -> None:
+    bus.send("q", [msg("m1")])
+    (first,) = bus.receive("q")
+    clock.advance(61)
+    (second,) = bus.receive("q")
+    with pytest.raises(LockLostError):
+        bus.complete(first)
+    bus.complete(second)
+    assert bus.counts("q")["active"] + bus.counts("q")["locked"] == 0
