@@ -1,17 +1,21 @@
-"""Section 3: CPU per flush of the whole `serve --local` process, and where it goes.
+"""Section 3: CPU per flush of the whole `serve --local` process, against the serve of commit
+d200612 on the same workload in the same run, and where "now" spends it.
 
-`n` requests (10 s flushes, 10 per subscription, so every flush is polled once a second) go
-on the request queue at once; the clock runs from the send to the last completion event. CPU
-is user + system of the serve process (/proc/PID/stat: every thread, the host loop, the bus,
-the ledger, the ARM calls) over that span, divided by `n`. Two runs:
+`n` requests (10 s flushes, 10 per subscription) go on the request queue at once; the clock
+runs from the send to the last completion event. CPU is user + system of the serve process
+(/proc/PID/stat: every thread, the host loop, the bus, the ledger, the ARM calls) over that
+span, divided by `n`, by the ARM requests the emulator answered, and by the function
+executions the serve log shows. Rows:
 
-- the app as it is, sampled by py-spy when it is installed (`record --nonblocking`, 250 Hz,
-  active threads only; the samples are grouped by the library of the innermost Python
-  frame: time in C code counts to the Python line that called it, a SQLite statement to
-  the bus or ledger line);
-- the ARM client as it was before it resolved proxies once (bench/serve_variant.py,
-  REDISFLUSH_BENCH_ARM=before: requests' Session.request with trust_env on, everything else
-  unchanged), to price that change.
+- now: this checkout's serve;
+- d200612: the serve of that commit (exported with `git archive`, run by
+  bench/serve_variant.py with its own package and function folders), the start of the work
+  on issue 11's CPU item;
+
+each run `ROUNDS` times, alternating, the table giving the median of each; then one more run
+of "now" sampled by py-spy when it is installed (`record --nonblocking`, 250 Hz, active
+threads only; samples grouped by the library of the innermost Python frame: time in C code
+counts to the Python line that called it, a SQLite statement to the bus or ledger line).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import collections
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +35,8 @@ from common import ROOT, Emulator, EventWatcher, Section, Serve, request_message
 from redisflush.local.runtime import open_bus
 
 PER_SUB = 10
+ROUNDS = 2
+BASELINE = "d200612"
 _FRAME = re.compile(r"\((.*):\d+\)$")
 _VARIANT = [str(ROOT / "bench" / "serve_variant.py")]
 
@@ -39,7 +46,18 @@ def _py_spy() -> str | None:
     return found if Path(found).exists() else None
 
 
-def one_run(workdir: Path, n: int, name: str, *, before: bool = False,
+def export(commit: str, workdir: Path) -> Path:
+    """`git archive COMMIT` unpacked under workdir: that commit's tree, to serve from."""
+    tree = workdir / f"tree-{commit}"
+    if not (tree / "redisflush").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def one_run(workdir: Path, n: int, name: str, *, tree: Path | None = None,
             profile: bool = False) -> dict[str, Any]:
     emulator = Emulator(workdir, {"throttling": {"enabled": False},
                                   "caches": {"*": {"duration": 10.0}}}, name)
@@ -47,7 +65,7 @@ def one_run(workdir: Path, n: int, name: str, *, before: bool = False,
     spy_out = workdir / f"{name}-py-spy.txt"
     try:
         serve = Serve(workdir, emulator.url, name, launcher=_VARIANT,
-                      env={"REDISFLUSH_BENCH_ARM": "before" if before else ""})
+                      env={"REDISFLUSH_BENCH_TREE": str(tree) if tree else ""})
         watcher = EventWatcher(serve.settings)
         batch = [request_message(serve.settings, sub_id(500 + i // PER_SUB), f"{name}-{i:04d}",
                                  reply=False) for i in range(n)]
@@ -97,8 +115,6 @@ def _executions(log: Path) -> tuple[int, float]:
     times = [float(m.group(2)) for line in log.read_text(errors="replace").splitlines()
              for m in [pattern.search(line)] if m]
     return len(times), (sum(times) / len(times) if times else float("nan"))
-
-
 _HTTP = "stdlib http.client / socket / email"
 _LIBRARIES = (
     ("redisflush/local/bus", "redisflush local bus (SQLite)"),
@@ -161,58 +177,102 @@ def _grouped(path: Path) -> dict[str, Any]:
     return {"total": total, "self": dict(self_by), "inclusive": dict(inclusive)}
 
 
-def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None) -> Section:
-    after = prof = one_run(workdir, n, "cpu-after", profile=True)
-    before = one_run(workdir, n, "cpu-before", before=True)
+def _per(r: dict[str, Any]) -> float:
+    return r["cpu"] / r["n"] * 1000
 
-    def per(r: dict[str, Any]) -> float:
-        return r["cpu"] / r["n"] * 1000
 
-    def per_req(r: dict[str, Any]) -> float:
-        return r["cpu"] / max(1, r["posts"] + r["polls"]) * 1000
+def _per_req(r: dict[str, Any]) -> float:
+    return r["cpu"] / max(1, r["posts"] + r["polls"]) * 1000
+
+
+def _per_exec(r: dict[str, Any]) -> float:
+    return r["cpu"] / max(1, r["executions"]) * 1000
+
+
+def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median CPU per flush, and the medians of each figure."""
+    def med(f: Any) -> float:
+        return statistics.median(f(r) for r in runs)
+    return {"per": med(_per), "per_req": med(_per_req), "per_exec": med(_per_exec),
+            "reqs": med(lambda r: (r["posts"] + r["polls"]) / r["n"]),
+            "execs": med(lambda r: r["executions"] / r["n"]), "span": med(lambda r: r["span"]),
+            "events": min(r["events"] for r in runs), "idle": med(lambda r: r["idle"]),
+            "runs": [_per(r) for r in runs]}
+
+
+def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
+        rounds: int = ROUNDS) -> Section:
+    tree = export(BASELINE, workdir)
+    now_runs: list[dict[str, Any]] = []
+    base_runs: list[dict[str, Any]] = []
+    for i in range(rounds):  # alternating, so load from elsewhere falls on both rows alike
+        base_runs.append(one_run(workdir, n, f"cpu-base-{i}", tree=tree))
+        now_runs.append(one_run(workdir, n, f"cpu-now-{i}"))
+    prof = one_run(workdir, n, "cpu-now-py-spy", profile=True)
+    now, base = _median_row(now_runs), _median_row(base_runs)
+    ratio = now["per"] / base["per"] if base["per"] else float("nan")
+    pairs = [a["cpu"] / a["n"] / (b["cpu"] / b["n"]) for a, b in zip(now_runs, base_runs,
+                                                                       strict=True)]
 
     s = Section("3. CPU per flush of the whole `serve --local` process, and where it goes")
-    s.table = [["", "CPU per flush", "per ARM request", "ARM requests per flush",
-                "executions per flush", "span (s) / events", "idle CPU of the process"]]
-    for label, r in (("app now (py-spy sampling from another core)", after),
-                     ("ARM client as before (trust_env, Session.request)", before)):
-        s.table.append([label, f"{per(r):.2f} ms", f"{per_req(r):.2f} ms",
-                        f"{(r['posts'] + r['polls']) / r['n']:.1f}",
-                        f"{r['executions'] / r['n']:.1f}", f"{r['span']:.1f} / {r['events']}",
+    s.table = [["", "CPU per flush", "per ARM request", "per execution",
+                "ARM requests / executions per flush", "span (s) / events",
+                "idle CPU of the process"]]
+    for label, r in (("now", now), (f"serve of {BASELINE} (same workload, same run)", base)):
+        s.table.append([f"{label}: median of {rounds} ({', '.join(f'{x:.1f}' for x in r['runs'])})",
+                        f"{r['per']:.2f} ms", f"{r['per_req']:.2f} ms", f"{r['per_exec']:.2f} ms",
+                        f"{r['reqs']:.1f} / {r['execs']:.1f}", f"{r['span']:.1f} / {r['events']}",
                         f"{r['idle'] * 100:.1f}% of a core"])
+    s.table.append(["now / " + BASELINE, f"{ratio:.2f}x",
+                    f"{now['per_req'] / base['per_req']:.2f}x",
+                    f"{now['per_exec'] / base['per_exec']:.2f}x", "", "", ""])
     for label, ms in fleet_cpu or []:
         s.table.append([label, f"{ms:.2f} ms", "", "", "", "", ""])
-    cut = 1 - per(after) / per(before) if per(before) else float("nan")
     s.notes = [
         f"{n} requests, 10 s flushes, {PER_SUB} per subscription (throttling off), sent at "
-        "once; CPU = utime + stime of the serve process from the send to the last event, "
-        "divided by the flushes. It includes the host's idle polling of the local bus "
-        "(the last column) over the span: the idle share of each figure is idle x span / n.",
-        f"The ARM client change (proxies resolved once, the adapter called directly) cuts "
-        f"{cut * 100:.0f}% of the whole process's CPU per flush here "
-        f"({per(before):.2f} -> {per(after):.2f} ms).",
+        f"once, each row run {rounds} times alternating with the other (the median shown, "
+        "every run in brackets). CPU = utime + stime of the serve process from the send to "
+        "the last event; per flush, per ARM request the emulator answered, per function "
+        "execution in the serve log. It includes the host's polling of the local bus over "
+        "the span (the idle share of a figure is idle x span / n).",
+        f"Same-run ratio now / {BASELINE}: {ratio:.2f}x per flush (per round: "
+        f"{', '.join(f'{x:.2f}' for x in pairs)}), {now['per_req'] / base['per_req']:.2f}x "
+        f"per ARM request. {BASELINE} is the serve of that commit, core included: where the "
+        "core's reading plan changed since, the ARM requests and executions per flush differ "
+        "between the rows, so the per-request and per-execution columns compare the work "
+        "done for the same thing.",
+        "Left out: the ARM emulator's CPU (ARM's side, its own process), the sender's and "
+        "the event watcher's, py-spy's; the serve process's start-up (imports, schema) and "
+        "what it does after the last event (the last completes and log lines); the fsync "
+        "*waits* of the ledger's synchronous=FULL commits (waiting is not CPU; the kernel "
+        "work of the fsync is in stime). On this 2-core machine shared with other work the "
+        "runs spread by about +-15%, hence the alternation.",
     ]
     p = prof["profile"]
     if p and p["total"]:
         rows = sorted(p["self"].items(), key=lambda kv: -kv[1])
-        s.extra = [["where the CPU goes (py-spy, innermost frame)", "share of samples"]] + [  # type: ignore[attr-defined]
+        s.extra = [["where the CPU of \"now\" goes (py-spy, innermost frame)",  # type: ignore[attr-defined]
+                    "share of samples"]] + [
             [k, f"{v / p['total'] * 100:.1f}%"] for k, v in rows] + [
             ["**inclusive**: " + k, f"{v / p['total'] * 100:.1f}%"]
             for k, v in sorted(p["inclusive"].items(), key=lambda kv: -kv[1])]
-        s.notes.append(f"py-spy: {p['total']} samples of active threads; time in C code "
-                       "(SQLite, socket calls, JSON) counts to the Python line that called "
-                       "it. py-spy samples without stopping the process (--nonblocking), so "
-                       "its own cost is on another core, not in the figure above.")
-        top = rows[:3]
-        where = ", ".join(f"{k} {v / p['total'] * 100:.0f}%" for k, v in top)
+        s.notes.append(f"py-spy: {p['total']} samples of active threads in a separate run of "
+                       f"\"now\" ({_per(prof):.2f} ms per flush); time in C code (SQLite, "
+                       "socket calls, JSON) counts to the Python line that called it, and a "
+                       "thread blocked in C (an fsync, a socket wait) may count as active, so "
+                       "the SQLite (the ledger's fsyncs above all) and socket shares overstate "
+                       "their CPU.")
+        where = ", ".join(f"{k} {v / p['total'] * 100:.0f}%" for k, v in rows[:3])
     else:
         where = "not profiled (py-spy not installed)"
         s.notes.append("py-spy is not installed in .venv: `pip install py-spy` for the "
                        "breakdown (optional, not in requirements-dev.txt).")
-    s.headline = [f"CPU per flush of the whole serve process: {per(after):.2f} ms "
-                  f"({per_req(after):.2f} ms per ARM request; {per(before):.2f} ms with the "
-                  f"ARM client as before, so the change cuts {cut * 100:.0f}%); where it goes: "
-                  f"{where}."]
-    s.data = {"after": after, "before": before, "profile": prof, "per": per(after),
-              "per_before": per(before), "cut": cut}
+    s.headline = [f"CPU per flush of the whole serve process: {now['per']:.2f} ms "
+                  f"({now['per_req']:.2f} ms per ARM request) against {base['per']:.2f} ms "
+                  f"({base['per_req']:.2f} ms) for the serve of {BASELINE} in the same run: "
+                  f"{ratio:.2f}x; where it goes: {where}."]
+    s.data = {"after": now_runs, "before": base_runs, "profile": prof, "per": now["per"],
+              "per_before": base["per"], "cut": 1 - ratio, "ratio": ratio,
+              "per_req": now["per_req"], "per_req_before": base["per_req"],
+              "baseline": BASELINE}
     return s

@@ -5,8 +5,8 @@
   on every call;
 - the same code with trust_env off and the proxies passed explicitly (what the environment
   re-reading alone cost);
-- after: `ArmClient` now (proxies resolved once when it is built, requests' transport
-  adapter called directly, every read against the call's deadline).
+- after: `ArmClient` now (proxies resolved once when it is built, the urllib3 pool that
+  requests' adapter picks called directly, every read against the call's deadline).
 
 The server is a trivial keep-alive HTTP/1.1 server in another *process*, so
 time.process_time() counts only the client's CPU. Each variant runs `--calls` GETs (after a
