@@ -13,6 +13,7 @@ def lag_plot(lag_data: dict[str, Any], out: Path, title: str) -> Path:
     rows, durations = lag_data["rows"], lag_data["durations"]
     fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
     styles = {"ours": ("redisflush", "tab:blue", "o"),
+              "ours_pc": ("redisflush, ARM giving percentComplete", "tab:green", "D"),
               "sdk2": ("SDK polling_interval=2", "tab:orange", "s"),
               "sdk": ("SDK default (30 s)", "tab:red", "^")}
     for way, (label, color, marker) in styles.items():

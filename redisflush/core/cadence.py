@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -97,3 +98,34 @@ def next_time(now: dt.datetime, delay: float, retry_after: float | None,
     wait = max(capped(delay), capped(retry_after))
     left = (deadline - now).total_seconds()
     return deadline if wait >= left else now + dt.timedelta(seconds=wait)
+
+
+PERCENT_HALF_STEP = 0.5   # percentComplete may be a whole number: the end is uncertain by that
+PROGRESS_MARGIN = 0.02    # seconds after the projected end, for the reading's own rounding
+
+
+def progress_end(age: float, percent: object) -> float | None:
+    """The age (seconds from acceptance) by which an operation that reported `percent` at
+    `age` ends if it progresses evenly, rounded up for a whole-number reading; None when the
+    reading says nothing (not a number strictly between 0 and 99: a 99 may be a cap held
+    until the end)."""
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+        return None
+    if not (math.isfinite(percent) and 0 < percent < 99 and math.isfinite(age) and age > 0):
+        return None
+    return age * 100.0 / max(percent - PERCENT_HALF_STEP, 0.5) + PROGRESS_MARGIN
+
+
+def after_progress(sent: float, usual: float, end: float | None, gap: float,
+                   budget: ReadBudget | None) -> float:
+    """The next read's age given a projected end: moved to just after it when that is within
+    the following gap (reads stay at least a gap apart, so the rate never rises); with reads
+    scarce, no sooner than halfway to it either (a wrong projection costs a halving, not the
+    whole wait). Without a projection, `usual`."""
+    if end is None or end <= usual:
+        return usual
+    if end <= sent + 2 * gap:
+        return end
+    if scarce(budget):
+        return max(usual, sent + (end - sent) / 2.0)
+    return usual

@@ -240,8 +240,27 @@ def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
         if not lro.is_trusted(moved[1], cx.endpoint):
             return _untrusted(ts, moved[1], cx)
         ts = replace(ts, poll_kind=moved[0], poll_url=moved[1])
+    gap = cadence.next_read_gap(cx.budget, ts.target.kind)
     return replace(ts, polls=ts.polls + 1,
-                   due=cx.read_gap_from(r, cadence.next_read_gap(cx.budget, ts.target.kind)))
+                   due=_after_progress(ts, cx.read_gap_from(r, gap), cx.sent(r), gap, reading, cx))
+
+
+def _after_progress(ts: TargetState, due: dt.datetime, sent: dt.datetime, gap: float,
+                    reading: lro.Reading, cx: Context) -> dt.datetime:
+    """The next read moved by the operation's percentComplete, if it gave one
+    (cadence.after_progress); Retry-After and the deadline still bound it."""
+    if ts.accepted_at is None or not isinstance(reading.operation, Mapping):
+        return due
+    base = ts.accepted_at
+
+    def age(moment: dt.datetime) -> float:
+        return (moment - base).total_seconds()
+
+    end = cadence.progress_end(age(sent), reading.operation.get("percentComplete"))
+    moved = cadence.after_progress(age(sent), age(due), end, gap, cx.budget)
+    if moved <= age(due):
+        return due
+    return min(base + dt.timedelta(seconds=moved), cx.deadline)
 
 
 def _learn(ts: TargetState, ended_by: dt.datetime, cx: Context) -> None:

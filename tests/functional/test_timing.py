@@ -413,3 +413,23 @@ def test_a_redelivered_request_keeps_the_deadline_of_its_enqueue_time(h: Harness
     data = h.event(rid, "TimedOut", arm_requests=0)
     assert [r.when for r in h.arm.requests] == [START]  # the first delivery's POST only
     assert data["durationSeconds"] == 45.0
+
+
+def test_percent_complete_moves_the_last_read_to_just_after_the_projected_end(h: Harness
+                                                                              ) -> None:
+    """docs/design.md, "Reliability rules": an operation that reports 10, 20 ... 90% at its
+    reads 1 s apart is projected to end at ~10.07 s, so the read that finds it over is sent
+    then, not at the next whole second; no read comes sooner than a second after another."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, *[Answer(202, both(op.url), op.status("InProgress",
+                                                                  percentComplete=10.0 * k))
+                             for k in range(1, 10)],
+                       Answer(200, {}, op.status("Succeeded", percentComplete=100.0)))
+    rid = h.send_request()
+    h.run()
+    h.event(rid, "Succeeded")
+    gets = [seconds(START, r.when) for r in h.arm.requests if r.method == "GET"]
+    assert gets[:9] == [float(n) for n in range(1, 10)]
+    assert gets[9] == pytest.approx(9 * 100 / 89.5 + 0.02, abs=1e-3)
+    assert all(b - a >= 1.0 - 1e-9 for a, b in zip(gets, gets[1:], strict=False))

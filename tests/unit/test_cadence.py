@@ -16,11 +16,13 @@ from redisflush.core.cadence import (
     READ_REFILL_PER_SECOND,
     READ_SHARE,
     ReadBudget,
+    after_progress,
     capped,
     first_read_gap,
     next_read_gap,
     next_time,
     poll_gap,
+    progress_end,
     retry_delay,
 )
 
@@ -186,3 +188,46 @@ def test_first_read_gap(budget, kind, gap):
 ])
 def test_next_read_gap(budget, kind, gap):
     assert next_read_gap(budget, kind) == pytest.approx(gap)
+
+
+# --- percentComplete: a projected end moves the next read, never closer than a gap ------------
+
+@pytest.mark.parametrize("age, percent, end", [
+    (9.0, 90.0, 9.0 * 100 / 89.5 + 0.02),
+    (2.0, 50, 2.0 * 100 / 49.5 + 0.02),
+    (1.0, 0.7, 1.0 * 100 / 0.5 + 0.02),   # under a half step: at least half a percent
+])
+def test_progress_end(age, percent, end):
+    assert progress_end(age, percent) == pytest.approx(end)
+
+
+@pytest.mark.parametrize("age, percent", [
+    (5.0, 0), (5.0, 99), (5.0, 99.5), (5.0, 100), (5.0, -3), (5.0, float("nan")),
+    (5.0, float("inf")), (5.0, True), (5.0, "50"), (5.0, None), (0.0, 50), (-1.0, 50),
+    (float("nan"), 50),
+])
+def test_progress_end_says_nothing(age, percent):
+    assert progress_end(age, percent) is None
+
+
+@pytest.mark.parametrize("sent, usual, end, budget, moved", [
+    (9.0, 10.0, None, None, 10.0),          # no projection
+    (9.0, 10.0, 9.6, None, 10.0),           # ends before the next read anyway
+    (9.0, 10.0, 10.06, None, 10.06),        # within the following gap: just after it
+    (9.0, 10.0, 11.0, None, 11.0),
+    (9.0, 10.0, 11.5, None, 10.0),          # further: the usual read (reprojects then)
+    (9.0, 10.0, 30.0, ReadBudget(in_flight=100), 19.5),  # scarce: halfway there
+    (9.0, 25.0, 30.0, ReadBudget(in_flight=100), 25.0),  # scarce, the spread gap is later
+])
+def test_after_progress(sent, usual, end, budget, moved):
+    assert after_progress(sent, usual, end, 1.0, budget) == pytest.approx(moved)
+
+
+@given(st.floats(0, 1000), st.floats(1, 10), st.one_of(st.none(), st.floats(0, 5000)),
+       st.integers(0, 500))
+def test_after_progress_never_reads_sooner_than_a_gap(sent, gap, end, in_flight):
+    usual = sent + gap
+    moved = after_progress(sent, usual, end, gap, ReadBudget(in_flight=in_flight))
+    assert moved >= usual
+    if end is not None and moved > usual:
+        assert moved <= max(end, usual)   # never past the projected end

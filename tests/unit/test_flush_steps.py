@@ -1034,6 +1034,10 @@ def test_any_history_is_ordered_bounded_and_ends_soundly(history, timeout):
         assert ts.phase in PHASES
         assert ts.arm_requests >= before.arm_requests
         for record in context.records:
+            if isinstance(record, Learn):  # a success teaches a sound interval
+                assert ts.outcome is not None and ts.outcome.status == "Succeeded"
+                assert 0 <= record.hi and (record.lo is None or 0 <= record.lo <= record.hi)
+                continue
             assert record.state in ("retry", "accepted") and record.key == TARGET.key
         if ts.phase == "done":
             break
@@ -1306,3 +1310,23 @@ def test_a_read_that_took_long_counts_from_when_it_was_sent():
 def test_running_at_survives_the_poll_message():
     ts, _ = after(polling(), running(), at(1))
     assert TargetState.from_json(json.loads(json.dumps(ts.to_json()))) == ts
+
+
+
+def test_percent_complete_moves_the_next_read_to_just_after_the_projected_end():
+    """90% done 9 s after acceptance: the end is projected at ~10.06 s; the usual next read
+    (10 s) would find it running, so it is moved there instead of a later 11 s read."""
+    ts, _ = after(polling(), running({"status": "InProgress", "percentComplete": 90}), at(9))
+    assert wait_of(ts, at(9)) == pytest.approx(9.0 * 100 / 89.5 + 0.02 - 9.0)
+
+
+def test_percent_complete_far_from_the_end_keeps_the_usual_read():
+    ts, _ = after(polling(), running({"status": "InProgress", "percentComplete": 10}), at(2))
+    assert wait_of(ts, at(2)) == GAP
+
+
+def test_percent_complete_never_moves_a_read_past_the_deadline():
+    ts, _ = after(polling(deadline=at(9.5)),
+                  running({"status": "InProgress", "percentComplete": 90}), at(9),
+                  deadline=at(9.5))
+    assert ts.due <= at(9.5)
