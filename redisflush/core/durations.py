@@ -37,7 +37,8 @@ def observe(estimate: Estimate | None, lo: float | None, hi: float) -> Estimate 
     finite, negative or out of order say nothing and leave it as it was."""
     if not _age(hi) or (lo is not None and (not _age(lo) or lo > hi)):
         return estimate
-    point = hi if lo is None else (lo + hi) / 2.0
+    # a narrow interval's middle; else its upper end, which no duration exceeds
+    point = (lo + hi) / 2.0 if lo is not None and hi - lo <= 2 * LATE else hi
     if estimate is None:
         return Estimate(point)
     e = estimate.seconds
