@@ -363,7 +363,9 @@ def _settle(state: RunState, view: View, config: Config, effects: list[Command])
 
 
 def poll_message(state: RunState, at: dt.datetime) -> OutboundMessage:
-    body = compact(state, MAX_MESSAGE_BYTES).to_json()
+    body = state.to_json()  # encoded once when it fits, as it nearly always does
+    if len(body) > MAX_MESSAGE_BYTES:
+        body = compact(state, MAX_MESSAGE_BYTES).to_json()
     return OutboundMessage(body, state.message_id, correlation_id=state.origin.request_id,
                            scheduled_at=at,
                            application_properties={"requestId": state.origin.request_id})
