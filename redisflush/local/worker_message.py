@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -62,6 +63,27 @@ def _json(value: Any) -> meta.Datum:
     return meta.Datum(json.dumps(value, separators=(",", ":")), "json")
 
 
+# Json.NET text built without json.dumps per field (the host runs this for every message):
+# `_quoted(s)` is json.dumps(s) for a str, byte for byte (the same C encoder, ASCII-escaped).
+_quoted: Any = getattr(json.encoder, "c_encode_basestring_ascii", None) or \
+    json.encoder.encode_basestring_ascii
+
+
+def _json_text(text: str) -> meta.Datum:
+    return meta.Datum(_quoted(text), "json")
+
+
+def _json_int(value: int) -> meta.Datum:
+    return meta.Datum(str(value) if type(value) is int else json.dumps(value), "json")
+
+
+def _two_uuid4() -> tuple[str, str]:
+    """Two random (version 4) UUIDs from one read of the OS's random source."""
+    raw = os.urandom(32)
+    return (str(uuid.UUID(bytes=raw[:16], version=4)),
+            str(uuid.UUID(bytes=raw[16:], version=4)))
+
+
 def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: int,
                      enqueued_at: dt.datetime, lock_token: str,
                      content_type: str | None = None, correlation_id: str | None = None,
@@ -78,37 +100,49 @@ def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: i
     Service Bus extension 5.x binding data reaches it through the Functions host."""
     now = now or dt.datetime.now(_UTC)
     enqueued = enqueued_at if enqueued_at.tzinfo else enqueued_at.replace(tzinfo=_UTC)
-    expires = None if time_to_live is None else enqueued + time_to_live
-    props = dict(application_properties or {})
-    strings = {
-        "MessageId": message_id, "LockToken": lock_token, "ContentType": content_type,
-        "CorrelationId": correlation_id, "Subject": subject, "Label": subject,
-        "SessionId": session_id, "ReplyTo": reply_to, "ReplyToSessionId": reply_to_session_id,
-        "To": to, "PartitionKey": partition_key,
-        "TransactionPartitionKey": transaction_partition_key,
-        "DeadLetterSource": dead_letter_source,
-    }
-    fields: dict[str, meta.Datum] = {k: meta.Datum(v, "string") for k, v in strings.items()
-                                     if v is not None}
+    enqueued_text = dotnet_text(enqueued, offset=False)
+    expires_text = NO_EXPIRY if time_to_live is None \
+        else dotnet_text(enqueued + time_to_live, offset=False)
+    props = _quoted_json(application_properties)
+    client_id, rand_guid = _two_uuid4()
+    fields: dict[str, meta.Datum] = {}
+    for name, value in (
+            ("MessageId", message_id), ("LockToken", lock_token), ("ContentType", content_type),
+            ("CorrelationId", correlation_id), ("Subject", subject), ("Label", subject),
+            ("SessionId", session_id), ("ReplyTo", reply_to),
+            ("ReplyToSessionId", reply_to_session_id), ("To", to),
+            ("PartitionKey", partition_key),
+            ("TransactionPartitionKey", transaction_partition_key),
+            ("DeadLetterSource", dead_letter_source)):
+        if value is not None:
+            fields[name] = meta.Datum(value, "string")
+    # Key order as json.dumps writes these dicts; the strings through the same encoder.
     fields.update({
-        "DeliveryCount": _json(delivery_count),
-        "SequenceNumber": _json(sequence_number),
-        "EnqueuedTimeUtc": _json(dotnet_text(enqueued, offset=False)),
-        "EnqueuedTime": _json(dotnet_text(enqueued, offset=True)),
-        "ExpiresAtUtc": _json(NO_EXPIRY if expires is None else dotnet_text(expires,
-                                                                            offset=False)),
-        "ExpiresAt": _json(NO_EXPIRY + "+00:00" if expires is None
-                           else dotnet_text(expires, offset=True)),
-        "ApplicationProperties": _json(props),
-        "UserProperties": _json(props),
-        "Client": _json({"FullyQualifiedNamespace": namespace, "IsClosed": False,
-                         "TransportType": 0, "Identifier": f"{namespace}-{uuid.uuid4()}"}),
-        "sys": _json({"MethodName": function_name,
-                      "UtcNow": dotnet_text(now, offset=False) + "Z",
-                      "RandGuid": str(uuid.uuid4())}),
+        "DeliveryCount": _json_int(delivery_count),
+        "SequenceNumber": _json_int(sequence_number),
+        "EnqueuedTimeUtc": _json_text(enqueued_text),
+        "EnqueuedTime": _json_text(enqueued_text + "+00:00"),
+        "ExpiresAtUtc": _json_text(expires_text),
+        "ExpiresAt": _json_text(expires_text + "+00:00"),
+        "ApplicationProperties": meta.Datum(props, "json"),
+        "UserProperties": meta.Datum(props, "json"),
+        "Client": meta.Datum(
+            '{"FullyQualifiedNamespace":' + _quoted(namespace) + ',"IsClosed":false,'
+            '"TransportType":0,"Identifier":' + _quoted(f"{namespace}-{client_id}") + "}",
+            "json"),
+        "sys": meta.Datum(
+            '{"MethodName":' + _quoted(function_name) + ',"UtcNow":'
+            + _quoted(dotnet_text(now, offset=False) + "Z") + ',"RandGuid":"' + rand_guid
+            + '"}', "json"),
     })
-    fields.update({name: _json({}) for name in _ACTIONS})
+    for name in _ACTIONS:
+        fields[name] = meta.Datum("{}", "json")
     return fields
+
+
+def _quoted_json(properties: Mapping[str, Any] | None) -> str:
+    """json.dumps of the application properties (compact): "{}" without any."""
+    return json.dumps(dict(properties), separators=(",", ":")) if properties else "{}"
 
 
 def body_datum(body: bytes, data_type: str) -> meta.Datum:
