@@ -9,6 +9,7 @@ load with one line naming it, so no message is taken and none is dead-lettered f
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import threading
 from typing import Any
 
@@ -23,6 +24,22 @@ EMULATOR_TOKEN = "local-emulator-token"
 _app: FlushApp | None = None
 _lock = threading.Lock()
 _outcome = threading.local()
+# The worker's azure-functions parses each of a message's four trigger-metadata times by
+# trying a dozen strptime formats in turn; CPython keeps the compiled regexes of only 5
+# formats, so every invocation recompiled about 25 of them. Room for all of them, set when
+# a function folder imports this module (the Azure worker and the local host alike).
+STRPTIME_FORMATS_KEPT = 64
+
+
+def keep_strptime_formats(count: int = STRPTIME_FORMATS_KEPT) -> None:
+    """Let `time.strptime` keep `count` compiled formats (a process-wide cache, never
+    shrunk here; a Python without that cache is left alone)."""
+    cache: Any = importlib.import_module("_strptime")
+    if getattr(cache, "_CACHE_MAX_SIZE", count) < count:
+        cache._CACHE_MAX_SIZE = count
+
+
+keep_strptime_formats()
 
 
 def check_settings() -> Settings:

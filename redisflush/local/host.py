@@ -27,25 +27,14 @@ import azure.functions as func
 
 from ..bus import ReceivedMessage
 from ..errors import ConfigurationError
-from ..functions import last_outcome
+from ..functions import STRPTIME_FORMATS_KEPT as STRPTIME_FORMATS_KEPT
+from ..functions import keep_strptime_formats, last_outcome
 from ..logtext import printable
 from .bus import LocalBus
 from .worker_message import function_data_type, received_worker_message
 
 log = logging.getLogger("redisflush.host")
 IDLE_SLEEP = 0.02
-# azure-functions parses each trigger-metadata time by trying a dozen strptime formats in
-# turn; CPython keeps the compiled regexes of only 5 formats, so every message recompiled
-# about 25 of them (~40% of building `main`'s argument). Enough room for all of them.
-STRPTIME_FORMATS_KEPT = 64
-
-
-def keep_strptime_formats(count: int = STRPTIME_FORMATS_KEPT) -> None:
-    """Let `time.strptime` keep `count` compiled formats (a process-wide cache, never
-    shrunk here; a Python without that cache is left alone)."""
-    cache: Any = importlib.import_module("_strptime")
-    if getattr(cache, "_CACHE_MAX_SIZE", count) < count:
-        cache._CACHE_MAX_SIZE = count
 
 
 @dataclass(frozen=True)

@@ -270,3 +270,17 @@ def test_the_host_lets_strptime_keep_every_format_azure_functions_tries(
     with LocalBus(tmp_path / "bus.sqlite") as local_bus:
         LocalHost(local_bus, [FunctionSpec("F", "q", "c", lambda m: None)])
     assert _strptime._CACHE_MAX_SIZE >= STRPTIME_FORMATS_KEPT  # type: ignore[attr-defined]
+
+
+def test_importing_the_functions_glue_lets_strptime_keep_every_format() -> None:
+    """The Azure worker imports redisflush.functions from a function folder: the same room
+    for azure-functions' date formats as the local host gives them."""
+    import subprocess
+    import sys
+
+    from redisflush.functions import STRPTIME_FORMATS_KEPT
+
+    out = subprocess.run([sys.executable, "-c", "import _strptime, redisflush.functions; "
+                          "print(_strptime._CACHE_MAX_SIZE)"], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[2]).stdout
+    assert int(out) >= STRPTIME_FORMATS_KEPT
