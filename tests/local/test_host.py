@@ -284,3 +284,45 @@ def test_importing_the_functions_glue_lets_strptime_keep_every_format() -> None:
                           "print(_strptime._CACHE_MAX_SIZE)"], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[2]).stdout
     assert int(out) >= STRPTIME_FORMATS_KEPT
+
+
+def test_trigger_metadata_json_is_what_json_dumps_writes() -> None:
+    """The builder writes the Json.NET text by hand (no json.dumps per field): the same text
+    json.dumps gives for the same values, non-ASCII and escapes included."""
+    import re
+
+    from redisflush.local.worker_message import NO_EXPIRY, trigger_metadata
+
+    props = {"requestId": "r\u00e9\"1", "n": 3, "f": 1.5, "b": True}
+    md = trigger_metadata(message_id="m", delivery_count=2, sequence_number=10**12,
+                          enqueued_at=dt.datetime(2026, 1, 2, 3, 4, 5, 120000),
+                          lock_token="t", application_properties=props,
+                          time_to_live=dt.timedelta(minutes=5), function_name="F\u00fc\\",
+                          now=dt.datetime(2026, 1, 2, 3, 4, 6, tzinfo=dt.UTC),
+                          namespace="ns\u00e9")
+
+    def dumps(value: object) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    assert md["DeliveryCount"].value == "2" and md["SequenceNumber"].value == dumps(10**12)
+    assert md["EnqueuedTimeUtc"].value == dumps("2026-01-02T03:04:05.12")
+    assert md["EnqueuedTime"].value == dumps("2026-01-02T03:04:05.12+00:00")
+    assert md["ExpiresAtUtc"].value == dumps("2026-01-02T03:09:05.12")
+    assert md["ExpiresAt"].value == dumps("2026-01-02T03:09:05.12+00:00")
+    assert md["ApplicationProperties"].value == md["UserProperties"].value == dumps(props)
+    uuid_text = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    client = json.loads(md["Client"].value)
+    assert md["Client"].value == dumps(client) and re.fullmatch(
+        "ns\u00e9-" + uuid_text, client["Identifier"])
+    assert list(client) == ["FullyQualifiedNamespace", "IsClosed", "TransportType",
+                            "Identifier"] and client["FullyQualifiedNamespace"] == "ns\u00e9"
+    system = json.loads(md["sys"].value)
+    assert md["sys"].value == dumps(system) and re.fullmatch(uuid_text, system["RandGuid"])
+    assert system == {"MethodName": "F\u00fc\\", "UtcNow": "2026-01-02T03:04:06Z",
+                      "RandGuid": system["RandGuid"]} and list(system)[0] == "MethodName"
+    assert client["Identifier"].split("-", 1)[1] != system["RandGuid"]
+    no_ttl = trigger_metadata(message_id="m", delivery_count=1, sequence_number=1,
+                              enqueued_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+                              lock_token="t")
+    assert no_ttl["ExpiresAt"].value == dumps(NO_EXPIRY + "+00:00")
+    assert no_ttl["ApplicationProperties"].value == "{}"
