@@ -100,20 +100,23 @@ def next_time(now: dt.datetime, delay: float, retry_after: float | None,
     return deadline if wait >= left else now + dt.timedelta(seconds=wait)
 
 
-PERCENT_HALF_STEP = 0.5   # percentComplete may be a whole number: the end is uncertain by that
+PERCENT_HALF_STEP = 0.5   # a whole-number percentComplete: the end is uncertain by that
 PROGRESS_MARGIN = 0.02    # seconds after the projected end, for the reading's own rounding
 
 
 def progress_end(age: float, percent: object) -> float | None:
     """The age (seconds from acceptance) by which an operation that reported `percent` at
-    `age` ends if it progresses evenly, rounded up for a whole-number reading; None when the
+    `age` ends if it progresses evenly, rounded up by the reading's precision; None when the
     reading says nothing (not a number strictly between 0 and 99: a 99 may be a cap held
     until the end)."""
     if isinstance(percent, bool) or not isinstance(percent, (int, float)):
         return None
     if not (math.isfinite(percent) and 0 < percent < 99 and math.isfinite(age) and age > 0):
         return None
-    return age * 100.0 / max(percent - PERCENT_HALF_STEP, 0.5) + PROGRESS_MARGIN
+    # a whole number may hide up to half a percent of progress; a value with decimals was
+    # rounded more finely (to a tenth, at worst)
+    half = PERCENT_HALF_STEP if float(percent).is_integer() else PERCENT_HALF_STEP / 10
+    return age * 100.0 / max(percent - half, 0.5) + PROGRESS_MARGIN
 
 
 def after_progress(sent: float, usual: float, end: float | None, gap: float,

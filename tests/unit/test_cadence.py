@@ -193,9 +193,11 @@ def test_next_read_gap(budget, kind, gap):
 # --- percentComplete: a projected end moves the next read, never closer than a gap ------------
 
 @pytest.mark.parametrize("age, percent, end", [
-    (9.0, 90.0, 9.0 * 100 / 89.5 + 0.02),
+    (9.0, 90.0, 9.0 * 100 / 89.5 + 0.02),   # a whole number: up to half a percent hidden
     (2.0, 50, 2.0 * 100 / 49.5 + 0.02),
-    (1.0, 0.7, 1.0 * 100 / 0.5 + 0.02),   # under a half step: at least half a percent
+    (1.0, 0.7, 1.0 * 100 / 0.65 + 0.02),    # decimals: rounded to a tenth at worst
+    (290.0, 96.7, 290.0 * 100 / 96.65 + 0.02),  # 300 s flush: ~0.07 s late, not 1.5 s
+    (1.0, 0.3, 1.0 * 100 / 0.5 + 0.02),     # never under half a percent
 ])
 def test_progress_end(age, percent, end):
     assert progress_end(age, percent) == pytest.approx(end)
