@@ -113,11 +113,15 @@ def immediate(run: ScenarioRun) -> None:
 
 
 def percent_progress(run: ScenarioRun) -> None:
-    # a 2.5 s flush read at 1 s and 2 s (about 40% and 80%), done at 3 s: a progress line for
-    # each percentage, then the final one
+    # a 2.5 s flush read at 1 s (about 40%): the end it projects (~2.5 s) falls within the
+    # gap after the next read, so that read moves to just after it instead of 2 s and 3 s
+    # (README, "How ARM is followed"): a progress line per percentage seen, then the final one
     percents = [int(p) for p in re.findall(r"InProgress (\d+)%", run.send.stderr)]
-    assert len(percents) == 2 and 0 < percents[0] < percents[1] < 100, run.send.stderr
-    polls(3)(run)
+    assert 1 <= len(percents) <= 2 and percents == sorted(set(percents)), run.send.stderr
+    assert 0 < percents[0] < 100, run.send.stderr
+    assert run.stats["posts"] == 1 and run.stats["polls"] <= 3, run.stats
+    if len(percents) == 1:  # the moved read found it over: two reads, not three
+        assert run.stats["polls"] == 2, run.stats
     assert run.data["operation"]["percentComplete"] == 100.0
 
 
