@@ -5,8 +5,8 @@
    polling_interval=2 (plus docs/lag.png)
 2. a fleet of 1,000 caches on one subscription under ARM's buckets, alone and with a second
    client spending half of the read refill, against SDK thread pools of 16 .. 256
-3. CPU per flush of the whole `serve --local` process (and before the ARM client change),
-   and where it goes (py-spy)
+3. CPU per flush of the whole `serve --local` process against the serve when issue 11 was
+   filed (6332ebb) and at the start of the CPU work (d200612), and where it goes (py-spy)
 4. cold start as the first invocation pays it: import + first token + first ARM call
 5. Service Bus operations, function executions and list-price cost per flush
 
@@ -265,6 +265,24 @@ def _findings(s: dict[str, object]) -> list[str]:
                 "backlog they leave behind the pacer delays later first reads; a read "
                 "deferred that way says nothing about the duration, so the estimate settles "
                 "only as the backlog drains.")
+    s3 = s.get("3")
+    if s3 is not None:
+        data = s3.data  # type: ignore[attr-defined]
+        base = data["baselines"][data["issue_baseline"]]
+        if base["ratio"] > 0.5:
+            out.append(
+                f"- **CPU per flush** ({base['ratio']:.2f}x the serve when the issue was filed, "
+                f"{data['issue_baseline']}). CPU goes with executions, one per ARM request: "
+                f"{base['ratio_req']:.2f}x per request, but a 10 s flush now takes "
+                f"{data['reqs']:.0f} requests where the fixed gaps took {base['reqs']:.0f}, "
+                "because detecting the end within a second means reading it once a second. "
+                f"Halving per flush at {data['reqs']:.0f} requests would need "
+                f"{base['per'] / 2 / data['reqs']:.2f} ms per request (an ARM exchange, a "
+                "receive, a scheduled send and a complete on the bus, the worker's message "
+                "decode, the step): the two targets pull against each other, and this run "
+                "keeps the lag one. Since the issue each request also carries work the old "
+                "serve did not do: the ledger's exactly-once records and the Azure worker's "
+                "own message conversion.")
     best = s2.data.get("best") if s2 is not None else None  # type: ignore[attr-defined]
     if best is not None and best["how"] != "measured":
         out.append(f"- The fastest SDK pool ({best['threads']} threads) did not finish in the "
