@@ -217,10 +217,11 @@ class StubCredential:
         return AccessToken(TOKEN, int(time.time()) + 10 * 365 * 86400)
 
 
-def sdk_client(arm_url: str, sub: str) -> Any:
+def sdk_client(arm_url: str, sub: str, **config: Any) -> Any:
+    """`config`: azure-core pipeline settings (e.g. retry_total) for a tuned client."""
     from azure.mgmt.redis import RedisManagementClient
     return RedisManagementClient(StubCredential(), sub, base_url=arm_url,
-                                 api_version=API_VERSION)
+                                 api_version=API_VERSION, **config)
 
 
 def sdk_flush(client: Any, cache: str, polling_interval: float | None = None

@@ -10,8 +10,8 @@ executions the serve log shows. Rows:
 - now: this checkout's serve;
 - 6332ebb: the serve when issue 11 was filed (the "today" of its CPU figures, 5.7-7.3 ms per
   flush), whose fixed read gaps read a 10 s flush 4 times, where now reads it once a second;
-- d200612: the serve at the start of the work on issue 11's CPU item (the reading plan of
-  now, the ARM client and local host before their CPU changes);
+- d200612: the serve at the start of the work on issue 11's CPU item (an earlier version of
+  the one-a-second reading plan, the ARM client and local host before their CPU changes);
 
 each exported with `git archive` and run by bench/serve_variant.py with its own package and
 function folders, on the same workload in the same run,
@@ -194,7 +194,8 @@ def _per_exec(r: dict[str, Any]) -> float:
 
 
 def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median CPU per flush, and the medians of each figure."""
+    """The median of each figure over the runs, taken column by column (with two runs, the
+    mean; a row's figures need not come from one run)."""
     def med(f: Any) -> float:
         return statistics.median(f(r) for r in runs)
     return {"per": med(_per), "per_req": med(_per_req), "per_exec": med(_per_exec),
@@ -253,14 +254,14 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
         + "; ".join(f"now / {c} {ratio[c]:.2f}x ({', '.join(f'{x:.2f}' for x in pairs[c])})"
                     for c, _ in BASELINES) + ". "
         f"{issue} reads a 10 s flush at fixed gaps ({bases[issue]['reqs']:.0f} ARM requests "
-        f"per flush, its last event {bases[issue]['span'] - 10:.1f} s after the 10 s flushes "
-        "end); now "
+        f"per flush, the last event {bases[issue]['span']:.1f} s after the send, against "
+        f"{now['span']:.1f} s now); now "
         f"reads it once a second ({now['reqs']:.0f} requests) to detect the end within a "
         "second (section 1): the per-request and per-execution columns compare the work done "
         "for the same thing, the per-flush column what the lag target costs on top. Since "
-        f"{issue} the app also records every flush in the ledger (three SQLite transactions "
-        "per cache, exactly once) and the local host builds the message through "
-        "azure-functions' own converter as the Azure worker does (26 date parses per message).",
+        f"{issue} every flush is also recorded in the ledger (three SQLite transactions per "
+        "cache, exactly once), and every execution's message is built through "
+        "azure-functions' own converter as the Azure worker does (26 date parses).",
         "Left out: the ARM emulator's CPU (ARM's side, its own process), the sender's and "
         "the event watcher's, py-spy's; the serve process's start-up (imports, schema) and "
         "what it does after the last event (the last completes and log lines); the fsync "
@@ -276,13 +277,20 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
             [k, f"{v / p['total'] * 100:.1f}%"] for k, v in rows] + [
             ["**inclusive**: " + k, f"{v / p['total'] * 100:.1f}%"]
             for k, v in sorted(p["inclusive"].items(), key=lambda kv: -kv[1])]
+        sampled = p["total"] / 250
         s.notes.append(f"py-spy: {p['total']} samples of active threads in a separate run of "
-                       f"\"now\" ({_per(prof):.2f} ms per flush); time in C code (SQLite, "
+                       f"\"now\" ({_per(prof):.2f} ms per flush): {sampled:.1f} "
+                       f"thread-seconds sampled against {prof['cpu']:.1f} s of CPU in that "
+                       f"run, so at least {max(0.0, 1 - prof['cpu'] / sampled) * 100:.0f}% of "
+                       "the samples are threads waiting (on a lock or queue, an fsync, a "
+                       "socket), not running: read the shares as where the threads are, "
+                       "the threading and SQLite rows above all; time in C code (SQLite, "
                        "socket calls, JSON) counts to the Python line that called it, and a "
                        "thread blocked in C (an fsync, a socket wait) may count as active, so "
                        "the SQLite (the ledger's fsyncs above all) and socket shares overstate "
                        "their CPU.")
-        where = ", ".join(f"{k} {v / p['total'] * 100:.0f}%" for k, v in rows[:3])
+        where = "py-spy samples of active threads, waits included: " + ", ".join(
+            f"{k} {v / p['total'] * 100:.0f}%" for k, v in rows[:3])
     else:
         where = "not profiled (py-spy not installed)"
         s.notes.append("py-spy is not installed in .venv: `pip install py-spy` for the "

@@ -4,7 +4,7 @@ Lag = when the completion reaches whoever waits for it, minus when the operation
 emulator knows the end (accepted_at + duration; bench/armemu.py exposes it): for ours the
 arrival of the FlushCompleted event on the events topic (a subscriber's receive), for the SDK
 the return of `begin_flush_cache(...).result()`, at its default polling (30 s without
-Retry-After) and at `polling_interval=2`.
+Retry-After), at `polling_interval=2` and at `polling_interval=1` (the read rate ours keeps).
 
 One flush alone at a time per subscription, as the targets say: every (way, duration, slot)
 has its own subscription and runs its flushes one after another; the slots run side by side
@@ -37,11 +37,12 @@ from common import (
     sub_id,
 )
 
-WAYS = ("ours", "ours_pc", "sdk", "sdk2")
+WAYS = ("ours", "ours_pc", "sdk", "sdk2", "sdk1")
 LABEL = {"ours": "redisflush", "ours_pc": "redisflush, ARM giving percentComplete",
-         "sdk": "SDK default (30 s)", "sdk2": "SDK polling_interval=2"}
+         "sdk": "SDK default (30 s)", "sdk2": "SDK polling_interval=2",
+         "sdk1": "SDK polling_interval=1"}
 OURS = ("ours", "ours_pc")
-SDK_INTERVAL = {"sdk": None, "sdk2": 2.0}
+SDK_INTERVAL = {"sdk": None, "sdk2": 2.0, "sdk1": 1.0}
 
 
 @dataclass
@@ -260,12 +261,14 @@ def run(workdir: Path, durations: tuple[float, ...], budget: float, samples: int
                 "of which detection (end to read) median / max", "worst case the cadence allows",
                 "reads/s (max in any 1 s)",
                 "ARM requests", "SDK default: lag median / max", "ARM requests",
-                "SDK interval=2: lag median / max", "ARM requests", "target (ours)",
+                "SDK interval=2: lag median / max", "ARM requests",
+                "SDK interval=1: lag median / max", "ARM requests", "target (ours)",
                 "ours, ARM giving percentComplete: lag median / max (reads/s)",
                 "target (percentComplete)"]]
     verdicts, verdicts_pc = [], []
     for d in durations:
         o, a, b = rows.get(("ours", d)), rows.get(("sdk", d)), rows.get(("sdk2", d))
+        c = rows.get(("sdk1", d))
         if o is None:
             continue
         ok = _meets(o)
@@ -283,7 +286,8 @@ def run(workdir: Path, durations: tuple[float, ...], budget: float, samples: int
             f"{o['rate']:.2f} (max {o['max_rate']:.2f}; "
             f"{o['max_in_1s']})", f"{o['requests']:g}",
             cell(a), f"{a['requests']:g}" if a else "-", cell(b),
-            f"{b['requests']:g}" if b else "-",
+            f"{b['requests']:g}" if b else "-", cell(c),
+            f"{c['requests']:g}" if c else "-",
             _verdict(o),
             f"{cell(pc)} ({pc['rate']:.2f}; max {pc['max_rate']:.2f})" if pc else "-",
             _verdict(pc) if pc else "-"])
@@ -310,7 +314,11 @@ def run(workdir: Path, durations: tuple[float, ...], budget: float, samples: int
         "reads/s: a flush's status reads divided by the time from its POST to its last read "
         "(median; max over the cell's flushes); in brackets the most reads that fell in any "
         "1 s window. ARM requests: POST + status GETs, median per flush (the SDK adds a "
-        "final GET after Succeeded).",
+        "final GET after Succeeded). The target's \"at most one read per second\" is checked "
+        "as that rate (its max over the cell): reads are scheduled a second after the "
+        "previous read was sent, so two can arrive a few hundredths under a second apart "
+        "(the bus's delivery and the HTTP exchange vary; the shortest gap is given above) "
+        "and a 1 s window can hold two.",
         "What this leaves out: ARM's own latency (the emulator answers in ~1 ms on "
         "loopback, real ARM in tens of ms, which adds to every lag alike); Service Bus's "
         "scheduled-message delivery (the local bus delivers within ~20 ms of the due "
@@ -329,6 +337,8 @@ def run(workdir: Path, durations: tuple[float, ...], budget: float, samples: int
             f"{rows['sdk', d]['median']:.1f}" for d in durations if ("sdk", d) in rows)
         + " s median; interval=2: " + ", ".join(
             f"{rows['sdk2', d]['median']:.1f}" for d in durations if ("sdk2", d) in rows)
+        + " s; interval=1: " + ", ".join(
+            f"{rows['sdk1', d]['median']:.1f}" for d in durations if ("sdk1", d) in rows)
         + " s). Targets (median <= 0.5 s, max <= 1.0 s, <= 1 read/s): "
         + ("met for every duration." if not missed else
            "missed for " + ", ".join(f"{d:g} s" for d in missed) + ".")

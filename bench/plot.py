@@ -15,6 +15,7 @@ def lag_plot(lag_data: dict[str, Any], out: Path, title: str) -> Path:
     styles = {"ours": ("redisflush", "tab:blue", "o"),
               "ours_pc": ("redisflush, ARM giving percentComplete", "tab:green", "D"),
               "sdk2": ("SDK polling_interval=2", "tab:orange", "s"),
+              "sdk1": ("SDK polling_interval=1", "tab:purple", "v"),
               "sdk": ("SDK default (30 s)", "tab:red", "^")}
     for way, (label, color, marker) in styles.items():
         xs = [d for d in durations if f"{way}|{d:g}" in rows]
