@@ -1,5 +1,5 @@
-"""Section 3: CPU per flush of the whole `serve --local` process, against the serve of commit
-d200612 on the same workload in the same run, and where "now" spends it.
+"""Section 3: CPU per flush of the whole `serve --local` process, against the serves of
+commits 6332ebb and d200612 on the same workload in the same run, and where "now" spends it.
 
 `n` requests (10 s flushes, 10 per subscription) go on the request queue at once; the clock
 runs from the send to the last completion event. CPU is user + system of the serve process
@@ -206,7 +206,7 @@ def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
-        rounds: int = ROUNDS) -> Section:
+        rounds: int = ROUNDS, profile: bool = True) -> Section:
     trees = {commit: export(commit, workdir) for commit, _ in BASELINES}
     now_runs: list[dict[str, Any]] = []
     base_runs: dict[str, list[dict[str, Any]]] = {commit: [] for commit, _ in BASELINES}
@@ -215,7 +215,7 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
             base_runs[commit].append(one_run(workdir, n, f"cpu-{commit}-{i}",
                                              tree=trees[commit]))
         now_runs.append(one_run(workdir, n, f"cpu-now-{i}"))
-    prof = one_run(workdir, n, "cpu-now-py-spy", profile=True)
+    prof = one_run(workdir, n, "cpu-now-py-spy", profile=True) if profile else None
     now = _median_row(now_runs)
     bases = {commit: _median_row(runs) for commit, runs in base_runs.items()}
     issue, start = BASELINES[0][0], BASELINES[1][0]
@@ -269,8 +269,8 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
         "work of the fsync is in stime). On this 2-core machine shared with other work the "
         "runs spread by about +-15%, hence the alternation.",
     ]
-    p = prof["profile"]
-    if p and p["total"]:
+    p = prof["profile"] if prof else None
+    if prof and p and p["total"]:
         rows = sorted(p["self"].items(), key=lambda kv: -kv[1])
         s.extra = [["where the CPU of \"now\" goes (py-spy, innermost frame)",  # type: ignore[attr-defined]
                     "share of samples"]] + [
@@ -292,9 +292,10 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
         where = "py-spy samples of active threads, waits included: " + ", ".join(
             f"{k} {v / p['total'] * 100:.0f}%" for k, v in rows[:3])
     else:
-        where = "not profiled (py-spy not installed)"
-        s.notes.append("py-spy is not installed in .venv: `pip install py-spy` for the "
-                       "breakdown (optional, not in requirements-dev.txt).")
+        where = "not profiled (" + ("py-spy not installed)" if prof else "--quick)")
+        if prof:
+                s.notes.append("py-spy is not installed in .venv: `pip install py-spy` for the "
+                           "breakdown (optional, not in requirements-dev.txt).")
     s.headline = [f"CPU per flush of the whole serve process: {now['per']:.2f} ms "
                   f"({now['per_req']:.2f} ms per ARM request, {now['reqs']:.0f} requests) "
                   f"against {bases[issue]['per']:.2f} ms ({bases[issue]['per_req']:.2f} ms, "

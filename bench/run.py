@@ -1,4 +1,4 @@
-"""redisflush benchmarks: `python bench/run.py` (about 17 minutes) or `--quick` (under a minute).
+"""redisflush benchmarks: `python bench/run.py` (about 16 minutes) or `--quick` (under a minute).
 
 1. detection lag and ARM reads per flush for 1 .. 300 s flushes, one flush alone at a time per
    subscription, against azure-mgmt-redis begin_flush_cache() at its default polling and at
@@ -48,10 +48,10 @@ def _ensure_venv() -> None:
 
 FULL = {"durations": (1.0, 3.0, 5.0, 10.0, 20.0, 45.0, 90.0, 150.0, 300.0), "budget": 305.0,
         "samples": 10, "fleet": (1000, 10.0, (200, 10.0), (250, 25.0)), "load": 12.5,
-        "window": 300.0, "cpu_n": 300, "cold": 5, "fleet_timeout": 400.0}
+        "window": 300.0, "cpu_n": 300, "cpu_rounds": 2, "cold": 5, "fleet_timeout": 400.0}
 QUICK = {"durations": (1.0, 3.0, 10.0), "budget": 24.0, "samples": 4,
          "fleet": (200, 10.0, (40, 10.0), (50, 25.0)), "load": 12.5, "window": 28.0,
-         "cpu_n": 60, "cold": 1, "fleet_timeout": 45.0}
+         "cpu_n": 60, "cpu_rounds": 1, "cold": 1, "fleet_timeout": 45.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=cfg["fleet_timeout"]))
 
         def cpu_step() -> object:
-            return _step("3", lambda: cpu.run(work, cfg["cpu_n"]))
+            return _step("3", lambda: cpu.run(work, cfg["cpu_n"], rounds=cfg["cpu_rounds"],
+                                                         profile=not args.quick))
 
         def cold_step() -> object:
             return _step("4", lambda: coldstart.run(work, cfg["cold"]))
