@@ -52,7 +52,7 @@ def _sdk(v: dict[str, Any], d: float) -> dict[str, float]:
 
 
 def _money(c: dict[str, float], billing: str = "gb_s") -> float:
-    gb_s = c.get(billing, c["gb_s"])
+    gb_s = c[billing]
     return (c["execs"] * FLEX_PER_MILLION / 1e6 + gb_s * FLEX_GB_S
             + c["ops"] * SB_PER_MILLION / 1e6)
 

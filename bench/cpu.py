@@ -270,7 +270,7 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
         "runs spread by about +-15%, hence the alternation.",
     ]
     p = prof["profile"] if prof else None
-    if prof and p and p["total"]:
+    if p and p["total"]:
         rows = sorted(p["self"].items(), key=lambda kv: -kv[1])
         s.extra = [["where the CPU of \"now\" goes (py-spy, innermost frame)",  # type: ignore[attr-defined]
                     "share of samples"]] + [
@@ -294,7 +294,7 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
     else:
         where = "not profiled (" + ("py-spy not installed)" if prof else "--quick)")
         if prof:
-                s.notes.append("py-spy is not installed in .venv: `pip install py-spy` for the "
+            s.notes.append("py-spy is not installed in .venv: `pip install py-spy` for the "
                            "breakdown (optional, not in requirements-dev.txt).")
     s.headline = [f"CPU per flush of the whole serve process: {now['per']:.2f} ms "
                   f"({now['per_req']:.2f} ms per ARM request, {now['reqs']:.0f} requests) "
@@ -305,8 +305,9 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
                   f"where it goes: {where}."]
     s.data = {"after": now_runs, "before": base_runs, "profile": prof, "per": now["per"],
               "per_req": now["per_req"], "reqs": now["reqs"],
-              "baselines": {c: {"per": b["per"], "per_req": b["per_req"], "reqs": b["reqs"],
-                                "ratio": ratio[c], "ratio_req": ratio_req[c], "what": what}
-                            for (c, what), b in zip(BASELINES, bases.values(), strict=True)},
+              "baselines": {c: {"per": bases[c]["per"], "per_req": bases[c]["per_req"],
+                                "reqs": bases[c]["reqs"], "ratio": ratio[c],
+                                "ratio_req": ratio_req[c], "what": what}
+                            for c, what in BASELINES},
               "issue_baseline": issue}
     return s

@@ -48,11 +48,11 @@ from redisflush.local.runtime import open_bus
 
 FLEET_SUB = sub_id(2)
 LOAD_SUB = sub_id(4)
-# (threads, polling_interval; None = the SDK default, 30 s without Retry-After)
 # azure-core retries a 429 after its Retry-After 3 times by default (retry_status; at most
 # retry_total = 10 retries of any kind), then raises: under a fleet's throttling that fails
 # calls, so the sweep's client waits throttling out instead.
 SDK_RETRIES = 100
+# (threads, polling_interval; None = the SDK default, 30 s without Retry-After)
 SWEEP: tuple[tuple[int, float | None], ...] = (
     (16, None), (32, None), (64, None), (128, None), (192, None), (256, None),
     (64, 2.0), (128, 2.0), (256, 2.0))

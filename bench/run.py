@@ -136,12 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["3"] = cpu_step()
             if "4" in only:
                 results["4"] = cold_step()
-            if "2" in only:  # alone: its polling threads would load the cores the rest times
-                sweep_data = _step("2 SDK sweep", lambda: fleet.sweep_result(
-                    fleet.sdk_sweep_child(work, the_fleet, cfg["window"]), work))
+            if "2" in only:  # alone: its polling threads would load the cores the others time
+                sweep = fleet.sdk_sweep_child(work, the_fleet, cfg["window"])
         if sweep is not None:
-            sweep_data = fleet.sweep_result(sweep, work)
-        if "2" in only:
+            sweep_data = _step("2 SDK sweep", lambda: fleet.sweep_result(sweep, work))
             s["2"] = fleet.render(the_fleet, [results["2a"], results["2b"]], sweep_data,
                                   label)
         for k in ("1", "3", "4"):
