@@ -119,6 +119,13 @@ def progress_end(age: float, percent: object) -> float | None:
     return age * 100.0 / max(percent - half, 0.5) + PROGRESS_MARGIN
 
 
+def still_ahead(end: float | None, age: float) -> float | None:
+    """An end projected by an earlier reading, while it is still ahead of a read sent at
+    `age`; once a read at or after it found the operation running, the projection was wrong
+    and is dropped (the one-a-second reads take over)."""
+    return end if end is not None and end > age else None
+
+
 def after_progress(sent: float, usual: float, end: float | None, gap: float,
                    budget: ReadBudget | None) -> float:
     """The next read's age given a projected end: moved to just after it when that is within

@@ -241,26 +241,31 @@ def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
             return _untrusted(ts, moved[1], cx)
         ts = replace(ts, poll_kind=moved[0], poll_url=moved[1])
     gap = cadence.next_read_gap(cx.budget, ts.target.kind)
-    return replace(ts, polls=ts.polls + 1,
-                   due=_after_progress(ts, cx.read_gap_from(r, gap), cx.sent(r), gap, reading, cx))
+    ts = replace(ts, polls=ts.polls + 1)
+    return _after_progress(ts, cx.read_gap_from(r, gap), cx.sent(r), gap, reading, cx)
 
 
 def _after_progress(ts: TargetState, due: dt.datetime, sent: dt.datetime, gap: float,
-                    reading: lro.Reading, cx: Context) -> dt.datetime:
-    """The next read moved by the operation's percentComplete, if it gave one
-    (cadence.after_progress); Retry-After and the deadline still bound it."""
-    if ts.accepted_at is None or not isinstance(reading.operation, Mapping):
-        return due
+                    reading: lro.Reading, cx: Context) -> TargetState:
+    """The next read moved by the operation's percentComplete (cadence.after_progress);
+    Retry-After and the deadline still bound it. A reading that says nothing (a 99 held until
+    the end, none at all) keeps the end an earlier one projected, until that end has passed."""
+    if ts.accepted_at is None:
+        return replace(ts, due=due, projected_end=None)
     base = ts.accepted_at
 
     def age(moment: dt.datetime) -> float:
         return (moment - base).total_seconds()
 
-    end = cadence.progress_end(age(sent), reading.operation.get("percentComplete"))
+    percent = reading.operation.get("percentComplete") \
+        if isinstance(reading.operation, Mapping) else None
+    end = cadence.progress_end(age(sent), percent)
+    if end is None:
+        end = cadence.still_ahead(ts.projected_end, age(sent))
     moved = cadence.after_progress(age(sent), age(due), end, gap, cx.budget)
-    if moved <= age(due):
-        return due
-    return min(base + dt.timedelta(seconds=moved), cx.deadline)
+    if moved > age(due):
+        due = min(base + dt.timedelta(seconds=moved), cx.deadline)
+    return replace(ts, due=due, projected_end=end)
 
 
 def _learn(ts: TargetState, ended_by: dt.datetime, cx: Context) -> None:

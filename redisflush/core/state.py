@@ -44,6 +44,7 @@ class TargetState:
     reported: bool = False
     noted: bool = False
     running_at: dt.datetime | None = None  # when the last read that found it running was sent
+    projected_end: float | None = None  # seconds from acceptance, from the last percentComplete
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
@@ -55,7 +56,7 @@ class TargetState:
                 "armRequests": self.arm_requests, "paced": self.paced,
                 "outcome": self.outcome.to_json() if self.outcome else None,
                 "reported": self.reported, "noted": self.noted,
-                "runningAt": exact(self.running_at)}
+                "runningAt": exact(self.running_at), "projectedEnd": self.projected_end}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TargetState:
@@ -74,7 +75,15 @@ class TargetState:
                    int(d.get("armRequests", 0)), bool(d.get("paced", False)),
                    Outcome.from_json(d["outcome"]) if d.get("outcome") else None,
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
-                   parse_iso_or_none(d.get("runningAt")))
+                   parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")))
+
+
+def _seconds(value: object) -> float | None:
+    """A finite, positive number of seconds, or None (a state written before the field
+    existed, or one whose value cannot be used)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value < float("inf") else None
 
 
 @dataclass(frozen=True)

@@ -433,3 +433,29 @@ def test_percent_complete_moves_the_last_read_to_just_after_the_projected_end(h:
     assert gets[:9] == [float(n) for n in range(1, 10)]
     assert gets[9] == pytest.approx(9 * 100 / 89.5 + 0.02, abs=1e-3)
     assert all(b - a >= 1.0 - 1e-9 for a, b in zip(gets, gets[1:], strict=False))
+
+
+def test_a_percent_held_at_99_keeps_the_end_projected_before_it(h: Harness) -> None:
+    """docs/design.md, "Reliability rules": a 300 s operation whose percentComplete rises
+    evenly and then reads 99 for its last 3 s (a cap held until the end) is still read just
+    after the end the last reading under 99 projected, not at the next whole second; a read
+    at that end that finds it running drops the projection (one a second again)."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+    running = [Answer(202, both(op.url), op.status(
+        "InProgress", percentComplete=min(99.0, round(100 * k / 300.0, 1))))
+        for k in range(1, 301)]
+    h.arm.on_operation(op, *running, Answer(202, both(op.url), op.status(
+        "InProgress", percentComplete=99.0)), Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request(timeoutSeconds=900)
+    h.run()
+    h.event(rid, "Succeeded")
+    gets = [seconds(START, r.when) for r in h.arm.requests if r.method == "GET"]
+    projected = 296 * 100 / (98.7 - 0.05) + 0.02   # the reading at 296 s: 98.7%
+    # reads every second until the projected end is within two gaps of a read; from 297 s on
+    # they read 99.0 (held), and the end stays where 296 s's 98.7% put it
+    assert gets[:299] == [float(n) for n in range(1, 300)]
+    assert gets[299] == pytest.approx(projected, abs=1e-3) and 300.0 < projected < 300.1
+    # this scripted operation ran on past its projection: the next read comes a second later
+    assert gets[300] == pytest.approx(projected + 1.0, abs=1e-3)
+    assert all(b - a >= 1.0 - 1e-9 for a, b in zip(gets, gets[1:], strict=False))

@@ -24,6 +24,7 @@ from redisflush.core.cadence import (
     poll_gap,
     progress_end,
     retry_delay,
+    still_ahead,
 )
 
 from .helpers import T0, at
@@ -223,6 +224,16 @@ def test_progress_end_says_nothing(age, percent):
 ])
 def test_after_progress(sent, usual, end, budget, moved):
     assert after_progress(sent, usual, end, 1.0, budget) == pytest.approx(moved)
+
+
+@pytest.mark.parametrize("end, age, kept", [
+    (None, 5.0, None),       # nothing projected
+    (300.2, 297.0, 300.2),   # a held 99 says nothing: the earlier projection stands
+    (300.2, 300.2, None),    # a read at the projected end found it running: wrong, dropped
+    (300.2, 301.0, None),
+])
+def test_still_ahead(end, age, kept):
+    assert still_ahead(end, age) == kept
 
 
 @given(st.floats(0, 1000), st.floats(1, 10), st.one_of(st.none(), st.floats(0, 5000)),

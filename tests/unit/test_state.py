@@ -101,7 +101,7 @@ def full_state() -> RunState:
         TargetState(make_target(SUB, RG, "a"), 0, "poll", at(4), (), OP_URL,
                     "azure-asyncoperation", at(1), "InProgress",
                     {"status": "InProgress", "percentComplete": 40}, polls=5, failures=2,
-                    bad_polls=1, arm_requests=9, paced=True, noted=True),
+                    bad_polls=1, arm_requests=9, paced=True, noted=True, projected_end=12.5),
         TargetState(make_enterprise(SUB, RG, "k", "db-2"), 1, "done", at(2),
                     (db_id("us"),), OP_URL + "&x=1", "location", at(1), "Succeeded",
                     outcome=Outcome("Succeeded", at(2), None, {"status": "Succeeded"}, at(1), 3,
@@ -148,7 +148,8 @@ def test_wire_shape():
                                "name": "a"}
     assert {"i", "phase", "due", "linked", "pollKind", "acceptedAt", "lastStatus", "polls",
             "failures", "badPolls", "armRequests", "paced", "outcome", "reported",
-            "noted"} <= first.keys()
+            "noted", "runningAt", "projectedEnd"} <= first.keys()
+    assert first["projectedEnd"] == 12.5
     assert doc["targets"][2]["linked"] is None and doc["targets"][3]["linked"] == []
 
 
