@@ -202,7 +202,14 @@ class _LoadWatch:
         if not self.samples:
             return "n/a"
         mean = sum(self.samples) / len(self.samples)
-        return f"mean {mean:.2f}, max {max(self.samples):.2f}"
+        text = f"mean {mean:.2f}, max {max(self.samples):.2f}"
+        if mean > 2 * (os.cpu_count() or 1):
+            warning = ("the cores were oversubscribed (mean load over twice the cores): every "
+                       "timing here is slower than a quiet machine gives and the SDK sweep's "
+                       "threads are starved; do not compare this run with others, rerun it")
+            print(f"WARNING: {warning}", file=sys.stderr)
+            text += f"; **{warning}**"
+        return text
 
 
 def _step(name: str, fn):  # type: ignore[no-untyped-def]
