@@ -326,8 +326,13 @@ def run(workdir: Path, durations: tuple[float, ...], budget: float, samples: int
         "seconds of jitter seen in practice). The percentComplete columns: the same "
         "flushes on caches whose status answers carry percentComplete rising evenly with "
         "time (one decimal, held at 99 until the end: the emulator's model, not a recorded "
-        "shape; real ARM's progress may be coarser or uneven, and the app falls back to its "
-        "one-a-second reads whenever a reading says nothing).",
+        "shape; real ARM's progress may be coarser or uneven). A 99 or a reading without it "
+        "keeps the end the last reading under 99 projected; with no projection, or once one "
+        "proved wrong, the app reads once a second.",
+        "The SDK at its default waits 30 s after each answer, so its reads drift later by "
+        "each exchange's time: whether the 5th or 10th read lands just after the end of a "
+        "150 or 300 s flush (lag under a second) or just before it (lag near 30 s) turns on "
+        "that drift, and the median of 10 flushes can fall on either side from run to run.",
     ]
     missed = [d for d, ok, _ in verdicts if not ok]
     s.headline = [

@@ -1,6 +1,7 @@
 """docs/lag.png: detection lag against flush duration, ours and the SDK at both settings."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ def lag_plot(lag_data: dict[str, Any], out: Path, title: str) -> Path:
               "sdk2": ("SDK polling_interval=2", "tab:orange", "s"),
               "sdk1": ("SDK polling_interval=1", "tab:purple", "v"),
               "sdk": ("SDK default (30 s)", "tab:red", "^")}
+    lowest = 0.05
     for way, (label, color, marker) in styles.items():
         xs = [d for d in durations if f"{way}|{d:g}" in rows]
         med = [rows[f"{way}|{d:g}"]["median"] for d in xs]
         mx = [rows[f"{way}|{d:g}"]["max"] for d in xs]
+        lowest = min([lowest] + [v for v in med if v > 0])
         ax.plot(xs, med, marker=marker, color=color, label=f"{label}: median")
         ax.plot(xs, mx, marker=marker, color=color, linestyle=":", alpha=0.7,
                 label=f"{label}: max")
@@ -31,7 +34,7 @@ def lag_plot(lag_data: dict[str, Any], out: Path, title: str) -> Path:
             verticalalignment="top")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_ylim(0.05, 100)
+    ax.set_ylim(10 ** math.floor(math.log10(lowest / 1.5)), 100)  # every point shows
     ax.set_xticks(durations)
     ax.set_xticklabels([f"{d:g}" for d in durations])
     ax.set_xlabel("flush duration (s)")
