@@ -102,6 +102,7 @@ def next_time(now: dt.datetime, delay: float, retry_after: float | None,
 
 PERCENT_HALF_STEP = 0.5   # a whole-number percentComplete: the end is uncertain by that
 PROGRESS_MARGIN = 0.02    # seconds after the projected end, for the reading's own rounding
+SAME_MOMENT = 0.001       # a read this close to a projected end was sent at it
 
 
 def progress_end(age: float, percent: object) -> float | None:
@@ -122,8 +123,9 @@ def progress_end(age: float, percent: object) -> float | None:
 def still_ahead(end: float | None, age: float) -> float | None:
     """An end projected by an earlier reading, while it is still ahead of a read sent at
     `age`; once a read at or after it found the operation running, the projection was wrong
-    and is dropped (the one-a-second reads take over)."""
-    return end if end is not None and end > age else None
+    and is dropped (the one-a-second reads take over). A read scheduled at the end may be
+    sent a rounding (a microsecond) before it: within a millisecond counts as at it."""
+    return end if end is not None and end > age + SAME_MOMENT else None
 
 
 def after_progress(sent: float, usual: float, end: float | None, gap: float,

@@ -264,7 +264,8 @@ def _after_progress(ts: TargetState, due: dt.datetime, sent: dt.datetime, gap: f
         end = cadence.still_ahead(ts.projected_end, age(sent))
     moved = cadence.after_progress(age(sent), age(due), end, gap, cx.budget)
     if moved > age(due):
-        due = min(base + dt.timedelta(seconds=moved), cx.deadline)
+        # capped as seconds first: a projection from a tampered state may pass datetime's range
+        due = base + dt.timedelta(seconds=min(moved, age(cx.deadline)))
     return replace(ts, due=due, projected_end=end)
 
 

@@ -230,6 +230,8 @@ def test_after_progress(sent, usual, end, budget, moved):
     (None, 5.0, None),       # nothing projected
     (300.2, 297.0, 300.2),   # a held 99 says nothing: the earlier projection stands
     (300.2, 300.2, None),    # a read at the projected end found it running: wrong, dropped
+    (300.2, 300.1999995, None),  # sent a microsecond's rounding before it: at it
+    (300.2, 300.198, 300.2),
     (300.2, 301.0, None),
 ])
 def test_still_ahead(end, age, kept):

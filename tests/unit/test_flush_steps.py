@@ -1330,3 +1330,70 @@ def test_percent_complete_never_moves_a_read_past_the_deadline():
                   running({"status": "InProgress", "percentComplete": 90}), at(9),
                   deadline=at(9.5))
     assert ts.due <= at(9.5)
+
+
+# --- a projected end kept through readings that say nothing (docs/design.md) ----------------
+
+def _pc(percent: Any = None) -> ArmAnswer:
+    body = {"status": "InProgress"} if percent is None else {"status": "InProgress",
+                                                             "percentComplete": percent}
+    return running(body)
+
+
+def _projected(age: float, percent: float) -> float | None:
+    return cadence.progress_end(age, percent)
+
+
+@pytest.mark.parametrize("later", [99, None, 99.0, "99", float("nan")])
+def test_a_reading_that_says_nothing_keeps_the_projected_end(later):
+    """296 s at 98.7% projects ~300.07 s; a 99 (held), no percentComplete or an unusable one
+    at 297 s keeps it (the read after goes at 298 s, the one after that to the end)."""
+    ts, _ = after(polling(), _pc(98.7), at(296))
+    end = _projected(296, 98.7)
+    assert ts.projected_end == pytest.approx(end) and wait_of(ts, at(296)) == GAP
+    ts, _ = after(ts, _pc(later), at(297))
+    assert ts.projected_end == pytest.approx(end) and wait_of(ts, at(297)) == GAP
+    ts, _ = after(ts, _pc(later), at(299))
+    assert ts.due == T0 + dt.timedelta(seconds=end)
+
+
+def test_a_read_at_the_projected_end_that_finds_it_running_drops_it():
+    ts, _ = after(polling(), _pc(98.7), at(296))
+    end = ts.projected_end
+    assert end is not None
+    ts, _ = after(ts, _pc(99), at(end))
+    assert ts.projected_end is None and wait_of(ts, at(end)) == GAP
+
+
+def test_a_transient_error_between_reads_keeps_the_projected_end():
+    ts, _ = after(polling(), _pc(98.7), at(296))
+    end = ts.projected_end
+    ts, _ = after(ts, answer(503, b"", {}, OP_URL), at(297))
+    assert ts.projected_end == end and ts.phase == "poll"
+
+
+def test_retry_after_past_a_kept_projection_wins():
+    ts, _ = after(polling(), _pc(98.7), at(296))
+    ts, _ = after(ts, running({"status": "InProgress", "percentComplete": 99},
+                              **{"Retry-After": "10"}), at(299))
+    assert wait_of(ts, at(299)) == pytest.approx(10.0)
+
+
+def test_a_kept_projection_halves_the_wait_when_reads_are_scarce():
+    """Scarce reads: the next read no sooner than halfway to the kept end (cadence)."""
+    scarce = cadence.ReadBudget(250, 1, None, 40, {})
+    ts, _ = after(polling(), _pc(10), at(10), budget=scarce)
+    end = _projected(10, 10)
+    assert end is not None
+    assert ts.due == T0 + dt.timedelta(seconds=10 + (end - 10) / 2)
+    ts, _ = after(ts, _pc(99), at(50), budget=scarce)
+    assert ts.projected_end == pytest.approx(end)
+    assert ts.due == T0 + dt.timedelta(seconds=50 + (end - 50) / 2)
+
+
+@pytest.mark.parametrize("huge", [1e9, 1e13, 1e15, 1e300])
+def test_a_huge_projected_end_from_a_tampered_state_stops_at_the_deadline(huge):
+    scarce = cadence.ReadBudget(250, 1, None, 40, {})
+    ts = dataclasses.replace(polling(), projected_end=huge)
+    ts, _ = after(ts, _pc(99), at(10), budget=scarce)
+    assert ts.due == DEADLINE

@@ -242,3 +242,19 @@ def test_every_phase_reads_back(phase):
     ts = dataclasses.replace(state.targets[0], phase=phase)
     state = state.with_target(ts)
     assert RunState.from_json(state.to_json()).targets[0].phase == phase
+
+
+@pytest.mark.parametrize("value", [None, float("nan"), float("inf"), -1, 0, True, "300",
+                                   [1], {"x": 1}])
+def test_an_unusable_projected_end_reads_as_none(value):
+    doc = json.loads(full_state().to_json())
+    doc["targets"][0]["projectedEnd"] = value
+    body = json.dumps(doc).encode()
+    assert RunState.from_json(body).targets[0].projected_end is None
+
+
+def test_a_state_without_projected_end_reads_back():
+    doc = json.loads(full_state().to_json())
+    del doc["targets"][0]["projectedEnd"]
+    state = RunState.from_json(json.dumps(doc).encode())
+    assert state.targets[0].projected_end is None
