@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
+import re
 import statistics
 import subprocess
 import sys
@@ -41,12 +41,6 @@ RG = "rg-bench"
 def sub_id(n: int) -> str:
     """A deterministic subscription GUID per benchmark group."""
     return f"00000000-0000-0000-0000-{n:012d}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def median(values: Iterable[float]) -> float:
@@ -90,10 +84,10 @@ class Proc:
                 self.popen.wait(10)
 
 
-def _started(proc: Proc, needle: str) -> None:
-    """Wait for the process's ready line; stop it if it never comes."""
+def _started(proc: Proc, needle: str) -> str:
+    """Wait for the process's ready line (returned); stop it if it never comes."""
     try:
-        proc.wait_for_line(needle)
+        return proc.wait_for_line(needle)
     except BaseException:
         proc.stop()
         raise
@@ -115,14 +109,19 @@ class Emulator:
     the CLI's emulator plus `/_bench/trace` (when each operation ended, each request)."""
 
     def __init__(self, workdir: Path, config: dict[str, Any], name: str) -> None:
-        self.port = free_port()
         cfg = workdir / f"{name}-emulator.json"
         cfg.write_text(json.dumps(config))
-        self.proc = spawn(["--port", str(self.port), "--config", str(cfg)],
+        # port 0: the emulator binds a free port itself and says which (a port picked here
+        # and passed on could be taken by a side-by-side section in between)
+        self.proc = spawn(["--port", "0", "--config", str(cfg)],
                           workdir / f"{name}-emulator.log",
                           launcher=[str(ROOT / "bench" / "armemu.py")])
-        self.url = f"http://127.0.0.1:{self.port}"
-        _started(self.proc, "ARM emulator on")
+        ready = _started(self.proc, "ARM emulator on")
+        found = re.search(r"ARM emulator on (http://127\.0\.0\.1:(\d+))", ready)
+        if found is None:
+            self.proc.stop()
+            raise RuntimeError(f"the emulator's ready line names no loopback URL: {ready!r}")
+        self.url, self.port = found.group(1), int(found.group(2))
 
     def _get(self, path: str) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + path, timeout=60) as r:

@@ -71,9 +71,7 @@ def render(sections: list[Section], *, machine: dict[str, str], command: str, qu
                + (" (**--quick**: fewer durations and samples, a smaller fleet, sections "
                   "side by side)" if quick else "") + f". Machine: {machine['cpu']}, "
                f"{machine['cores']} cores, Python {machine['python']}, {machine['os']}. "
-               f"Load average (1 min) during the run: {machine.get('load', 'n/a')} (the "
-               "benchmark's own processes account for about 1; more means other work shared "
-               "the cores).")
+               f"{machine.get('load', 'Load: not sampled.')}")
     out += ["", "## Headline figures", ""]
     for s in sections:
         out += [f"- {line}" for line in s.headline]

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import plot
     import report
     from common import machine
+    from machine_load import LoadWatch
 
     cfg = QUICK if args.quick else FULL
     only = {s.strip() for s in (args.only or "1,2,3,4,5").split(",")}
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     png = out.parent / ("lag-quick.png" if args.quick else "lag.png")
     work = Path(tempfile.mkdtemp(prefix="redisflush-bench-"))
     began = time.monotonic()
-    load = _LoadWatch()
+    load = LoadWatch()
     command = "python bench/run.py" + (" --quick" if args.quick else "") + \
         (f" --only {args.only}" if args.only else "")
     print(f"{command}: work folder {work}", file=sys.stderr, flush=True)
@@ -179,39 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out} and {png} ({elapsed:.0f} s)", file=sys.stderr)
     return 0
-
-
-class _LoadWatch:
-    """The machine's 1-minute load average every 5 s while the benchmark runs: other work
-    on the same cores shows in every figure, so the report says how busy the machine was."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(5.0):
-            self.samples.append(os.getloadavg()[0])
-
-    def stop(self) -> str:
-        self._stop.set()
-        if not self.samples:
-            return "n/a"
-        mean = sum(self.samples) / len(self.samples)
-        text = f"mean {mean:.2f}, max {max(self.samples):.2f}"
-        # the benchmark alone keeps the load near 1, and near 2 per core while the SDK sweep's
-        # threads run: above 3 per core, other work was taking the cores
-        if mean > 3 * (os.cpu_count() or 1):
-            warning = ("the cores were oversubscribed (mean load over 3 per core): every "
-                       "timing here is slower than a quiet machine gives and the SDK sweep's "
-                       "threads are starved; do not compare this run with others, rerun it")
-            print(f"WARNING: {warning}", file=sys.stderr)
-            text += f"; **{warning}**"
-        return text
 
 
 def _step(name: str, fn):  # type: ignore[no-untyped-def]
