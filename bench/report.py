@@ -85,8 +85,9 @@ def render(sections: list[Section], *, machine: dict[str, str], command: str, qu
             "`begin_flush_cache(...).result()`, a stub credential) in the benchmark process or "
             "a child of it. Absolute figures and ratios come from the same run. Other work on "
             "the same machine (other engineers' test runs) may share the cores during a run: "
-            "the figures are what this run saw, and the load average above says how busy "
-            "the machine was."]
+            "the figures are what this run saw, and the line above says how much CPU work "
+            "outside this container took and how long tasks waited for a core or for IO "
+            "(bench/machine_load.py)."]
     rows = _targets(by)
     if len(rows) > 1:
         out += ["", "## Targets", "", _table(rows)]
