@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -270,6 +271,25 @@ def quantile(values: Iterable[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def median_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median (binomial order statistics): the widest
+    pair of order statistics x_(k), x_(n-k+1) with P(Binomial(n, 1/2) < k) <= (1 - level)/2.
+    Too few values for the level gives the full range (min, max)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return float("nan"), float("nan")
+    tail, k = (1 - level) / 2, 0
+    below = 0.0                                  # P(Binomial(n, 1/2) < k + 1)
+    while k < n // 2:
+        below += math.comb(n, k) / 2 ** n
+        if below > tail:
+            break
+        k += 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
 
 
 def proc_status(pid: int) -> dict[str, int]:

@@ -225,6 +225,13 @@ def _findings(s: dict[str, object]) -> list[str]:
                 "(honoured), percentComplete (absent from the recorded shape), or the "
                 "duration of earlier flushes (used only when reads are scarce, because a "
                 "flush that ends sooner than the learned duration waits for it).")
+            pooled = data.get("pooled") or {}
+            if pooled.get("n"):
+                out[-1] += (
+                    f" Pooled over every duration the run saw it: {pooled['text']}. As flushes "
+                    "accumulate the share under 0.5 s tends to at most one half; a cell (or a "
+                    "small pool) under it got there by the phases it sampled, as each cell's "
+                    "interval shows.")
     s2 = s.get("2")
     if s2 is not None:
         data = s2.data  # type: ignore[attr-defined]
