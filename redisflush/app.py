@@ -111,6 +111,13 @@ class FlushApp:
             raise
         return self._drive(state)
 
+    def purge_ledger(self) -> int:
+        """LedgerPurge: delete the ledger rows of requests a day past their deadline, when no
+        message of theirs can still arrive (docs/design.md, "Request ledger")."""
+        gone = self.ledger.purge(self.clock())
+        log.info("ledger purge: %d rows past their expiry deleted", gone)
+        return gone
+
     # -- the loop ----------------------------------------------------------------------------
 
     def _drive(self, state: RunState) -> str:

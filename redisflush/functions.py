@@ -124,6 +124,10 @@ def handle_poll(msg: Any) -> None:
     _outcome.text = get_app().on_poll(delivery(msg))
 
 
+def handle_purge(timer: Any) -> None:
+    _outcome.text = f"purged {get_app().purge_ledger()} ledger rows"
+
+
 def last_outcome() -> str | None:
     """What this thread's last invocation decided (for the local host's log line): `main`
     itself must return None, as a function without a $return binding does."""

@@ -42,6 +42,7 @@ _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
 _BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 _SECRETS = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig|signature)=[^;&\s'\"]+")
 _MILLISECOND = dt.timedelta(milliseconds=1)
+MAX_BATCH = 100  # operations in one entity-group transaction (the service's limit)
 
 
 def row_key(key: str) -> str:
@@ -151,28 +152,37 @@ class TableLedger:
         return sorted(found, key=row_order)
 
     def purge(self, now: dt.datetime) -> int:
-        """Rows with ExpiresAt <= now, each deleted only if unchanged since the query. The
-        query asks for a millisecond more and the exact test is made here: Azurite compares
-        datetimes in filters at millisecond precision (the service keeps 100 ns ticks)."""
+        """Rows with ExpiresAt <= now. One request's rows go in one entity-group transaction
+        (they share its partition), each delete only if the row is unchanged since the query:
+        a request is never left half-purged, where a reused requestId would find some rows
+        and not others (docs/design.md, "Request ledger"). A request changed since the query
+        is left for the next purge. The query asks for a millisecond more and the exact test
+        is made here: Azurite compares datetimes in filters at millisecond precision."""
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError
+        from azure.data.tables import TableTransactionError
 
         now = _utc(now)
         upper = now.replace(microsecond=now.microsecond // 1000 * 1000) + _MILLISECOND
-        gone = 0
+        expired: dict[str, list[Any]] = {}
         with self._calling("purge", None) as table:
             for entity in table.query_entities(
                     "ExpiresAt le @upper", parameters={"upper": upper},
                     select=["PartitionKey", "RowKey", "ExpiresAt"]):
-                if _utc(entity["ExpiresAt"]) > now:
-                    continue
+                if _utc(entity["ExpiresAt"]) <= now:
+                    expired.setdefault(entity["PartitionKey"], []).append(entity)
+            gone = 0
+            for entities in expired.values():
+                # a request holds at most 1 + REDISFLUSH_MAX_TARGETS (50) rows: one batch
+                operations: list[Any] = [
+                    ("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]},
+                     {"etag": e.metadata["etag"],
+                      "match_condition": MatchConditions.IfNotModified})
+                    for e in entities[:MAX_BATCH]]
                 try:
-                    table.delete_entity(entity["PartitionKey"], entity["RowKey"],
-                                        etag=entity.metadata["etag"],
-                                        match_condition=MatchConditions.IfNotModified)
-                except ResourceModifiedError:
-                    continue  # written again since the query: no longer ours to judge
-                gone += 1
+                    table.submit_transaction(operations)
+                except TableTransactionError:
+                    continue  # a row changed or went since the query: not ours to judge now
+                gone += len(operations)
         return gone
 
     def close(self) -> None:

@@ -6,11 +6,15 @@ peek-lock, hand `main` the `azure.functions.ServiceBusMessage` Azure would hand 
 metadata shaped as the Service Bus extension 5.x sends it, the body typed by the binding's
 `dataType`, decoded by azure-functions' own converter: `redisflush.local.worker_message`),
 complete on return and abandon on exception, with a bounded number of invocations at once.
+A timerTrigger folder runs at its NCRONTAB schedule (six fields, seconds first, UTC, as the
+host reads it; croniter computes the next time), one run at a time per function, never at
+start (`runOnStartup` is refused: Azure runs it on every scale-out too).
 On SIGINT/SIGTERM it stops receiving and lets in-flight calls finish.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime as dt
 import importlib
 import json
 import logging
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import azure.functions as func
+from azure.functions.timer import TimerRequest
+from croniter import croniter
 
 from ..bus import ReceivedMessage
 from ..errors import ConfigurationError
@@ -46,6 +52,21 @@ class FunctionSpec:
     connection: str
     main: Callable[[func.ServiceBusMessage], Any]
     data_type: str = "binary"
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    """One folder's timerTrigger: its NCRONTAB schedule (seconds first) and entry point."""
+
+    name: str
+    schedule: str
+    main: Callable[[func.TimerRequest], Any]
+
+    def next_after(self, moment: dt.datetime) -> dt.datetime:
+        """The first scheduled time strictly after `moment` (UTC)."""
+        found: dt.datetime = croniter(self.schedule, moment,
+                                      second_at_beginning=True).get_next(dt.datetime)
+        return found
 
 
 def read_values(app_root: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -81,16 +102,53 @@ def resolve(template: str, values: Mapping[str, str], where: str) -> str:
     return template
 
 
-def load_functions(app_root: Path, values: Mapping[str, str]) -> list[FunctionSpec]:
-    """Every folder of `app_root` whose function.json has a serviceBusTrigger binding."""
-    specs: list[FunctionSpec] = []
+def _entry(app_root: Path, path: Path, doc: Mapping[str, Any]) -> Callable[..., Any]:
     if str(app_root) not in sys.path:
         sys.path.insert(0, str(app_root))
+    folder = path.parent.name
+    module = importlib.import_module(folder)
+    entry = getattr(module, doc.get("entryPoint") or "main", None)
+    if not callable(entry):
+        raise ConfigurationError(f"{path}: {folder}/__init__.py has no main()")
+    return entry  # type: ignore[no-any-return]
+
+
+def _documents(app_root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    found = []
     for path in sorted(app_root.glob("*/function.json")):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
+        found.append((path, doc if isinstance(doc, dict) else {}))
+    return found
+
+
+def load_timers(app_root: Path, values: Mapping[str, str]) -> list[TimerSpec]:
+    """Every folder of `app_root` whose function.json has a timerTrigger binding."""
+    specs: list[TimerSpec] = []
+    for path, doc in _documents(app_root):
+        triggers = [b for b in doc.get("bindings", []) if b.get("type") == "timerTrigger"]
+        if not triggers:
+            continue
+        binding = triggers[0]
+        schedule = resolve(str(binding.get("schedule", "")), values, str(path)).strip()
+        if len(schedule.split()) != 6 or not croniter.is_valid(schedule,
+                                                               second_at_beginning=True):
+            raise ConfigurationError(
+                f"{path}: schedule {schedule!r} is not an NCRONTAB expression of six fields "
+                "({second} {minute} {hour} {day} {month} {day-of-week})")
+        if binding.get("runOnStartup"):
+            raise ConfigurationError(f"{path}: runOnStartup is not supported (Azure runs it "
+                                     "on every instance start and scale-out)")
+        specs.append(TimerSpec(path.parent.name, schedule, _entry(app_root, path, doc)))
+    return specs
+
+
+def load_functions(app_root: Path, values: Mapping[str, str]) -> list[FunctionSpec]:
+    """Every folder of `app_root` whose function.json has a serviceBusTrigger binding."""
+    specs: list[FunctionSpec] = []
+    for path, doc in _documents(app_root):
         triggers = [b for b in doc.get("bindings", []) if b.get("type") == "serviceBusTrigger"]
         if not triggers:
             continue
@@ -101,12 +159,9 @@ def load_functions(app_root: Path, values: Mapping[str, str]) -> list[FunctionSp
             data_type = function_data_type(binding)
         except ValueError as exc:
             raise ConfigurationError(f"{path}: {exc}") from None
-        folder = path.parent.name
-        module = importlib.import_module(folder)
-        entry = getattr(module, doc.get("entryPoint") or "main", None)
-        if not callable(entry):
-            raise ConfigurationError(f"{path}: {folder}/__init__.py has no main()")
-        specs.append(FunctionSpec(folder, resolve(binding["queueName"], values, str(path)),
+        entry = _entry(app_root, path, doc)
+        queue = resolve(binding["queueName"], values, str(path))
+        specs.append(FunctionSpec(path.parent.name, queue,
                                   binding.get("connection", "AzureWebJobsServiceBus"), entry,
                                   data_type))
     if not specs:
@@ -126,9 +181,14 @@ class LocalHost:
     """Receive from each function's queue and invoke it, `concurrency` calls at most."""
 
     def __init__(self, bus: LocalBus, functions: list[FunctionSpec], *,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, timers: list[TimerSpec] | None = None,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.bus = bus
         self.functions = functions
+        self.timers = list(timers or [])
+        self.clock = clock
+        self._next: dict[str, dt.datetime] = {}
+        self._running: set[str] = set()
         self.concurrency = max(1, concurrency)
         self.stopping = threading.Event()
         self.invocations = 0
@@ -136,14 +196,17 @@ class LocalHost:
         # Like maxConcurrentCalls: each function's listener has its own slots, so a flood of
         # requests cannot starve the polls of the operations already running.
         self._slots = {spec.name: threading.Semaphore(self.concurrency) for spec in functions}
-        self._pool = cf.ThreadPoolExecutor(self.concurrency * len(functions),
+        self._pool = cf.ThreadPoolExecutor(self.concurrency * len(functions) + len(self.timers),
                                            thread_name_prefix="invoke")
         keep_strptime_formats()
 
     def run(self) -> None:
         """Until `stop()`: receive what is due and dispatch it; then drain in-flight calls."""
         try:
+            now = self.clock()
+            self._next = {t.name: t.next_after(now) for t in self.timers}
             while not self.stopping.is_set():
+                self._fire_due_timers()
                 if not self._dispatch_once():
                     self.stopping.wait(IDLE_SLEEP)
         finally:
@@ -151,6 +214,38 @@ class LocalHost:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _fire_due_timers(self) -> None:
+        """Start each timer whose time came; a run still going when the next time comes makes
+        that time pass (the host's singleton lock does the same)."""
+        if not self.timers:
+            return
+        now = self.clock()
+        for timer in self.timers:
+            if now < self._next[timer.name]:
+                continue
+            self._next[timer.name] = timer.next_after(now)
+            with self._count_lock:
+                if timer.name in self._running:
+                    continue
+                self._running.add(timer.name)
+            self._pool.submit(self._run_timer, timer)
+
+    def _run_timer(self, timer: TimerSpec) -> None:
+        started, decided = time.perf_counter(), None
+        try:
+            timer.main(TimerRequest(past_due=False))
+        except Exception as exc:  # the host logs it; the next time runs again
+            outcome = f"failed after {type(exc).__name__}: {printable(str(exc), 300)}"
+        else:
+            decided, outcome = last_outcome(), "completed"
+        finally:
+            with self._count_lock:
+                self._running.discard(timer.name)
+                self.invocations += 1
+        log.info("%s timer %s %.0f ms%s", timer.name, outcome,
+                 (time.perf_counter() - started) * 1000,
+                 f": {printable(decided, 500)}" if decided else "")
 
     def _dispatch_once(self) -> bool:
         """One receive per function with free slots; False when there was nothing to do."""

@@ -23,7 +23,7 @@ from ..errors import ConfigurationError
 from ..settings import Settings
 from .app import local_app
 from .bus import LocalBus
-from .host import LocalHost, load_functions, read_values
+from .host import LocalHost, load_functions, load_timers, read_values
 
 log = logging.getLogger("redisflush.local")
 EVENTS_SUBSCRIPTION = "all"
@@ -221,7 +221,8 @@ def build_runtime(app_root: Path, *, arm_endpoint: str | None = None, concurrenc
         bus = open_bus(settings)
         app = local_app(settings, bus, arm_total_timeout=arm_total_timeout)
         functions.install(app)
-        host = LocalHost(bus, load_functions(app_root, values), concurrency=concurrency)
+        host = LocalHost(bus, load_functions(app_root, values), concurrency=concurrency,
+                         timers=load_timers(app_root, values))
     except BaseException:
         if emulator is not None:
             emulator.close()

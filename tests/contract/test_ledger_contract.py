@@ -171,6 +171,20 @@ def test_purge_deletes_rows_whose_expiry_has_passed(ledger: Ledger) -> None:
     assert ledger.purge(NOW) == 0
 
 
+def test_purge_takes_a_whole_request_of_51_rows_and_leaves_its_id_new(ledger: Ledger) -> None:
+    """The request row and its 50 target rows go together (one transaction on Table storage),
+    and the requestId is then free: a new request row inserts."""
+    expired = NOW - dt.timedelta(seconds=1)
+    assert ledger.insert(row(key=REQUEST_KEY, expires_at=expired)) is not None
+    for i in range(50):
+        assert ledger.insert(row(key=f"{TARGET}-{i:02d}", expires_at=expired)) is not None
+    assert ledger.insert(row(request_id="req-live", expires_at=NOW + dt.timedelta(hours=1)))
+    assert ledger.purge(NOW) == 51
+    assert ledger.rows("req-1") == []
+    assert [r.request_id for r in ledger.rows("req-live")] == ["req-live"]
+    assert ledger.insert(row(key=REQUEST_KEY, expires_at=NOW + dt.timedelta(days=1)))
+
+
 # -- what a row holds ----------------------------------------------------------------------
 
 def test_data_round_trips_unicode_nesting_and_a_29000_character_string(ledger: Ledger) -> None:

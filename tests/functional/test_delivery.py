@@ -10,8 +10,10 @@ import json
 from typing import Any
 
 import pytest
+from azure.functions.timer import TimerRequest
 
 import FlushTrigger
+import LedgerPurge
 import PollOrchestrator
 from redisflush.bus import BusError, OutboundMessage
 from tests.support.harness import CACHE, RG, SUB, Harness, resource_id, target_of
@@ -385,3 +387,43 @@ def test_a_progress_note_that_cannot_be_sent_does_not_redeliver_the_step(h: Harn
     assert len(h.arm.requests_for(rid)) == h.event(rid, "Succeeded")["armRequests"]
     replies = h.bus.messages("redis-flush-replies")
     assert replies[-1].message_id == f"{rid}:completed"
+
+
+def test_a_request_id_sent_again_after_the_ledger_purge_flushes_again(h: Harness) -> None:
+    """While the ledger keeps a request (until a day past its deadline) the same requestId is
+    a repeat: no POST. LedgerPurge then deletes its rows, and the requestId is new again."""
+    def script() -> None:
+        op = h.arm.new_operation(SUB)
+        h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+        h.arm.on_operation(op, Answer(200, {}, op.status("Succeeded")))
+
+    script()
+    h.send_request(requestId="nightly")
+    first_sent = h.clock.now()
+    h.run()
+    h.send_request(requestId="nightly", message_id="again-1")
+    h.run()
+    assert [r.method for r in h.arm.requests] == ["POST", "GET"]
+    rows = h.ledger.rows("nightly")
+    expires = max(r.expires_at for r in rows)
+    assert len(rows) == 2 and all(r.expires_at == expires for r in rows)
+    keep = dt.timedelta(seconds=h.settings.timeout_seconds, days=1)
+    assert first_sent + keep <= expires <= h.clock.now() + keep
+
+    h.clock.advance_to(expires - dt.timedelta(seconds=1))
+    assert LedgerPurge.main(TimerRequest()) is None
+    assert len(h.ledger.rows("nightly")) == 2
+    h.clock.advance_to(expires)
+    LedgerPurge.main(TimerRequest())
+    assert h.ledger.rows("nightly") == []
+
+    script()
+    h.send_request(requestId="nightly", message_id="again-2")
+    h.run()
+    assert [r.method for r in h.arm.requests] == ["POST", "GET", "POST", "GET"]
+    statuses = [json.loads(e.message.body)["data"]["status"] for e in h.events()
+                if e.message.correlation_id == "nightly"]
+    # the first and the new request's: the repeat's copy had the same event id within the
+    # topic's duplicate-detection window, so Service Bus dropped it
+    assert statuses == ["Succeeded"] * 2
+    assert [m.message_id for m in h.bus.dropped if m.message_id == "nightly:completed"]

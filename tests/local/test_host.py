@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ from redisflush.local.bus import LocalBus
 from redisflush.local.host import (
     FunctionSpec,
     LocalHost,
+    TimerSpec,
     binding_message,
     load_functions,
+    load_timers,
     read_values,
     resolve,
 )
@@ -65,6 +68,67 @@ def test_load_functions_reads_this_app() -> None:
 def test_load_functions_needs_a_trigger(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no function.json"):
         load_functions(tmp_path, {})
+
+
+def test_load_timers_reads_this_apps_hourly_ledger_purge() -> None:
+    (timer,) = load_timers(REPO, read_values(REPO, {}))
+    assert (timer.name, timer.schedule) == ("LedgerPurge", "0 17 * * * *")
+    assert timer.next_after(NOW) == NOW.replace(minute=17)
+    assert timer.next_after(NOW.replace(minute=17)) == NOW.replace(hour=13, minute=17)
+
+
+def _timer_folder(tmp_path: Path, **binding: object) -> None:
+    (tmp_path / "T").mkdir(exist_ok=True)
+    (tmp_path / "T" / "function.json").write_text(json.dumps({"bindings": [
+        {"name": "timer", "type": "timerTrigger", "direction": "in", **binding}]}))
+
+
+@pytest.mark.parametrize(("binding", "says"), [
+    ({"schedule": "0 17 * * *"}, "not an NCRONTAB expression of six fields"),
+    ({"schedule": "0 61 * * * *"}, "not an NCRONTAB expression of six fields"),
+    ({}, "not an NCRONTAB expression of six fields"),
+    ({"schedule": "%PURGE_AT%"}, "app setting PURGE_AT is not set"),
+    ({"schedule": "0 17 * * * *", "runOnStartup": True}, "runOnStartup is not supported"),
+])
+def test_load_timers_refuses_a_bad_timer_naming_its_file(
+        tmp_path: Path, binding: dict[str, object], says: str) -> None:
+    _timer_folder(tmp_path, **binding)
+    with pytest.raises(ConfigurationError, match="T/function.json: .*" + says):
+        load_timers(tmp_path, {})
+
+
+def test_host_runs_a_timer_at_its_schedule_one_run_at_a_time(tmp_path: Path) -> None:
+    """Every second, with a run that takes 2.5 s: the times that come while it runs pass."""
+    from azure.functions.timer import TimerRequest
+
+    bus = LocalBus(tmp_path / "bus.sqlite")
+    bus.ensure_queue("q")
+    runs: list[tuple[float, float]] = []
+    seen: list[object] = []
+    two = threading.Event()
+
+    def main(timer: TimerRequest) -> None:
+        started = time.monotonic()
+        seen.append(timer)
+        threading.Event().wait(2.5 if not runs else 0.0)
+        runs.append((started, time.monotonic()))
+        if len(runs) == 2:
+            two.set()
+
+    host = LocalHost(bus, [FunctionSpec("F", "q", "c", lambda m: None)],
+                     timers=[TimerSpec("T", "* * * * * *", main)])
+    thread = threading.Thread(target=host.run)
+    began = time.monotonic()
+    thread.start()
+    try:
+        assert two.wait(10)
+    finally:
+        host.stop()
+        thread.join(10)
+    (first_start, first_end), (second_start, _) = runs[:2]
+    assert first_start - began <= 1.2  # the first whole second after start
+    assert second_start >= first_end  # never two at once
+    assert all(isinstance(t, TimerRequest) and not t.past_due for t in seen)
 
 
 def test_this_app_takes_its_bodies_as_bytes() -> None:

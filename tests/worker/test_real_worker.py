@@ -1,4 +1,4 @@
-"""Both functions on the real worker code: Python 3.13 and `azure-functions-runtime-v1`.
+"""The three functions on the real worker code: Python 3.13 and `azure-functions-runtime-v1`.
 
 On 3.13 Azure runs the v1 model through that library. tests/worker/drive_worker.py calls its
 handlers as the host does (worker init, functions metadata, function load for each folder,
@@ -23,8 +23,11 @@ from typing import Any
 
 import pytest
 
+from redisflush.ledger import LedgerRow
+from redisflush.local.app import LEDGER_FILE
 from redisflush.local.bus import LocalBus
 from redisflush.local.emulator import ArmEmulator
+from redisflush.local.ledger import SqliteLedger
 from redisflush.local.worker_message import received_fields, trigger_metadata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +36,7 @@ DRIVER = Path(__file__).with_name("drive_worker.py")
 SUB = "00000000-1111-2222-3333-444444444444"
 POLL_QUEUE = "redis-flush-polls"
 EVENTS = "redis-flush-events/subscriptions/all"
+FOLDERS = ("FlushTrigger", "PollOrchestrator", "LedgerPurge")
 BUS_FILE = "bus.sqlite"  # in REDISFLUSH_LOCAL_DIR, as the embedded default keeps it
 # The app in a worker runs on the embedded default (local bus and ledger in
 # REDISFLUSH_LOCAL_DIR) when its ARM endpoint is the emulator on loopback and no Service Bus
@@ -98,6 +102,13 @@ class Worker:
             self.proc.stdin.flush()
             self.proc.stdin.close()
 
+    def invoke_timer(self, name: str, *, past_due: bool = False) -> dict[str, Any]:
+        """A timerTrigger invocation: the host's TimerInfo as JSON, no trigger metadata."""
+        info = {"Schedule": {"AdjustForDST": True}, "ScheduleStatus": None,
+                "IsPastDue": past_due}
+        return self.ask("invoke", name=name, data={"json": json.dumps(info)},
+                        trigger_metadata={})
+
     def invoke(self, name: str, body: bytes, **fields: Any) -> dict[str, Any]:
         """An invocation as the host sends it for "dataType": "binary" (the body as bytes)."""
         metadata = trigger_metadata(function_name=name, **fields)
@@ -125,12 +136,12 @@ def local_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def worker(worker_python: str, emulator: ArmEmulator, local_dir: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worker, dict[str, Any]]]:
-    """A worker that went through init, metadata and the load of both folders."""
+    """A worker that went through init, metadata and the load of every folder."""
     w = Worker(worker_python, settings_for(emulator, local_dir),
                tmp_path_factory.mktemp("worker") / "stderr.log")
     try:
         steps = {"init": w.ask("init", app_root=str(REPO)), "metadata": w.ask("metadata")}
-        for name in ("FlushTrigger", "PollOrchestrator"):
+        for name in FOLDERS:
             steps[name] = w.ask("load", name=name)
         yield w, steps
     finally:
@@ -149,15 +160,34 @@ def delivered(message_id: str, sequence_number: int) -> dict[str, Any]:
                 content_type="application/json", time_to_live=dt.timedelta(days=1))
 
 
-def test_both_functions_load_on_the_v1_worker_library(
+def test_every_function_loads_on_the_v1_worker_library(
         worker: tuple[Worker, dict[str, Any]]) -> None:
     w, steps = worker
     assert steps["init"]["status"] == "Success", w.log()
     assert steps["init"]["runtime_version"] == "3.13"
     assert steps["metadata"] == {"status": "Success", "exception": None,
                                  "use_default_metadata_indexing": True}
-    for name in ("FlushTrigger", "PollOrchestrator"):
+    for name in FOLDERS:
         assert steps[name] == {"status": "Success", "exception": None}, (name, w.log())
+
+
+def test_the_timer_purges_expired_ledger_rows_and_keeps_live_ones(
+        worker: tuple[Worker, dict[str, Any]], local_dir: Path) -> None:
+    w, _ = worker
+    now = dt.datetime.now(dt.UTC)
+    ledger = SqliteLedger(local_dir / LEDGER_FILE)
+    try:
+        for rid, expires in (("req-old", now - dt.timedelta(minutes=1)),
+                             ("req-live", now + dt.timedelta(hours=1))):
+            for key in ("", "/subscriptions/x/resourcegroups/rg/providers/microsoft.cache/"
+                            "redis/c"):
+                assert ledger.insert(LedgerRow(rid, key, "done", {}, 1, now, expires))
+        answer = w.invoke_timer("LedgerPurge")
+        assert answer == {"status": "Success", "exception": None}, w.log()
+        assert ledger.rows("req-old") == []
+        assert len(ledger.rows("req-live")) == 2
+    finally:
+        ledger.close()
 
 
 def test_a_request_posts_once_and_schedules_its_poll(
@@ -199,7 +229,7 @@ def test_an_invalid_setting_fails_the_load_not_the_invocation(
                tmp_path / "stderr.log")
     try:
         assert w.ask("init", app_root=str(REPO))["status"] == "Success", w.log()
-        for name in ("FlushTrigger", "PollOrchestrator"):
+        for name in FOLDERS:
             answer = w.ask("load", name=name)
             assert answer["status"] == "Failure", (name, answer, w.log())
             assert "REDISFLUSH_TIMEOUT_SECONDS" in (answer["exception"] or ""), answer
