@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import flush_steps, resolve
@@ -259,8 +259,14 @@ def _resolved(state: RunState, now: dt.datetime, config: Config
 def _scope(state: RunState) -> str:
     if state.selector is not None:
         return state.selector.scope
-    subs = {t.target.subscription_id for t in state.targets}
-    groups = {t.target.scope for t in state.targets}
+    return scope_of([t.target for t in state.targets])
+
+
+def scope_of(targets: Sequence[Target]) -> str:
+    """A request's scope: the one resource group its caches share, else their one
+    subscription, else /subscriptions (docs/design.md, "Events")."""
+    subs = {t.subscription_id for t in targets}
+    groups = {t.scope for t in targets}
     if len(groups) == 1:
         return groups.pop()
     return f"/subscriptions/{subs.pop()}" if len(subs) == 1 else "/subscriptions"
@@ -315,7 +321,7 @@ def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope
         event = flush_completed(origin, target, Outcome("Rejected", now, error),
                                 event_id=event_id)
     else:
-        scope = selector_scope or (targets[0].scope if targets else "/redisflush/requests")
+        scope = selector_scope or (scope_of(targets) if targets else "/redisflush/requests")
         event = request_completed(origin, scope, [], completed_at=now, arm_requests=arm_requests,
                                   status="Rejected", error=error, event_id=event_id)
         target = None

@@ -18,6 +18,9 @@ from ..errors import ConfigurationError
 
 MIN_TIMEOUT, MAX_TIMEOUT = 30, 86400
 DEFAULT_MAX_TARGETS = 50
+# The app's ceiling (redisflush.settings.MAX_TARGETS_LIMIT: a poll message carries every
+# target); the sender checks the same range so --dry-run never passes what the app refuses.
+MAX_TARGETS_LIMIT = 50
 SETTINGS_FILES = ("local.settings.json", "local.settings.sample.json")
 _PREFIXES = ("REDISFLUSH_", "ServiceBusConnection", "AZURE_")
 _ENTITIES = (("REDISFLUSH_REQUEST_QUEUE", "redis-flush-requests"),
@@ -54,7 +57,7 @@ class SenderSettings:
                                           MIN_TIMEOUT, MAX_TIMEOUT),
                    max_targets=_whole("REDISFLUSH_MAX_TARGETS",
                                       get("REDISFLUSH_MAX_TARGETS") or str(DEFAULT_MAX_TARGETS),
-                                      1, 100_000),
+                                      1, MAX_TARGETS_LIMIT),
                    client_id=get("AZURE_CLIENT_ID"),
                    service_bus_connection=get("ServiceBusConnection"),
                    service_bus_namespace=get("ServiceBusConnection__fullyQualifiedNamespace"))

@@ -173,3 +173,18 @@ def test_without_a_learned_duration_scarce_reads_are_shared(h: Harness) -> None:
     reads = [seconds(r.when) for r in h.arm.requests if r.method == "GET"]
     assert len(reads) == 30 and min(reads) >= 1.5 - 1e-6
     h.batch(rid, {resource_id(cache=c): "Succeeded" for c in caches}, "Succeeded")
+
+
+def test_a_request_of_several_groups_rejected_whole_names_their_subscription(
+        h: Harness) -> None:
+    """A bad field rejects the request before any cache is touched: one RequestCompleted, with
+    the scope its caches share (their subscription here, not the first cache's group)."""
+    from tests.support.harness import check_request_event
+
+    ids = [resource_id(rg="rg0", cache="c0"), resource_id(rg="rg1", cache="c1")]
+    rid = h.send_request({"resourceIds": ids, "timeoutSeconds": 5})
+    h.run()
+    (event,) = h.events()
+    doc = check_request_event(event.message, rid, "Rejected", f"/subscriptions/{SUB}")
+    assert doc["data"]["error"]["target"] == "timeoutSeconds"
+    assert h.arm.requests == []

@@ -281,3 +281,20 @@ def test_timeout_bounds(value, expected):
 def test_local_dir_defaults_under_the_app_root():
     root = Path("/srv/app")
     assert Settings.from_env({}, app_root=root).local_dir == root / ".redisflush"
+
+
+@pytest.mark.parametrize("value", ["1", "50", "51", "100", "0"])
+def test_the_sender_takes_the_max_targets_the_app_takes(value):
+    """`send --dry-run` must not pass a REDISFLUSH_MAX_TARGETS the app refuses at load."""
+    from redisflush.sender.settings import SenderSettings
+
+    def outcome(load):
+        try:
+            return load().max_targets
+        except ConfigurationError as exc:
+            assert "REDISFLUSH_MAX_TARGETS" in str(exc)
+            return "refused"
+
+    app = outcome(lambda: Settings.from_env({"REDISFLUSH_MAX_TARGETS": value}))
+    sender = outcome(lambda: SenderSettings.from_values({"REDISFLUSH_MAX_TARGETS": value}))
+    assert app == sender
