@@ -1,7 +1,7 @@
 """TableLedger: the request ledger on Azure Table storage, in the app's own storage account
 (docs/design.md, "Request ledger").
 
-Layout: PartitionKey = requestId (its rule, [A-Za-z0-9._:-]{1,128}, holds no character a key
+Layout: PartitionKey = requestId (its rule, [A-Za-z0-9._:-]{1,80}, holds no character a key
 may not), RowKey = "request" for the request row, else "t-" + sha256 of the key (a target's
 resource id holds '/', which a key may not); the real key is the `Key` property. Conditional
 writes are the service's own: insert fails on an existing row (409), replace carries If-Match

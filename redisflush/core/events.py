@@ -2,7 +2,7 @@
 `RedisFlush.FlushCompleted`, the per-request `RedisFlush.RequestCompleted`, and the
 `RedisFlush.FlushProgress` notes for a waiting pipeline. CloudEvents 1.0, structured JSON.
 
-Ids are deterministic (`{requestId}:completed`, `{requestId}:{i}:completed`) and are the
+Ids are deterministic (`{requestId}:completed`, `{requestId}:completed:{i}`) and are the
 Service Bus MessageIds too, so a step that runs twice publishes duplicates that the topic's
 duplicate detection drops.
 """
@@ -87,9 +87,12 @@ def _seconds(start: dt.datetime, end: dt.datetime) -> float:
 
 
 def cache_event_id(origin: Origin, index: int, batch: bool) -> str:
-    """`{requestId}:completed` alone; `{requestId}:{i}:completed` inside a batch (several
-    targets or a selector, whose RequestCompleted takes `{requestId}:completed`)."""
-    return f"{origin.request_id}:{index}:completed" if batch else \
+    """`{requestId}:completed` alone; `{requestId}:completed:{i}` inside a batch (several
+    targets or a selector, whose RequestCompleted takes `{requestId}:completed`). The index
+    comes last so no other request's id can spell it: with `{requestId}:{i}:completed`, the
+    one-cache request `x:0` and cache 0 of request `x` shared an id, and the topic's duplicate
+    detection dropped one of the two events."""
+    return f"{origin.request_id}:completed:{index}" if batch else \
         f"{origin.request_id}:completed"
 
 
@@ -203,7 +206,9 @@ def event_message(event: Mapping[str, Any], origin: Origin, target: Target | Non
 
 def _wire(doc: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON: the bytes `fit` measured."""
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    # backslashreplace: a lone surrogate that got past validation must not stop the event
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "backslashreplace")
 
 
 def progress_note(origin: Origin, *, status: str, percent: Any, targets: int,

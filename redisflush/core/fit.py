@@ -18,7 +18,8 @@ _MAX_INT_DIGITS = 300
 
 def size(value: Any) -> int:
     """Bytes of the compact JSON text, as the app sends it."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "backslashreplace"))
 
 
 def clean(value: Any, depth: int = 0, limit: int | None = None) -> Any:

@@ -31,7 +31,11 @@ MAX_BODY_BYTES = 64 * 1024
 MIN_TIMEOUT, MAX_TIMEOUT = 30, 86400
 MAX_TEXT = 256
 MAX_LINKED = 50
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
+# 80: the longest id the app derives from it (a repeat's reply copy of a RequestIdReused
+# event, `{requestId}:reused:{12 hex}:completed:{12 hex}`, 43 more) stays within Service
+# Bus's 128-character MessageId, with room for long step numbers.
+MAX_REQUEST_ID = 80
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID}}}", re.ASCII)
 _QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,259}", re.ASCII)
 REQUEST_FIELDS = ("resourceId", "resourceIds", "selector", "subscriptionId", "resourceGroup",
                   "cacheName", "clusterName", "databaseName", "linkedDatabaseIds", "requestId",
@@ -199,8 +203,14 @@ def _first_problem(data: Any) -> ValidationError | None:
                                            f"(at {path[:60]}...)")
         if isinstance(value, _Duplicated):
             where = f"{path}.{value.key}" if path else value.key
-            return ValidationError(where[:128], "must appear only once")
+            return ValidationError(_utf8_safe(where)[:128], "must appear only once")
+        if isinstance(value, str) and not _encodes(value):
+            return ValidationError(_utf8_safe(path or "body")[:128], _SURROGATE_RULE)
         if isinstance(value, dict):
+            bad_key = next((k for k in value if not _encodes(str(k))), None)
+            if bad_key is not None:
+                where = f"{path}.{bad_key}" if path else str(bad_key)
+                return ValidationError(_utf8_safe(where)[:128], _SURROGATE_RULE)
             children = [(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()]
         elif isinstance(value, list):
             children = [(v, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -208,6 +218,25 @@ def _first_problem(data: Any) -> ValidationError | None:
             continue
         stack.extend((v, p, depth + 1) for v, p in reversed(children))
     return None
+
+
+# JSON may escape half of a UTF-16 pair (\ud800-\udfff) on its own; Python keeps it as a
+# lone surrogate that no UTF-8 encoder takes, so every event and poll message built from the
+# text would fail to send after the POST went out (docs/design.md, "Flush request").
+_SURROGATE_RULE = "must not contain an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _utf8_safe(text: str) -> str:
+    """`text` with any lone surrogate written as its escape, so a field path can be named."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _no_constant(name: str) -> Any:
@@ -261,7 +290,7 @@ def _check_reply_to(reply_to: str | None, reserved: tuple[str, ...]) -> None:
 def _origin_fields(data: Mapping[str, Any], origin: Origin) -> Origin:
     request_id = data.get("requestId")
     if request_id is not None and not is_request_id(request_id):
-        raise ValidationError("requestId", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+        raise ValidationError("requestId", "must be 1-80 characters of A-Z a-z 0-9 . _ : -")
     values = {name: _optional_text(data, name) for name in ("reason", "requestedBy")}
     return Origin(request_id or origin.request_id, origin.requested_at, origin.correlation_id,
                   origin.reply_to, origin.reply_to_session_id, values["reason"],

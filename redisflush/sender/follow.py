@@ -3,7 +3,7 @@
 docs/design.md ("Completion events"): the final event has id `{requestId}:completed`. It is
 the per-cache `RedisFlush.FlushCompleted` for a one-target request and the per-request
 `RedisFlush.RequestCompleted` for several targets or a selector; per-cache events of a
-multi-target request (ids `{requestId}:{i}:completed`) and `RedisFlush.FlushProgress` notes
+multi-target request (ids `{requestId}:completed:{i}`) and `RedisFlush.FlushProgress` notes
 only report progress. Anything else in the session (another request's events, garbage) is
 skipped, so a wrong message cannot end the wait.
 """

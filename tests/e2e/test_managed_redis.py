@@ -186,7 +186,7 @@ def test_tag_selector_over_both_kinds(procs: Processes, local_dir: Path, tmp_pat
     events = [json.loads(line) for line in watch.stdout.splitlines() if line.strip()]
     per_cache = [e for e in events if e["type"] == "RedisFlush.FlushCompleted"]
     assert sorted(e["subject"] for e in per_cache) == sorted(FLEET_TARGETS)
-    assert sorted(e["id"] for e in per_cache) == [f"e2e-fleet-1:{i}:completed" for i in range(5)]
+    assert sorted(e["id"] for e in per_cache) == [f"e2e-fleet-1:completed:{i}" for i in range(5)]
     for e in per_cache:
         assert e["data"]["batch"]["count"] == 5
         # a linked database that is a target itself is left out of its partner's ids

@@ -154,7 +154,7 @@ def test_kill9_after_the_posts_then_redelivery_flushes_each_cache_once(
     # exactly one event per cache and one for the request on the topic
     events = topic_events(local_dir)
     assert sorted(e["id"] for e in events) == sorted(
-        [f"{rid}:{i}:completed" for i in range(3)] + [f"{rid}:completed"]), events
+        [f"{rid}:completed:{i}" for i in range(3)] + [f"{rid}:completed"]), events
     assert all(e["data"]["status"] == "Succeeded" for e in events)
 
     # delivered once more after it finished: the kept outcomes are published again (the

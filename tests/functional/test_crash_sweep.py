@@ -227,7 +227,7 @@ def run_point(point: str, targets: int, ledger_kind: str, tmp: Path) -> Row:
             problems.append("the crash point was never reached")
         posts = [len(arm.route("POST", flush_path(SUB, RG, c)).requests) for c in caches]
         ids = [f"{rid}:completed"] if targets == 1 else \
-            [f"{rid}:{i}:completed" for i in range(targets)] + [f"{rid}:completed"]
+            [f"{rid}:completed:{i}" for i in range(targets)] + [f"{rid}:completed"]
         published = [e for e in bus.messages(h.settings.events_topic)
                      if e.message.correlation_id == rid]
         events = [sum(1 for e in published if e.message_id == i) for i in ids]

@@ -55,6 +55,11 @@ REJECTED = {
     "too-large": (b'{"reason": "' + b"x" * (64 * 1024) + b'"}', "body", None),
     "timeout-too-short": ({"subscriptionId": SUB, "resourceGroup": RG, "cacheName": CACHE,
                            "timeoutSeconds": 5}, "timeoutSeconds", resource_id()),
+    # half of a UTF-16 pair escaped alone: once POSTed, no event could be encoded to UTF-8
+    "lone-surrogate-value": (b'{"resourceId": "' + resource_id().encode()
+                             + b'", "reason": "bad \\ud800 half"}', "reason", None),
+    "lone-surrogate-key": (b'{"resourceId": "' + resource_id().encode()
+                           + b'", "\\udfff": 1}', "\\udfff", None),
 }
 
 

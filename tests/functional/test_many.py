@@ -51,8 +51,8 @@ def test_one_target_failing_while_the_others_succeed(h: Harness) -> None:
     # each cache's event as soon as it ended: b and c in the request's own step, a two
     # status reads later, the request's event with the last one
     order = [(e.message_id, seconds(e.sent_at)) for e in h.events()]
-    assert order == [(f"{rid}:1:completed", 0.0), (f"{rid}:2:completed", 0.0),
-                     (f"{rid}:0:completed", 3.0), (f"{rid}:completed", 3.0)]
+    assert order == [(f"{rid}:completed:1", 0.0), (f"{rid}:completed:2", 0.0),
+                     (f"{rid}:completed:0", 3.0), (f"{rid}:completed", 3.0)]
     assert request["armRequests"] == 3 + 3
     # the waiting pipeline gets notes, then the request's event only (not each cache's)
     replies = h.bus.messages("redis-flush-replies")
@@ -188,3 +188,20 @@ def test_a_request_of_several_groups_rejected_whole_names_their_subscription(
     doc = check_request_event(event.message, rid, "Rejected", f"/subscriptions/{SUB}")
     assert doc["data"]["error"]["target"] == "timeoutSeconds"
     assert h.arm.requests == []
+
+
+def test_a_batch_and_one_cache_requests_named_like_its_ids_each_publish_every_event(
+        h: Harness) -> None:
+    """Request `coll` of two caches and requests `coll:0`, `coll:1` of one cache each: every
+    event id differs, so the topic's duplicate detection drops none of the five events."""
+    for cache in ("c1", "c2", "c3", "c4"):
+        accept(h, cache, 0)
+    h.send_request({"resourceIds": [resource_id(cache="c1"), resource_id(cache="c2")],
+                    "requestId": "coll"})
+    h.send_request({"resourceId": resource_id(cache="c3"), "requestId": "coll:0"})
+    h.send_request({"resourceId": resource_id(cache="c4"), "requestId": "coll:1"})
+    h.run()
+    assert h.bus.dropped == []
+    assert sorted(e.message.message_id for e in h.events()) == [
+        "coll:0:completed", "coll:1:completed", "coll:completed", "coll:completed:0",
+        "coll:completed:1"]

@@ -43,8 +43,8 @@ def test_three_caches_one_chain_events_as_each_ends_then_the_request():
     ids = [rid("c"), rid("a"), rid("b")]
     world.run(world.request({"resourceIds": ids}, reply_to="replies"))
     events = world.published()
-    assert [e["id"] for e in events] == ["req-1:0:completed", "req-1:1:completed",
-                                        "req-1:2:completed", "req-1:completed"]
+    assert [e["id"] for e in events] == ["req-1:completed:0", "req-1:completed:1",
+                                        "req-1:completed:2", "req-1:completed"]
     assert [e["subject"] for e in events[:3]] == ["a", "b", "c"]  # sorted, finished in order
     assert all(e["data"]["batch"]["count"] == 3 for e in events[:3])
     final = events[-1]
@@ -265,7 +265,7 @@ def test_a_selector_matching_one_cache_keeps_the_per_cache_and_request_ids_apart
     world.run(world.request({"selector": {"subscriptionId": SUB, "tags": {"app": "shop"},
                                           "kinds": ["redis"]}}))
     ids = [e["id"] for e in world.published()]
-    assert ids == ["req-1:0:completed", "req-1:completed"]
+    assert ids == ["req-1:completed:0", "req-1:completed"]
     assert world.published()[0]["data"]["batch"] == {"index": 0, "count": 1}
 
 

@@ -190,12 +190,12 @@ class Harness:
         status is `status`. Returns (cache data by resource id, request data)."""
         found = self.event_messages(request_id)
         ids = sorted(statuses, key=str.lower)
-        wanted = {f"{request_id}:{i}:completed" for i in range(len(ids))} | \
+        wanted = {f"{request_id}:completed:{i}" for i in range(len(ids))} | \
             {f"{request_id}:completed"}
         assert set(found) == wanted, sorted(set(found) ^ wanted)
         caches = {}
         for i, rid in enumerate(ids):
-            doc = check_event(found[f"{request_id}:{i}:completed"], request_id, statuses[rid],
+            doc = check_event(found[f"{request_id}:completed:{i}"], request_id, statuses[rid],
                               rid, index=i, count=len(ids), batch=True)
             caches[rid] = doc["data"]
         request = check_request_event(found[f"{request_id}:completed"], request_id, status,
@@ -215,7 +215,7 @@ def check_event(message: OutboundMessage, request_id: str, status: str,
     for a per-cache event (`index` of `count` targets; `batch`, default count > 1: the
     request has its own RequestCompleted, as several targets or a selector do)."""
     batch = count > 1 if batch is None else batch
-    event_id = event_id or (f"{request_id}:{index}:completed" if batch else
+    event_id = event_id or (f"{request_id}:completed:{index}" if batch else
                             f"{request_id}:completed")
     assert message.content_type == "application/cloudevents+json"
     assert message.message_id == event_id

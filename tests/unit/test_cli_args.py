@@ -214,7 +214,7 @@ def test_invalid_requests_never_traceback(argv: list[str], mentions: str,
 
 def test_final_event_rules() -> None:
     one = {"type": "RedisFlush.FlushCompleted", "id": "r:completed", "data": {}}
-    cache = {"type": "RedisFlush.FlushCompleted", "id": "r:1:completed", "data": {}}
+    cache = {"type": "RedisFlush.FlushCompleted", "id": "r:completed:1", "data": {}}
     request = {"type": "RedisFlush.RequestCompleted", "id": "r:completed", "data": {}}
     rejected = {**one, "data": {"status": "Rejected"}}
     many = "RedisFlush.RequestCompleted"

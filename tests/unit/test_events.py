@@ -92,11 +92,11 @@ def test_flush_completed_for_a_managed_redis_database():
 
 @pytest.mark.parametrize("index, count, batch_flag, event_id, batch", [
     (0, 1, None, "req-1:completed", None),  # a one-target request: as before
-    (0, 2, None, "req-1:0:completed", {"index": 0, "count": 2}),
-    (1, 2, None, "req-1:1:completed", {"index": 1, "count": 2}),
-    (49, 50, None, "req-1:49:completed", {"index": 49, "count": 50}),
+    (0, 2, None, "req-1:completed:0", {"index": 0, "count": 2}),
+    (1, 2, None, "req-1:completed:1", {"index": 1, "count": 2}),
+    (49, 50, None, "req-1:completed:49", {"index": 49, "count": 50}),
     # a selector that matched one cache is still a batch: RequestCompleted takes the plain id
-    (0, 1, True, "req-1:0:completed", {"index": 0, "count": 1}),
+    (0, 1, True, "req-1:completed:0", {"index": 0, "count": 1}),
     (0, 1, False, "req-1:completed", None),
 ])
 def test_single_vs_batch_ids(index, count, batch_flag, event_id, batch):
