@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from .core.trust import is_loopback_http as is_loopback_http
 from .errors import ConfigurationError
 from .logtext import printable
+from .sender.settings import distinct_entities
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_API_VERSION = "2023-08-01"
@@ -117,6 +118,7 @@ class Settings:
                           ("REDISFLUSH_EVENTS_TOPIC", "events_topic"),
                           ("REDISFLUSH_REPLY_QUEUE", "reply_queue")):
             names[attr] = _entity_name(key, get(key) or "")
+        distinct_entities(names)
         return cls(
             **names,
             arm_endpoint=endpoint,

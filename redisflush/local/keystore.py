@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from ..errors import ConfigurationError
+from ..logtext import printable
 from .emulator_clusters import database_key
 
 log = logging.getLogger("redisflush.emulator")
@@ -130,7 +132,12 @@ class RedisKeyStore:
 
 def make_keystore(redis_url: str | None) -> KeyStore:
     """A `RedisKeyStore` for a Redis URL, else a `MemoryKeyStore`."""
-    return RedisKeyStore(redis_url) if redis_url else MemoryKeyStore()
+    if not redis_url:
+        return MemoryKeyStore()
+    try:
+        return RedisKeyStore(redis_url)
+    except ValueError as exc:  # redis-py's URL parser: a usage error, not a traceback
+        raise ConfigurationError(f"--redis-url: {printable(str(exc), 200)}") from None
 
 
 # The operations moved to their own module; `from .keystore import OperationBook` keeps working.

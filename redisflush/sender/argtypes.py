@@ -50,3 +50,18 @@ def subscription_name(text: str) -> str:
 
 
 port = whole(0, 65535)
+
+
+STATUSES = ("Succeeded", "Failed", "Canceled", "TimedOut", "Rejected")
+
+
+def statuses(text: str) -> frozenset[str]:
+    """A comma list of event statuses (any case), each one the events can carry."""
+    wanted = {s.strip() for s in text.split(",") if s.strip()}
+    known = {s.lower(): s for s in STATUSES}
+    unknown = sorted(w for w in wanted if w.lower() not in known)
+    if not wanted or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{(unknown or [text])[0][:40]!r} is not a status (one or more of "
+            f"{', '.join(STATUSES)})")
+    return frozenset(w.lower() for w in wanted)

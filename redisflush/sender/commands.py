@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .argtypes import seconds, subscription_name, whole
+from .argtypes import STATUSES, seconds, statuses, subscription_name, whole
 from .channel import Channel
 from .errors import UsageError
 from .follow import EXIT_TIMED_OUT, exit_code, follow
@@ -53,7 +53,9 @@ def add_watch_parser(sub: Any) -> None:
     watch = sub.add_parser("watch", help="stream completion events from the topic")
     watch.add_argument("--subscription-name", default="all", type=subscription_name,
                        help="topic subscription to read (default: all)")
-    watch.add_argument("--status", help="only events with this status (comma list)")
+    watch.add_argument("--status", type=statuses,
+                       help="only events with this status (comma list of " +
+                       ", ".join(STATUSES) + ")")
     watch.add_argument("--json", action="store_true", help="one JSON line per event")
     watch.add_argument("--count", type=whole(1, 10**9), help="stop after this many events")
     watch.add_argument("--timeout", type=seconds(0, MAX_TIMEOUT * 365), metavar="S",
@@ -123,7 +125,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     _one_bus(args)
     settings, root = load_settings(args)
-    wanted = {s.strip().lower() for s in (args.status or "").split(",") if s.strip()}
+    wanted: frozenset[str] = args.status or frozenset()
     until = None if args.timeout is None else time.monotonic() + args.timeout
     channel = open_channel(args, settings, root)
     seen = 0

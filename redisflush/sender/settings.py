@@ -29,6 +29,20 @@ _ENTITIES = (("REDISFLUSH_REQUEST_QUEUE", "redis-flush-requests"),
              ("REDISFLUSH_REPLY_QUEUE", "redis-flush-replies"))
 
 
+def distinct_entities(names: Mapping[str, str]) -> None:
+    """The request, poll and reply queues and the events topic are four entities (the app's
+    settings and the sender's alike): one queue under two names would hand poll messages to
+    FlushTrigger, which rejects them, and no outcome would be published. Service Bus compares
+    names without case. `names`: attribute (request_queue, ...) -> entity name."""
+    seen: dict[str, str] = {}
+    for attr, name in names.items():
+        setting = f"REDISFLUSH_{attr.upper()}"
+        if name.lower() in seen:
+            raise ConfigurationError(f"{setting}: {name!r} is already the name of "
+                                     f"{seen[name.lower()]}; the four entities must differ")
+        seen[name.lower()] = setting
+
+
 @dataclass(frozen=True)
 class SenderSettings:
     """The sender's view of the app's settings (same names, same defaults, same rules)."""
@@ -51,6 +65,8 @@ class SenderSettings:
 
         request, poll, events, reply = (entity_name(name, get(name) or default)
                                         for name, default in _ENTITIES)
+        distinct_entities({"request_queue": request, "poll_queue": poll,
+                           "events_topic": events, "reply_queue": reply})
         return cls(request, poll, events, reply,
                    timeout_seconds=_whole("REDISFLUSH_TIMEOUT_SECONDS",
                                           get("REDISFLUSH_TIMEOUT_SECONDS") or "1800",

@@ -130,6 +130,9 @@ VALUES = {
     "watch-long-name": (["watch", "--subscription-name", "x" * 51], "--subscription-name"),
     "watch-negative-timeout": (["watch", "--timeout", "-1"], "--timeout"),
     "watch-zero-count": (["watch", "--count", "0"], "--count"),
+    "watch-unknown-status": (["watch", "--status", "Succeeded,Bogus"], "'Bogus' is not a status"),
+    "serve-redis-url": (["serve", "--local", "--redis-url", "foo://bar"], "--redis-url"),
+    "emulator-redis-url": (["emulator", "--redis-url", "redis://[::1"], "--redis-url"),
     "send-huge-timeout": (["send", "--resource-id", CLASSIC, "--timeout", "9" * 5000],
                           "--timeout"),
     "no-app-root-send": (["--app-root", "/nonexistent", "send", "--resource-id", CLASSIC,
@@ -195,7 +198,10 @@ def test_dry_run_prints_the_body_and_a_selector_says_it_needs_arm(
     ([*PARTS, "--cache", "bad_name!"], "cacheName"),
     (["--resource-id", CLASSIC, "--request-id", "has space"], "requestId"),
     (["--resource-id", CLASSIC, "--reason", "x" * 300], "reason"),
-    (["--resource-id", CLASSIC, "--reason", "\udcff\n"], ""),   # argv that was not UTF-8
+    # argv that was not UTF-8: Python hands it over as lone surrogates, which no event
+    # could carry, so the request is refused before it is sent
+    (["--resource-id", CLASSIC, "--reason", "\udcff\n"], "reason: must not contain"),
+    (["--resource-id", CLASSIC, "--request-id", "r" * 81], "requestId: must be 1-80"),
     (["--resource-id", CLASSIC, "--timeout", "5"], "timeoutSeconds"),
     (["--resource-id", CLASSIC, "--no-linked"], "linkedDatabaseIds"),
 ])

@@ -298,3 +298,18 @@ def test_the_sender_takes_the_max_targets_the_app_takes(value):
     app = outcome(lambda: Settings.from_env({"REDISFLUSH_MAX_TARGETS": value}))
     sender = outcome(lambda: SenderSettings.from_values({"REDISFLUSH_MAX_TARGETS": value}))
     assert app == sender
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"REDISFLUSH_POLL_QUEUE": "Redis-Flush-Requests"}, "REDISFLUSH_POLL_QUEUE"),
+    ({"REDISFLUSH_REPLY_QUEUE": "redis-flush-polls"}, "REDISFLUSH_REPLY_QUEUE"),
+    ({"REDISFLUSH_EVENTS_TOPIC": "q", "REDISFLUSH_REQUEST_QUEUE": "Q"},
+     "REDISFLUSH_EVENTS_TOPIC"),
+])
+def test_one_entity_under_two_settings_is_refused_by_app_and_sender(env, named):
+    """A poll queue that is the request queue would feed poll messages to FlushTrigger."""
+    from redisflush.sender.settings import SenderSettings
+
+    for load in (lambda: Settings.from_env(env), lambda: SenderSettings.from_values(env)):
+        with pytest.raises(ConfigurationError, match=f"^{named}: .* the four entities"):
+            load()
