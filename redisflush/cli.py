@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _emulator_options(parser: argparse.ArgumentParser, port_flag: str) -> None:
     group = parser.add_argument_group("ARM emulator")
     group.add_argument(port_flag, dest="port", type=port, default=0,
-                       help="port (default: the last one used, else a free one)")
+                       help="port (default: the last one this local dir used, else a free one)"
+                       if port_flag == "--emulator-port" else "port (default: a free one)")
     group.add_argument("--config", help="behaviours per cache, JSON or TOML file")
     group.add_argument("--redis-url", help="back caches with this Redis (redis://host:port/db)")
     group.add_argument("--duration", type=seconds(0, 86400), help="seconds each flush takes")
