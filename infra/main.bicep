@@ -50,6 +50,9 @@ param grantOperationStatusRead bool = true
 @description('Assign a read-only lister role (cache, cluster and database reads, never keys) on this subscription, so selectors that name only a subscription can list every resource group. false: reads stay inside flushScopes and selectors must name a resource group.')
 param grantSubscriptionListRead bool = true
 
+@description('Assign Azure Service Bus Data Owner on the request and poll queues only (not the namespace), so the scale controller can read their length: target-based scaling of a Service Bus trigger needs the Manage claim. false: Data Receiver alone, and both triggers scale incrementally, more slowly under a burst of requests.')
+param grantQueueManageForScaling bool = true
+
 @description('Service Bus with Entra ID only (no SAS keys, no connection strings). Set false to allow `--connection-string` senders.')
 param disableLocalAuth bool = true
 
@@ -120,6 +123,7 @@ var allowedScopes = join(map(flushScopes, rg => '${subscription().id}/resourceGr
 var roles = {
   serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -329,6 +333,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: 'Authorization=AAD'
         }
         {
+          // Each Service Bus trigger locks up to maxConcurrentCalls (16, host.json) messages;
+          // the worker's default pool (CPU count + 4 threads) would leave some waiting out
+          // their lock and the function timeout. 32: both functions on one instance.
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: '32'
+        }
+        {
           name: 'REDISFLUSH_REQUEST_QUEUE'
           value: requestQueue.name
         }
@@ -416,6 +427,28 @@ resource sbSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: serviceBus
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Manage on the two trigger queues only: what target-based scaling reads (their runtime
+// properties, so the scale controller sees the queue length and scheduled messages).
+resource requestQueueOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantQueueManageForScaling) {
+  name: guid(requestQueue.id, functionApp.id, roles.serviceBusDataOwner)
+  scope: requestQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource pollQueueOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantQueueManageForScaling) {
+  name: guid(pollQueue.id, functionApp.id, roles.serviceBusDataOwner)
+  scope: pollQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }

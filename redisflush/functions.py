@@ -3,8 +3,9 @@
 The Functions host keeps one worker process warm for many invocations, so the app (its ARM
 session, token cache, pacer, Service Bus client and ledger) is built once, on first use.
 `check_settings` runs when the worker loads a function folder: a broken setting fails the
-load with one line naming it, so no message is taken and none is dead-lettered for it
-(docs/design.md, "Settings"). The local host installs its own app with `install`.
+load with one line naming it. (The Azure host still starts that function's trigger and fails
+each invocation, so its messages are dead-lettered: docs/design.md, "Settings".) The local
+host installs its own app with `install`.
 """
 from __future__ import annotations
 

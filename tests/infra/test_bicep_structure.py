@@ -18,6 +18,7 @@ FILES = sorted(INFRA.rglob("*.bicep"))
 # Built-in role definition ids (Azure built-in roles reference).
 SB_RECEIVER = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
 SB_SENDER = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
+SB_OWNER = "090c5cfd-751d-490a-894a-3ce6f1109419"  # Azure Service Bus Data Owner
 BLOB_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 STORAGE_TABLE_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
@@ -455,15 +456,27 @@ def test_app_role_assignments(main: BicepFile) -> None:
         assert props["principalId"] == "functionApp.identity.principalId"
         assert props["principalType"] == "ServicePrincipal"
         assert ra.body["name"].startswith("guid(")
-        got[role_id_of(main, ra)] = ra.body["scope"]
-    assert got == {SB_RECEIVER: "serviceBus", SB_SENDER: "serviceBus",
-                   BLOB_OWNER: "storage", STORAGE_TABLE_CONTRIBUTOR: "storage",
-                   METRICS_PUBLISHER: "appInsights"}
+        got.setdefault(role_id_of(main, ra), []).append(ra.body["scope"])
+    assert got == {SB_RECEIVER: ["serviceBus"], SB_SENDER: ["serviceBus"],
+                   SB_OWNER: ["requestQueue", "pollQueue"],
+                   BLOB_OWNER: ["storage"], STORAGE_TABLE_CONTRIBUTOR: ["storage"],
+                   METRICS_PUBLISHER: ["appInsights"]}
+
+
+def test_queue_manage_for_scaling_is_on_the_trigger_queues_only_and_can_be_dropped(
+        main: BicepFile) -> None:
+    """Target-based scaling reads the queue length (the Manage claim); never the namespace."""
+    owners = [ra for ra in main.of_type("Microsoft.Authorization/roleAssignments")
+              if role_id_of(main, ra) == SB_OWNER]
+    assert {ra.body["scope"] for ra in owners} == {"requestQueue", "pollQueue"}
+    assert all(ra.condition == "grantQueueManageForScaling" for ra in owners)
+    assert main.params["grantQueueManageForScaling"].default is True
 
 
 def test_role_ids_are_the_built_in_ones(main: BicepFile) -> None:
     assert main.variables["roles"] == {
         "serviceBusDataReceiver": SB_RECEIVER, "serviceBusDataSender": SB_SENDER,
+        "serviceBusDataOwner": SB_OWNER,
         "storageBlobDataOwner": BLOB_OWNER,
         "storageTableDataContributor": STORAGE_TABLE_CONTRIBUTOR,
         "monitoringMetricsPublisher": METRICS_PUBLISHER,
