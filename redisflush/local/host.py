@@ -29,7 +29,6 @@ from typing import Any
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest
-from croniter import croniter
 
 from ..bus import ReceivedMessage
 from ..errors import ConfigurationError
@@ -64,6 +63,8 @@ class TimerSpec:
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:
         """The first scheduled time strictly after `moment` (UTC)."""
+        from croniter import croniter  # local mode only: the Azure worker never needs it
+
         found: dt.datetime = croniter(self.schedule, moment,
                                       second_at_beginning=True).get_next(dt.datetime)
         return found
@@ -126,6 +127,8 @@ def _documents(app_root: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 def load_timers(app_root: Path, values: Mapping[str, str]) -> list[TimerSpec]:
     """Every folder of `app_root` whose function.json has a timerTrigger binding."""
+    from croniter import croniter  # local mode only (runtime.open_bus is shared with Azure)
+
     specs: list[TimerSpec] = []
     for path, doc in _documents(app_root):
         triggers = [b for b in doc.get("bindings", []) if b.get("type") == "timerTrigger"]
