@@ -164,6 +164,10 @@ class Serve(Proc):
         return [m for m in map(INVOCATION_LINE.search, self.stderr().splitlines()) if m]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Processes:
     """Every process a test starts; `close()` kills what is still running."""
 
@@ -175,7 +179,11 @@ class Processes:
         self.closed = False
 
     def spawn(self, args: Sequence[str], local_dir: Path, *, name: str | None = None,
-              env: dict[str, str] | None = None, kind: type[Proc] = Proc) -> Proc:
+              env: dict[str, str] | None = None, kind: type[Proc] = Proc,
+              ctrl_c: bool = False) -> Proc:
+        """`ctrl_c`: the child takes SIGINT as a terminal's foreground job does, even when this
+        run inherited it ignored (a shell's background job: `.ci/run &`), where Python would
+        leave it ignored and no KeyboardInterrupt could reach the command."""
         with self._lock:
             if self.closed:
                 raise RuntimeError("the test is over: no new processes")
@@ -186,7 +194,8 @@ class Processes:
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             popen = subprocess.Popen([sys.executable, "-m", "redisflush", *args], cwd=APP_ROOT,
                                      env=cli_env(local_dir, env), stdout=out, stderr=err,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_default_sigint if ctrl_c else None)
         proc = kind(stem, popen, out_path, err_path)
         with self._lock:
             self.procs.append(proc)

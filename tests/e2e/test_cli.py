@@ -181,7 +181,7 @@ def test_watch_timeout_0_stops_at_once(local_dir: Path) -> None:
 
 
 def test_ctrl_c_exits_130(local_dir: Path, procs: Processes) -> None:
-    watch = procs.spawn(["watch", "--local"], local_dir)
+    watch = procs.spawn(["watch", "--local"], local_dir, ctrl_c=True)
     wait_for(lambda: (local_dir / "bus.sqlite").exists(), 20, "the local bus")
     time.sleep(0.5)                          # past start-up: it is waiting for events
     watch.popen.send_signal(signal.SIGINT)
