@@ -114,14 +114,19 @@ def _entry(app_root: Path, path: Path, doc: Mapping[str, Any]) -> Callable[..., 
     return entry  # type: ignore[no-any-return]
 
 
-def _documents(app_root: Path) -> list[tuple[Path, dict[str, Any]]]:
+def _triggers(app_root: Path, kind: str) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """(function.json path, its document, its first `kind` binding) for each folder that has
+    one, in folder order."""
     found = []
     for path in sorted(app_root.glob("*/function.json")):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
-        found.append((path, doc if isinstance(doc, dict) else {}))
+        doc = doc if isinstance(doc, dict) else {}
+        bindings = [b for b in doc.get("bindings", []) if b.get("type") == kind]
+        if bindings:
+            found.append((path, doc, bindings[0]))
     return found
 
 
@@ -130,11 +135,7 @@ def load_timers(app_root: Path, values: Mapping[str, str]) -> list[TimerSpec]:
     from croniter import croniter  # local mode only (runtime.open_bus is shared with Azure)
 
     specs: list[TimerSpec] = []
-    for path, doc in _documents(app_root):
-        triggers = [b for b in doc.get("bindings", []) if b.get("type") == "timerTrigger"]
-        if not triggers:
-            continue
-        binding = triggers[0]
+    for path, doc, binding in _triggers(app_root, "timerTrigger"):
         schedule = resolve(str(binding.get("schedule", "")), values, str(path)).strip()
         if len(schedule.split()) != 6 or not croniter.is_valid(schedule,
                                                                second_at_beginning=True):
@@ -151,11 +152,7 @@ def load_timers(app_root: Path, values: Mapping[str, str]) -> list[TimerSpec]:
 def load_functions(app_root: Path, values: Mapping[str, str]) -> list[FunctionSpec]:
     """Every folder of `app_root` whose function.json has a serviceBusTrigger binding."""
     specs: list[FunctionSpec] = []
-    for path, doc in _documents(app_root):
-        triggers = [b for b in doc.get("bindings", []) if b.get("type") == "serviceBusTrigger"]
-        if not triggers:
-            continue
-        binding = triggers[0]
+    for path, doc, binding in _triggers(app_root, "serviceBusTrigger"):
         if "queueName" not in binding:
             raise ConfigurationError(f"{path}: only queue triggers are supported")
         try:
