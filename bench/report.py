@@ -22,11 +22,19 @@ def _interval(v: dict[str, Any]) -> str:
 
 
 def _said(ok: bool | None, v: dict[str, Any]) -> str:
-    """A lag verdict, flagged when the median's 95% interval spans 0.5 s: a run of the same
-    size may then come out on the other side of the median target."""
-    word = "met" if ok else "MISSED"
+    """A lag verdict naming what missed, and whether the median's side of it is within the
+    run's sampling (its 95% interval spans 0.5 s: a run of the same size may come out on the
+    other side)."""
+    missed = [name for name, bad in (
+        ("median", v["median"] > 0.5), ("max", v["max"] > 1.0),
+        ("reads/s", v.get("max_rate", 0.0) > 1.0),
+        ("outcome", v.get("ok", v["n"]) != v["n"])) if bad]
+    word = "MISSED: " + ", ".join(missed) if missed else "met"
+    if not ok and not missed:
+        word = "MISSED"
     if v.get("median_lo", 1.0) <= 0.5 < v.get("median_hi", 0.0):
-        return f"{word} (the median's interval spans 0.5 s: within this run's sampling)"
+        word += " (the median's 95% interval spans 0.5 s: its side of 0.5 s is this run's " \
+                "sampling)"
     return word
 
 

@@ -170,11 +170,11 @@ def load_functions(app_root: Path, values: Mapping[str, str]) -> list[FunctionSp
     return specs
 
 
-def binding_message(msg: ReceivedMessage, *, data_type: str = "binary",
-                    function_name: str = "") -> func.ServiceBusMessage:
+def binding_message(msg: ReceivedMessage, *, data_type: str = "binary"
+                    ) -> func.ServiceBusMessage:
     """What the Python worker passes to main in Azure, from the broker's view of the message
     (so no LockedUntil or ScheduledEnqueueTimeUtc, and EnqueuedTimeUtc without offset)."""
-    return received_worker_message(msg, data_type=data_type, function_name=function_name)
+    return received_worker_message(msg, data_type=data_type)
 
 
 class LocalHost:
@@ -280,8 +280,7 @@ class LocalHost:
     def _invoke(self, spec: FunctionSpec, message: ReceivedMessage) -> None:
         started, decided = time.perf_counter(), None
         try:
-            spec.main(binding_message(message, data_type=spec.data_type,
-                                      function_name=spec.name))
+            spec.main(binding_message(message, data_type=spec.data_type))
         except Exception as exc:  # the host abandons: Service Bus redelivers
             outcome = f"abandoned after {type(exc).__name__}: {exc}"
             try:

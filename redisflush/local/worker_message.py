@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -77,13 +76,6 @@ def _json_int(value: int) -> meta.Datum:
     return meta.Datum(str(value) if type(value) is int else json.dumps(value), "json")
 
 
-def _two_uuid4() -> tuple[str, str]:
-    """Two random (version 4) UUIDs from one read of the OS's random source."""
-    raw = os.urandom(32)
-    return (str(uuid.UUID(bytes=raw[:16], version=4)),
-            str(uuid.UUID(bytes=raw[16:], version=4)))
-
-
 def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: int,
                      enqueued_at: dt.datetime, lock_token: str,
                      content_type: str | None = None, correlation_id: str | None = None,
@@ -94,17 +86,16 @@ def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: i
                      dead_letter_source: str | None = None,
                      application_properties: Mapping[str, Any] | None = None,
                      time_to_live: dt.timedelta | None = None,
-                     function_name: str = "", now: dt.datetime | None = None,
                      namespace: str = "localhost") -> dict[str, meta.Datum]:
     """The trigger metadata the worker receives for one message (single dispatch), as the
-    Service Bus extension 5.x binding data reaches it through the Functions host."""
-    now = now or dt.datetime.now(_UTC)
+    Service Bus extension 5.x binding data reaches it through the Functions host (which drops
+    the `sys` entry: ScriptInvocationContextExtensions.ShouldSkipBindingData)."""
     enqueued = enqueued_at if enqueued_at.tzinfo else enqueued_at.replace(tzinfo=_UTC)
     enqueued_text = dotnet_text(enqueued, offset=False)
     expires_text = NO_EXPIRY if time_to_live is None \
         else dotnet_text(enqueued + time_to_live, offset=False)
     props = _quoted_json(application_properties)
-    client_id, rand_guid = _two_uuid4()
+    client_id = str(uuid.uuid4())
     fields: dict[str, meta.Datum] = {}
     for name, value in (
             ("MessageId", message_id), ("LockToken", lock_token), ("ContentType", content_type),
@@ -130,10 +121,6 @@ def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: i
             '{"FullyQualifiedNamespace":' + _quoted(namespace) + ',"IsClosed":false,'
             '"TransportType":0,"Identifier":' + _quoted(f"{namespace}-{client_id}") + "}",
             "json"),
-        "sys": meta.Datum(
-            '{"MethodName":' + _quoted(function_name) + ',"UtcNow":'
-            + _quoted(dotnet_text(now, offset=False) + "Z") + ',"RandGuid":"' + rand_guid
-            + '"}', "json"),
     })
     for name in _ACTIONS:
         fields[name] = meta.Datum("{}", "json")
@@ -219,8 +206,7 @@ def received_fields(msg: ReceivedMessage) -> dict[str, Any]:
                 application_properties=dict(msg.application_properties))
 
 
-def received_worker_message(msg: ReceivedMessage, *, data_type: str, function_name: str = "",
-                            now: dt.datetime | None = None) -> func.ServiceBusMessage:
+def received_worker_message(msg: ReceivedMessage, *, data_type: str
+                            ) -> func.ServiceBusMessage:
     """`main`'s argument for a message taken from a bus (the local host's path)."""
-    return worker_message(msg.body, data_type=data_type, function_name=function_name, now=now,
-                          **received_fields(msg))
+    return worker_message(msg.body, data_type=data_type, **received_fields(msg))

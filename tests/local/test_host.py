@@ -168,7 +168,7 @@ def received(body: bytes = b"{}", **overrides: object) -> ReceivedMessage:
 
 
 def test_binding_message_is_what_azure_hands_main() -> None:
-    msg = binding_message(received(), function_name="FlushTrigger")
+    msg = binding_message(received())
     assert isinstance(msg, WorkerMessage)
     assert (msg.get_body(), msg.message_id, msg.delivery_count, msg.reply_to,
             msg.reply_to_session_id, msg.correlation_id, msg.sequence_number, msg.lock_token,
@@ -185,12 +185,11 @@ def test_binding_message_is_what_azure_hands_main() -> None:
     metadata = msg.metadata
     assert isinstance(metadata, dict)
     assert {"MessageId", "DeliveryCount", "EnqueuedTimeUtc", "EnqueuedTime", "ExpiresAtUtc",
-            "ApplicationProperties", "UserProperties", "LockToken", "MessageActions",
-            "sys"} <= set(metadata)
+            "ApplicationProperties", "UserProperties", "LockToken", "MessageActions"
+            } <= set(metadata)
     assert not {"LockedUntil", "ScheduledEnqueueTimeUtc", "State",
-                "EnqueuedSequenceNumber"} & set(metadata)
+                "EnqueuedSequenceNumber", "sys"} & set(metadata)
     assert metadata["EnqueuedTime"] == "2026-11-28T12:00:00+00:00"
-    assert metadata["sys"]["MethodName"] == "FlushTrigger"
     assert "SessionId" not in metadata  # nulls are left out
 
 
@@ -234,12 +233,13 @@ def test_local_host_and_fixtures_build_the_same_message() -> None:
                                            sequence_number=7)
     from_host = binding_message(received(b'{"a": 1}', content_type="application/json",
                                          reply_to_session_id=None, subject=None))
-    volatile = {"LockToken", "Client", "sys"}
+    volatile = {"LockToken", "Client"}
     assert {k: v for k, v in from_fixture.metadata.items() if k not in volatile} == \
         {k: v for k, v in from_host.metadata.items() if k not in volatile}
 
 
-def test_host_hands_main_the_bytes_and_the_function_name(tmp_path: Path) -> None:
+def test_host_hands_main_the_bytes_and_no_sys_entry(tmp_path: Path) -> None:
+    """The host drops the `sys` binding data (not RPC friendly), so the worker never sees it."""
     bus = LocalBus(tmp_path / "bus.sqlite")
     seen: list[WorkerMessage] = []
     done = threading.Event()
@@ -257,7 +257,7 @@ def test_host_hands_main_the_bytes_and_the_function_name(tmp_path: Path) -> None
     thread.join(10)
     (msg,) = seen
     assert msg.get_body() == b"\xff not text"
-    assert msg.metadata["sys"]["MethodName"] == "F"
+    assert "sys" not in msg.metadata
     assert msg.enqueued_time_utc is not None and msg.enqueued_time_utc.tzinfo is None
 
 
@@ -361,9 +361,7 @@ def test_trigger_metadata_json_is_what_json_dumps_writes() -> None:
     md = trigger_metadata(message_id="m", delivery_count=2, sequence_number=10**12,
                           enqueued_at=dt.datetime(2026, 1, 2, 3, 4, 5, 120000),
                           lock_token="t", application_properties=props,
-                          time_to_live=dt.timedelta(minutes=5), function_name="F\u00fc\\",
-                          now=dt.datetime(2026, 1, 2, 3, 4, 6, tzinfo=dt.UTC),
-                          namespace="ns\u00e9")
+                          time_to_live=dt.timedelta(minutes=5), namespace="ns\u00e9")
 
     def dumps(value: object) -> str:
         return json.dumps(value, separators=(",", ":"))
@@ -380,11 +378,7 @@ def test_trigger_metadata_json_is_what_json_dumps_writes() -> None:
         "ns\u00e9-" + uuid_text, client["Identifier"])
     assert list(client) == ["FullyQualifiedNamespace", "IsClosed", "TransportType",
                             "Identifier"] and client["FullyQualifiedNamespace"] == "ns\u00e9"
-    system = json.loads(md["sys"].value)
-    assert md["sys"].value == dumps(system) and re.fullmatch(uuid_text, system["RandGuid"])
-    assert system == {"MethodName": "F\u00fc\\", "UtcNow": "2026-01-02T03:04:06Z",
-                      "RandGuid": system["RandGuid"]} and list(system)[0] == "MethodName"
-    assert client["Identifier"].split("-", 1)[1] != system["RandGuid"]
+    assert "sys" not in md
     no_ttl = trigger_metadata(message_id="m", delivery_count=1, sequence_number=1,
                               enqueued_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
                               lock_token="t")

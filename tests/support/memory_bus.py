@@ -432,8 +432,7 @@ class MemoryBus:
         queue.remove(envelope)
         envelope.delivery_count += 1
         envelope.lock_token = str(uuid.uuid4())
-        message = trigger_message(envelope, clock.now(),
-                                  function_name=getattr(main, "__module__", "") or "")
+        message = trigger_message(envelope, clock.now())
         limit = self._entity(envelope.entity).max_delivery_count
         try:
             main(message)
@@ -469,8 +468,7 @@ def _mains(app_or_mains: Any) -> Mapping[str, Callable[[func.ServiceBusMessage],
     return {settings.request_queue: FlushTrigger.main, settings.poll_queue: PollOrchestrator.main}
 
 
-def envelope_fields(envelope: Envelope, now: dt.datetime,
-                    function_name: str = "") -> dict[str, Any]:
+def envelope_fields(envelope: Envelope) -> dict[str, Any]:
     """`trigger_metadata` arguments for one delivery of an envelope."""
     m = envelope.message
     return dict(message_id=m.message_id, delivery_count=envelope.delivery_count,
@@ -478,23 +476,21 @@ def envelope_fields(envelope: Envelope, now: dt.datetime,
                 lock_token=envelope.lock_token, content_type=m.content_type,
                 correlation_id=m.correlation_id, subject=m.subject, session_id=m.session_id,
                 reply_to=m.reply_to, reply_to_session_id=m.reply_to_session_id,
-                application_properties=dict(m.application_properties),
-                function_name=function_name, now=now)
+                application_properties=dict(m.application_properties))
 
 
 _DATUM_TO_DATA_TYPE = {"bytes": "binary", "string": "string"}
 
 
 def trigger_message(envelope: Envelope, now: dt.datetime, *, datum_type: str = "bytes",
-                    enqueued_time: str | None = None,
-                    function_name: str = "") -> func.ServiceBusMessage:
+                    enqueued_time: str | None = None) -> func.ServiceBusMessage:
     """The ServiceBusMessage the Python worker hands to `main` in Azure, for this delivery.
 
     `datum_type` "bytes" is function.json's `"dataType": "binary"` (ours), "string" the host's
     default; "json" hands the text over as a JSON datum, which the Service Bus extension never
     does, for a test that the app does not care. `enqueued_time` replaces EnqueuedTimeUtc's
     text (to try every form the worker parses)."""
-    metadata = trigger_metadata(**envelope_fields(envelope, now, function_name))
+    metadata = trigger_metadata(**envelope_fields(envelope))
     if enqueued_time is not None:
         metadata["EnqueuedTimeUtc"] = meta.Datum(json.dumps(enqueued_time), "json")
     body = envelope.message.body

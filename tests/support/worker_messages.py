@@ -67,7 +67,7 @@ def outbound_worker_message(message: OutboundMessage, *, data_type: str = "binar
                           **outbound_fields(message, enqueued_at=enqueued_at, **fields))
 
 
-def from_received(message: ReceivedMessage, *, data_type: str = "binary",
-                  function_name: str = "") -> func.ServiceBusMessage:
+def from_received(message: ReceivedMessage, *, data_type: str = "binary"
+                  ) -> func.ServiceBusMessage:
     """`main`'s argument for a message taken from a bus double."""
-    return received_worker_message(message, data_type=data_type, function_name=function_name)
+    return received_worker_message(message, data_type=data_type)

@@ -111,7 +111,7 @@ class Worker:
 
     def invoke(self, name: str, body: bytes, **fields: Any) -> dict[str, Any]:
         """An invocation as the host sends it for "dataType": "binary" (the body as bytes)."""
-        metadata = trigger_metadata(function_name=name, **fields)
+        metadata = trigger_metadata(**fields)
         return self.ask("invoke", name=name, data={"bytes": base64.b64encode(body).decode()},
                         trigger_metadata={k: {d.type: d.value} for k, d in metadata.items()})
 
