@@ -258,7 +258,12 @@ def pooled_lag(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"n": len(lags), "median": med, "median_lo": lo, "median_hi": hi,
             "share_half": half, "share_one": one,
             "text": f"{len(lags)} flushes, lag median {med:.2f} s [{lo:.2f}-{hi:.2f}], "
-                    f"{100 * half:.0f}% of lags <= 0.5 s and {100 * one:.0f}% <= 1.0 s"}
+                    f"{_share(half)} of lags <= 0.5 s and {_share(one)} <= 1.0 s"}
+
+
+def _share(fraction: float) -> str:
+    """A share rounded down to a tenth of a percent: 199 of 200 is 99.5%, never "100%"."""
+    return f"{math.floor(fraction * 1000) / 10:g}%"
 
 
 def _meets(v: dict[str, float]) -> bool:
