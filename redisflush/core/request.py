@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ValidationError
@@ -121,9 +121,6 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
     data = _document(delivery.body)
     if isinstance(data, ValidationError):
         return Rejection(_safe_origin(origin, reserved_queues), data.field, data.rule)
-    request_id = data.get("requestId")
-    if isinstance(request_id, str) and is_request_id(request_id):
-        origin = replace(origin, request_id=request_id)  # a rejection below carries it too
     try:
         origin = _origin_fields(data, origin)
     except ValidationError as exc:

@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from .worker_message import function_data_type, received_worker_message
 
 log = logging.getLogger("redisflush.host")
 IDLE_SLEEP = 0.02
+_NOT_NCRONTAB = re.compile(r"[LW#?]")
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ class TimerSpec:
         """The first scheduled time strictly after `moment` (UTC)."""
         from croniter import croniter  # local mode only: the Azure worker never needs it
 
-        found: dt.datetime = croniter(self.schedule, moment,
-                                      second_at_beginning=True).get_next(dt.datetime)
+        # day_or=False: NCrontab requires the day of the month AND the day of the week
+        found: dt.datetime = croniter(self.schedule, moment, second_at_beginning=True,
+                                      day_or=False).get_next(dt.datetime)
         return found
 
 
@@ -132,13 +135,15 @@ def _triggers(app_root: Path, kind: str) -> list[tuple[Path, dict[str, Any], dic
 
 def load_timers(app_root: Path, values: Mapping[str, str]) -> list[TimerSpec]:
     """Every folder of `app_root` whose function.json has a timerTrigger binding."""
-    from croniter import croniter  # local mode only (runtime.open_bus is shared with Azure)
-
     specs: list[TimerSpec] = []
     for path, doc, binding in _triggers(app_root, "timerTrigger"):
+        # local mode only, and only once a folder has a timer (open_bus is shared with Azure)
+        from croniter import croniter
+
         schedule = resolve(str(binding.get("schedule", "")), values, str(path)).strip()
-        if len(schedule.split()) != 6 or not croniter.is_valid(schedule,
-                                                               second_at_beginning=True):
+        # NCrontab's syntax: numbers, names, *, ranges, lists and steps; not Quartz's L, W, #, ?
+        if len(schedule.split()) != 6 or _NOT_NCRONTAB.search(schedule) or \
+                not croniter.is_valid(schedule, second_at_beginning=True):
             raise ConfigurationError(
                 f"{path}: schedule {schedule!r} is not an NCRONTAB expression of six fields "
                 "({second} {minute} {hour} {day} {month} {day-of-week})")

@@ -168,7 +168,7 @@ def check_values(options: dict[str, list[str]]) -> None:
         if not (timeout.isdigit() and 30 <= int(timeout) <= 86400):
             raise BadCommand(f"--timeout {timeout!r}: 30..86400")
     for request_id in options.get("--request-id", []):
-        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", concrete(request_id)):
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,80}", concrete(request_id)):
             raise BadCommand(f"--request-id {request_id!r}")
     for name in ("--reason", "--requested-by"):
         for value in options.get(name, []):

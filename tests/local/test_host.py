@@ -77,6 +77,22 @@ def test_load_timers_reads_this_apps_hourly_ledger_purge() -> None:
     assert timer.next_after(NOW.replace(minute=17)) == NOW.replace(hour=13, minute=17)
 
 
+def test_a_timer_needs_both_its_day_of_month_and_day_of_week_as_ncrontab_does() -> None:
+    """`0 0 0 13 * 5`: Fridays the 13th only (cron's OR rule would add every Friday)."""
+    timer = TimerSpec("T", "0 0 0 13 * 5", lambda t: None)
+    first = timer.next_after(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    assert first == dt.datetime(2025, 6, 13, tzinfo=dt.UTC)
+    assert timer.next_after(first) == dt.datetime(2026, 2, 13, tzinfo=dt.UTC)
+
+
+def test_a_folder_without_timers_needs_no_croniter(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "croniter", None)  # importing it now fails
+    assert load_timers(tmp_path, {}) == []
+
+
 def _timer_folder(tmp_path: Path, **binding: object) -> None:
     (tmp_path / "T").mkdir(exist_ok=True)
     (tmp_path / "T" / "function.json").write_text(json.dumps({"bindings": [
@@ -88,6 +104,8 @@ def _timer_folder(tmp_path: Path, **binding: object) -> None:
     ({"schedule": "0 61 * * * *"}, "not an NCRONTAB expression of six fields"),
     ({}, "not an NCRONTAB expression of six fields"),
     ({"schedule": "%PURGE_AT%"}, "app setting PURGE_AT is not set"),
+    ({"schedule": "0 0 0 L * *"}, "not an NCRONTAB expression"),
+    ({"schedule": "0 0 0 * * 5#3"}, "not an NCRONTAB expression"),
     ({"schedule": "0 17 * * * *", "runOnStartup": True}, "runOnStartup is not supported"),
 ])
 def test_load_timers_refuses_a_bad_timer_naming_its_file(

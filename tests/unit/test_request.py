@@ -667,11 +667,3 @@ def test_every_id_derived_from_the_longest_request_id_fits_a_service_bus_message
                f"{rid}:progress:{10**12}:{tag}", f"{rid}:poll:{10**12}"]
     assert max(len(i) for i in longest) <= 128
 
-
-@pytest.mark.parametrize("bad", [{"reason": 5}, {"requestedBy": "x" * 300},
-                                 {"cacheNmae": "typo"}])
-def test_a_rejection_after_a_valid_request_id_carries_that_request_id(bad):
-    """`send --wait --request-id R` follows R: the Rejected event must say R, not the
-    MessageId, whatever field broke its rule."""
-    rejection = rejected({**THREE, "requestId": "deploy-7", **bad}, message_id="mid")
-    assert rejection.origin.request_id == "deploy-7"
