@@ -50,7 +50,7 @@ param grantOperationStatusRead bool = true
 @description('Assign a read-only lister role (cache, cluster and database reads, never keys) on this subscription, so selectors that name only a subscription can list every resource group. false: reads stay inside flushScopes and selectors must name a resource group.')
 param grantSubscriptionListRead bool = true
 
-@description('Assign Azure Service Bus Data Owner on the request and poll queues only (not the namespace), so the scale controller can read their length: target-based scaling of a Service Bus trigger needs the Manage claim. false: Data Receiver alone, and both triggers scale incrementally, more slowly under a burst of requests.')
+@description('Assign Azure Service Bus Data Owner on the request and poll queues only (not the namespace), so the scale controller can read their length: target-based scaling of a Service Bus trigger needs the Manage claim. That role is full control of those two queues (the app could also delete or reconfigure them). false: Data Receiver alone, and both triggers scale incrementally, more slowly under a burst of requests.')
 param grantQueueManageForScaling bool = true
 
 @description('Service Bus with Entra ID only (no SAS keys, no connection strings). Set false to allow `--connection-string` senders.')

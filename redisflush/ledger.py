@@ -62,7 +62,8 @@ class Ledger(Protocol):
         """Every row of one request, the request row first, then by key."""
 
     def purge(self, now: dt.datetime) -> int:
-        """Delete rows whose expires_at has passed; how many went."""
+        """Delete the rows of every request whose rows have all expired (expires_at <= now),
+        a whole request or none of it; how many rows went."""
 
 
 def encode_data(data: Mapping[str, Any]) -> str:
@@ -142,7 +143,8 @@ class MemoryLedger:
 
     def purge(self, now: dt.datetime) -> int:
         with self._lock:
-            gone = [k for k, (r, _) in self._rows.items() if r.expires_at <= now]
+            live = {r.request_id for r, _ in self._rows.values() if r.expires_at > now}
+            gone = [k for k, (r, _) in self._rows.items() if r.request_id not in live]
             for k in gone:
                 del self._rows[k]
             return len(gone)

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -43,6 +44,7 @@ _BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 _SECRETS = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig|signature)=[^;&\s'\"]+")
 _MILLISECOND = dt.timedelta(milliseconds=1)
 MAX_BATCH = 100  # operations in one entity-group transaction (the service's limit)
+PURGE_BUDGET = 90.0  # seconds of one purge run, inside host.json's 2-minute functionTimeout
 
 
 def row_key(key: str) -> str:
@@ -151,38 +153,47 @@ class TableLedger:
                 "PartitionKey eq @pk", parameters={"pk": request_id})]
         return sorted(found, key=row_order)
 
-    def purge(self, now: dt.datetime) -> int:
-        """Rows with ExpiresAt <= now. One request's rows go in one entity-group transaction
-        (they share its partition), each delete only if the row is unchanged since the query:
-        a request is never left half-purged, where a reused requestId would find some rows
-        and not others (docs/design.md, "Request ledger"). A request changed since the query
-        is left for the next purge. The query asks for a millisecond more and the exact test
-        is made here: Azurite compares datetimes in filters at millisecond precision."""
+    def purge(self, now: dt.datetime, budget: float = PURGE_BUDGET) -> int:
+        """The rows of every request whose rows have all expired (ExpiresAt <= now), a whole
+        request at a time: its partition is read whole and deleted in one entity-group
+        transaction, each delete only if the row is unchanged since that read. A request with
+        any row not yet expired (a repeat may have written a later ExpiresAt), or changed
+        under the purge, is left whole for a later run, so no request is left half-purged
+        (docs/design.md, "Request ledger"). Requests are taken as the scan finds them, and
+        the run stops after `budget` seconds (the function timeout is 2 minutes); the next
+        run goes on. The scan asks for a millisecond more and the exact test is made here:
+        Azurite compares datetimes in filters at millisecond precision."""
         from azure.core import MatchConditions
         from azure.data.tables import TableTransactionError
 
         now = _utc(now)
         upper = now.replace(microsecond=now.microsecond // 1000 * 1000) + _MILLISECOND
-        expired: dict[str, list[Any]] = {}
+        stop_at = time.monotonic() + budget
+        gone, done = 0, set()  # type: int, set[str]
         with self._calling("purge", None) as table:
-            for entity in table.query_entities(
-                    "ExpiresAt le @upper", parameters={"upper": upper},
-                    select=["PartitionKey", "RowKey", "ExpiresAt"]):
-                if _utc(entity["ExpiresAt"]) <= now:
-                    expired.setdefault(entity["PartitionKey"], []).append(entity)
-            gone = 0
-            for entities in expired.values():
-                # a request holds at most 1 + REDISFLUSH_MAX_TARGETS (50) rows: one batch
-                operations: list[Any] = [
-                    ("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]},
-                     {"etag": e.metadata["etag"],
-                      "match_condition": MatchConditions.IfNotModified})
-                    for e in entities[:MAX_BATCH]]
+            for hit in table.query_entities("ExpiresAt le @upper", parameters={"upper": upper},
+                                            select=["PartitionKey"]):
+                request_id = hit["PartitionKey"]
+                if request_id in done:
+                    continue
+                if time.monotonic() > stop_at:
+                    break
+                done.add(request_id)
+                rows = list(table.query_entities("PartitionKey eq @pk",
+                                                 parameters={"pk": request_id},
+                                                 select=["PartitionKey", "RowKey", "ExpiresAt"]))
+                if not rows or len(rows) > MAX_BATCH or \
+                        any(_utc(r["ExpiresAt"]) > now for r in rows):
+                    continue
                 try:
-                    table.submit_transaction(operations)
+                    table.submit_transaction([
+                        ("delete", {"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"]},
+                         {"etag": r.metadata["etag"],
+                          "match_condition": MatchConditions.IfNotModified})
+                        for r in rows])
                 except TableTransactionError:
-                    continue  # a row changed or went since the query: not ours to judge now
-                gone += len(operations)
+                    continue  # a row changed or went since the read: not ours to judge now
+                gone += len(rows)
         return gone
 
     def close(self) -> None:

@@ -114,9 +114,12 @@ class SqliteLedger:
         return sorted((_row(r) for r in found), key=row_order)
 
     def purge(self, now: dt.datetime) -> int:
+        """The rows of every request whose rows have all expired, in one transaction."""
         with self._transaction() as db:
-            cursor = db.execute("DELETE FROM ledger_rows WHERE expires_us <= ?",
-                                (to_micros(now),))
+            cursor = db.execute(
+                "DELETE FROM ledger_rows WHERE request_id IN (SELECT request_id FROM "
+                "ledger_rows GROUP BY request_id HAVING MAX(expires_us) <= ?)",
+                (to_micros(now),))
             return cursor.rowcount
 
     def close(self) -> None:

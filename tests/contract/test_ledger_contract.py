@@ -157,18 +157,23 @@ def test_rows_read_back_are_copies(ledger: Ledger) -> None:
 
 # -- purge ---------------------------------------------------------------------------------
 
-def test_purge_deletes_rows_whose_expiry_has_passed(ledger: Ledger) -> None:
+def test_purge_takes_requests_whose_rows_have_all_expired_and_no_part_of_others(
+        ledger: Ledger) -> None:
+    """A request goes whole or not at all: req-1 has a row a microsecond from expiring (a
+    repeat may write a later ExpiresAt), so none of its rows go; req-2 and req-3 go whole."""
     micro = dt.timedelta(microseconds=1)
     ledger.insert(row(key="past", expires_at=NOW - dt.timedelta(days=3)))
-    ledger.insert(row(key="just-past", expires_at=NOW - micro))
     ledger.insert(row(key="now", expires_at=NOW))
     ledger.insert(row(key="just-future", expires_at=NOW + micro))
-    ledger.insert(row(key="future", expires_at=NOW + dt.timedelta(days=1)))
-    ledger.insert(row(key="other-request", request_id="req-2", expires_at=NOW - micro))
-    assert ledger.purge(NOW) == 4
-    assert [r.key for r in ledger.rows("req-1")] == ["future", "just-future"]
-    assert ledger.rows("req-2") == []
+    ledger.insert(row(key=REQUEST_KEY, request_id="req-2", expires_at=NOW - micro))
+    ledger.insert(row(key="a", request_id="req-2", expires_at=NOW - dt.timedelta(days=1)))
+    ledger.insert(row(key="b", request_id="req-3", expires_at=NOW))
+    assert ledger.purge(NOW) == 3
+    assert [r.key for r in ledger.rows("req-1")] == ["just-future", "now", "past"]
+    assert ledger.rows("req-2") == [] and ledger.rows("req-3") == []
     assert ledger.purge(NOW) == 0
+    assert ledger.purge(NOW + micro) == 3
+    assert ledger.rows("req-1") == []
 
 
 def test_purge_takes_a_whole_request_of_51_rows_and_leaves_its_id_new(ledger: Ledger) -> None:
@@ -183,6 +188,40 @@ def test_purge_takes_a_whole_request_of_51_rows_and_leaves_its_id_new(ledger: Le
     assert ledger.rows("req-1") == []
     assert [r.request_id for r in ledger.rows("req-live")] == ["req-live"]
     assert ledger.insert(row(key=REQUEST_KEY, expires_at=NOW + dt.timedelta(days=1)))
+
+
+def test_table_purge_leaves_a_request_changed_since_its_read_whole(
+        azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the purge's read of a request and its transaction, another writer updates one
+    row (or inserts one): the transaction fails on the changed etag and no row goes."""
+    from tests.contract.conftest import _table_ledger
+
+    ledger = _table_ledger(azurite)
+    expired = NOW - dt.timedelta(seconds=1)
+    stored = ledger.insert(row(key=REQUEST_KEY, expires_at=expired))
+    assert stored is not None and ledger.insert(row(key="t1", expires_at=expired))
+    table = ledger._table()
+    original = table.submit_transaction
+
+    def racing(operations: Any, **kwargs: Any) -> Any:
+        assert ledger.update(replace(stored, state="done")) is not None
+        return original(operations, **kwargs)
+
+    monkeypatch.setattr(table, "submit_transaction", racing)
+    assert ledger.purge(NOW) == 0
+    assert sorted(r.key for r in ledger.rows("req-1")) == ["", "t1"]
+    monkeypatch.setattr(table, "submit_transaction", original)
+    assert ledger.purge(NOW) == 2
+
+
+def test_table_purge_stops_at_its_time_budget(azurite: str) -> None:
+    from tests.contract.conftest import _table_ledger
+
+    ledger = _table_ledger(azurite)
+    for i in range(3):
+        assert ledger.insert(row(request_id=f"req-{i}", expires_at=NOW - dt.timedelta(1)))
+    assert ledger.purge(NOW, budget=0.0) == 0  # out of time before the first request
+    assert ledger.purge(NOW) == 3
 
 
 # -- what a row holds ----------------------------------------------------------------------
