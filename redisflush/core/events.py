@@ -9,6 +9,7 @@ duplicate detection drops.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,16 @@ def parse_iso_or_none(text: Any) -> dt.datetime | None:
 
 def _seconds(start: dt.datetime, end: dt.datetime) -> float:
     return round(max(0.0, (end - start).total_seconds()), 3)
+
+
+def rejected_event_id(origin: Origin) -> str:
+    """The id of the event of a request rejected before anything was recorded:
+    `{requestId}:rejected:{12 hex of its MessageId's SHA-256}:completed`. Not
+    `{requestId}:completed`, which the corrected request sent again under the same requestId
+    needs: the topic's and the reply queue's duplicate detection would drop its event for
+    ten minutes. A redelivery of the same message keeps the id, so it is still dropped."""
+    digest = hashlib.sha256((origin.message_id or "").encode("utf-8", "replace")).hexdigest()
+    return f"{origin.request_id}:rejected:{digest[:12]}:completed"
 
 
 def cache_event_id(origin: Origin, index: int, batch: bool) -> str:

@@ -16,7 +16,15 @@ import FlushTrigger
 import LedgerPurge
 import PollOrchestrator
 from redisflush.bus import BusError, OutboundMessage
-from tests.support.harness import CACHE, RG, SUB, Harness, resource_id, target_of
+from tests.support.harness import (
+    CACHE,
+    RG,
+    SUB,
+    Harness,
+    rejected_id,
+    resource_id,
+    target_of,
+)
 from tests.support.memory_bus import START, trigger_message
 from tests.support.scripted_arm import Answer
 
@@ -72,7 +80,7 @@ def test_a_rejected_request_gives_one_rejected_event_and_no_arm_request(
 
     assert FlushTrigger.main(trigger_message(envelope, h.clock.now())) is None
 
-    data = h.event(mid, "Rejected", rid=rid_seen, arm_requests=0)
+    data = h.event(mid, "Rejected", rid=rid_seen, arm_requests=0, event_id=rejected_id(mid))
     assert data["error"]["target"] == field
     assert data["error"]["code"] == "InvalidRequest"
     assert field in data["error"]["message"]
@@ -88,8 +96,33 @@ def test_a_rejected_request_delivered_twice_still_gives_one_event(h: Harness) ->
     h.bus.deliver_twice(mid)
     done = h.run()
     assert [(d.delivery_count, d.outcome) for d in done] == [(1, "completed"), (2, "completed")]
-    h.event(mid, "Rejected", rid=None, arm_requests=0)
-    assert [e.message_id for e in h.bus.dropped] == [f"{mid}:completed"]
+    h.event(mid, "Rejected", rid=None, arm_requests=0, event_id=rejected_id(mid))
+    assert [e.message_id for e in h.bus.dropped] == [rejected_id(mid)]
+
+
+def test_a_request_corrected_under_its_rejected_request_id_still_gets_its_event(
+        h: Harness) -> None:
+    """A pipeline's request is rejected (here: outside the allowed scopes), it is fixed and
+    sent again at once under the same requestId: the flush's event must not share the
+    rejected event's id, or the topic's duplicate detection would drop it (and `send
+    --wait` would never see it)."""
+    h.send_request({"resourceId": resource_id(rg="rg-payments"), "requestId": "deploy-42"},
+                   message_id="try-1", reply_to="redis-flush-replies", reply_to_session_id="s")
+    h.run()
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, Answer(200, {}, op.status("Succeeded")))
+    h.send_request({"resourceId": resource_id(), "requestId": "deploy-42"}, message_id="try-2",
+                   reply_to="redis-flush-replies", reply_to_session_id="s")
+    h.run()
+    assert h.bus.dropped == []
+    ids = [(e.message.message_id, json.loads(e.message.body)["data"]["status"])
+           for e in h.events()]
+    assert ids == [(rejected_id("deploy-42", "try-1"), "Rejected"),
+                   ("deploy-42:completed", "Succeeded")]
+    assert [e.message.message_id for e in h.bus.messages("redis-flush-replies")
+            if e.message.subject != "RedisFlush.FlushProgress"] == [
+        rejected_id("deploy-42", "try-1"), "deploy-42:completed"]
 
 
 # -- redeliveries --------------------------------------------------------------------------
@@ -223,7 +256,7 @@ def test_a_rejection_whose_event_cannot_be_published_is_redelivered(h: Harness) 
     h.bus.fail(h.settings.events_topic, times=2)
     done = h.run(allow_errors=True)
     assert [d.outcome for d in done] == ["abandoned", "abandoned", "completed"]
-    h.event(mid, "Rejected", rid=None, arm_requests=0)
+    h.event(mid, "Rejected", rid=None, arm_requests=0, event_id=rejected_id(mid))
 
 
 def test_a_bus_that_stays_down_dead_letters_the_request(h: Harness) -> None:
@@ -326,7 +359,8 @@ def test_every_enqueued_time_form_the_worker_parses_is_handled(
                                       enqueued_time=ENQUEUED_FORMS[form]))
     h.run()
     data = h.event(rid, "Rejected" if path == "rejected" else "Succeeded",
-                   rid=None if path == "rejected" else resource_id())
+                   rid=None if path == "rejected" else resource_id(),
+                   event_id=rejected_id(rid) if path == "rejected" else None)
     assert data["requestedAt"] == "2024-05-01T11:59:59.500Z"
     assert data["durationSeconds"] >= 0.5
 

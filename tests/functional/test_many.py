@@ -179,13 +179,14 @@ def test_a_request_of_several_groups_rejected_whole_names_their_subscription(
         h: Harness) -> None:
     """A bad field rejects the request before any cache is touched: one RequestCompleted, with
     the scope its caches share (their subscription here, not the first cache's group)."""
-    from tests.support.harness import check_request_event
+    from tests.support.harness import check_request_event, rejected_id
 
     ids = [resource_id(rg="rg0", cache="c0"), resource_id(rg="rg1", cache="c1")]
     rid = h.send_request({"resourceIds": ids, "timeoutSeconds": 5})
     h.run()
     (event,) = h.events()
-    doc = check_request_event(event.message, rid, "Rejected", f"/subscriptions/{SUB}")
+    doc = check_request_event(event.message, rid, "Rejected", f"/subscriptions/{SUB}",
+                              event_id=rejected_id(rid))
     assert doc["data"]["error"]["target"] == "timeoutSeconds"
     assert h.arm.requests == []
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.support.harness import CACHE, RG, SUB, Harness, check_event, resource_id
+from tests.support.harness import CACHE, RG, SUB, Harness, check_event, rejected_id, resource_id
 from tests.support.scripted_arm import Answer, flush_path
 
 
@@ -113,7 +113,7 @@ def test_a_reply_to_that_is_not_a_plain_queue_of_the_sender_is_rejected(
     done = h.run()
 
     assert [d.outcome for d in done] == ["completed"]
-    data = h.event(mid, "Rejected", rid=None, arm_requests=0)
+    data = h.event(mid, "Rejected", rid=None, arm_requests=0, event_id=rejected_id(mid))
     assert data["error"]["target"] == "ReplyTo" and data["error"]["code"] == "InvalidRequest"
     assert h.arm.requests == [] and h.arm.connections == 0
     # nothing went anywhere but the topic: no reply, no message back on the app's queues

@@ -59,6 +59,13 @@ def target_of(envelope: Envelope, index: int = 0) -> dict[str, Any]:
     return target
 
 
+def rejected_id(request_id: str, message_id: str | None = None) -> str:
+    """The event id of a request rejected before anything was recorded (docs/design.md,
+    "Completion events"): `{requestId}:rejected:{12 hex of sha256(MessageId)}:completed`."""
+    digest = hashlib.sha256((message_id or request_id).encode()).hexdigest()[:12]
+    return f"{request_id}:rejected:{digest}:completed"
+
+
 def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -168,13 +175,14 @@ class Harness:
         return seen
 
     def event(self, request_id: str, status: str, *, rid: str | None = resource_id(),
-              arm_requests: int | None = None) -> dict[str, Any]:
+              arm_requests: int | None = None, event_id: str | None = None
+              ) -> dict[str, Any]:
         """The one completion event of a one-target `request_id`, checked field by field;
         returns data."""
         mine = [e for e in self.events() if e.message.correlation_id == request_id]
         assert len(mine) == 1, f"expected one event for {request_id}, got {len(mine)}"
         envelope = mine[0]
-        doc = check_event(envelope.message, request_id, status, rid)
+        doc = check_event(envelope.message, request_id, status, rid, event_id=event_id)
         seen = self.arm_requests(request_id)
         expected = len(seen) if arm_requests is None else arm_requests
         assert doc["data"]["armRequests"] == expected, (
