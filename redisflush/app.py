@@ -39,10 +39,9 @@ from .core.commands import (
     Result,
     Schedule,
 )
-from .core.events import rejected_event_id
 from .core.request import Delivery, Rejection, parse_request
 from .core.state import RunState
-from .core.step import Config, View, begin, rejection_commands, step
+from .core.step import Config, View, begin, rejected_on_arrival, step
 from .ledger import Ledger
 from .ledger_ops import claim_target, open_request, record
 from .logtext import printable
@@ -96,9 +95,7 @@ class FlushApp:
         if isinstance(parsed, Rejection):
             log.warning("request %s rejected: %s", printable(parsed.origin.request_id),
                         printable(parsed.message, 300))
-            self._carry_out(rejection_commands(parsed, now,
-                                               event_id=rejected_event_id(parsed.origin)),
-                            parsed.origin.request_id)
+            self._carry_out(rejected_on_arrival(parsed, now), parsed.origin.request_id)
             return f"completed Rejected ({printable(parsed.field, 80)})"
         return self._drive(begin(parsed, now))
 

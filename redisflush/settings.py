@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from .core.trust import is_loopback_http as is_loopback_http
 from .errors import ConfigurationError
 from .logtext import printable
+from .sender.settings import MAX_TARGETS_LIMIT as MAX_TARGETS_LIMIT
 from .sender.settings import distinct_entities
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
@@ -27,9 +28,6 @@ DEFAULT_LEDGER_TABLE = "redisflushrequests"
 DEFAULT_MAX_TARGETS = 50
 MIN_TIMEOUT_SECONDS = 30
 MAX_TIMEOUT_SECONDS = 86400
-# Poll messages are sized for 50 targets with 2 KiB signed URLs (docs/design.md, "Poll
-# message"): more would not fit one Service Bus message.
-MAX_TARGETS_LIMIT = 50
 _API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?")
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")  # Azure Table service naming rule
 _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")  # Azure storage account naming rule

@@ -36,6 +36,7 @@ from .events import (
     flush_completed,
     parse_iso_or_none,
     progress_note,
+    rejected_event_id,
     request_completed,
 )
 from .fit import MAX_MESSAGE_BYTES
@@ -308,6 +309,12 @@ def _reports(state: RunState, now: dt.datetime) -> Decision:
                                       expiry(state.deadline)))
         state = replace(state, reported=True, phase="done")
     return state, commands
+
+
+def rejected_on_arrival(rejection: Rejection, now: dt.datetime) -> list[Command]:
+    """The Rejected event of a request refused before the ledger saw it, under an id its
+    corrected resend cannot need (core.events.rejected_event_id)."""
+    return rejection_commands(rejection, now, event_id=rejected_event_id(rejection.origin))
 
 
 def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope: str | None

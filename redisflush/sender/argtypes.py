@@ -58,7 +58,7 @@ STATUSES = ("Succeeded", "Failed", "Canceled", "TimedOut", "Rejected")
 def statuses(text: str) -> frozenset[str]:
     """A comma list of event statuses (any case), each one the events can carry."""
     wanted = {s.strip() for s in text.split(",") if s.strip()}
-    known = {s.lower(): s for s in STATUSES}
+    known = {s.lower() for s in STATUSES}
     unknown = sorted(w for w in wanted if w.lower() not in known)
     if not wanted or unknown:
         raise argparse.ArgumentTypeError(

@@ -38,9 +38,9 @@ def is_final(event: Mapping[str, Any], request_id: str, final_type: str) -> bool
         return False
     event_id = event.get("id")
     if isinstance(event_id, str) and event_id:
-        reused = event_id.startswith((f"{request_id}:reused:", f"{request_id}:rejected:")) \
+        rejected = event_id.startswith((f"{request_id}:reused:", f"{request_id}:rejected:")) \
             and event_id.endswith(":completed")
-        if reused:  # Rejected: RequestIdReused, or the request itself (core.events ids)
+        if rejected:  # Rejected: RequestIdReused, or the request itself (core.events ids)
             return True
         if event_id != f"{request_id}:completed":
             return False

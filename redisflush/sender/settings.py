@@ -18,8 +18,9 @@ from ..errors import ConfigurationError
 
 MIN_TIMEOUT, MAX_TIMEOUT = 30, 86400
 DEFAULT_MAX_TARGETS = 50
-# The app's ceiling (redisflush.settings.MAX_TARGETS_LIMIT: a poll message carries every
-# target); the sender checks the same range so --dry-run never passes what the app refuses.
+# Poll messages are sized for 50 targets with 2 KiB signed URLs (docs/design.md, "Poll
+# message"): more would not fit one Service Bus message. The app's settings and the sender's
+# share it, so --dry-run never passes what the app refuses.
 MAX_TARGETS_LIMIT = 50
 SETTINGS_FILES = ("local.settings.json", "local.settings.sample.json")
 _PREFIXES = ("REDISFLUSH_", "ServiceBusConnection", "AZURE_")
