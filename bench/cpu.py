@@ -16,9 +16,11 @@ executions the serve log shows. Rows:
 each exported with `git archive` and run by bench/serve_variant.py with its own package and
 function folders, on the same workload in the same run,
 each run `ROUNDS` times, alternating, the table giving the median of each; then one more run
-of "now" sampled by py-spy when it is installed (`record --nonblocking`, 250 Hz, active
-threads only; samples grouped by the library of the innermost Python frame: time in C code
-counts to the Python line that called it, a SQLite statement to the bus or ledger line).
+of "now" sampled by py-spy when it is installed (`record --nonblocking --gil`, 250 Hz: only
+the thread holding the GIL, so a thread waiting on a lock, a queue or a socket is not counted;
+samples grouped by the library of the innermost Python frame, sqlite3's Python wrappers to
+their caller; C code that holds the GIL counts to the Python line that called it, and C code
+that releases it (a SQLite statement, a socket send or receive) is not seen at all).
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ def one_run(workdir: Path, n: int, name: str, *, tree: Path | None = None,
         tool = _py_spy() if profile else None
         if tool:
             spy = subprocess.Popen([tool, "record", "--pid", str(serve.proc.pid), "--rate",
-                                    "250", "--nonblocking", "--format", "raw", "--output",
+                                    "250", "--nonblocking", "--gil", "--format", "raw", "--output",
                                     str(spy_out)], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
             time.sleep(1.0)
@@ -120,10 +122,12 @@ def _executions(log: Path) -> tuple[int, float]:
              for m in [pattern.search(line)] if m]
     return len(times), (sum(times) / len(times) if times else float("nan"))
 _HTTP = "stdlib http.client / socket / email"
+# sqlite3's own Python code serves the bus and the ledger alike: counted to its caller
+_SQLITE = "sqlite3 (counted to its caller)"
 _LIBRARIES = (
     ("redisflush/local/bus", "redisflush local bus (SQLite)"),
     ("redisflush/local/ledger", "redisflush ledger (SQLite)"),
-    ("redisflush/local/sqlite_file", "redisflush ledger (SQLite)"),
+    ("redisflush/local/sqlite_file", "redisflush local bus (SQLite)"),
     ("redisflush/ledger", "redisflush ledger (SQLite)"),
     ("redisflush/local/host", "redisflush local host"),
     ("redisflush/local/worker_message", "redisflush local host"),
@@ -135,7 +139,7 @@ _LIBRARIES = (
     ("azure/functions/", "azure.functions (binding types)"),
     ("http/client", _HTTP), ("socket.py", _HTTP), ("email/", _HTTP), ("ssl.py", _HTTP),
     ("json/", "stdlib json"), ("logging/", "stdlib logging"),
-    ("sqlite3/", "redisflush ledger (SQLite)"),
+    ("sqlite3/", _SQLITE),
     ("threading.py", "stdlib threading / queues"), ("concurrent/", "stdlib threading / queues"),
     ("queue.py", "stdlib threading / queues"), ("datetime.py", "stdlib datetime"),
     ("_strptime.py", "stdlib datetime"), ("uuid.py", "stdlib other"),
@@ -148,6 +152,15 @@ def _library(path: str) -> str:
     for key, label in _LIBRARIES:
         if p.startswith(key) or f"/{key}" in p:
             return label
+    return "stdlib other"
+
+
+def _innermost(names: list[str]) -> str:
+    """The innermost frame's library; sqlite3's Python wrappers go to the redisflush module
+    that called them (the bus or the ledger)."""
+    for name in reversed(names):
+        if name != _SQLITE:
+            return name
     return "stdlib other"
 
 
@@ -166,8 +179,9 @@ def _grouped(path: Path) -> dict[str, Any]:
         if not frames:
             continue
         total += k
-        self_by[_library(_FRAME.search(frames[-1]).group(1))] += k  # type: ignore[union-attr]
-        libs = {_library(_FRAME.search(f).group(1)) for f in frames}  # type: ignore[union-attr]
+        names = [_library(_FRAME.search(f).group(1)) for f in frames]  # type: ignore[union-attr]
+        self_by[_innermost(names)] += k
+        libs = set(names)
         if libs & {"requests", "urllib3"}:
             inclusive["requests + urllib3 (anywhere on the stack)"] += k
         if "redisflush ARM client" in libs or libs & {"requests", "urllib3"}:
@@ -272,24 +286,21 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
     p = prof["profile"] if prof else None
     if p and p["total"]:
         rows = sorted(p["self"].items(), key=lambda kv: -kv[1])
-        s.extra = [["where the CPU of \"now\" goes (py-spy, innermost frame)",  # type: ignore[attr-defined]
+        s.extra = [["where the Python CPU of \"now\" goes (py-spy --gil, innermost frame)",  # type: ignore[attr-defined]
                     "share of samples"]] + [
             [k, f"{v / p['total'] * 100:.1f}%"] for k, v in rows] + [
             ["**inclusive**: " + k, f"{v / p['total'] * 100:.1f}%"]
             for k, v in sorted(p["inclusive"].items(), key=lambda kv: -kv[1])]
         sampled = p["total"] / 250
-        s.notes.append(f"py-spy: {p['total']} samples of active threads in a separate run of "
-                       f"\"now\" ({_per(prof):.2f} ms per flush): {sampled:.1f} "
-                       f"thread-seconds sampled against {prof['cpu']:.1f} s of CPU in that "
-                       f"run, so at least {max(0.0, 1 - prof['cpu'] / sampled) * 100:.0f}% of "
-                       "the samples are threads waiting (on a lock or queue, an fsync, a "
-                       "socket), not running: read the shares as where the threads are, "
-                       "the threading and SQLite rows above all; time in C code (SQLite, "
-                       "socket calls, JSON) counts to the Python line that called it, and a "
-                       "thread blocked in C (an fsync, a socket wait) may count as active, so "
-                       "the SQLite (the ledger's fsyncs above all) and socket shares overstate "
-                       "their CPU.")
-        where = "py-spy samples of active threads, waits included: " + ", ".join(
+        s.notes.append(f"py-spy: {p['total']} samples of the thread holding the GIL in a "
+                       f"separate run of \"now\" ({_per(prof):.2f} ms per flush): the GIL was "
+                       f"held {sampled:.1f} s against {prof['cpu']:.1f} s of CPU in that run. "
+                       "The shares are of the Python work (and C code that keeps the GIL, "
+                       "counted to the Python line that called it); C code that lets the GIL "
+                       "go (a SQLite statement, a socket send or receive, the kernel's side "
+                       "of each) is the rest of the CPU and is not in the table. sqlite3's "
+                       "own Python wrappers count to the bus or ledger line that called them.")
+        where = "py-spy samples of the thread holding the GIL: " + ", ".join(
             f"{k} {v / p['total'] * 100:.0f}%" for k, v in rows[:3])
     else:
         where = "not profiled (" + ("py-spy not installed)" if prof else "--quick)")
