@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from . import cadence, lro
 from .answers import ArmAnswer, ArmFailure, error_detail
-from .commands import CallArm
+from .commands import CallArm, Deferred
 from .selector import Selector, database_list_path, read_page
 from .state import ListCall, RunState
 from .targets import ENTERPRISE
@@ -41,14 +41,19 @@ def list_call(state: RunState, step: int) -> CallArm:
     assert state.selector is not None
     return CallArm("list", "GET", call.url, state.selector.subscription_id,
                    f"{state.origin.request_id}:list.{state.pages}.{step}",
-                   max_inline_wait=cadence.MAX_INLINE_WAIT)
+                   paced=state.list_paced, max_inline_wait=cadence.MAX_INLINE_WAIT)
 
 
-def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure, now: dt.datetime,
+def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: dt.datetime,
                    endpoint: str, enterprise_api_version: str) -> RunState:
     """The state after one list page (or its failure); ResolveFailed when it cannot go on."""
+    if isinstance(r, Deferred):
+        # The subscription's reads are paused (a 429's Retry-After, or none left): the pacer
+        # holds a slot for this page `wait` seconds from now, so the page is read then.
+        return replace(state, list_paced=True,
+                       due=cadence.next_time(now, r.wait, None, state.deadline))
     sent = not isinstance(r, ArmFailure) or r.sent
-    state = replace(state, arm_requests=state.arm_requests + int(sent))
+    state = replace(state, arm_requests=state.arm_requests + int(sent), list_paced=False)
     if isinstance(r, ArmFailure) or lro.is_transient(r.status):
         failures = state.list_failures + 1
         if failures > MAX_LIST_FAILURES:

@@ -121,6 +121,7 @@ class RunState:
     reported: bool = False
     linked_request: tuple[str, ...] | None = None
     reply_tag: str | None = None  # a repeat's own reply ids (its MessageId differs)
+    list_paced: bool = False  # the next list page already holds a pacer slot
 
     @property
     def message_id(self) -> str:
@@ -151,6 +152,7 @@ class RunState:
                "notePercent": self.note_percent, "reported": self.reported,
                "linkedRequest": None if self.linked_request is None else
                list(self.linked_request),
+               "listPaced": self.list_paced,
                "targets": [t.to_json() for t in self.targets]}
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -181,7 +183,7 @@ class RunState:
                        parse_iso_or_none(d.get("due")), int(d.get("armRequests", 0)),
                        d.get("noteStatus"), d.get("notePercent"), bool(d.get("reported")),
                        None if linked is None else tuple(linked),
-                       reply_tag=d.get("replyTag"))
+                       reply_tag=d.get("replyTag"), list_paced=d.get("listPaced") is True)
         except (KeyError, TypeError, AttributeError, ValidationError, ValueError,
                 RecursionError, UnicodeDecodeError) as exc:
             raise ValueError(f"invalid poll state: {type(exc).__name__}: {exc}") from None

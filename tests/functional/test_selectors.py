@@ -243,3 +243,34 @@ def test_a_redelivered_selector_request_flushes_what_it_resolved_without_listing
     assert [d["armRequests"] for d in caches_data.values()] == [2, 2]
     assert all(d["acceptedAt"] == "2024-05-01T12:00:00.000Z" for d in caches_data.values())
     assert request["counts"] == {"Succeeded": 2}
+
+
+def test_a_list_page_waits_out_a_read_pause_another_request_met(h: Harness) -> None:
+    """A 429 on one request's status read pauses the subscription's reads for its
+    Retry-After; a selector request arriving then reads its list page when the pause ends
+    (the pacer's slot held for it), instead of failing each delivery until dead-lettered."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, "other", Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+    throttled = {"error": {"code": "TooManyRequests", "message": "throttled"}}
+    h.arm.on_operation(op, Answer(429, {"Retry-After": "30"}, throttled),
+                       then=Answer(200, {}, op.status("Succeeded")))
+    caches = list_path(SUB, RG, "redis")
+    h.arm.on_list(caches, Answer(200, {}, page([cache_item(SUB, RG, "shop-eu", SHOP)])))
+    flush = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, "shop-eu", Answer(202, {"Azure-AsyncOperation": flush.url}, b""))
+    h.arm.on_operation(flush, then=Answer(200, {}, flush.status("Succeeded")))
+    first = h.send_request({"subscriptionId": SUB, "resourceGroup": RG, "cacheName": "other"},
+                           message_id="sel-paused-a")
+    h.run(limit=2)  # its POST, then its first status read: 429, reads paused for 30 s
+    throttled_at = h.clock.now()
+    h.clock.advance(1)
+    rid = h.send_request(selector(kinds=["redis"]), message_id="sel-paused-b")
+
+    h.run()
+
+    (lists,) = [r for r in h.arm.requests if r.raw_path == caches]
+    assert (lists.when - throttled_at).total_seconds() >= 30
+    check_request_event(h.event_messages(rid)[f"{rid}:completed"], rid, "Succeeded", SCOPE,
+                        results={resource_id(cache="shop-eu"): "Succeeded"})
+    assert h.event_messages(first)[f"{first}:completed"].application_properties["status"] \
+        == "Succeeded"
