@@ -170,10 +170,13 @@ def request_completed(origin: Origin, scope: str, results: Sequence[tuple[Target
         "durationSeconds": _seconds(origin.requested_at, completed_at),
         "armRequests": arm_requests, "reason": origin.reason,
         "requestedBy": origin.requested_by}
-    return {"specversion": "1.0", "type": REQUEST_COMPLETED, "source": scope,
-            "subject": scope, "id": event_id or f"{origin.request_id}:completed",
-            "time": iso(completed_at), "datacontenttype": "application/json",
-            "data": fit(data, _DATA_BYTES)}
+    event = {"specversion": "1.0", "type": REQUEST_COMPLETED, "source": scope,
+             "subject": scope, "id": event_id or f"{origin.request_id}:completed",
+             "time": iso(completed_at), "datacontenttype": "application/json",
+             "data": fit(data, _DATA_BYTES)}
+    if scope == REJECTED_SOURCE:  # a request too broken to name a scope has no subject
+        del event["subject"]
+    return event
 
 
 def _short_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -96,13 +96,17 @@ class FlushRequest:
 
 @dataclass(frozen=True)
 class Rejection:
-    """An invalid request: `field` broke `rule`; `targets` are set when they could be read."""
+    """An invalid request: `field` broke `rule`; `targets` are set when they could be read.
+    `batch`: the body asked for a selector or several caches, so its one event is a
+    RequestCompleted; `scope`: the selector's, when it could be read."""
 
     origin: Origin
     field: str
     rule: str
     targets: tuple[Target, ...] = ()
     code: str = "InvalidRequest"
+    batch: bool = False
+    scope: str | None = None
 
     @property
     def message(self) -> str:
@@ -124,8 +128,10 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
     try:
         origin = _origin_fields(data, origin)
     except ValidationError as exc:
-        return Rejection(_safe_origin(origin, reserved_queues), exc.field, exc.rule)
+        return Rejection(_safe_origin(origin, reserved_queues), exc.field, exc.rule,
+                         batch=_asks_batch(data))
     targets: tuple[Target, ...] = ()
+    selector: Selector | None = None
     try:
         _check_reply_to(origin.reply_to, reserved_queues)
         unknown = sorted(k for k in data if k not in REQUEST_FIELDS)
@@ -148,9 +154,17 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
     except ValidationError as exc:
         if exc.field == "ReplyTo":
             origin = _safe_origin(origin, reserved_queues)
-        return Rejection(origin, exc.field, exc.rule, targets)
+        return Rejection(origin, exc.field, exc.rule, targets, batch=_asks_batch(data),
+                         scope=selector.scope if selector is not None else None)
     deadline = origin.requested_at + dt.timedelta(seconds=timeout)
     return FlushRequest(origin, targets, selector, linked, timeout, deadline)
+
+
+def _asks_batch(data: Mapping[str, Any]) -> bool:
+    """Whether the body asked for a selector or for more than one cache (docs/design.md,
+    "Events": such a request's events end with a RequestCompleted, a rejected one's too)."""
+    ids = data.get("resourceIds")
+    return data.get("selector") is not None or (isinstance(ids, list) and len(ids) > 1)
 
 
 def _same_id(text: str, target: Target) -> bool:

@@ -30,6 +30,7 @@ from .commands import (
 )
 from .compact import compact
 from .events import (
+    REJECTED_SOURCE,
     Outcome,
     event_message,
     exact,
@@ -323,12 +324,13 @@ def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope
     """The Rejected event of a request (no ledger row: a rejected request claims nothing)."""
     origin, targets = rejection.origin, rejection.targets
     error = {"code": rejection.code, "message": rejection.message, "target": rejection.field}
-    if selector_scope is None and len(targets) <= 1:
+    selector_scope = selector_scope or rejection.scope
+    if selector_scope is None and len(targets) <= 1 and not rejection.batch:
         target = targets[0] if targets else None
         event = flush_completed(origin, target, Outcome("Rejected", now, error),
                                 event_id=event_id)
     else:
-        scope = selector_scope or (scope_of(targets) if targets else "/redisflush/requests")
+        scope = selector_scope or (scope_of(targets) if targets else REJECTED_SOURCE)
         event = request_completed(origin, scope, [], completed_at=now, arm_requests=arm_requests,
                                   status="Rejected", error=error, event_id=event_id)
         target = None

@@ -5,6 +5,7 @@ before any token goes there, and the count rules (0 matches, more than the maxim
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from tests.support.harness import (
@@ -274,3 +275,35 @@ def test_a_list_page_waits_out_a_read_pause_another_request_met(h: Harness) -> N
                         results={resource_id(cache="shop-eu"): "Succeeded"})
     assert h.event_messages(first)[f"{first}:completed"].application_properties["status"] \
         == "Succeeded"
+
+
+def test_a_selector_request_rejected_on_arrival_gets_a_request_event_with_its_scope(
+        h: Harness) -> None:
+    """The body asked for a selector: its one event is the RequestCompleted that subscribers
+    of the request's type wait for, with the selector's scope, not a FlushCompleted."""
+    rid = h.send_request({**selector(kinds=["redis"]), "timeoutSeconds": 5},
+                         message_id="sel-late")
+
+    h.run()
+
+    (only,) = h.event_messages(rid).values()
+    assert only.message_id.startswith(f"{rid}:rejected:")
+    data = check_request_event(only, rid, "Rejected", SCOPE, results={},
+                               event_id=only.message_id)["data"]
+    assert data["error"]["target"] == "timeoutSeconds"
+    assert h.arm.requests == []
+
+
+def test_a_cache_list_rejected_before_its_ids_were_read_gets_a_request_event(
+        h: Harness) -> None:
+    rid = h.send_request({"resourceIds": [resource_id(cache="shop-eu"), 42]},
+                         message_id="ids-bad")
+
+    h.run()
+
+    (only,) = h.event_messages(rid).values()
+    doc = json.loads(only.body)
+    assert doc["type"] == "RedisFlush.RequestCompleted"
+    assert doc["source"] == "/redisflush/requests" and "subject" not in doc
+    assert doc["data"]["status"] == "Rejected"
+    assert doc["data"]["error"]["target"] == "resourceIds[1]"
