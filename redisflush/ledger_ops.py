@@ -48,6 +48,8 @@ def record(ledger: Ledger, request_id: str, command: RecordTarget | RecordReques
         row = ledger.get(request_id, key)
         new = ledger_rules.recorded(row, request_id, key, command.state, command.data, now,
                                     command.expires_at)
+        if new is None:
+            return
         stored = ledger.insert(new) if row is None else ledger.update(new)
         if stored is not None:
             return

@@ -181,8 +181,12 @@ def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
         ts = _transient(ts, r, cx)
         if ts.phase != "done":
             # The retry claims the row again: a redelivery of this request may have POSTed
-            # in between (docs/design.md, "Request ledger").
-            cx.records.append(RecordTarget(ts.target.key, "retry", {}, expiry(cx.deadline)))
+            # in between (docs/design.md, "Request ledger"). A POST that may have reached ARM
+            # keeps its claim (`posting`), as if this invocation had died with it in flight:
+            # it is sent once more after the lease, never a third time.
+            if not _in_doubt(r):
+                cx.records.append(RecordTarget(ts.target.key, "retry", {},
+                                               expiry(cx.deadline)))
             ts = replace(ts, phase="claim")
         return ts
     if r.status == 202 or (200 <= r.status < 300 and _keeps_running(r)):
@@ -192,6 +196,17 @@ def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
         status = reading.status if reading.state == "terminal" else lro.SUCCEEDED
         return _end(ts, cx, status or lro.SUCCEEDED, None, reading.operation, accepted=True)
     return _end(ts, cx, lro.FAILED, _http_error(r))
+
+
+def _in_doubt(r: ArmAnswer | ArmFailure) -> bool:
+    """A POST that went out and got no answer of ARM's own (a timeout or a reset after it was
+    sent, a gateway's 502 or 504): ARM may have accepted the flush."""
+    if isinstance(r, ArmFailure):
+        return r.sent
+    return r.status in IN_DOUBT_STATUSES
+
+
+IN_DOUBT_STATUSES = (502, 504)
 
 
 def _keeps_running(r: ArmAnswer) -> bool:

@@ -47,8 +47,15 @@ def on_existing(row: LedgerRow, now: dt.datetime
 
 
 def recorded(row: LedgerRow | None, request_id: str, key: str, state: str,
-             data: Mapping[str, Any], now: dt.datetime, expires_at: dt.datetime) -> LedgerRow:
-    """The row after a record: the new state, data merged over what it had."""
+             data: Mapping[str, Any], now: dt.datetime, expires_at: dt.datetime
+             ) -> LedgerRow | None:
+    """The row after a record: the new state, data merged over what it had. None: the row
+    stays as it is. The first `done` is kept (a late redelivery's step must not rewrite an
+    outcome the topic already has), and `retry` gives back only a claim (`posting`), never
+    an operation another delivery got accepted."""
+    if row is not None and (row.state == "done" or
+                            (state == "retry" and row.state not in ("posting", "retry"))):
+        return None
     if row is None:
         return LedgerRow(request_id, key, state, dict(data), 0, now, expires_at)
     return replace(row, state=state, data={**row.data, **data}, updated_at=now,

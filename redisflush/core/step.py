@@ -362,6 +362,13 @@ def _settle(state: RunState, view: View, config: Config, effects: list[Command])
     if state.phase == "done":
         return state, effects
     now = view.now
+    for ts in state.targets:
+        if ts.phase == "post":
+            # Claimed but not sent in this invocation (the pacer deferred it, its group is
+            # not settled, the call window closed): the claim goes back and the POST claims
+            # again when it is due, so a claim never outlives its lease unsent.
+            effects.append(RecordTarget(ts.target.key, "retry", {}, expiry(state.deadline)))
+            state = state.with_target(replace(ts, phase="claim"))
     if state.phase == "resolve":
         at = state.due or now
     else:

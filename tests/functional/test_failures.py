@@ -3,10 +3,12 @@ status URL that keeps giving unusable answers (retried 3 times, then a code nami
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from tests.support.harness import CACHE, RG, SUB, Harness
-from tests.support.scripted_arm import Answer, Operation
+from tests.support.harness import CACHE, RG, SUB, Harness, resource_id
+from tests.support.scripted_arm import Answer, Operation, flush_path
 
 ARM_ERROR = {"error": {
     "code": "AuthorizationFailed",
@@ -118,3 +120,64 @@ def test_a_location_poll_404_is_unusable_too(h: Harness) -> None:
     data = h.event(rid, "Failed")
     assert data["error"]["code"] == "OperationStatusHttp404"
     assert data["armRequests"] == 5
+
+
+def test_a_post_whose_answer_never_came_is_sent_once_more_then_in_doubt(
+        make_harness: Callable[..., Harness]) -> None:
+    """ARM may have taken a POST whose answer was cut off: its claim is kept, so it goes out
+    once more after the 90 s lease and never a third time (README, "Reliability")."""
+    h = make_harness(timeouts=(0.3, 0.6))
+    op = h.arm.new_operation(SUB)
+    late = Answer(202, both(op.url), b"", delay=1.0)  # accepted, the answer past the limit
+    h.arm.on_flush(SUB, RG, CACHE, late, late, late, then=Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request()
+
+    h.run()
+
+    posts = h.arm.route("POST", flush_path(SUB, RG, CACHE)).requests
+    assert len(posts) == 2
+    assert (posts[1].when - posts[0].when).total_seconds() >= 90
+    assert h.event(rid, "Failed", arm_requests=2)["error"]["code"] == "FlushInDoubt"
+
+
+def test_a_gateway_504_to_the_post_is_in_doubt_too(h: Harness) -> None:
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(504, {}, b"<html>gateway timeout</html>"),
+                   then=Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request()
+
+    h.run()
+
+    posts = h.arm.route("POST", flush_path(SUB, RG, CACHE)).requests
+    assert len(posts) == 2 and (posts[1].when - posts[0].when).total_seconds() >= 90
+    h.event(rid, "Succeeded", arm_requests=3)
+
+
+def test_a_post_the_pacer_held_back_claims_its_row_again_before_it_goes(h: Harness) -> None:
+    """Writes parked for 150 s by another request's 429: the held-back POST gives its claim
+    back, so a repeat of the request after the lease (on another instance) does not take the
+    row for a dead writer's and POST as well; one POST goes out, when the slot comes."""
+    throttled = Answer(429, {"Retry-After": "150"},
+                       {"error": {"code": "TooManyRequests", "message": "throttled"}})
+    first, second = h.arm.new_operation(SUB), h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, "cache-a", throttled, then=Answer(202, both(first.url), b""))
+    h.arm.on_flush(SUB, RG, "cache-b", then=Answer(202, both(second.url), b""))
+    for op in (first, second):
+        h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    h.send_request({"resourceId": resource_id(cache="cache-a"), "requestId": "held-a"})
+    h.run(limit=1)  # the 429: the subscription's writes parked for 150 s
+    h.clock.advance(1)
+    body = {"resourceId": resource_id(cache="cache-b"), "requestId": "held-b"}
+    h.send_request(body)
+    h.run(limit=1)  # claimed, the POST held back
+    assert h.ledger.get("held-b", resource_id(cache="cache-b").lower()).state == "retry"
+    h.clock.advance(95)
+    h.restart()  # another instance, with a pacer of its own, gets a repeat
+    h.send_request(body, message_id="held-b-again")
+
+    h.run()
+
+    assert len(h.arm.route("POST", flush_path(SUB, RG, "cache-b")).requests) == 1
+    h.event("held-b", "Succeeded", rid=resource_id(cache="cache-b"))

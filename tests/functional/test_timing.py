@@ -198,7 +198,7 @@ def test_an_unparseable_retry_after_date_is_ignored_not_raised(h: Harness) -> No
 def test_a_5xx_burst_on_the_post_and_on_polls_is_retried_with_backoff(h: Harness) -> None:
     op = h.arm.new_operation(SUB)
     h.arm.on_flush(SUB, RG, CACHE, Answer(500, {}, b""), Answer(503, {}, b"upstream"),
-                   Answer(502, {}, {"error": {"code": "BadGateway", "message": "gw"}}),
+                   Answer(503, {}, {"error": {"code": "ServiceUnavailable", "message": "x"}}),
                    Answer(202, both(op.url), b""))
     h.arm.on_operation(op, Answer(503, {}, b""), Answer(500, {}, b""),
                        Answer(504, {}, b""), Answer(202, both(op.url), op.status("InProgress")),

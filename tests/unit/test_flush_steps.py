@@ -497,23 +497,38 @@ TRANSIENT_POSTS = [
     (answer(429, ARM_ERRORS["429"], {"Retry-After": "17"}), 17.0),
     (answer(429, ARM_ERRORS["429"], {"x-ms-retry-after-ms": "90000"}), 90.0),
     (answer(500, ARM_ERRORS["500"]), None), (answer(503, b"", {"Retry-After": "1"}), 1.0),
-    (answer(504, b""), None),
-    (ArmFailure("ConnectionError", "POST failed: ConnectionError"), None),
-    (ArmFailure("Timeout", "POST timed out"), None),
-    (ArmFailure("TokenUnavailable", "no token", retry_after=40.0), 40.0),
+    (ArmFailure("ConnectionError", "POST failed: ConnectionError", sent=False), None),
+    (ArmFailure("TokenUnavailable", "no token", retry_after=40.0, sent=False), 40.0),
 ]
+# no answer of ARM's own to a POST that went out: ARM may have taken it
+IN_DOUBT_POSTS = [answer(502, b"<html>bad gateway</html>"), answer(504, b""),
+                  ArmFailure("ConnectionError", "POST failed: ConnectionError"),
+                  ArmFailure("Timeout", "POST timed out")]
 
 
 @pytest.mark.parametrize("result, ra", TRANSIENT_POSTS)
 def test_post_transient_error_schedules_a_retry(result, ra):
     ts, records = after(post_state(), result)
-    backoff = cadence.retry_delay(1, f"{TARGET.key}:1")
+    backoff = cadence.retry_delay(1, f"{TARGET.key}:{int(result_sent(result))}")
     assert wait_of(ts) == pytest.approx(max(backoff, ra or 0.0), abs=1e-5)
     assert wait_of(ts) >= (ra or 0.0)
     # ARM refused it for now: the row says so, and the retry claims the row again (a
     # redelivery of this request may have POSTed in between)
-    assert (ts.phase, ts.failures, ts.arm_requests) == ("claim", 1, 1)
+    assert (ts.phase, ts.failures, ts.arm_requests) == ("claim", 1, int(result_sent(result)))
     assert records == [RecordTarget(TARGET.key, "retry", {}, expiry(DEADLINE))]
+
+
+def result_sent(result: object) -> bool:
+    return not isinstance(result, ArmFailure) or result.sent
+
+
+@pytest.mark.parametrize("result", IN_DOUBT_POSTS)
+def test_a_post_that_may_have_reached_arm_keeps_its_claim(result):
+    """No `retry` record: the row stays `posting`, so the claim again finds it busy until the
+    lease ends and then sends it once more, never a third time (ledger_rules.on_existing)."""
+    ts, records = after(post_state(), result)
+    assert (ts.phase, ts.failures) == ("claim", 1)
+    assert records == []
 
 
 def test_post_retries_back_off_then_poll():

@@ -130,8 +130,24 @@ def test_recorded_merges_data_and_keeps_the_longer_expiry():
     assert new.data == {REPOSTED: True, "a": 2, **ACCEPTED_DATA}
     assert new.expires_at == EXPIRES  # never shortened
     later = recorded(old, "req-1", KEY, "done", {}, at(3), EXPIRES + dt.timedelta(days=1))
-    assert later.expires_at == EXPIRES + dt.timedelta(days=1)
+    assert later is not None and later.expires_at == EXPIRES + dt.timedelta(days=1)
     assert new.etag == "e1"
+
+
+@pytest.mark.parametrize("state", ["accepted", "done", "retry", "posting"])
+def test_the_first_outcome_recorded_is_kept(state):
+    """A late redelivery's step (say, one that timed out after the flush was reported) must
+    not rewrite the outcome the topic already has."""
+    done = row("done", outcome={"status": "Succeeded"})
+    assert recorded(done, "req-1", KEY, state, {"outcome": {"status": "TimedOut"}}, at(5),
+                    EXPIRES) is None
+
+
+@pytest.mark.parametrize("current", ["accepted", "done"])
+def test_a_retry_gives_back_only_a_claim(current):
+    """`retry` over an operation another delivery got accepted would make the next claim
+    POST it again."""
+    assert recorded(row(current), "req-1", KEY, "retry", {}, at(5), EXPIRES) is None
 
 
 def test_recorded_without_a_row_makes_one():
