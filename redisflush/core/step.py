@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from . import flush_steps, resolve
 from .answers import ArmFailure
@@ -35,6 +36,7 @@ from .events import (
     event_message,
     exact,
     flush_completed,
+    parse_iso,
     parse_iso_or_none,
     progress_note,
     rejected_event_id,
@@ -195,6 +197,13 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
         return replace(state, phase="done", reported=True), rejection_commands(
             rejected, now, selector_scope=_scope(state) if not _single(state) else None,
             event_id=f"{state.origin.request_id}:reused:{digest}:completed")
+    ended = opened.data.get("ended") if opened.status == "same" and opened.done else None
+    if not isinstance(ended, Mapping) or parse_iso_or_none(ended.get("completedAt")) is None:
+        ended = None  # a row written before the end was recorded: the outcomes still are
+    if opened.status == "same":
+        state = _as_repeat(state, opened)
+        if ended is not None and isinstance(ended.get("status"), str):
+            return replace(state, phase="done", reported=True), _request_end(state, ended)
     selector = state.selector
     if selector is not None:
         stored = opened.data.get("targets") if opened.status == "same" else None
@@ -210,22 +219,54 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
     else:
         state = replace(state, phase="run")
     if opened.status == "same":
-        recorded = opened.data.get("messageId")
-        if state.origin.message_id and recorded and recorded != state.origin.message_id:
-            tag = hashlib.sha256(state.origin.message_id.encode()).hexdigest()[:12]
-            state = replace(state, reply_tag=tag)
-        first = parse_iso_or_none(opened.data.get("requestedAt"))
-        if first is not None and first != state.origin.requested_at:
-            # A repeat under a new MessageId: the request began when the first one was sent.
-            timeout = state.deadline - state.origin.requested_at
-            state = replace(state, origin=replace(state.origin, requested_at=first),
-                            deadline=first + timeout)
         for ts in state.targets:
             row = opened.targets.get(ts.target.key)
             if row and row[0] == "done" and isinstance(row[1].get("outcome"), Mapping):
                 state = state.with_target(replace(ts, phase="done",
                                                   outcome=Outcome.from_json(row[1]["outcome"])))
+        if ended is not None and state.phase == "run" and state.targets and \
+                all(t.phase == "done" for t in state.targets):
+            # A repeat of a request that ended: its events again, with what they said then.
+            return _reports(state, now, ended)
     return state, None
+
+
+def _as_repeat(state: RunState, opened: Opened) -> RunState:
+    """A redelivery or a repeat: a repeat under a new MessageId gets reply ids of its own,
+    and the request began when the first one was sent."""
+    recorded = opened.data.get("messageId")
+    if state.origin.message_id and recorded and recorded != state.origin.message_id:
+        tag = hashlib.sha256(state.origin.message_id.encode()).hexdigest()[:12]
+        state = replace(state, reply_tag=tag)
+    first = parse_iso_or_none(opened.data.get("requestedAt"))
+    if first is not None and first != state.origin.requested_at:
+        timeout = state.deadline - state.origin.requested_at
+        state = replace(state, origin=replace(state.origin, requested_at=first),
+                        deadline=first + timeout)
+    return state
+
+
+def _ended(completed_at: dt.datetime, arm_requests: int, **outcome: Any) -> dict[str, Any]:
+    """What the request row keeps of the request's end, so a repeat's events say the same
+    (docs/design.md, "Request ledger"); `outcome` for a request that ended as a whole."""
+    return {"completedAt": exact(completed_at), "armRequests": arm_requests, **outcome}
+
+
+def _request_end(state: RunState, ended: Mapping[str, Any]) -> list[Command]:
+    """The event of a request that ended as a whole (rejected selector, failed listing),
+    from what its row recorded."""
+    origin = state.origin
+    error = ended.get("error")
+    event = request_completed(origin, str(ended.get("scope") or _scope(state)), [],
+                              completed_at=parse_iso(str(ended["completedAt"])),
+                              arm_requests=int(ended.get("armRequests") or 0),
+                              status=str(ended["status"]),
+                              error=error if isinstance(error, Mapping) else None)
+    commands: list[Command] = [Publish(event_message(event, origin, None))]
+    if origin.reply_to:
+        commands.append(Reply(origin.reply_to, event_message(event, origin, None, session=True,
+                                                             tag=state.reply_tag)))
+    return commands
 
 
 def _resolved(state: RunState, now: dt.datetime, config: Config
@@ -249,10 +290,12 @@ def _resolved(state: RunState, now: dt.datetime, config: Config
     if rule is not None:
         rejected = Rejection(state.origin, "selector", rule, code="SelectorRejected")
         done = replace(state, phase="done", reported=True)
+        ended = _ended(now, state.arm_requests, status="Rejected", scope=scope,
+                       error=rejection_error(rejected))
         return done, (done, rejection_commands(rejected, now, selector_scope=scope,
                                                 arm_requests=state.arm_requests)
-                      + [RecordRequest("done", {"fingerprint": state.fingerprint},
-                                       expiry(state.deadline))])
+                      + [RecordRequest("done", {"fingerprint": state.fingerprint,
+                                                "ended": ended}, expiry(state.deadline))])
     return replace(with_targets(state, targets, now), phase="run"), None
 
 
@@ -278,8 +321,10 @@ def _single(state: RunState) -> bool:
     return state.selector is None and len(state.targets) == 1
 
 
-def _reports(state: RunState, now: dt.datetime) -> Decision:
-    """Each target's event as soon as it is over; the request's when the last one is."""
+def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None = None
+             ) -> Decision:
+    """Each target's event as soon as it is over; the request's when the last one is (a
+    repeat's with the end its row recorded: `ended`)."""
     commands: list[Command] = []
     count, origin = len(state.targets), state.origin
     for ts in state.targets:
@@ -297,16 +342,21 @@ def _reports(state: RunState, now: dt.datetime) -> Decision:
         state = state.with_target(replace(ts, reported=True))
     if state.phase == "run" and state.targets and \
             all(t.phase == "done" for t in state.targets) and not state.reported:
+        completed_at, arm_requests = now, state.total_arm_requests
+        if ended is not None:
+            completed_at = parse_iso(str(ended["completedAt"]))
+            arm_requests = int(ended.get("armRequests") or 0)
         if not _single(state):
             results = [(t.target, t.outcome) for t in state.targets if t.outcome]
-            event = request_completed(origin, _scope(state), results, completed_at=now,
-                                      arm_requests=state.total_arm_requests)
+            event = request_completed(origin, _scope(state), results, completed_at=completed_at,
+                                      arm_requests=arm_requests)
             commands.append(Publish(event_message(event, origin, None)))
             if origin.reply_to:
                 commands.append(Reply(origin.reply_to,
                                       event_message(event, origin, None, session=True,
                                                     tag=state.reply_tag)))
-        commands.append(RecordRequest("done", {"fingerprint": state.fingerprint},
+        commands.append(RecordRequest("done", {"fingerprint": state.fingerprint,
+                                               "ended": _ended(completed_at, arm_requests)},
                                       expiry(state.deadline)))
         state = replace(state, reported=True, phase="done")
     return state, commands
@@ -323,7 +373,7 @@ def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope
                        ) -> list[Command]:
     """The Rejected event of a request (no ledger row: a rejected request claims nothing)."""
     origin, targets = rejection.origin, rejection.targets
-    error = {"code": rejection.code, "message": rejection.message, "target": rejection.field}
+    error = rejection_error(rejection)
     selector_scope = selector_scope or rejection.scope
     if selector_scope is None and len(targets) <= 1 and not rejection.batch:
         target = targets[0] if targets else None
@@ -341,17 +391,17 @@ def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope
     return commands
 
 
+def rejection_error(rejection: Rejection) -> dict[str, str]:
+    return {"code": rejection.code, "message": rejection.message, "target": rejection.field}
+
+
 def _request_failed(state: RunState, now: dt.datetime, status: str, code: str, message: str
                     ) -> Decision:
     """The request ends before it had targets (a selector that could not be resolved)."""
-    origin = state.origin
-    event = request_completed(origin, _scope(state), [], completed_at=now,
-                              arm_requests=state.total_arm_requests, status=status,
-                              error={"code": code, "message": message})
-    commands: list[Command] = [Publish(event_message(event, origin, None))]
-    if origin.reply_to:
-        commands.append(Reply(origin.reply_to, event_message(event, origin, None, session=True)))
-    commands.append(RecordRequest("done", {"fingerprint": state.fingerprint},
+    ended = _ended(now, state.total_arm_requests, status=status, scope=_scope(state),
+                   error={"code": code, "message": message})
+    commands = _request_end(state, ended)
+    commands.append(RecordRequest("done", {"fingerprint": state.fingerprint, "ended": ended},
                                   expiry(state.deadline)))
     return replace(state, phase="done", reported=True), commands
 

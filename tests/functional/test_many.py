@@ -206,3 +206,34 @@ def test_a_batch_and_one_cache_requests_named_like_its_ids_each_publish_every_ev
     assert sorted(e.message.message_id for e in h.events()) == [
         "coll:0:completed", "coll:1:completed", "coll:completed", "coll:completed:0",
         "coll:completed:1"]
+
+
+def test_a_repeat_of_a_finished_batch_republishes_the_same_request_event(h: Harness) -> None:
+    """completedAt, durationSeconds and armRequests are the first run's, as the ledger kept
+    them: a subscriber deduplicating by id must not see two stories."""
+    names = ("cache-a", "cache-b")
+    for name in names:
+        op = h.arm.new_operation(SUB)
+        h.arm.on_flush(SUB, RG, name, Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+        h.arm.on_operation(op, Answer(202, {}, op.status("InProgress")),
+                           then=Answer(200, {}, op.status("Succeeded")))
+    body = {"resourceIds": [resource_id(cache=n) for n in names], "requestId": "batch-again"}
+    h.send_request(body, message_id="m-1")
+    h.run()
+    sent = len(h.arm.requests)
+    h.clock.advance(3600)  # past the topic's duplicate window
+    h.send_request(body, message_id="m-2")
+
+    h.run()
+
+    assert len(h.arm.requests) == sent  # nothing flushed or read again
+    by_id: dict[str, list[dict[str, object]]] = {}
+    for envelope in h.events():
+        by_id.setdefault(envelope.message.message_id, []).append(
+            json.loads(envelope.message.body))
+    assert sorted(by_id) == ["batch-again:completed", "batch-again:completed:0",
+                             "batch-again:completed:1"]
+    for copies in by_id.values():
+        first, again = copies
+        assert first == again
+    assert by_id["batch-again:completed"][0]["data"]["armRequests"] == sent

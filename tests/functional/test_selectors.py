@@ -307,3 +307,46 @@ def test_a_cache_list_rejected_before_its_ids_were_read_gets_a_request_event(
     assert doc["source"] == "/redisflush/requests" and "subject" not in doc
     assert doc["data"]["status"] == "Rejected"
     assert doc["data"]["error"]["target"] == "resourceIds[1]"
+
+
+def test_a_repeat_of_a_rejected_selector_is_answered_from_the_ledger(h: Harness) -> None:
+    """The request ended Rejected, and a requestId names one request for good: a repeat
+    after the tag was put on a cache neither lists nor flushes, and its waiter gets the
+    recorded Rejected (the topic already has it under the same id)."""
+    caches = list_path(SUB, RG, "redis")
+    h.arm.on_list(caches, Answer(200, {}, page([cache_item(SUB, RG, "late", {"app": "b"})])),
+                  then=Answer(200, {}, page([cache_item(SUB, RG, "late", SHOP)])))
+    body = {**selector(kinds=["redis"]), "requestId": "sel-again"}
+    h.send_request(body, message_id="m-1")
+    h.run()
+    (first,) = h.event_messages("sel-again").values()
+    h.clock.advance(3600)  # past the topic's duplicate window: the repeat's copy goes out
+    h.send_request(body, message_id="m-2", reply_to="replies")
+
+    h.run()
+
+    assert [r.raw_path for r in h.arm.requests] == [caches]
+    first_doc, again = json.loads(first.body), [e.message for e in h.events()][-1]
+    assert again.message_id == first.message_id == "sel-again:completed"
+    assert json.loads(again.body) == first_doc
+    (reply,) = h.bus.messages("replies")
+    assert json.loads(reply.message.body)["data"]["status"] == "Rejected"
+    assert first_doc["data"]["error"]["code"] == "SelectorRejected"
+
+
+def test_a_repeat_of_a_failed_listing_is_answered_from_the_ledger(h: Harness) -> None:
+    caches = list_path(SUB, RG, "redis")
+    h.arm.on_list(caches, Answer(400, {}, {"error": {"code": "BadFilter", "message": "no"}}),
+                  then=Answer(200, {}, page([cache_item(SUB, RG, "shop-eu", SHOP)])))
+    body = {**selector(kinds=["redis"]), "requestId": "list-failed"}
+    h.send_request(body, message_id="m-1")
+    h.run()
+    h.clock.advance(3600)
+    h.send_request(body, message_id="m-2")
+
+    h.run()
+
+    first, again = [json.loads(e.message.body) for e in h.events()]
+    assert first == again and first["data"]["status"] == "Failed"
+    assert first["data"]["error"]["code"] == "BadFilter"
+    assert [r.method for r in h.arm.requests] == ["GET"]
