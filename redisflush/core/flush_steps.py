@@ -234,6 +234,9 @@ def _accept(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
 def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
     if isinstance(r, ArmFailure) and r.code == UNTRUSTED_URL:
         return _untrusted(ts, ts.poll_url or "", cx)
+    if isinstance(r, ArmAnswer) and ts.poll_kind == "location" and r.status >= 400 \
+            and r.status not in (408, 429) and error_detail(r.body) is not None:
+        return _operation_error(ts, r, cx)
     if isinstance(r, ArmFailure) or lro.is_transient(r.status):
         return _transient(ts, r, cx)
     if not 200 <= r.status < 300:
@@ -309,6 +312,22 @@ def _transient(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> Targe
     if cx.now >= cx.deadline:
         return _end(ts, cx, "TimedOut", _timed_out_error(ts, error))
     return replace(ts, failures=failures, due=cx.at(delay, after))
+
+
+def _operation_error(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
+    """An ARM ErrorResponse to a Location poll: how Location polling reports an operation
+    that failed (docs/design.md, "What ARM does"), and also how a status read that failed for
+    now (409 busy, a 5xx) looks. Read again with backoff; the same answer MAX_BAD more times
+    in a row ends the flush Failed with ARM's own error (a transient one would have passed;
+    taken as transient, a failed operation would be read until the deadline and end TimedOut)."""
+    failures = ts.failures + 1
+    if failures > MAX_BAD:
+        return _end(ts, cx, lro.FAILED, _http_error(r), ts.last_operation, accepted=True)
+    if cx.now >= cx.deadline:
+        return timed_out(ts, cx)
+    delay = cadence.retry_delay(failures, f"{ts.target.key}:{ts.arm_requests}")
+    return replace(ts, failures=failures,
+                   due=cx.at(delay, lro.retry_after(r.headers, cx.now)))
 
 
 def _bad(ts: TargetState, cx: Context, code: str,

@@ -111,14 +111,16 @@ def test_status_url_409_and_5xx_are_transient_not_unusable(h: Harness) -> None:
     assert h.event(rid, "Succeeded")["armRequests"] == 8
 
 
-def test_a_location_poll_404_is_unusable_too(h: Harness) -> None:
+def test_a_location_poll_404_is_read_as_often_and_ends_with_arms_error(h: Harness) -> None:
+    """On a Location poll an ErrorResponse is how the operation's own error comes back, so
+    the Failed event carries ARM's code (an Azure-AsyncOperation poll names the HTTP status)."""
     op = h.arm.new_operation(SUB)
     h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
     h.arm.on_operation(op, then=_bad(op, "404"))
     rid = h.send_request()
     h.run()
     data = h.event(rid, "Failed")
-    assert data["error"]["code"] == "OperationStatusHttp404"
+    assert (data["error"]["code"], data["error"]["httpStatus"]) == ("ResourceNotFound", 404)
     assert data["armRequests"] == 5
 
 

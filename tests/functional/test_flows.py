@@ -123,6 +123,39 @@ def test_location_polling_ends_with_the_operation_error(h: Harness) -> None:
     assert data["operation"]["status"] == "Failed"
 
 
+@pytest.mark.parametrize("status", [500, 409, 400])
+def test_location_polling_that_answers_the_operation_error_ends_failed_with_it(
+        h: Harness, status: int) -> None:
+    """Location polling gives a failed operation's error as the answer itself: read again
+    in case it was a status read failing for now, then Failed with ARM's error, long before
+    the deadline (not TimedOut, with the error lost)."""
+    op = h.arm.new_operation(SUB)
+    error = {"code": "FlushFailed", "message": "the flush failed on a shard"}
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
+    h.arm.on_operation(op, Answer(202, {}, b""), then=Answer(status, {}, {"error": error}))
+    rid = h.send_request()
+
+    h.run()
+
+    data = h.event(rid, "Failed")
+    assert data["error"] == {**error, "httpStatus": status}
+    assert data["armRequests"] == 1 + 1 + 4  # the POST, InProgress, the error four times
+    assert data["durationSeconds"] < 60
+
+
+def test_location_polling_reads_on_after_an_error_that_passes(h: Harness) -> None:
+    op = h.arm.new_operation(SUB)
+    busy = {"error": {"code": "Conflict", "message": "busy, try again later"}}
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
+    h.arm.on_operation(op, Answer(409, {}, busy), Answer(503, {}, busy), Answer(500, {}, busy),
+                       Answer(202, {}, b""), Answer(409, {}, busy), then=Answer(200, {}, b""))
+    rid = h.send_request()
+
+    h.run()
+
+    assert h.event(rid, "Succeeded")["armRequests"] == 7
+
+
 def test_azure_asyncoperation_only(h: Harness) -> None:
     op = h.arm.new_operation(SUB)
     h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Azure-AsyncOperation": op.url}, b""))
