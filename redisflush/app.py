@@ -91,7 +91,8 @@ class FlushApp:
         s, now = self.settings, self.clock()
         parsed = parse_request(delivery, default_timeout=s.timeout_seconds,
                                allowed_scopes=s.allowed_scopes, max_targets=s.max_targets,
-                               reserved_queues=(s.request_queue, s.poll_queue), now=now)
+                               reserved_queues=(s.request_queue, s.poll_queue, s.events_topic),
+                               now=now)
         if isinstance(parsed, Rejection):
             log.warning("request %s rejected: %s", printable(parsed.origin.request_id),
                         printable(parsed.message, 300))

@@ -298,7 +298,9 @@ def _check_reply_to(reply_to: str | None, reserved: tuple[str, ...]) -> None:
         raise ValidationError("ReplyTo", "must be a plain queue name (letters, digits, '.', "
                                          "'-', '_'; no '/' or '$' subqueue)")
     if reply_to.lower() in {q.lower() for q in reserved}:
-        raise ValidationError("ReplyTo", "must not be the app's own request or poll queue")
+        # the events topic too: a queue sender would put the reply copies on it as events
+        raise ValidationError("ReplyTo", "must not be the app's own request queue, poll "
+                                         "queue or events topic")
 
 
 def _origin_fields(data: Mapping[str, Any], origin: Origin) -> Origin:

@@ -81,7 +81,8 @@ def prepare(body: dict[str, Any], settings: QueueSettings, *, request_id: str, r
                      enqueued_at=now, delivery_count=1),
             default_timeout=settings.timeout_seconds, allowed_scopes=(),
             max_targets=int(getattr(settings, "max_targets", DEFAULT_MAX_TARGETS)),
-            reserved_queues=(settings.request_queue, settings.poll_queue), now=now)
+            reserved_queues=(settings.request_queue, settings.poll_queue,
+                             settings.events_topic), now=now)
     except (ValueError, TypeError, RecursionError) as exc:  # the parser promises not to
         return Invalid("body", f"body: could not be checked ({type(exc).__name__}: {exc})")
     if isinstance(parsed, Rejection):

@@ -103,6 +103,7 @@ def test_a_repeat_of_a_finished_request_flushes_nothing(h: Harness) -> None:
     "redis-flush-events/subscriptions/audit",  # a topic path
     "redis-flush-requests",                    # the app's own request queue: a loop
     "REDIS-FLUSH-POLLS",                       # its poll queue, in any case
+    "redis-flush-events",                      # its events topic: replies would be events
     "replies with space",
 ])
 def test_a_reply_to_that_is_not_a_plain_queue_of_the_sender_is_rejected(
