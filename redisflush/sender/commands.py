@@ -38,7 +38,8 @@ def add_send_parser(sub: Any) -> None:
     send.add_argument("--wait", action="store_true", help="wait for the final event")
     send.add_argument("--timeout", type=int, metavar="S",
                       help="the request's timeoutSeconds (30-86400); --wait waits that long "
-                      f"plus {WAIT_MARGIN:.0f} s")
+                      f"plus {WAIT_MARGIN:.0f} s (without it, --wait writes "
+                      "REDISFLUSH_TIMEOUT_SECONDS into the request)")
     send.add_argument("--json", action="store_true",
                       help="print the final event as one JSON line on stdout")
     send.add_argument("--request-id", help="requestId (default: a new UUID)")
@@ -86,6 +87,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     _one_bus(args)
     body = request_body(args)
     settings, root = load_settings(args)
+    if args.wait and args.timeout is None:
+        # The app must give up when the waiter does, whatever its own default
+        body["timeoutSeconds"] = settings.timeout_seconds
     request_id = args.request_id or str(uuid.uuid4())
     prepared = prepare(body, settings, request_id=request_id, reply=args.wait,
                        now=dt.datetime.now(dt.UTC))
@@ -102,7 +106,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         if not args.wait:
             print(prepared.request_id)
             return 0
-        wait = (args.timeout or settings.timeout_seconds) + WAIT_MARGIN
+        wait = int(body["timeoutSeconds"]) + WAIT_MARGIN
         progress = Progress(sys.stderr)
         try:
             event = follow(channel, prepared.request_id, time.monotonic() + wait,

@@ -110,6 +110,16 @@ def test_send_dry_run_prints_the_request(local_dir: Path) -> None:
     assert not (local_dir / "bus.sqlite").exists()     # dry run: nothing sent
 
 
+def test_send_wait_writes_the_timeout_it_waits_for_into_the_request(local_dir: Path) -> None:
+    """Without --timeout the app would apply its own default while the sender waited for its
+    own: the waiter could give up on a flush that goes on (or wait on one that ended)."""
+    result = run_cli(["send", "--local", "--dry-run", "--wait", "--resource-id",
+                      resource_id("c1"), "--request-id", "e2e-wait-timeout"], local_dir,
+                     timeout=25, env={"REDISFLUSH_TIMEOUT_SECONDS": "300"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["timeoutSeconds"] == 300
+
+
 def test_send_without_wait_prints_the_request_id(local_dir: Path) -> None:
     result = run_cli(["send", "--local", *cache_args("c1"), "--request-id", "e2e-nowait-1"],
                      local_dir, timeout=25)
