@@ -93,8 +93,22 @@ def _emulator_options(parser: argparse.ArgumentParser, port_flag: str) -> None:
     group.add_argument("--immediate", action="store_true", help="answer 200 at once")
 
 
+def _escape_what_the_console_cannot_print() -> None:
+    """An event may carry text the console's encoding lacks (a resource group `rg-日本` on a
+    cp1252 pipeline agent): it is printed escaped rather than ending the command with a
+    traceback and the wrong exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change: leave it as it is
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = argparse.Namespace(command=None)
+    _escape_what_the_console_cannot_print()
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

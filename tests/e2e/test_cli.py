@@ -157,7 +157,7 @@ def test_a_busy_emulator_port_is_one_line(local_dir: Path) -> None:
     assert len(lines) == 1 and f"--port {port}: cannot listen on it" in lines[0], result.stderr
 
 
-def _publish_events(local_dir: Path, count: int) -> None:
+def _publish_events(local_dir: Path, count: int, subject: str = "cache-{n}") -> None:
     from redisflush.local.bus import LocalBus
 
     with LocalBus(local_dir / "bus.sqlite") as bus:
@@ -165,8 +165,19 @@ def _publish_events(local_dir: Path, count: int) -> None:
         bus.ensure_subscription("redis-flush-events", "all")
         bus.publish("redis-flush-events", [OutboundMessage(json.dumps(
             {"type": "RedisFlush.FlushCompleted", "id": f"w-{n}:completed",
-             "subject": f"cache-{n}", "data": {"requestId": f"w-{n}", "status": "Succeeded"}}
+             "subject": subject.format(n=n),
+             "data": {"requestId": f"w-{n}", "status": "Succeeded"}}
         ).encode(), f"w-{n}:completed") for n in range(count)])
+
+
+def test_an_event_the_console_cannot_encode_is_printed_escaped(local_dir: Path) -> None:
+    """A pipeline agent's console in cp1252 (or ASCII) and a cache in `rg-日本`: the line is
+    printed with escapes, not a traceback with exit 1."""
+    _publish_events(local_dir, 1, subject="日本-{n}")
+    result = run_cli(["watch", "--local", "--count", "1"], local_dir, timeout=25,
+                     env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    assert "\\u65e5\\u672c-0" in result.stdout and "Traceback" not in result.stderr
 
 
 def test_watch_count_1_leaves_the_other_events_unlocked(local_dir: Path) -> None:
