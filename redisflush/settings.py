@@ -19,7 +19,7 @@ from .core.trust import is_loopback_http as is_loopback_http
 from .errors import ConfigurationError
 from .logtext import printable
 from .sender.settings import MAX_TARGETS_LIMIT as MAX_TARGETS_LIMIT
-from .sender.settings import distinct_entities
+from .sender.settings import distinct_entities, whole_setting
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_API_VERSION = "2023-08-01"
@@ -98,7 +98,7 @@ class Settings:
             return value or DEFAULTS[name]
 
         endpoint = _endpoint(get("REDISFLUSH_ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT)
-        timeout = _int_in_range("REDISFLUSH_TIMEOUT_SECONDS",
+        timeout = whole_setting("REDISFLUSH_TIMEOUT_SECONDS",
                                 get("REDISFLUSH_TIMEOUT_SECONDS") or "1800",
                                 MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS)
         scopes = tuple(s.strip().rstrip("/") for s in (get("REDISFLUSH_ALLOWED_SCOPES") or "")
@@ -129,7 +129,7 @@ class Settings:
                                    get("REDISFLUSH_LEDGER_TABLE") or DEFAULT_LEDGER_TABLE,
                                    _TABLE_NAME, "must be 3-63 letters or digits, starting "
                                                 "with a letter (Azure table name)"),
-            max_targets=_int_in_range("REDISFLUSH_MAX_TARGETS",
+            max_targets=whole_setting("REDISFLUSH_MAX_TARGETS",
                                       get("REDISFLUSH_MAX_TARGETS") or "50",
                                       1, MAX_TARGETS_LIMIT),
             storage_connection=_storage_connection(get("AzureWebJobsStorage")),
@@ -167,15 +167,6 @@ def _endpoint(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _int_in_range(name: str, value: str, low: int, high: int) -> int:
-    text = value.strip()
-    if not text.lstrip("-").isdigit() or not text.isascii() or len(text) > 12:
-        raise ConfigurationError(f"{name}: {_shown(value)} must be a whole number "
-                                 f"between {low} and {high}")
-    number = int(text)
-    if not low <= number <= high:
-        raise ConfigurationError(f"{name}: {number} must be between {low} and {high}")
-    return number
 
 
 def _shown(value: str) -> str:

@@ -30,6 +30,9 @@ class QueueSettings(Protocol):
     def reply_queue(self) -> str: ...
 
     @property
+    def events_topic(self) -> str: ...
+
+    @property
     def timeout_seconds(self) -> int: ...
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigurationError
+from ..logtext import printable
 
 MIN_TIMEOUT, MAX_TIMEOUT = 30, 86400
 DEFAULT_MAX_TARGETS = 50
@@ -69,12 +71,12 @@ class SenderSettings:
         distinct_entities({"request_queue": request, "poll_queue": poll,
                            "events_topic": events, "reply_queue": reply})
         return cls(request, poll, events, reply,
-                   timeout_seconds=_whole("REDISFLUSH_TIMEOUT_SECONDS",
-                                          get("REDISFLUSH_TIMEOUT_SECONDS") or "1800",
-                                          MIN_TIMEOUT, MAX_TIMEOUT),
-                   max_targets=_whole("REDISFLUSH_MAX_TARGETS",
-                                      get("REDISFLUSH_MAX_TARGETS") or str(DEFAULT_MAX_TARGETS),
-                                      1, MAX_TARGETS_LIMIT),
+                   timeout_seconds=whole_setting("REDISFLUSH_TIMEOUT_SECONDS",
+                                                 get("REDISFLUSH_TIMEOUT_SECONDS") or "1800",
+                                                 MIN_TIMEOUT, MAX_TIMEOUT),
+                   max_targets=whole_setting("REDISFLUSH_MAX_TARGETS",
+                                             get("REDISFLUSH_MAX_TARGETS")
+                                             or str(DEFAULT_MAX_TARGETS), 1, MAX_TARGETS_LIMIT),
                    client_id=get("AZURE_CLIENT_ID"),
                    service_bus_connection=get("ServiceBusConnection"),
                    service_bus_namespace=get("ServiceBusConnection__fullyQualifiedNamespace"))
@@ -122,11 +124,18 @@ def entity_name(name: str, value: str) -> str:
     return value
 
 
-def _whole(name: str, value: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigurationError(f"{name}: {value[:40]!r} must be a whole number") from None
+_WHOLE = re.compile(r"-?[0-9]{1,12}")
+
+
+def whole_setting(name: str, value: str, low: int, high: int) -> int:
+    """A whole-number setting, by one rule for the app and the sender: ASCII digits with an
+    optional minus (not `1_800`, `+60` or other scripts' digits, which int() takes)."""
+    text = value.strip()
+    if not _WHOLE.fullmatch(text):
+        raise ConfigurationError(f"{name}: '{printable(value, 80)}' must be a whole number "
+                                 f"between {low} and {high}")
+    number = int(text)
     if not low <= number <= high:
         raise ConfigurationError(f"{name}: {number} must be between {low} and {high}")
     return number
+

@@ -154,7 +154,9 @@ def test_empty_values_mean_default(tmp_path):
 @pytest.mark.parametrize("name, value", [
     ("REDISFLUSH_TIMEOUT_SECONDS", "abc"), ("REDISFLUSH_TIMEOUT_SECONDS", "29"),
     ("REDISFLUSH_TIMEOUT_SECONDS", "86401"), ("REDISFLUSH_TIMEOUT_SECONDS", "60.5"),
-    ("REDISFLUSH_TIMEOUT_SECONDS", "-1"),
+    ("REDISFLUSH_TIMEOUT_SECONDS", "-1"), ("REDISFLUSH_TIMEOUT_SECONDS", "--60"),
+    ("REDISFLUSH_MAX_TARGETS", "--5"), ("REDISFLUSH_TIMEOUT_SECONDS", "1_800"),
+    ("REDISFLUSH_TIMEOUT_SECONDS", "+60"), ("REDISFLUSH_TIMEOUT_SECONDS", "\u0663\u0660"),
     ("REDISFLUSH_ARM_ENDPOINT", "management.azure.com"),
     ("REDISFLUSH_ARM_ENDPOINT", "ftp://management.azure.com"),
     ("REDISFLUSH_ARM_ENDPOINT", "http://management.azure.com"),
@@ -313,3 +315,12 @@ def test_one_entity_under_two_settings_is_refused_by_app_and_sender(env, named):
     for load in (lambda: Settings.from_env(env), lambda: SenderSettings.from_values(env)):
         with pytest.raises(ConfigurationError, match=f"^{named}: .* the four entities"):
             load()
+
+
+@pytest.mark.parametrize("value", ["--60", "1_800", "+60", "\u0663\u0660", "60.0"])
+def test_the_sender_takes_whole_numbers_by_the_apps_rule(value):
+    """`send --dry-run` must not pass a setting the app refuses (nor crash on one)."""
+    from redisflush.sender.settings import SenderSettings
+
+    with pytest.raises(ConfigurationError, match="^REDISFLUSH_TIMEOUT_SECONDS: .*must be"):
+        SenderSettings.from_values({"REDISFLUSH_TIMEOUT_SECONDS": value})
