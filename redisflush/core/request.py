@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ValidationError
@@ -126,6 +126,7 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
     if isinstance(data, ValidationError):
         return Rejection(_safe_origin(origin, reserved_queues), data.field, data.rule)
     try:
+        origin = _request_id(data, origin)
         origin = _origin_fields(data, origin)
     except ValidationError as exc:
         return Rejection(_safe_origin(origin, reserved_queues), exc.field, exc.rule,
@@ -303,14 +304,19 @@ def _check_reply_to(reply_to: str | None, reserved: tuple[str, ...]) -> None:
                                          "queue or events topic")
 
 
-def _origin_fields(data: Mapping[str, Any], origin: Origin) -> Origin:
+def _request_id(data: Mapping[str, Any], origin: Origin) -> Origin:
+    """The body's requestId first, so a rejection for any later field carries it (the id a
+    waiter and the subscribers filter on; the rejected event's own id stays apart from the
+    corrected request's, core.events.rejected_event_id)."""
     request_id = data.get("requestId")
     if request_id is not None and not is_request_id(request_id):
         raise ValidationError("requestId", "must be 1-80 characters of A-Z a-z 0-9 . _ : -")
+    return replace(origin, request_id=request_id) if request_id else origin
+
+
+def _origin_fields(data: Mapping[str, Any], origin: Origin) -> Origin:
     values = {name: _optional_text(data, name) for name in ("reason", "requestedBy")}
-    return Origin(request_id or origin.request_id, origin.requested_at, origin.correlation_id,
-                  origin.reply_to, origin.reply_to_session_id, values["reason"],
-                  values["requestedBy"], origin.message_id)
+    return replace(origin, reason=values["reason"], requested_by=values["requestedBy"])
 
 
 _FORMS = ("resourceId", "resourceIds", "selector", "cacheName", "clusterName")

@@ -125,6 +125,23 @@ def test_a_request_corrected_under_its_rejected_request_id_still_gets_its_event(
         rejected_id("deploy-42", "try-1"), "deploy-42:completed"]
 
 
+@pytest.mark.parametrize("field, value", [("reason", 5), ("requestedBy", ["x"]),
+                                          ("timeoutSeconds", 5)])
+def test_a_rejection_carries_the_bodys_request_id_whatever_field_broke(
+        h: Harness, field: str, value: object) -> None:
+    """`send` names the request in the body and waits on that id: a rejection under the
+    MessageId would reach its reply session and be skipped as another request's."""
+    h.send_request({"resourceId": resource_id(), "requestId": "deploy-77", field: value},
+                   message_id="deploy-77:0a1b2c", reply_to="redis-flush-replies",
+                   reply_to_session_id="deploy-77")
+    h.run()
+    (event,) = h.events()
+    assert event.message.message_id == rejected_id("deploy-77", "deploy-77:0a1b2c")
+    data = json.loads(event.message.body)["data"]
+    assert (data["requestId"], data["error"]["target"]) == ("deploy-77", field)
+    assert event.message.correlation_id == "deploy-77"
+
+
 # -- redeliveries --------------------------------------------------------------------------
 
 def test_a_redelivered_request_gives_one_post_one_poll_chain_and_one_event(
