@@ -94,7 +94,9 @@ class FlushApp:
                                reserved_queues=(s.request_queue, s.poll_queue, s.events_topic),
                                now=now)
         if isinstance(parsed, Rejection):
-            log.warning("request %s rejected: %s", printable(parsed.origin.request_id),
+            # the line every invocation logs (`request <requestId>: <outcome>`, docs/azure.md)
+            log.warning("request %s: completed Rejected (%s): %s",
+                        printable(parsed.origin.request_id), printable(parsed.field, 80),
                         printable(parsed.message, 300))
             self._carry_out(rejected_on_arrival(parsed, now), parsed.origin.request_id)
             return f"completed Rejected ({printable(parsed.field, 80)})"

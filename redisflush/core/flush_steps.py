@@ -192,6 +192,13 @@ def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
     if r.status == 202 or (200 <= r.status < 300 and _keeps_running(r)):
         return _accept(ts, r, cx)
     if 200 <= r.status < 300:
+        if r.body.strip() and not isinstance(_json_or_none(r.body), dict):
+            # not ARM's answer (ARM sends nothing or an OperationStatusResult): a proxy's or a
+            # gateway's page says nothing of whether the cache was flushed
+            return _end(ts, cx, lro.FAILED, {
+                "code": "FlushAnswerUnusable", "httpStatus": r.status,
+                "message": f"ARM answered {r.status} to the flush with a body that is not a "
+                           "JSON object, so whether the cache was flushed is unknown"})
         reading = lro.LocationPolling().read(200, r.body)
         status = reading.status if reading.state == "terminal" else lro.SUCCEEDED
         return _end(ts, cx, status or lro.SUCCEEDED, None, reading.operation, accepted=True)
@@ -207,6 +214,13 @@ def _in_doubt(r: ArmAnswer | ArmFailure) -> bool:
 
 
 IN_DOUBT_STATUSES = (502, 504)
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def _keeps_running(r: ArmAnswer) -> bool:

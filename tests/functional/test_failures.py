@@ -183,3 +183,16 @@ def test_a_post_the_pacer_held_back_claims_its_row_again_before_it_goes(h: Harne
 
     assert len(h.arm.route("POST", flush_path(SUB, RG, "cache-b")).requests) == 1
     h.event("held-b", "Succeeded", rid=resource_id(cache="cache-b"))
+
+
+@pytest.mark.parametrize("body", [b"<html><body>Access denied by proxy</body></html>",
+                                  b'["Succeeded"]'])
+def test_a_post_answered_200_with_something_arm_never_sends_is_not_a_success(
+        h: Harness, body: bytes) -> None:
+    """An intercepting proxy's page is not ARM saying the cache was flushed."""
+    h.arm.on_flush(SUB, RG, CACHE, Answer(200, {"Content-Type": "text/html"}, body))
+    rid = h.send_request()
+    h.run()
+    data = h.event(rid, "Failed")
+    assert (data["error"]["code"], data["error"]["httpStatus"]) == ("FlushAnswerUnusable", 200)
+    assert data["armRequests"] == 1 and h.polls() == []
