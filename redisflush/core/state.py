@@ -125,7 +125,12 @@ class RunState:
 
     @property
     def message_id(self) -> str:
-        return f"{self.origin.request_id}:poll:{self.step}"
+        """`{requestId}:poll:{step}`: duplicate detection keeps one chain per request. A
+        repeat under a new MessageId that waits for a reply (ReplyTo) runs a chain of its own
+        (`:{replyTag}` added): the first send's chain may have no ReplyTo to answer it, and
+        the events both publish carry the same ids."""
+        tag = f":{self.reply_tag}" if self.reply_tag and self.origin.reply_to else ""
+        return f"{self.origin.request_id}:poll:{self.step}{tag}"
 
     @property
     def total_arm_requests(self) -> int:

@@ -142,6 +142,31 @@ def test_a_rejection_carries_the_bodys_request_id_whatever_field_broke(
     assert event.message.correlation_id == "deploy-77"
 
 
+def test_a_waiting_repeat_of_a_request_still_running_gets_its_final_event(h: Harness) -> None:
+    """The first send had no ReplyTo (fire and forget); `send --wait` repeats it while ARM
+    works: the repeat follows the operation on a chain of its own (the first one's messages
+    would drop its own as duplicates), flushes nothing again, and its reply session gets the
+    final event; the topic still has it once."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, *[Answer(202, both(op.url), op.status("InProgress"))] * 12,
+                       then=Answer(200, {}, op.status("Succeeded")))
+    h.send_request(requestId="deploy-7", message_id="first")
+    h.run(limit=1)  # accepted; its chain goes on
+    h.clock.advance(5)
+    h.send_request(requestId="deploy-7", message_id="second", reply_to="redis-flush-replies",
+                   reply_to_session_id="deploy-7")
+
+    h.run()
+
+    assert [r.method for r in h.arm.requests].count("POST") == 1
+    finals = [e.message for e in h.bus.messages("redis-flush-replies")
+              if e.message.subject == "RedisFlush.FlushCompleted"]
+    assert [json.loads(m.body)["data"]["status"] for m in finals] == ["Succeeded"]
+    assert finals[0].session_id == "deploy-7"
+    assert [e.message.message_id for e in h.events()] == ["deploy-7:completed"]
+
+
 # -- redeliveries --------------------------------------------------------------------------
 
 def test_a_redelivered_request_gives_one_post_one_poll_chain_and_one_event(

@@ -665,6 +665,6 @@ def test_every_id_derived_from_the_longest_request_id_fits_a_service_bus_message
     rid, tag = "r" * MAX_REQUEST_ID, hashlib.sha256(b"x").hexdigest()[:12]
     longest = [f"{rid}:reused:{tag}:completed:{tag}", f"{rid}:completed:49:{tag}",
                f"{rid}:rejected:{tag}:completed",
-               f"{rid}:progress:{10**12}:{tag}", f"{rid}:poll:{10**12}"]
+               f"{rid}:progress:{10**12}:{tag}", f"{rid}:poll:{10**12}:{tag}"]
     assert max(len(i) for i in longest) <= 128
 
