@@ -157,6 +157,7 @@ def _check_linked(ts: TargetState, cx: Context) -> TargetState:
 
 
 def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
+    ts = replace(ts, busy=False)
     if c.decision == "post":
         return replace(ts, phase="post", due=cx.now)
     if c.decision == "adopt-poll":
@@ -169,7 +170,11 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
     if c.decision == "adopt-done" and isinstance(c.data.get("outcome"), Mapping):
         return replace(ts, phase="done", outcome=Outcome.from_json(c.data["outcome"]))
     if c.decision == "busy" and c.until is not None:
-        return replace(ts, due=min(c.until, cx.deadline))
+        if cx.now >= cx.deadline:
+            return timed_out(ts, cx)
+        # at the deadline at the latest it claims once more (core.step): the other delivery
+        # may have got the flush accepted, or ended it, in the meantime
+        return replace(ts, due=min(c.until, cx.deadline), busy=True)
     return _end(ts, cx, lro.FAILED, {
         "code": "FlushInDoubt",
         "message": "the app stopped twice while this cache's flush request was in flight, so "

@@ -45,6 +45,7 @@ class TargetState:
     noted: bool = False
     running_at: dt.datetime | None = None  # when the last read that found it running was sent
     projected_end: float | None = None  # seconds from acceptance, from the last percentComplete
+    busy: bool = False  # its claim was found held by a live delivery of the same request
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
@@ -56,7 +57,8 @@ class TargetState:
                 "armRequests": self.arm_requests, "paced": self.paced,
                 "outcome": self.outcome.to_json() if self.outcome else None,
                 "reported": self.reported, "noted": self.noted,
-                "runningAt": exact(self.running_at), "projectedEnd": self.projected_end}
+                "runningAt": exact(self.running_at), "projectedEnd": self.projected_end,
+                "busy": self.busy}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TargetState:
@@ -75,7 +77,8 @@ class TargetState:
                    int(d.get("armRequests", 0)), bool(d.get("paced", False)),
                    Outcome.from_json(d["outcome"]) if d.get("outcome") else None,
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
-                   parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")))
+                   parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")),
+                   d.get("busy") is True)
 
 
 def _seconds(value: object) -> float | None:

@@ -142,7 +142,8 @@ def _target_calls(state: RunState, view: View, config: Config
     for ts in state.targets:
         if ts.phase == "done":
             continue
-        if view.now >= state.deadline and ts.phase != "poll":
+        if view.now >= state.deadline and ts.phase != "poll" and not (
+                ts.phase == "claim" and ts.busy):
             cx = _context(state, view, config, ts.target)
             state = state.with_target(flush_steps.timed_out(ts, cx))
             continue

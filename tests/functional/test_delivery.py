@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -168,6 +170,32 @@ def test_a_waiting_repeat_of_a_request_still_running_gets_its_final_event(h: Har
 
 
 # -- redeliveries --------------------------------------------------------------------------
+
+def test_a_delivery_that_found_the_claim_busy_looks_again_before_timing_out(
+        h: Harness) -> None:
+    """Two deliveries at once (the first's lock was lost while its POST was at ARM), and a
+    deadline inside the claim's 90 s lease: the second one's chain, the one that survives,
+    claims once more at the deadline and follows the accepted flush to its end instead of
+    timing the cache out without a look."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b"", delay=1.0))
+    h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    h.send_request(requestId="short-1", timeoutSeconds=60)
+    envelope = take(h, h.settings.request_queue)
+    first = threading.Thread(target=FlushTrigger.main,
+                             args=(trigger_message(envelope, h.clock.now()),))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not h.arm.requests and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first delivery's POST is at ARM
+    envelope.delivery_count = 2  # its lock was lost: delivered again meanwhile
+    FlushTrigger.main(trigger_message(envelope, h.clock.now()))
+    first.join()
+
+    h.run()
+
+    assert [r.method for r in h.arm.requests].count("POST") == 1
+    h.event("short-1", "Succeeded")
 
 def test_a_redelivered_request_gives_one_post_one_poll_chain_and_one_event(
         h: Harness) -> None:
