@@ -205,7 +205,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .local.demo import run_demo
 
     args.app_root = _app_root(args)
-    return run_demo(args)
+    try:
+        return run_demo(args)
+    except OSError as exc:  # e.g. REDISFLUSH_LOCAL_DIR names a file: one line, not a traceback
+        raise ConfigurationError(f"demo: {exc}") from None
 
 
 COMMANDS = {"send": cmd_send, "watch": cmd_watch, "serve": cmd_serve,

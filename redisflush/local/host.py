@@ -95,8 +95,10 @@ def read_values(app_root: Path, env: Mapping[str, str] | None = None) -> dict[st
     return values
 
 
-def resolve(template: str, values: Mapping[str, str], where: str) -> str:
+def resolve(template: object, values: Mapping[str, str], where: str) -> str:
     """`%NAME%` -> the app setting, as the host resolves binding expressions."""
+    if not isinstance(template, str):
+        raise ConfigurationError(f"{where}: must be a string, not {type(template).__name__}")
     if template.startswith("%") and template.endswith("%") and len(template) > 2:
         name = template[1:-1]
         value = values.get(name, "")
@@ -126,8 +128,12 @@ def _triggers(app_root: Path, kind: str) -> list[tuple[Path, dict[str, Any], dic
             doc = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
-        doc = doc if isinstance(doc, dict) else {}
-        bindings = [b for b in doc.get("bindings", []) if b.get("type") == kind]
+        listed = doc.get("bindings") if isinstance(doc, dict) else None
+        if not isinstance(listed, list) or not all(isinstance(b, dict) for b in listed):
+            # the host refuses such a folder; here it must not silently drop a trigger
+            raise ConfigurationError(f"{path}: must be an object whose \"bindings\" is a list "
+                                     "of objects")
+        bindings = [b for b in listed if b.get("type") == kind]
         if bindings:
             found.append((path, doc, bindings[0]))
     return found
@@ -140,7 +146,7 @@ def load_timers(app_root: Path, values: Mapping[str, str]) -> list[TimerSpec]:
         # local mode only, and only once a folder has a timer (open_bus is shared with Azure)
         from croniter import croniter
 
-        schedule = resolve(str(binding.get("schedule", "")), values, str(path)).strip()
+        schedule = resolve(binding.get("schedule", ""), values, f"{path}: schedule").strip()
         # NCrontab's syntax: numbers, names, *, ranges, lists and steps; not Quartz's L, W, #, ?
         if len(schedule.split()) != 6 or _NOT_NCRONTAB.search(schedule) or \
                 not croniter.is_valid(schedule, second_at_beginning=True):
@@ -164,8 +170,8 @@ def load_functions(app_root: Path, values: Mapping[str, str]) -> list[FunctionSp
             data_type = function_data_type(binding)
         except ValueError as exc:
             raise ConfigurationError(f"{path}: {exc}") from None
+        queue = resolve(binding.get("queueName"), values, f"{path}: queueName")
         entry = _entry(app_root, path, doc)
-        queue = resolve(binding["queueName"], values, str(path))
         specs.append(FunctionSpec(path.parent.name, queue,
                                   binding.get("connection", "AzureWebJobsServiceBus"), entry,
                                   data_type))

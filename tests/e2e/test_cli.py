@@ -98,6 +98,16 @@ def test_bad_emulator_config_exits_2(command: str, local_dir: Path, tmp_path: Pa
         assert "Traceback" not in result.stderr
 
 
+def test_demo_with_a_local_dir_that_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("")
+    result = run_cli(["demo"], a_file, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error: demo: ") and "Not a directory" in \
+        result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_send_dry_run_prints_the_request(local_dir: Path) -> None:
     result = run_cli(["send", "--local", "--dry-run", "--resource-id", resource_id("c1"),
                       "--request-id", "e2e-dry-1", "--reason", "why not", "--timeout", "60"],

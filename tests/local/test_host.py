@@ -174,6 +174,23 @@ def test_load_functions_reports_a_bad_data_type_by_file(tmp_path: Path) -> None:
         load_functions(tmp_path, {})
 
 
+@pytest.mark.parametrize("doc, says", [
+    ({"bindings": [1]}, "a list of objects"), ({"bindings": {}}, "a list of objects"),
+    ([{"type": "serviceBusTrigger"}], "a list of objects"),
+    ({"bindings": [{"type": "serviceBusTrigger", "queueName": 5}]},
+     "queueName: must be a string, not int"),
+    ({"bindings": [{"type": "serviceBusTrigger"}]}, "only queue triggers are supported"),
+])
+def test_a_function_json_the_host_could_not_read_names_its_file(
+        tmp_path: Path, doc: object, says: str) -> None:
+    """One line naming the file, never an AttributeError, and never a serve that starts
+    without the trigger and leaves its queue unread."""
+    (tmp_path / "F").mkdir()
+    (tmp_path / "F" / "function.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigurationError, match="F/function.json: .*" + says):
+        load_functions(tmp_path, {})
+
+
 def received(body: bytes = b"{}", **overrides: object) -> ReceivedMessage:
     fields: dict[str, object] = dict(
         body=body, message_id="m-1", sequence_number=7, delivery_count=2, enqueued_at=NOW,
