@@ -19,7 +19,12 @@ from .core.trust import is_loopback_http as is_loopback_http
 from .errors import ConfigurationError
 from .logtext import printable
 from .sender.settings import MAX_TARGETS_LIMIT as MAX_TARGETS_LIMIT
-from .sender.settings import distinct_entities, whole_setting
+from .sender.settings import (
+    distinct_entities,
+    entity_name,
+    plain_reply_queue,
+    whole_setting,
+)
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_API_VERSION = "2023-08-01"
@@ -115,7 +120,8 @@ class Settings:
                           ("REDISFLUSH_POLL_QUEUE", "poll_queue"),
                           ("REDISFLUSH_EVENTS_TOPIC", "events_topic"),
                           ("REDISFLUSH_REPLY_QUEUE", "reply_queue")):
-            names[attr] = _entity_name(key, get(key) or "")
+            names[attr] = entity_name(key, get(key) or "")
+        plain_reply_queue(names["reply_queue"])
         distinct_entities(names)
         return cls(
             **names,
@@ -219,10 +225,4 @@ def _service_uri(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
-def _entity_name(name: str, value: str) -> str:
-    # Service Bus entity names: letters, digits, '.', '-', '_', '/', up to 260 characters.
-    if not value or len(value) > 260 or not all(c.isalnum() or c in "._-/" for c in value) \
-            or not value.isascii():
-        raise ConfigurationError(f"{name}: {_shown(value)} must be 1-260 characters of letters, "
-                                 "digits, '.', '-', '_' or '/'")
-    return value
+

@@ -148,8 +148,9 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
             if not in_scopes(target, allowed_scopes):
                 where = next((i for i, text in enumerate(given)
                               if isinstance(text, str) and _same_id(text, target)), None)
-                raise ValidationError(f"resourceIds[{where}]" if where is not None else
-                                      "resourceId",
+                named = "resourceId" if data.get("resourceId") is not None else \
+                    "resourceGroup"  # the by-parts forms: the part the scopes are about
+                raise ValidationError(f"resourceIds[{where}]" if where is not None else named,
                                       f"{target.resource_id} is outside the scopes this app "
                                       "may flush (REDISFLUSH_ALLOWED_SCOPES)")
     except ValidationError as exc:

@@ -91,7 +91,8 @@ class AzureChannel:
                 return cls(settings, client, f"namespace {client.fully_qualified_namespace}")
         configured = settings.service_bus_namespace
         if configured and SAMPLE_PLACEHOLDER not in configured:
-            return cls._with_identity(settings, namespace_host(configured), credential)
+            host = namespace_host(configured, "ServiceBusConnection__fullyQualifiedNamespace")
+            return cls._with_identity(settings, host, credential)
         raise ConfigurationError(
             "no Service Bus given: pass --namespace NS (Entra ID) or --connection-string, or "
             "set ServiceBusConnection__fullyQualifiedNamespace / ServiceBusConnection "

@@ -15,8 +15,9 @@ _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za
                    r"[A-Za-z0-9])?)+$")
 
 
-def namespace_host(value: str) -> str:
-    """`NAME` -> `NAME.servicebus.windows.net`; a host name (sovereign clouds) stays as is."""
+def namespace_host(value: str, source: str = "--namespace") -> str:
+    """`NAME` -> `NAME.servicebus.windows.net`; a host name (sovereign clouds) stays as is.
+    `source`: where the value came from, for the error (the flag or the setting)."""
     text = value.strip()
     for prefix in ("sb://", "amqps://", "https://"):
         if text.lower().startswith(prefix):
@@ -25,11 +26,11 @@ def namespace_host(value: str) -> str:
     if "." not in text:
         if not _NAMESPACE_NAME.match(text):
             raise ConfigurationError(
-                f"--namespace: {value!r} is not a Service Bus namespace name (6-50 letters, "
+                f"{source}: {value!r} is not a Service Bus namespace name (6-50 letters, "
                 "digits and hyphens, starting with a letter) or host "
                 "(NAME.servicebus.windows.net)")
         return text + DEFAULT_SUFFIX
     if not _HOST.match(text):
-        raise ConfigurationError(f"--namespace: {value!r} is not a host name like "
+        raise ConfigurationError(f"{source}: {value!r} is not a host name like "
                                  "NAME.servicebus.windows.net")
     return text.lower()

@@ -68,6 +68,7 @@ class SenderSettings:
 
         request, poll, events, reply = (entity_name(name, get(name) or default)
                                         for name, default in _ENTITIES)
+        plain_reply_queue(reply)
         distinct_entities({"request_queue": request, "poll_queue": poll,
                            "events_topic": events, "reply_queue": reply})
         return cls(request, poll, events, reply,
@@ -119,8 +120,17 @@ def entity_name(name: str, value: str) -> str:
     """Service Bus entity names: letters, digits, '.', '-', '_', '/', up to 260 characters."""
     if not value or len(value) > 260 or not value.isascii() \
             or not all(c.isalnum() or c in "._-/" for c in value):
-        raise ConfigurationError(f"{name}: {value!r} must be 1-260 characters of letters, "
-                                 "digits, '.', '-', '_' or '/'")
+        raise ConfigurationError(f"{name}: '{printable(value, 80)}' must be 1-260 characters of "
+                                 "letters, digits, '.', '-', '_' or '/'")
+    return value
+
+
+def plain_reply_queue(value: str) -> str:
+    """The reply queue goes out as every waiting request's ReplyTo, which the app takes only
+    as a plain queue name: a path would fail every `send --wait`, so it fails here, once."""
+    if "/" in value:
+        raise ConfigurationError(f"REDISFLUSH_REPLY_QUEUE: '{printable(value, 80)}' must be a "
+                                 "plain queue name (no '/')")
     return value
 
 

@@ -496,7 +496,7 @@ SCOPE_RG = f"/subscriptions/{SUB}/resourceGroups/rg"
 
 @pytest.mark.parametrize("body, scopes, field", [
     ({**THREE, "resourceGroup": "rg"}, (SCOPE_RG,), None),
-    ({**THREE, "resourceGroup": "rg2"}, (SCOPE_RG,), "resourceId"),
+    ({**THREE, "resourceGroup": "rg2"}, (SCOPE_RG,), "resourceGroup"),  # a field it has
     ({"resourceId": rid(rg="rg2")}, (SCOPE_RG,), "resourceId"),
     ({"resourceId": rid(rg="rg")}, (SCOPE_RG,), None),
     ({"resourceId": RESOURCE_ID}, (f"/subscriptions/{SUB}",), None),
@@ -505,7 +505,7 @@ SCOPE_RG = f"/subscriptions/{SUB}/resourceGroups/rg"
     ({"resourceId": RESOURCE_ID}, (), None),
     ({"resourceId": db_id(rg="rg")}, (SCOPE_RG,), None),
     ({"resourceId": db_id(rg="rg2")}, (SCOPE_RG,), "resourceId"),
-    ({**CLUSTER_PARTS, "resourceGroup": "rg2"}, (SCOPE_RG,), "resourceId"),
+    ({**CLUSTER_PARTS, "resourceGroup": "rg2"}, (SCOPE_RG,), "resourceGroup"),
     ({"resourceIds": [rid("a", rg="rg"), db_id(rg="rg")]}, (SCOPE_RG,), None),
     ({"resourceIds": [rid("a", rg="rg"), db_id(rg="rg2")]}, (SCOPE_RG,), "resourceIds[1]"),
 ])

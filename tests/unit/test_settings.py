@@ -174,6 +174,7 @@ def test_empty_values_mean_default(tmp_path):
     ("REDISFLUSH_ALLOWED_SCOPES", f"/subscriptions/{SUB},resourceGroups/rg"),
     ("REDISFLUSH_REQUEST_QUEUE", "has space"), ("REDISFLUSH_POLL_QUEUE", "q" * 261),
     ("REDISFLUSH_EVENTS_TOPIC", "tópico"), ("REDISFLUSH_REPLY_QUEUE", "a;b"),
+    ("REDISFLUSH_REPLY_QUEUE", "replies/sub"),
     ("REDISFLUSH_LEDGER_TABLE", "ab"), ("REDISFLUSH_LEDGER_TABLE", "1table"),
     ("REDISFLUSH_LEDGER_TABLE", "redis-flush"), ("REDISFLUSH_LEDGER_TABLE", "t" * 64),
     ("REDISFLUSH_LEDGER_TABLE", "tablé"),
@@ -324,3 +325,21 @@ def test_the_sender_takes_whole_numbers_by_the_apps_rule(value):
 
     with pytest.raises(ConfigurationError, match="^REDISFLUSH_TIMEOUT_SECONDS: .*must be"):
         SenderSettings.from_values({"REDISFLUSH_TIMEOUT_SECONDS": value})
+
+
+def test_the_sender_refuses_a_reply_queue_every_wait_would_be_refused_for() -> None:
+    from redisflush.sender.settings import SenderSettings
+
+    with pytest.raises(ConfigurationError, match="^REDISFLUSH_REPLY_QUEUE: .*plain queue"):
+        SenderSettings.from_values({"REDISFLUSH_REPLY_QUEUE": "replies/sub"})
+
+
+def test_a_bad_namespace_setting_is_named_as_the_setting() -> None:
+    from redisflush.sender.azure import AzureChannel
+    from redisflush.sender.settings import SenderSettings
+
+    settings = SenderSettings.from_values(
+        {"ServiceBusConnection__fullyQualifiedNamespace": "not a namespace!"})
+    with pytest.raises(ConfigurationError,
+                       match="^ServiceBusConnection__fullyQualifiedNamespace: "):
+        AzureChannel.open(settings)
