@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .arm import ArmClient
+from .arm import MAX_BODY, MAX_LIST_BODY, ArmClient
 from .bus import Bus, BusError
 from .core import durations
 from .core.answers import ArmAnswer
@@ -198,7 +198,7 @@ class FlushApp:
             self._seen_poller(call.subscription_id, call.url)
         started = self.monotonic()
         result = self.arm.call(method, call.url, call.subscription_id, call.client_request_id,
-                               call.body)
+                               call.body, max_body=MAX_LIST_BODY if call.large else MAX_BODY)
         if isinstance(result, ArmAnswer):
             # on the app's own clock, which the core's times are on (see read_gap_from)
             result = replace(result, elapsed=max(0.0, self.monotonic() - started))

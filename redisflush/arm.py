@@ -50,6 +50,8 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 20.0
 # Whole-call limit: well below the Service Bus lock (60 s), so no invocation outlives it.
 TOTAL_TIMEOUT = 25.0
 MAX_BODY = 1024 * 1024  # an operation status or error body is small; refuse to buffer more
+# A list page holds up to ARM's page size of whole resources (a few KB each)
+MAX_LIST_BODY = 32 * 1024 * 1024
 
 # What a network or HTTP problem looks like; anything else is a bug and propagates.
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
@@ -173,8 +175,8 @@ class ArmClient:
         return self.call("GET", url, subscription_id, client_request_id)
 
     def call(self, method: str, url: str, subscription_id: str, client_request_id: str,
-             body: bytes | None = None, *, content_type: str = "application/json"
-             ) -> ArmAnswer | ArmFailure:
+             body: bytes | None = None, *, content_type: str = "application/json",
+             max_body: int = MAX_BODY) -> ArmAnswer | ArmFailure:
         """One ARM request with a bearer token, within `total_timeout`: the answer, or an
         ArmFailure for a refused URL, a token error or a network/HTTP failure."""
         if not is_trusted(url, self.endpoint):
@@ -197,7 +199,7 @@ class ArmClient:
         with self._in_flight_lock:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
-            result = self._exchange(method, url, headers, body)
+            result = self._exchange(method, url, headers, body, max_body)
         finally:
             with self._in_flight_lock:
                 self._in_flight[key] -= 1
@@ -214,7 +216,7 @@ class ArmClient:
         return result
 
     def _exchange(self, method: str, url: str, headers: Mapping[str, str],
-                  body: bytes | None) -> ArmAnswer | ArmFailure:
+                  body: bytes | None, max_body: int = MAX_BODY) -> ArmAnswer | ArmFailure:
         """Send and read the answer against one monotonic deadline (see `DeadlineAdapter`).
 
         The request goes straight to the urllib3 pool that requests' adapter would pick (proxy,
@@ -239,10 +241,15 @@ class ArmClient:
                     timeout=urllib3.Timeout(connect=max(0.001, min(connect, self.total_timeout)),
                                             read=per_read))
                 try:
-                    data = response.read(MAX_BODY + 1, decode_content=True) or b""
+                    data = response.read(max_body + 1, decode_content=True) or b""
+                    if len(data) > max_body:
+                        # cut, it would read as broken JSON: say what happened instead
+                        return ArmFailure("AnswerTooLarge", f"{method} "
+                                          f"{printable(redact_url(url))}: ARM's answer was "
+                                          f"over {max_body} bytes")
                     return ArmAnswer(response.status,
                                      {k.lower(): v for k, v in response.headers.items()},
-                                     data[:MAX_BODY], url, time.monotonic() - started)
+                                     data, url, time.monotonic() - started)
                 finally:
                     response.close()  # what requests does: a body left unread drops the
                     response.release_conn()  # connection; a read one went back to the pool

@@ -30,6 +30,7 @@ class CallArm:
     body: bytes | None = None
     paced: bool = False
     max_inline_wait: float = 0.0
+    large: bool = False  # a list page: its answer may be far larger than a status body
 
 
 @dataclass(frozen=True)

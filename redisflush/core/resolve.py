@@ -41,7 +41,8 @@ def list_call(state: RunState, step: int) -> CallArm:
     assert state.selector is not None
     return CallArm("list", "GET", call.url, state.selector.subscription_id,
                    f"{state.origin.request_id}:list.{state.pages}.{step}",
-                   paced=state.list_paced, max_inline_wait=cadence.MAX_INLINE_WAIT)
+                   paced=state.list_paced, max_inline_wait=cadence.MAX_INLINE_WAIT,
+                   large=True)
 
 
 def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: dt.datetime,

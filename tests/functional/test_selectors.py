@@ -350,3 +350,22 @@ def test_a_repeat_of_a_failed_listing_is_answered_from_the_ledger(h: Harness) ->
     assert first == again and first["data"]["status"] == "Failed"
     assert first["data"]["error"]["code"] == "BadFilter"
     assert [r.method for r in h.arm.requests] == ["GET"]
+
+
+def test_a_list_page_over_a_mebibyte_is_read_whole(h: Harness) -> None:
+    """A large subscription's page of whole resources passes the 1 MiB a status body may
+    have; it is read whole, not cut into JSON that reads as broken."""
+    caches = list_path(SUB, RG, "redis")
+    items = [cache_item(SUB, RG, f"other-{n:05d}", {"app": "blog", "pad": "x" * 200})
+             for n in range(4000)] + [cache_item(SUB, RG, "shop-eu", SHOP)]
+    h.arm.on_list(caches, Answer(200, {}, page(items)))
+    assert len(json.dumps(page(items))) > 1024 * 1024
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, "shop-eu", Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+    h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request(selector(kinds=["redis"]), message_id="sel-big")
+
+    h.run()
+
+    check_request_event(h.event_messages(rid)[f"{rid}:completed"], rid, "Succeeded", SCOPE,
+                        results={resource_id(cache="shop-eu"): "Succeeded"})

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 
 from redisflush import arm
 from redisflush.arm import (
+    MAX_BODY,
+    MAX_LIST_BODY,
     TOTAL_TIMEOUT,
     UNTRUSTED_URL,
     ArmAnswer,
@@ -222,6 +224,24 @@ def test_a_body_that_trickles_is_cut_at_the_limit(raw_server) -> None:
     assert isinstance(result, ArmFailure)
     assert result.code == "Timeout" and result.sent is True
     assert 1.9 <= took < 3.0
+
+
+def test_an_answer_over_the_size_limit_is_a_failure_not_a_cut_body(raw_server) -> None:
+    """A body cut at the limit would read as broken JSON (a list page as ListInvalidJson):
+    the failure says what happened; a list page may be larger than a status body."""
+    page = b'{"value": [' + b",".join([b'{"id": "x"}'] * 120_000) + b"]}"
+    head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(page)}\r\n\r\n").encode()
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(head + page)
+
+    arm = raw_server(script)
+    assert len(page) > MAX_BODY
+    cut = client(arm.url).get(f"{arm.url}/list", SUB, "r1")
+    assert isinstance(cut, ArmFailure) and cut.code == "AnswerTooLarge" and cut.sent
+    whole = client(arm.url).call("GET", f"{arm.url}/list", SUB, "r2", max_body=MAX_LIST_BODY)
+    assert isinstance(whole, ArmAnswer) and whole.body == page
 
 
 def test_headers_that_trickle_are_cut_at_the_limit(raw_server) -> None:

@@ -1161,7 +1161,8 @@ def test_list_call_reads_the_first_pending_page():
     state = dataclasses.replace(resolving(), pages=3)
     assert resolve.list_call(state, 7) == CallArm("list", "GET", REDIS_LIST, SUB,
                                                   "req-1:list.3.7",
-                                                  max_inline_wait=cadence.MAX_INLINE_WAIT)
+                                                  max_inline_wait=cadence.MAX_INLINE_WAIT,
+                                                  large=True)
 
 
 def test_a_page_adds_what_matched_and_the_next_link_comes_first():
