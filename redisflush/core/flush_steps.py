@@ -177,8 +177,9 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
         return replace(ts, due=min(c.until, cx.deadline), busy=True)
     return _end(ts, cx, lro.FAILED, {
         "code": "FlushInDoubt",
-        "message": "the app stopped twice while this cache's flush request was in flight, so "
-                   "it may or may not have run; it was not sent a third time"})
+        "message": "this cache's flush request went out twice with no answer from ARM (the "
+                   "app stopped while it was in flight, or its answer was lost), so it may "
+                   "or may not have run; it was not sent a third time"})
 
 
 def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
