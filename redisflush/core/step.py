@@ -114,6 +114,7 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
     if state.phase == "open":
         calls.append(OpenRequest("open", state.fingerprint, expiry(state.deadline),
                                  {"requestedAt": exact(state.origin.requested_at),
+                                  "deadline": exact(state.deadline),
                                   "messageId": state.origin.message_id}))
     elif state.phase == "resolve":
         if now >= state.deadline:
@@ -244,6 +245,12 @@ def _as_repeat(state: RunState, opened: Opened) -> RunState:
         timeout = state.deadline - state.origin.requested_at
         state = replace(state, origin=replace(state.origin, requested_at=first),
                         deadline=first + timeout)
+    # The first send's deadline holds for every delivery of the request: a repeat with
+    # another timeoutSeconds (a `send --wait` with its own) follows the same flush, and its
+    # chain must not end it TimedOut sooner, or read on past its end
+    deadline = parse_iso_or_none(opened.data.get("deadline"))
+    if deadline is not None:
+        state = replace(state, deadline=deadline)
     return state
 
 

@@ -169,6 +169,36 @@ def test_a_waiting_repeat_of_a_request_still_running_gets_its_final_event(h: Har
     assert [e.message.message_id for e in h.events()] == ["deploy-7:completed"]
 
 
+@pytest.mark.parametrize("first_timeout, repeat_timeout, status", [
+    (3600, 60, "Succeeded"),   # the repeat's shorter timeout must not end the flush early
+    (60, 3600, "TimedOut"),    # nor its longer one tell its waiter another story
+])
+def test_a_waiting_repeat_keeps_the_first_sends_deadline(
+        h: Harness, first_timeout: int, repeat_timeout: int, status: str) -> None:
+    """A `send --wait` repeat writes its own timeoutSeconds; the flush is the first send's,
+    and so is its deadline: the topic, the ledger and the waiter's reply say one outcome."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+    h.arm.on_operation(op, *[Answer(202, {**both(op.url), "Retry-After": "20"},
+                                    op.status("InProgress"))] * 10,
+                       then=Answer(200, {}, op.status("Succeeded")))  # ends after ~200 s
+    h.send_request(requestId="deploy-9", timeoutSeconds=first_timeout, message_id="first")
+    h.run(limit=1)
+    h.clock.advance(5)
+    h.send_request(requestId="deploy-9", timeoutSeconds=repeat_timeout, message_id="second",
+                   reply_to="redis-flush-replies", reply_to_session_id="deploy-9")
+
+    h.run()
+
+    topic = [json.loads(e.message.body)["data"]["status"] for e in h.events()]
+    replies = [json.loads(e.message.body)["data"]["status"]
+               for e in h.bus.messages("redis-flush-replies")
+               if e.message.subject == "RedisFlush.FlushCompleted"]
+    (row,) = [r for r in h.ledger.rows("deploy-9") if r.key]
+    assert topic == replies == [status]
+    assert row.data["outcome"]["status"] == status
+
+
 # -- redeliveries --------------------------------------------------------------------------
 
 def test_a_delivery_that_found_the_claim_busy_looks_again_before_timing_out(
