@@ -257,6 +257,7 @@ def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
     if isinstance(r, ArmAnswer) and ts.poll_kind == "location" and r.status >= 400 \
             and r.status not in (408, 429) and error_detail(r.body) is not None:
         return _operation_error(ts, r, cx)
+    ts = replace(ts, location_error=None, location_errors=0)  # any other answer ends a run
     if isinstance(r, ArmFailure) or lro.is_transient(r.status):
         return _transient(ts, r, cx)
     if not 200 <= r.status < 300:
@@ -339,14 +340,18 @@ def _operation_error(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
     that failed (docs/design.md, "What ARM does"), and also how a status read that failed for
     now (409 busy, a 5xx) looks. Read again with backoff; the same answer MAX_BAD more times
     in a row ends the flush Failed with ARM's own error (a transient one would have passed;
-    taken as transient, a failed operation would be read until the deadline and end TimedOut)."""
-    failures = ts.failures + 1
-    if failures > MAX_BAD:
-        return _end(ts, cx, lro.FAILED, _http_error(r), ts.last_operation, accepted=True)
+    taken as transient, a failed operation would be read until the deadline and end TimedOut).
+    Only the same status and code counts: a run of different errors is a status URL failing
+    for now."""
+    error = _http_error(r)
+    key = f"{r.status}:{error['code']}"
+    seen = ts.location_errors + 1 if key == ts.location_error else 1
+    if seen > MAX_BAD:
+        return _end(ts, cx, lro.FAILED, error, ts.last_operation, accepted=True)
     if cx.now >= cx.deadline:
         return timed_out(ts, cx)
-    delay = cadence.retry_delay(failures, f"{ts.target.key}:{ts.arm_requests}")
-    return replace(ts, failures=failures,
+    delay = cadence.retry_delay(seen, f"{ts.target.key}:{ts.arm_requests}")
+    return replace(ts, location_error=key, location_errors=seen,
                    due=cx.at(delay, lro.retry_after(r.headers, cx.now)))
 
 

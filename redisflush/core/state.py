@@ -46,6 +46,9 @@ class TargetState:
     running_at: dt.datetime | None = None  # when the last read that found it running was sent
     projected_end: float | None = None  # seconds from acceptance, from the last percentComplete
     busy: bool = False  # its claim was found held by a live delivery of the same request
+    # the ARM error a Location poll answered, "{status}:{code}", and how often in a row
+    location_error: str | None = None
+    location_errors: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
@@ -58,7 +61,8 @@ class TargetState:
                 "outcome": self.outcome.to_json() if self.outcome else None,
                 "reported": self.reported, "noted": self.noted,
                 "runningAt": exact(self.running_at), "projectedEnd": self.projected_end,
-                "busy": self.busy}
+                "busy": self.busy, "locationError": self.location_error,
+                "locationErrors": self.location_errors}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TargetState:
@@ -78,7 +82,16 @@ class TargetState:
                    Outcome.from_json(d["outcome"]) if d.get("outcome") else None,
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
                    parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")),
-                   d.get("busy") is True)
+                   d.get("busy") is True, _text(d.get("locationError")),
+                   _count(d.get("locationErrors")))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _seconds(value: object) -> float | None:

@@ -156,6 +156,24 @@ def test_location_polling_reads_on_after_an_error_that_passes(h: Harness) -> Non
     assert h.event(rid, "Succeeded")["armRequests"] == 7
 
 
+def test_a_run_of_different_location_errors_is_a_status_url_failing_for_now(
+        h: Harness) -> None:
+    """Only the same error again and again is the operation's: timeouts, then errors that
+    differ, are read through with backoff to the operation's real end."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
+    errors = [Answer(status, {}, {"error": {"code": code, "message": "for now"}})
+              for status, code in ((409, "Conflict"), (500, "InternalServerError"),
+                                   (503, "ServiceUnavailable"), (502, "BadGateway"),
+                                   (409, "Conflict"))]
+    h.arm.on_operation(op, *errors, then=Answer(200, {}, b""))
+    rid = h.send_request()
+
+    h.run()
+
+    assert h.event(rid, "Succeeded")["armRequests"] == 1 + 5 + 1
+
+
 def test_azure_asyncoperation_only(h: Harness) -> None:
     op = h.arm.new_operation(SUB)
     h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Azure-AsyncOperation": op.url}, b""))
