@@ -228,6 +228,7 @@ class ArmClient:
         started = time.monotonic()
         deadline = started + self.total_timeout
         connect, per_read = self._timeouts
+        _limits.sent = False
         try:
             for name, value in headers.items():
                 check_header_validity((name, value))  # as requests would: InvalidHeader
@@ -258,7 +259,9 @@ class ArmClient:
             what = "timed out" if timed_out else "failed"
             return ArmFailure("Timeout" if timed_out else "ConnectionError",
                               f"{method} {printable(redact_url(url))} {what}: "
-                              f"{type(exc).__name__}", sent=not _never_connected(exc))
+                              f"{type(exc).__name__}",
+                              sent=bool(getattr(_limits, "sent", False))
+                              and not _never_connected(exc))
 
     def _pool(self) -> Any:
         """The urllib3 pool requests' adapter picks for the endpoint (and so for every trusted
@@ -364,11 +367,24 @@ class _DeadlineResponse(http.client.HTTPResponse):
         super().__init__(view, debuglevel, method, url)
 
 
-class _Connection(urllib3.connection.HTTPConnection):
+class _MarksSent:
+    """Notes on this thread when the request's first bytes go to the server, once the
+    connection (a TLS handshake, a proxy's tunnel) is up: a failure before that is a request
+    that never left, one after may have reached ARM (a POST then is in doubt)."""
+
+    def send(self, data: Any) -> None:
+        if getattr(self, "sock", None) is None:
+            # what http.client would do first: a failure here sent nothing
+            self.connect()  # type: ignore[attr-defined]
+        _limits.sent = True
+        super().send(data)  # type: ignore[misc]
+
+
+class _Connection(_MarksSent, urllib3.connection.HTTPConnection):
     response_class = _DeadlineResponse
 
 
-class _TlsConnection(urllib3.connection.HTTPSConnection):
+class _TlsConnection(_MarksSent, urllib3.connection.HTTPSConnection):
     response_class = _DeadlineResponse
 
 

@@ -347,7 +347,9 @@ def _operation_error(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
     key = f"{r.status}:{error['code']}"
     seen = ts.location_errors + 1 if key == ts.location_error else 1
     if seen > MAX_BAD:
-        return _end(ts, cx, lro.FAILED, error, ts.last_operation, accepted=True)
+        canceled = str(error["code"]).lower() in ("operationcanceled", "canceled")
+        return _end(ts, cx, lro.CANCELED if canceled else lro.FAILED, error, ts.last_operation,
+                    accepted=True)
     if cx.now >= cx.deadline:
         return timed_out(ts, cx)
     delay = cadence.retry_delay(seen, f"{ts.target.key}:{ts.arm_requests}")

@@ -220,11 +220,9 @@ class ArmRoutes:
         if new_id or not done:
             headers = self._monitor_headers(mode, self._op_url(req.base, op, new_id or op_id), beh)
             return Reply(202, None if mode == "location" else result, headers)
-        if mode == "location" and beh.outcome != "Succeeded":
+        if mode == "location" and beh.outcome == "Failed":
             # Location-only polling answers a failed operation with its error (docs/design.md)
-            error = beh.failure() if beh.outcome == "Failed" else {
-                "code": "OperationCanceled", "message": "The flush operation was canceled."}
-            return Reply(beh.failure_status, {"error": error})
+            return Reply(beh.failure_status, {"error": beh.failure()})
         if mode == "location" and beh.location_done_no_content:
             return Reply(204)
         return Reply(200, terminal(result, beh, op.accepted_at))

@@ -66,7 +66,8 @@ class Behaviour:
     move_after_polls: int = 0
     foreign_host: str | None = None
     redis_db: int | None = None
-    failure_status: int = 500               # a Failed/Canceled operation on a Location-only poll
+    # Location-only: a Failed operation's answer (a Canceled one's too for Managed Redis)
+    failure_status: int = 500
     tags: dict[str, str] | None = None
     resource_group: str | None = None
     subscription_id: str | None = None

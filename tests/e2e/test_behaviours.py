@@ -185,7 +185,7 @@ def timed_out_at_deadline(run: ScenarioRun) -> None:
 
 
 def rejected_by_scope(run: ScenarioRun) -> None:
-    assert run.data["error"]["target"] == "resourceId"
+    assert run.data["error"]["target"] == "resourceGroup"  # sent by parts: the field it has
     assert "REDISFLUSH_ALLOWED_SCOPES" in run.data["error"]["message"]
     assert run.data["armRequests"] == 0 and run.stats == {}   # never reached ARM
 

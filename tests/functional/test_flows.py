@@ -143,6 +143,18 @@ def test_location_polling_that_answers_the_operation_error_ends_failed_with_it(
     assert data["durationSeconds"] < 60
 
 
+def test_location_polling_that_answers_a_cancel_error_ends_canceled(h: Harness) -> None:
+    op = h.arm.new_operation(SUB)
+    error = {"code": "OperationCanceled", "message": "The flush operation was canceled."}
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
+    h.arm.on_operation(op, then=Answer(409, {}, {"error": error}))
+    rid = h.send_request()
+
+    h.run()
+
+    assert h.event(rid, "Canceled")["error"] == {**error, "httpStatus": 409}
+
+
 def test_location_polling_reads_on_after_an_error_that_passes(h: Harness) -> None:
     op = h.arm.new_operation(SUB)
     busy = {"error": {"code": "Conflict", "message": "busy, try again later"}}

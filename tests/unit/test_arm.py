@@ -296,6 +296,18 @@ def test_a_garbage_answer_is_a_connection_error(raw_server) -> None:
     hostile = raw_server(lambda conn: (conn.sendall(b"NOT HTTP AT ALL\r\n\r\n"), conn.close()))
     result = client(hostile.url).get(f"{hostile.url}/op", SUB, "r")
     assert isinstance(result, ArmFailure) and result.code == "ConnectionError"
+    assert result.sent  # the request went out: ARM may have acted on it
+
+
+def test_a_tls_handshake_that_fails_sent_nothing(raw_server) -> None:
+    """A certificate-inspecting proxy or a plain-HTTP port: no request reached ARM, so a
+    POST that failed so is not in doubt (core.flush_steps)."""
+    plain = raw_server(lambda conn: (conn.sendall(b"HTTP/1.1 400 Bad Request\r\n"
+                                                  b"Content-Length: 0\r\n\r\n"), conn.close()))
+    url = plain.url.replace("http://", "https://")
+    result = client(url).call("POST", f"{url}/flush", SUB, "r")
+    assert isinstance(result, ArmFailure) and result.code == "ConnectionError"
+    assert result.sent is False
 
 
 class RaisingAdapter(requests.adapters.HTTPAdapter):
