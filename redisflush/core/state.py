@@ -69,6 +69,10 @@ class TargetState:
         phase = d["phase"]
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
+        if phase == "post":
+            # written before a held claim was given back (or by a step that died before its
+            # POST): its claim may have outlived the lease, so it claims again first
+            phase = "claim"
         if phase == "poll" and not (isinstance(d.get("pollUrl"), str) and d.get("pollKind") in
                                     ("azure-asyncoperation", "location")):
             raise ValueError("a polling target needs pollUrl and a known pollKind")

@@ -149,13 +149,15 @@ def _target_calls(state: RunState, view: View, config: Config
             state = state.with_target(flush_steps.timed_out(ts, cx))
             continue
         if ts.due <= view.now and view.can_call:
-            if ts.phase == "post" and len(state.targets) > 1 and ts.linked:
+            if ts.phase in ("claim", "post") and len(state.targets) > 1 and ts.linked:
                 share = _own_share(state, ts)
-                if share is None:  # an earlier member of its group has not been answered
+                if share is None:  # an earlier member of its group has not been answered:
+                    # wait before claiming (a claim held would be given back every second)
                     state = state.with_target(replace(ts, due=view.now + HOLD))
                     continue
-                ts = replace(ts, linked=share)
-                state = state.with_target(ts)
+                if ts.phase == "post":
+                    ts = replace(ts, linked=share)
+                    state = state.with_target(ts)
             call = flush_steps.call_for(
                 ts, request_id=state.origin.request_id, step=state.step,
                 endpoint=config.arm_endpoint, api_version=config.api_version,

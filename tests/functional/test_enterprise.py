@@ -7,11 +7,13 @@ follow).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 
 import pytest
 
-from tests.support.harness import SUB, Harness, database_id, target_of
+from redisflush.ledger import LedgerRow, MemoryLedger
+from tests.support.harness import SUB, Harness, database_id, resource_id, target_of
 from tests.support.memory_bus import START
 from tests.support.scripted_arm import (
     ENTERPRISE_API_VERSION,
@@ -171,3 +173,52 @@ def test_a_missing_database_fails_with_arms_error(h: Harness) -> None:
                                                                  error["message"])
     assert data["error"]["httpStatus"] == 404
     assert [r.method for r in h.arm.requests] == ["GET"]
+
+
+class CountingLedger(MemoryLedger):
+    """The memory ledger, counting the writes to each row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def insert(self, row: LedgerRow) -> LedgerRow | None:
+        self.writes.append(row.key)
+        return super().insert(row)
+
+    def update(self, row: LedgerRow) -> LedgerRow | None:
+        self.writes.append(row.key)
+        return super().update(row)
+
+
+def test_a_group_member_waiting_for_an_earlier_ones_post_claims_only_when_it_may_go(
+        make_harness: Callable[..., Harness]) -> None:
+    """Two members of one group in one request, the first one's POST held 150 s by the
+    pacer (another request's 429): the second waits unclaimed, rather than taking and giving
+    back its claim every second, and flushes nothing the first one did."""
+    ledger = CountingLedger()
+    h = make_harness(ledger=ledger, allowed_scopes=(SUBSCRIPTION,))
+    throttled = Answer(429, {"Retry-After": "150"},
+                       {"error": {"code": "TooManyRequests", "message": "throttled"}})
+    other = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, "other", throttled,
+                   then=Answer(202, {"Azure-AsyncOperation": other.url}, b""))
+    h.arm.on_operation(other, then=Answer(200, {}, other.status("Succeeded")))
+    h.send_request({"resourceId": resource_id(rg=RG, cache="other"), "requestId": "other"})
+    h.run(limit=1)  # writes parked for 150 s
+    first, second, third = (database_id(c, rg=RG) for c in ("amr-a", "amr-b", "amr-x"))
+    for cluster, linked in (("amr-a", [second, third]), ("amr-b", [first, third])):
+        h.arm.on_database(SUB, RG, cluster, "default",
+                          then=Answer(200, {}, database_body(SUB, RG, cluster, linked=linked)))
+        status, _ = h.arm.new_enterprise_operation(SUB, RG, cluster, "default")
+        h.arm.on_enterprise_flush(SUB, RG, cluster, "default",
+                                  then=Answer(202, {"Azure-AsyncOperation": status.url}, {}))
+        h.arm.on_operation(status, then=Answer(200, {}, status.status("Succeeded")))
+    ledger.writes.clear()
+    h.send_request({"resourceIds": [first, second], "requestId": "group"})
+
+    h.run()
+
+    assert ledger.writes.count(second.lower()) <= 3  # its claim, its acceptance, its end
+    posts = [r for r in h.arm.requests if r.method == "POST" and "databases" in r.raw_path]
+    assert [json.loads(r.body)["ids"] for r in posts] == [[third], []]  # each database once
