@@ -342,6 +342,10 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         f"CPU: user + system of the whole serve process from the first request to the last "
         f"event, divided by {n:,} (every thread: host loop, bus, ledger, ARM calls).",
     ]
+    starved = _starved(sweep, fleet.duration)
+    if starved:
+        print(f"WARNING: {starved}", file=sys.stderr)
+        s.notes.insert(0, f"**{starved}.**")
     if best is not None:
         s.headline = [
             f"Fleet ({label}): last event {ours['wall']:.1f} s = "
@@ -351,7 +355,8 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
             f"{runs[-1]['throttled']} 429s. Best SDK pool: {_pool_label(best)}, "
             f"{best['total']:.0f} s ({best['how'].split(' ')[0]}) = "
             f"{best['total'] / bounds[0][0]:.1f}x the bound, "
-            f"{best['total'] / ours['wall']:.1f}x ours."]
+            f"{best['total'] / ours['wall']:.1f}x ours."
+            + (f" **{starved}.**" if starved else "")]
     s.data = {"n": n, "runs": runs, "bounds": [b[0] for b in bounds], "sweep": sweep,
               "best": best}
     return s
@@ -361,6 +366,28 @@ def _pool_label(fig: dict[str, Any]) -> str:
     interval = fig.get("interval")
     return f"{fig['threads']} threads" + (f", polling_interval={interval:g}" if interval
                                           else ", default polling")
+
+
+SDK_DEFAULT_POLL = 30.0  # azure-core's wait after each answer without Retry-After
+STARVED = 1.5           # a mean call this many times what the polling alone makes it
+
+
+def _starved(sweep: dict[str, Any], duration: float) -> str | None:
+    """A check of the run itself: at the default polling and with no 429s a call is its
+    30 s waits and little else (ceil(d / 30) of them), so a mean call far above that means the
+    sweep's threads or the emulator were starved of CPU, and its totals would flatter ours."""
+    expected = math.ceil(duration / SDK_DEFAULT_POLL) * SDK_DEFAULT_POLL
+    calm = [f for f in sweep["runs"] if not f.get("interval") and f["throttled"] == 0
+            and f["done"]]
+    if not calm:
+        return None
+    smallest = min(calm, key=lambda f: f["threads"])
+    if smallest["mean_call"] <= STARVED * expected:
+        return None
+    return (f"the SDK sweep ran starved: {smallest['threads']} threads at the default polling "
+            f"took {smallest['mean_call']:.0f} s a call with no 429s, where the polling alone "
+            f"makes it about {expected:.0f} s; its totals are slower than a quiet machine "
+            "gives and flatter ours: do not compare them, rerun")
 
 
 def _best(sweep: dict[str, Any]) -> dict[str, Any] | None:
