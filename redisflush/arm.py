@@ -233,6 +233,7 @@ class ArmClient:
             for name, value in headers.items():
                 check_header_validity((name, value))  # as requests would: InvalidHeader
             target = self._target(url)
+            pool: Any = None
             pool = self._pool()
             with call_deadline(deadline, per_read):
                 response = pool.urlopen(
@@ -260,8 +261,7 @@ class ArmClient:
             return ArmFailure("Timeout" if timed_out else "ConnectionError",
                               f"{method} {printable(redact_url(url))} {what}: "
                               f"{type(exc).__name__}",
-                              sent=bool(getattr(_limits, "sent", False))
-                              and not _never_connected(exc))
+                              sent=_went_out(pool) and not _never_connected(exc))
 
     def _pool(self) -> Any:
         """The urllib3 pool requests' adapter picks for the endpoint (and so for every trusted
@@ -372,10 +372,17 @@ class _MarksSent:
     connection (a TLS handshake, a proxy's tunnel) is up: a failure before that is a request
     that never left, one after may have reached ARM (a POST then is in doubt)."""
 
+    def connect(self) -> None:
+        try:
+            super().connect()  # type: ignore[misc]
+        finally:
+            # a proxy's CONNECT line went out through send(): nothing of the request did
+            _limits.sent = False
+
     def send(self, data: Any) -> None:
         if getattr(self, "sock", None) is None:
             # what http.client would do first: a failure here sent nothing
-            self.connect()  # type: ignore[attr-defined]
+            self.connect()
         _limits.sent = True
         super().send(data)  # type: ignore[misc]
 
@@ -446,6 +453,17 @@ def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, _TIMEOUTS) or (
         isinstance(reason, _TIMEOUTS)
         and not isinstance(reason, urllib3.exceptions.NewConnectionError))
+
+
+def _went_out(pool: Any) -> bool:
+    """Whether the request's bytes began to go out: known on our own connections (a
+    `_MarksSent`); a pool of other connections (a SOCKS proxy, a session the caller gave)
+    may have sent it, so a POST there stays in doubt."""
+    if pool is None:  # it failed before a connection was picked
+        return False
+    if issubclass(getattr(pool, "ConnectionCls", object), _MarksSent):
+        return bool(getattr(_limits, "sent", False))
+    return True
 
 
 def _never_connected(exc: BaseException) -> bool:

@@ -459,3 +459,22 @@ def test_a_percent_held_at_99_keeps_the_end_projected_before_it(h: Harness) -> N
     # this scripted operation ran on past its projection: the next read comes a second later
     assert gets[300] == pytest.approx(projected + 1.0, abs=1e-3)
     assert all(b - a >= 1.0 - 1e-9 for a, b in zip(gets, gets[1:], strict=False))
+
+
+def test_a_location_poll_failing_in_varied_ways_backs_off_as_any_transient_failure(
+        h: Harness) -> None:
+    """Different ARM errors in a row do not end the flush (only the same one repeated
+    does), and they are read again with the usual growing backoff, not every 2 s."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
+    errors = [Answer(status, {}, {"error": {"code": code, "message": "for now"}})
+              for _ in range(3) for status, code in ((500, "InternalServerError"),
+                                                      (503, "ServiceUnavailable"))]
+    h.arm.on_operation(op, *errors, then=Answer(200, {}, b""))
+    rid = h.send_request()
+
+    h.run()
+
+    h.event(rid, "Succeeded")
+    delays = [s.delay for s in h.polls(rid)]
+    assert delays[1:7] == pytest.approx([retry(n, n + 1) for n in range(1, 7)], abs=1e-6)

@@ -299,6 +299,34 @@ def test_a_garbage_answer_is_a_connection_error(raw_server) -> None:
     assert result.sent  # the request went out: ARM may have acted on it
 
 
+def test_a_proxy_that_refuses_the_tunnel_sent_nothing(raw_server, monkeypatch) -> None:
+    """The CONNECT line goes to the proxy, not to ARM: a refused tunnel is a request that
+    never left."""
+    def refuse(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+
+    proxy = raw_server(refuse)
+    _proxy_env(monkeypatch, None, None)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    endpoint = "https://management.example.invalid"
+    result = client(endpoint).call("POST", f"{endpoint}/flush", SUB, "r")
+    assert isinstance(result, ArmFailure) and result.sent is False
+    assert proxy.connections  # it did go through the proxy
+
+
+def test_a_session_of_the_callers_own_counts_a_timeout_as_sent(raw_server) -> None:
+    """Its connections do not say when bytes went out: a POST that timed out there stays in
+    doubt (it may have reached ARM), as the default session's would."""
+    silent = raw_server(lambda conn: time.sleep(5))
+    own = requests.Session()
+    own.trust_env = False
+    for kwargs in ({}, {"session": own}):
+        result = client(silent.url, total_timeout=0.5, timeouts=(0.5, 0.5), **kwargs).call(
+            "POST", f"{silent.url}/flush", SUB, "r")
+        assert isinstance(result, ArmFailure) and result.code == "Timeout" and result.sent
+
+
 def test_a_tls_handshake_that_fails_sent_nothing(raw_server) -> None:
     """A certificate-inspecting proxy or a plain-HTTP port: no request reached ARM, so a
     POST that failed so is not in doubt (core.flush_steps)."""
