@@ -229,11 +229,11 @@ class ArmClient:
         deadline = started + self.total_timeout
         connect, per_read = self._timeouts
         _limits.sent = False
+        pool: Any = None
         try:
             for name, value in headers.items():
                 check_header_validity((name, value))  # as requests would: InvalidHeader
             target = self._target(url)
-            pool: Any = None
             pool = self._pool()
             with call_deadline(deadline, per_read):
                 response = pool.urlopen(

@@ -173,8 +173,6 @@ def _endpoint(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-
-
 def _shown(value: str) -> str:
     """A setting's value inside the one-line error (escaped: it may hold a newline)."""
     return f"'{printable(value, 80)}'"
@@ -223,6 +221,5 @@ def _service_uri(value: str | None) -> str | None:
         raise ConfigurationError(f"{name}: {_shown(value)} must be an https URL with no "
                                  "query (e.g. https://ACCOUNT.table.core.windows.net)")
     return value.rstrip("/")
-
 
 

@@ -352,11 +352,8 @@ def _operation_error(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
                     accepted=True)
     if cx.now >= cx.deadline:
         return timed_out(ts, cx)
-    # the backoff grows with every failed read in a row, whatever each said
-    failures = ts.failures + 1
-    delay = cadence.retry_delay(failures, f"{ts.target.key}:{ts.arm_requests}")
-    return replace(ts, location_error=key, location_errors=seen, failures=failures,
-                   due=cx.at(delay, lro.retry_after(r.headers, cx.now)))
+    # read again as after any transient failure: the backoff grows with every failed read
+    return replace(_transient(ts, r, cx), location_error=key, location_errors=seen)
 
 
 def _bad(ts: TargetState, cx: Context, code: str,

@@ -45,7 +45,7 @@ from .events import (
 from .fit import MAX_MESSAGE_BYTES
 from .ledger_rules import expiry
 from .outbound import OutboundMessage
-from .request import FlushRequest, Rejection
+from .request import FlushRequest, Origin, Rejection
 from .state import RunState, TargetState, initial, with_targets
 from .targets import Target, in_scopes, parse_resource_id
 
@@ -272,10 +272,16 @@ def _request_end(state: RunState, ended: Mapping[str, Any]) -> list[Command]:
                               arm_requests=int(ended.get("armRequests") or 0),
                               status=str(ended["status"]),
                               error=error if isinstance(error, Mapping) else None)
-    commands: list[Command] = [Publish(event_message(event, origin, None))]
+    return _announce(event, origin, None, state.reply_tag)
+
+
+def _announce(event: Mapping[str, Any], origin: Origin, target: Target | None,
+              tag: str | None = None) -> list[Command]:
+    """An event on the topic, and its copy to the request's ReplyTo when it has one."""
+    commands: list[Command] = [Publish(event_message(event, origin, target))]
     if origin.reply_to:
-        commands.append(Reply(origin.reply_to, event_message(event, origin, None, session=True,
-                                                             tag=state.reply_tag)))
+        commands.append(Reply(origin.reply_to, event_message(event, origin, target,
+                                                             session=True, tag=tag)))
     return commands
 
 
@@ -360,11 +366,7 @@ def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None 
             results = [(t.target, t.outcome) for t in state.targets if t.outcome]
             event = request_completed(origin, _scope(state), results, completed_at=completed_at,
                                       arm_requests=arm_requests)
-            commands.append(Publish(event_message(event, origin, None)))
-            if origin.reply_to:
-                commands.append(Reply(origin.reply_to,
-                                      event_message(event, origin, None, session=True,
-                                                    tag=state.reply_tag)))
+            commands.extend(_announce(event, origin, None, state.reply_tag))
         commands.append(RecordRequest("done", {"fingerprint": state.fingerprint,
                                                "ended": _ended(completed_at, arm_requests)},
                                       expiry(state.deadline)))
@@ -394,11 +396,7 @@ def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope
         event = request_completed(origin, scope, [], completed_at=now, arm_requests=arm_requests,
                                   status="Rejected", error=error, event_id=event_id)
         target = None
-    commands: list[Command] = [Publish(event_message(event, origin, target))]
-    if origin.reply_to:
-        commands.append(Reply(origin.reply_to, event_message(event, origin, target,
-                                                             session=True)))
-    return commands
+    return _announce(event, origin, target)
 
 
 def rejection_error(rejection: Rejection) -> dict[str, str]:

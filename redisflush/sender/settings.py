@@ -148,4 +148,3 @@ def whole_setting(name: str, value: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise ConfigurationError(f"{name}: {number} must be between {low} and {high}")
     return number
-
