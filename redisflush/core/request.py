@@ -125,6 +125,14 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
     data = _document(delivery.body)
     if isinstance(data, ValidationError):
         return Rejection(_safe_origin(origin, reserved_queues), data.field, data.rule)
+    problem = _first_problem(data)
+    if problem is not None:
+        # parsed, so the body's requestId (unless that is the problem) and its form still
+        # name the rejection and choose its event, as for any later field
+        if problem.field != "requestId" and is_request_id(data.get("requestId")):
+            origin = replace(origin, request_id=data["requestId"])
+        return Rejection(_safe_origin(origin, reserved_queues), problem.field, problem.rule,
+                         batch=_asks_batch(data))
     try:
         origin = _request_id(data, origin)
         origin = _origin_fields(data, origin)
@@ -279,7 +287,7 @@ def _document(body: bytes) -> dict[str, Any] | ValidationError:
         return ValidationError("body", "must be valid JSON (a JSON object)")
     if not isinstance(data, dict):
         return ValidationError("body", f"must be a JSON object, not {json_type(data)}")
-    return _first_problem(data) or data
+    return data
 
 
 def _safe_origin(origin: Origin, reserved: tuple[str, ...]) -> Origin:

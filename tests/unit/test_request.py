@@ -323,6 +323,27 @@ def test_duplicate_keys_are_named_with_their_path(raw, field):
     assert (rejection.field, rejection.rule) == (field, "must appear only once")
 
 
+@pytest.mark.parametrize("raw, batch", [
+    ('{"requestId": "dup-sel", "selector": {"tags": {"app": "a", "app": "b"}}}', True),
+    ('{"requestId": "dup-sel", "resourceIds": ["a", "b"], "reason": {"x": 1, "x": 2}}', True),
+    ('{"requestId": "dup-sel", "cacheName": "a", "cacheName": "b"}', False),
+    ('{"requestId": "dup-sel", "selector": {}, "reason": "\\ud800"}', True),
+])
+def test_a_body_rejected_after_parsing_keeps_its_request_id_and_its_form(raw, batch):
+    """A duplicated key, a lone surrogate or deep nesting is found once the body is parsed:
+    the body's requestId names the rejection (a waiter filters on it) and a selector or a
+    list gets its RequestCompleted, as a rejection for any other field does."""
+    rejection = rejected(raw.encode(), message_id="dup-msg")
+    assert rejection.origin.request_id == "dup-sel"
+    assert rejection.batch is batch
+
+
+def test_a_duplicated_request_id_is_not_taken_for_the_rejection():
+    rejection = rejected(b'{"requestId": "a", "requestId": "b", "cacheName": "c"}',
+                         message_id="dup-msg")
+    assert (rejection.field, rejection.origin.request_id) == ("requestId", "dup-msg")
+
+
 def test_duplicate_key_path_is_bounded():
     raw = '{"' + "k" * 1000 + '": {"x": 1, "x": 2}}'
     rejection = rejected(raw.encode())
