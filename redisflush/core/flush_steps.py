@@ -137,6 +137,8 @@ def linked_databases(body: bytes, own_key: str) -> tuple[str, ...] | None:
         return None
     geo = doc.get("properties", {}).get("geoReplication") or {}
     items = geo.get("linkedDatabases") if isinstance(geo, dict) else None
+    if not isinstance(geo, dict) or not isinstance(items, (list, type(None))):
+        return None
     ids = [i.get("id") for i in items or [] if isinstance(i, dict)]
     return tuple(dict.fromkeys(i for i in ids if isinstance(i, str) and i.lower() != own_key))
 
@@ -156,6 +158,23 @@ def _check_linked(ts: TargetState, cx: Context) -> TargetState:
     return ts
 
 
+def refused(ts: TargetState, cx: Context) -> TargetState | None:
+    """A target not yet POSTed, ended Rejected when it or a linked database is outside the
+    allowed scopes: a poll message is input too (another sender on the poll queue, or the
+    setting narrowed since the request came), and arrival checked only the request's own
+    ids. None when it may go on."""
+    if ts.phase not in ("read", "claim", "post"):
+        return None
+    if not in_scopes(ts.target, cx.scopes):
+        return _end(ts, cx, "Rejected", {
+            "code": "OutsideAllowedScopes", "target": "resourceId",
+            "message": f"{ts.target.resource_id} is outside the scopes this app may flush "
+                       "(REDISFLUSH_ALLOWED_SCOPES, which may have changed since the request "
+                       "came); nothing was flushed"})
+    checked = _check_linked(ts, cx)
+    return checked if checked.phase == "done" else None
+
+
 def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
     ts = replace(ts, busy=False)
     if c.decision == "post":
@@ -165,7 +184,10 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
         return replace(ts, phase="poll", due=cx.now, poll_url=str(d.get("pollUrl")),
                        poll_kind=str(d.get("pollKind")),
                        accepted_at=parse_iso_or_none(d.get("acceptedAt")),
-                       linked=tuple(d.get("linked") or ts.linked or ()), last_status="Accepted",
+                       # what that POST carried, [] included (a share of a group); a row
+                       # without it: this delivery's reading of the group
+                       linked=tuple(d["linked"]) if isinstance(d.get("linked"), list)
+                       else tuple(ts.linked or ()), last_status="Accepted",
                        arm_requests=max(ts.arm_requests, int(d.get("armRequests") or 0)))
     if c.decision == "adopt-done" and isinstance(c.data.get("outcome"), Mapping):
         return replace(ts, phase="done", outcome=Outcome.from_json(c.data["outcome"]))

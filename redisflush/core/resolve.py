@@ -92,7 +92,12 @@ def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: d
     if pages >= MAX_PAGES and pending:
         raise ResolveFailed("ListTooLong", f"listing the caches took more than {MAX_PAGES} "
                                            "pages")
-    found = tuple(dict.fromkeys(state.found + tuple(t.resource_id for t in page.targets)))
+    # one cache once, whatever case a page spells its id in (ARM compares ids without case;
+    # the first spelling is kept)
+    seen: dict[str, str] = {}
+    for resource_id in state.found + tuple(t.resource_id for t in page.targets):
+        seen.setdefault(resource_id.lower(), resource_id)
+    found = tuple(seen.values())
     return replace(state, pending_lists=tuple(pending), found=found, pages=pages,
                    ignored=state.ignored + page.ignored, list_failures=0, due=now)
 

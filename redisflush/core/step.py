@@ -149,6 +149,10 @@ def _target_calls(state: RunState, view: View, config: Config
             state = state.with_target(flush_steps.timed_out(ts, cx))
             continue
         if ts.due <= view.now and view.can_call:
+            ended = flush_steps.refused(ts, _context(state, view, config, ts.target))
+            if ended is not None:
+                state = state.with_target(ended)
+                continue
             if ts.phase in ("claim", "post") and len(state.targets) > 1 and ts.linked:
                 share = _own_share(state, ts)
                 if share is None:  # an earlier member of its group has not been answered:

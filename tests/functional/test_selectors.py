@@ -369,3 +369,33 @@ def test_a_list_page_over_a_mebibyte_is_read_whole(h: Harness) -> None:
 
     check_request_event(h.event_messages(rid)[f"{rid}:completed"], rid, "Succeeded", SCOPE,
                         results={resource_id(cache="shop-eu"): "Succeeded"})
+
+
+def test_a_cache_listed_on_two_pages_with_its_id_in_another_case_is_one_cache(
+        h: Harness) -> None:
+    """ARM compares resource ids without case: the same cache on two pages, once with its
+    resource group in another case, is one target (one event, one count, one share of
+    REDISFLUSH_MAX_TARGETS), not two reports of one POST."""
+    arm = h.arm
+    caches = list_path(SUB, None, "redis")
+    arm.on_list(caches, Answer(200, {}, page([cache_item(SUB, RG, "shop-eu", SHOP)],
+                                             next_link=arm.endpoint + caches + "&$skiptoken=2")))
+    arm.on_list(caches + "&$skiptoken=2", Answer(200, {}, page([
+        cache_item(SUB, RG.upper(), "shop-eu", SHOP)])))
+    op = arm.new_operation(SUB)
+    accepted = Answer(202, {"Azure-AsyncOperation": op.url}, b"")
+    arm.on_flush(SUB, RG, "shop-eu", accepted, then=accepted)
+    arm.on_flush(SUB, RG.upper(), "shop-eu", accepted, then=accepted)
+    arm.on_operation(op, Answer(200, {}, op.status("Succeeded")),
+                     then=Answer(200, {}, op.status("Succeeded")))
+    h.send_request({"selector": {"subscriptionId": SUB, "tags": SHOP, "kinds": ["redis"]}},
+                   message_id="sel-dup")
+
+    h.run()
+
+    assert len([r for r in arm.requests if r.method == "POST"]) == 1
+    events = [json.loads(e.message.body) for e in h.events()]
+    per_cache = [e for e in events if e["type"] == "RedisFlush.FlushCompleted"]
+    (request,) = [e for e in events if e["type"] == "RedisFlush.RequestCompleted"]
+    assert request["data"]["counts"] == {"Succeeded": 1}
+    assert len(per_cache) == 1

@@ -10,7 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from tests.support.harness import CACHE, RG, SUB, Harness
+from redisflush.core.request import Delivery, FlushRequest, parse_request
+from redisflush.core.state import RunState, initial
+from redisflush.core.step import poll_message
+from tests.support.harness import CACHE, RG, SUB, Harness, database_id
 from tests.support.scripted_arm import Answer, ScriptedArm
 
 
@@ -117,3 +120,35 @@ def test_an_untrusted_url_in_a_tampered_poll_message_gets_no_token(
     assert [r.method for r in h.arm.requests] == ["POST"]
     data = h.event(rid, "Failed", arm_requests=1)
     assert data["error"]["code"] == "UntrustedOperationUrl"
+
+
+@pytest.mark.parametrize("tamper", ["target", "linked"])
+def test_a_poll_message_naming_a_cache_outside_the_allowed_scopes_flushes_nothing(
+        h: Harness, tamper: str) -> None:
+    """The allowed scopes are checked again before a target from a poll message is claimed
+    or POSTed: a message from another sender on the poll queue (or one written before the
+    setting was narrowed) naming a database, or linked ids, outside REDISFLUSH_ALLOWED_SCOPES
+    ends Rejected without a flush."""
+    body = {"resourceId": database_id("near"), "linkedDatabaseIds": [], "requestId": "tampered"}
+    parsed = parse_request(Delivery(json.dumps(body).encode(), "tampered",
+                                    enqueued_at=h.clock.now()),
+                           default_timeout=1800, allowed_scopes=h.settings.allowed_scopes,
+                           max_targets=50, now=h.clock.now())
+    assert isinstance(parsed, FlushRequest)
+    doc = json.loads(initial(parsed, h.clock.now()).to_json())
+    doc["phase"] = "run"
+    if tamper == "target":
+        doc["targets"][0]["target"]["resourceGroup"] = "rg-not-allowed"
+    else:
+        doc["targets"][0]["linked"] = [database_id(cluster="far", rg="rg-not-allowed")]
+    state = RunState.from_json(json.dumps(doc).encode())
+    h.bus.send(h.settings.poll_queue, [poll_message(state, h.clock.now())])
+
+    h.run()
+
+    assert [r for r in h.arm.requests if r.method == "POST"] == []
+    (event,) = h.events()
+    data = json.loads(event.message.body)["data"]
+    assert data["status"] == "Rejected"
+    assert data["error"]["code"] == ("OutsideAllowedScopes" if tamper == "target"
+                                     else "LinkedDatabaseNotAllowed")

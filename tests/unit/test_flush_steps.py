@@ -1413,3 +1413,30 @@ def test_a_huge_projected_end_from_a_tampered_state_stops_at_the_deadline(huge):
     ts = dataclasses.replace(polling(), projected_end=huge)
     ts, _ = after(ts, _pc(99), at(10), budget=scarce)
     assert ts.due == DEADLINE
+
+
+@pytest.mark.parametrize("value", [5, True, 1.5, "x", {"id": "x"}])
+def test_a_database_whose_linked_databases_is_not_a_list_is_unusable_not_a_crash(value):
+    """A TypeError here would escape the pure core: the message would go to the dead-letter
+    queue with no event, instead of ending `DatabaseInvalidJson` after its retries."""
+    body = json.dumps({"properties": {"geoReplication": {"linkedDatabases": value}}})
+    assert linked_databases(body.encode(), db_id().lower()) is None
+    if not isinstance(value, dict):
+        geo = json.dumps({"properties": {"geoReplication": value}})
+        assert linked_databases(geo.encode(), db_id().lower()) is None
+
+
+def test_a_group_member_adopting_an_accepted_flush_keeps_the_ids_that_post_carried():
+    """A redelivered request reads the group again (the other members), then adopts the
+    earlier delivery's accepted POST, whose recorded share was [] (the rest of the group was
+    an earlier target's): its event names what that POST flushed, not the whole group."""
+    member = make_enterprise(SUB, RG, "b")
+    ts = TargetState(member, 1, "claim", T0, linked=(db_id("a"), db_id("c")))
+    data = {"pollUrl": f"{ENDPOINT}/subscriptions/{SUB}/providers/Microsoft.Cache/locations/"
+                       "westus3/operationsStatus/op1?api-version=2025-07-01",
+            "pollKind": "azure-asyncoperation", "acceptedAt": "2030-01-01T12:00:00.000Z",
+            "linked": [], "armRequests": 2}
+    adopted = on_answer(ts, Claimed("adopt-poll", data), cx())
+    assert (adopted.phase, adopted.linked) == ("poll", ())
+    older_row = {k: v for k, v in data.items() if k != "linked"}
+    assert on_answer(ts, Claimed("adopt-poll", older_row), cx()).linked == ts.linked
