@@ -9,9 +9,16 @@ The SDK way: `ThreadPoolExecutor(T)` running `begin_flush_cache().result()` per 
 in a sweep (16 .. 256) at the SDK's default polling and for the larger T at
 `polling_interval=2` (the SDK's own knob for a shorter wait), each (T, interval) on its own
 subscription of one emulator process with the same buckets, all side by side in a child
-process (`python bench/fleet.py --sdk-sweep ...`). One that finishes its N caches inside the
+process (`python bench/fleet.py --sdk-sweep ...`); then, in the full run, a thread per cache
+(T = N) at intervals near the flush's length (5 and 10 s), each alone on a fresh emulator: the
+best-tuned pool is there, past the sweep's edge. One that finishes its N caches inside the
 window is measured; one that does not is projected from the calls it finished (rounds of T
-calls, each as long as the measured mean call).
+calls, each as long as the measured mean call). Every pool's client keeps T connections.
+
+A fleet whose flushes all last exactly the same is the easy case for reading an operation when
+it is expected to end (ours learns durations as they succeed), so the full run also flushes a
+fleet whose durations spread over d .. d + SPREAD s (by the cache's last digit), ours against
+the thread-per-cache pools.
 """
 from __future__ import annotations
 
@@ -56,6 +63,9 @@ SDK_RETRIES = 100
 SWEEP: tuple[tuple[int, float | None], ...] = (
     (16, None), (32, None), (64, None), (128, None), (192, None), (256, None),
     (64, 2.0), (128, 2.0), (256, 2.0))
+# a thread per cache (T = N, filled in), each alone: intervals near a 10 s flush's length
+ALONE_INTERVALS: tuple[float, ...] = (5.0, 10.0)
+SPREAD = 5.0  # the spread fleet's durations: d + SPREAD * (last digit of the cache) / 10
 
 
 @dataclass(frozen=True)
@@ -64,30 +74,52 @@ class Fleet:
     duration: float
     writes: tuple[int, float]  # burst, per second
     reads: tuple[int, float]
+    spread: float = 0.0        # durations d .. d + spread, by a cache name's last digit
+
+    def durations(self) -> list[float]:
+        """Cache i's flush (its name ends in i's digits)."""
+        return [self.duration + self.spread * (i % 10) / 10 for i in range(self.caches)]
 
     def emulator_config(self) -> dict[str, Any]:
+        caches = ({f"*{j}": {"duration": self.duration + self.spread * j / 10}
+                   for j in range(10)} if self.spread else {"*": {"duration": self.duration}})
         return {"throttling": {"enabled": True,
                                "writes": {"burst": self.writes[0], "perSecond": self.writes[1]},
                                "reads": {"burst": self.reads[0], "perSecond": self.reads[1]}},
-                "caches": {"*": {"duration": self.duration}}}
+                "caches": caches}
 
     def lower_bound(self, load: float = 0.0) -> tuple[float, list[str]]:
         """The earliest the last event can come, with an oracle that reads each operation
         exactly once, the instant it ends: k-th POST no sooner than (k - Bw)/rw; operation k
-        ends D later; the k-th read no sooner than (k - Br)/(rr - load)."""
+        ends its duration later (an oracle knowing the durations POSTs the longest first);
+        the k-th read no sooner than (k - Br)/(rr - load)."""
         (bw, rw), (br, rr), d, n = self.writes, self.reads, self.duration, self.caches
         r_eff = rr - load
         post = [max(0.0, (k - bw) / rw) for k in range(1, n + 1)]
-        bound = max(max(p + d, (k - br) / r_eff) for k, p in enumerate(post, start=1))
+        longest_first = sorted(self.durations(), reverse=True)
+        ends = max(p + dk for p, dk in zip(post, longest_first, strict=True))
+        bound = max(ends, max((k - br) / r_eff for k in range(1, n + 1)))
         last_post = post[-1]
         read_n = max(0.0, (n - br) / r_eff)
-        why = [f"last POST >= ({n} - {bw}) / {rw:g} = {last_post:.1f} s (write bucket)",
-               f"+ {d:g} s flush = {last_post + d:.1f} s before the last operation can end",
+        arrival = max(p + dk for p, dk in zip(post, self.durations(), strict=True))
+        flush = (f"+ {d:g} s flush = {last_post + d:.1f} s before the last operation can end"
+                 if not self.spread else
+                 f"+ the flushes, {d:g}-{d + self.spread * 0.9:g} s, longest POSTed first "
+                 f"(an oracle that knows them): the last operation ends >= {ends:.1f} s "
+                 f"({arrival:.1f} s when POSTed in the order sent: a scheduler that does not "
+                 "know the durations beats that only by luck)")
+        why = [f"last POST >= ({n} - {bw}) / {rw:g} = {last_post:.1f} s (write bucket)", flush,
                f"+ >= 1 status read after it ends; reads allow the {n}-th read at "
                f">= ({n} - {br}) / {r_eff:g} = {read_n:.1f} s "
-               + ("(not binding)" if read_n < last_post + d else "(binding)"),
+               + ("(not binding)" if read_n < ends else "(binding)"),
                f"lower bound = {bound:.1f} s"]
         return bound, why
+
+    def in_order_bound(self) -> float:
+        """The last operation's end when the POSTs go in the order sent (durations unknown)."""
+        (bw, rw), n = self.writes, self.caches
+        post = [max(0.0, (k - bw) / rw) for k in range(1, n + 1)]
+        return max(p + dk for p, dk in zip(post, self.durations(), strict=True))
 
 
 def run_ours(workdir: Path, fleet: Fleet, *, name: str = "fleet", load: float = 0.0,
@@ -188,8 +220,8 @@ class SdkFleet:
                     self.all_done.set()
 
     def start(self) -> None:
-        client = sdk_client(self.arm_url, self.sub, retry_total=SDK_RETRIES,
-                            retry_status=SDK_RETRIES)
+        client = sdk_client(self.arm_url, self.sub, pool=self.threads,
+                            retry_total=SDK_RETRIES, retry_status=SDK_RETRIES)
         for i in range(self.caches):
             self._todo.put(f"{self.name}-{i:04d}")
         self.started = time.monotonic()
@@ -217,10 +249,29 @@ class SdkFleet:
 
 
 def sdk_sweep(workdir: Path, fleet: Fleet, window: float,
-              sweep: tuple[tuple[int, float | None], ...] = SWEEP) -> dict[str, Any]:
+              sweep: tuple[tuple[int, float | None], ...] = SWEEP, *, alone: bool = False
+              ) -> dict[str, Any]:
     """Every (T, interval) of the sweep side by side, one subscription each, for `window` s
-    at most."""
-    emulator = Emulator(workdir, fleet.emulator_config(), "fleet-sdk")
+    at most; with `alone`, then each thread-per-cache pool alone on a fresh emulator, for the
+    fleet as given and for its spread-duration twin."""
+    result = _side_by_side(workdir, fleet, window, sweep, "fleet-sdk")
+    if alone:
+        spread = Fleet(fleet.caches, fleet.duration, fleet.writes, fleet.reads, SPREAD)
+        for which, f in (("same", fleet), ("spread", spread)):
+            for interval in ALONE_INTERVALS:
+                name = f"fleet-sdk-{which}-{interval:g}"
+                one = _side_by_side(workdir, f, window, ((f.caches, interval),), name)
+                for fig in one["runs"]:
+                    fig["alone"] = True
+                    fig["how"] += ", alone"
+                    (result["runs"] if which == "same" else
+                     result.setdefault("spread", [])).append(fig)
+    return result
+
+
+def _side_by_side(workdir: Path, fleet: Fleet, window: float,
+                  sweep: tuple[tuple[int, float | None], ...], name: str) -> dict[str, Any]:
+    emulator = Emulator(workdir, fleet.emulator_config(), name)
     try:
         runs = [SdkFleet(emulator.url, sub_id(300 + k), fleet.caches, t, interval)
                 for k, (t, interval) in enumerate(sweep)]
@@ -244,14 +295,15 @@ def sdk_sweep(workdir: Path, fleet: Fleet, window: float,
     return {"runs": out, "window": elapsed, "throttled": stats["throttled"]}
 
 
-def sdk_sweep_child(workdir: Path, fleet: Fleet, window: float) -> subprocess.Popen:
+def sdk_sweep_child(workdir: Path, fleet: Fleet, window: float, *, alone: bool = False
+                    ) -> subprocess.Popen:
     """The sweep in its own process (its threads stay off this process's GIL)."""
     out = workdir / "sdk-sweep.json"
     args = [sys.executable, str(Path(__file__).resolve()), "--sdk-sweep", str(workdir),
             "--caches", str(fleet.caches), "--duration", str(fleet.duration),
             "--writes", f"{fleet.writes[0]},{fleet.writes[1]}",
             "--reads", f"{fleet.reads[0]},{fleet.reads[1]}", "--window", str(window),
-            "--out", str(out)]
+            "--out", str(out)] + (["--alone"] if alone else [])
     log = open(workdir / "sdk-sweep.log", "wb")
     return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
@@ -271,8 +323,8 @@ def _outcomes(o: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(o.items(), key=lambda kv: -kv[1])) or "none"
 
 
-def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], label: str
-           ) -> Section:
+def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], label: str,
+           spread_run: dict[str, Any] | None = None) -> Section:
     n = fleet.caches
     s = Section(f"2. Fleet flush under throttling ({label})")
     head = ["", *(("redisflush, second client at "
@@ -319,6 +371,7 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
             f"calls failed ({SDK_RETRIES} retries of 429s ran out)" if failed
             else fig["how"]])
     s.extra = sweep_rows  # type: ignore[attr-defined]
+    spread_note = _spread(s, fleet, spread_run, sweep.get("spread") or [])
     ours = runs[0]
     s.notes = [
         "Lower bound: " + "; ".join(bounds[0][1]) + ". With the second client the reads left "
@@ -341,7 +394,20 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         "runs alone after the other sections (with --quick, beside them).",
         f"CPU: user + system of the whole serve process from the first request to the last "
         f"event, divided by {n:,} (every thread: host loop, bus, ledger, ARM calls).",
+        "Each SDK pool's client keeps as many connections as it has threads (azure-core's "
+        "default transport keeps 10). The thread-per-cache pools ran after the side-by-side "
+        "sweep, each alone on a fresh emulator: a pool of T = N threads at an interval near "
+        "the flush's length is the best-tuned SDK fleet found; larger pools are not possible "
+        "(one call per cache) and shorter intervals only buy 429s.",
+        "What this leaves out: the emulator's buckets are the model of ARM's that the app's "
+        "pacer also assumes (redisflush/pacing.py: writes 200 + 10/s, reads 250 + 25/s per "
+        "subscription and principal); real ARM's buckets, its latency (tens of ms, not ~1 ms "
+        "on loopback) and its own jitter are not here, so the 0 429s and the ratio hold for "
+        "the model. Ours ran before the SDK pools, not beside them, each against its own "
+        "emulator process.",
     ]
+    if spread_note:
+        s.notes.append(spread_note)
     starved = _starved(sweep, fleet.duration)
     if starved:
         print(f"WARNING: {starved}", file=sys.stderr)
@@ -353,13 +419,60 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
             f"{ours['throttled']} 429s; with a second client at {runs[-1]['load']:g} reads/s "
             f"{runs[-1]['wall']:.1f} s = {runs[-1]['wall'] / bounds[-1][0]:.3f}x, "
             f"{runs[-1]['throttled']} 429s. Best SDK pool: {_pool_label(best)}, "
-            f"{best['total']:.0f} s ({best['how'].split(' ')[0]}) = "
-            f"{best['total'] / bounds[0][0]:.1f}x the bound, "
-            f"{best['total'] / ours['wall']:.1f}x ours."
+            f"{best['total']:.0f} s ({best['how'].split(',')[0].split(' ')[0]}) = "
+            f"{best['total'] / bounds[0][0]:.2f}x the bound, "
+            f"{best['total'] / ours['wall']:.2f}x ours, {best['throttled']} 429s."
+            + _spread_headline(getattr(s, "data_spread", None), fleet)
             + (f" **{starved}.**" if starved else "")]
     s.data = {"n": n, "runs": runs, "bounds": [b[0] for b in bounds], "sweep": sweep,
-              "best": best}
+              "best": best, "spread": getattr(s, "data_spread", None)}
     return s
+
+
+def _spread_headline(data: dict[str, Any] | None, fleet: Fleet) -> str:
+    if not data:
+        return ""
+    ours, best = data["ours"], data["best"]
+    text = (f" Flushes spread over {fleet.duration:g}-{fleet.duration + SPREAD * 0.9:g} s: "
+            f"ours {ours['wall']:.1f} s = {ours['wall'] / data['bound']:.3f}x the bound "
+            f"(an oracle knowing every duration), {ours['wall'] / data['in_order']:.3f}x the "
+            f"last end when POSTed in the order sent, {ours['throttled']} 429s")
+    if best is not None:
+        text += (f"; best SDK pool {_pool_label(best)}, {best['total']:.1f} s = "
+                 f"{best['total'] / ours['wall']:.2f}x ours, {best['throttled']} 429s")
+    return text + "."
+
+
+def _spread(s: Section, fleet: Fleet, ours: dict[str, Any] | None,
+            pools: list[dict[str, Any]]) -> str | None:
+    """The spread-duration fleet: ours against the thread-per-cache pools, its own bounds."""
+    if ours is None:
+        return None
+    spread = Fleet(fleet.caches, fleet.duration, fleet.writes, fleet.reads, SPREAD)
+    bound, why = spread.lower_bound()
+    in_order = spread.in_order_bound()
+    rows = [["flushes of " f"{fleet.duration:g}-{fleet.duration + SPREAD * 0.9:g} s",
+             "last event", "vs bound (oracle) / vs POSTs in the order sent", "429s",
+             "ARM requests per cache", "outcomes"]]
+    rows.append(["redisflush", f"{ours['wall']:.1f} s" if ours["complete"] else
+                 f"> {ours['wall']:.1f} s", f"{ours['wall'] / bound:.3f}x / "
+                 f"{ours['wall'] / in_order:.3f}x", str(ours["throttled"]),
+                 f"{ours['requests'] / fleet.caches:.2f}", _outcomes(ours["outcomes"])])
+    for fig in pools:
+        failed = fig["failures"] > 0
+        rows.append([f"SDK {_pool_label(fig)}", "fails" if failed else f"{fig['total']:.1f} s",
+                     "-" if failed else f"{fig['total'] / bound:.3f}x / "
+                     f"{fig['total'] / in_order:.3f}x", str(fig["throttled"]),
+                     f"{fig['requests'] / fleet.caches:.2f}", _outcomes(fig["outcomes"])])
+    s.extra2 = rows  # type: ignore[attr-defined]
+    best = _best({"runs": pools})
+    s.data_spread = {"ours": ours, "bound": bound, "in_order": in_order,  # type: ignore[attr-defined]
+                     "best": best}
+    return ("Spread fleet (the table above): the same buckets, each cache's flush "
+            f"{fleet.duration:g} s + {SPREAD:g} x its last digit / 10, so the end of an "
+            "operation cannot be told from the others'. " + "; ".join(why) + f". Sent in "
+            f"order, the last operation ends at {in_order:.1f} s at the earliest; neither side "
+            "knows the durations.")
 
 
 def _pool_label(fig: dict[str, Any]) -> str:
@@ -391,8 +504,11 @@ def _starved(sweep: dict[str, Any], duration: float) -> str | None:
 
 
 def _best(sweep: dict[str, Any]) -> dict[str, Any] | None:
+    """The fastest pool without failures: a measured one when any finished (a projection of
+    T = N threads is one mean call, shorter than the last call's end)."""
     ok = [f for f in sweep["runs"] if f["failures"] == 0 and f["done"]]
-    return min(ok, key=lambda f: f["total"]) if ok else None
+    finished = [f for f in ok if f["finished"]]
+    return min(finished or ok, key=lambda f: f["total"]) if ok else None
 
 
 def _main() -> int:
@@ -404,10 +520,11 @@ def _main() -> int:
     parser.add_argument("--reads", required=True)
     parser.add_argument("--window", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--alone", action="store_true")
     a = parser.parse_args()
     w, r = a.writes.split(","), a.reads.split(",")
     fleet = Fleet(a.caches, a.duration, (int(w[0]), float(w[1])), (int(r[0]), float(r[1])))
-    result = sdk_sweep(a.sdk_sweep, fleet, a.window)
+    result = sdk_sweep(a.sdk_sweep, fleet, a.window, alone=a.alone)
     a.out.write_text(json.dumps(result))
     return 0
 

@@ -116,9 +116,10 @@ def render(sections: list[Section], *, machine: dict[str, str], command: str, qu
         out += findings
     for s in sections:
         out += ["", f"## {s.title}", "", _table(s.table)]
-        extra = getattr(s, "extra", None)
-        if extra:
-            out += ["", _table(extra)]
+        for name in ("extra", "extra2"):
+            extra = getattr(s, name, None)
+            if extra:
+                out += ["", _table(extra)]
         if s.title.startswith("1.") and plot:
             out += ["", f"![Lag against flush duration]({plot})"]
         if s.notes:

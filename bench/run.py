@@ -1,10 +1,11 @@
-"""redisflush benchmarks: `python bench/run.py` (about 16 minutes) or `--quick` (under a minute).
+"""redisflush benchmarks: `python bench/run.py` (about 25 minutes) or `--quick` (under a minute).
 
 1. detection lag and ARM reads per flush for 1 .. 300 s flushes, one flush alone at a time per
    subscription, against azure-mgmt-redis begin_flush_cache() at its default polling and at
    polling_interval=2 and 1 (plus docs/lag.png)
 2. a fleet of 1,000 caches on one subscription under ARM's buckets, alone and with a second
-   client spending half of the read refill, against SDK thread pools of 16 .. 256
+   client spending half of the read refill, against SDK thread pools of 16 .. 256 and a
+   thread per cache (full run), and a fleet whose flush durations spread over 10-14.5 s
 3. CPU per flush of the whole `serve --local` process against the serve when issue 11 was
    filed (6332ebb) and at the start of the CPU work (d200612), and where it goes (py-spy)
 4. cold start as the first invocation pays it: import + first token + first ARM call
@@ -137,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
                 results["3"] = cpu_step()
             if "4" in only:
                 results["4"] = cold_step()
+            if "2" in only:
+                spread = fleet.Fleet(n, d, w, r, fleet.SPREAD)
+                results["2c"] = _step("2 ours (spread durations)", lambda: fleet.run_ours(
+                    work, spread, name="fleet-spread", timeout=cfg["fleet_timeout"]))
             if "2" in only:  # alone: its polling threads would load the cores the others time
-                sweep = fleet.sdk_sweep_child(work, the_fleet, cfg["window"])
+                sweep = fleet.sdk_sweep_child(work, the_fleet, cfg["window"], alone=True)
         if sweep is not None:
             sweep_data = _step("2 SDK sweep", lambda: fleet.sweep_result(sweep, work))
             s["2"] = fleet.render(the_fleet, [results["2a"], results["2b"]], sweep_data,
-                                  label)
+                                  label, results.get("2c"))
         for k in ("1", "3", "4"):
             if k in results:
                 s[k] = results[k]
