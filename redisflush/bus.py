@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from .core.outbound import OutboundMessage, PropertyValue
 
 # Defined in the pure core (the step function builds them); re-exported for the adapters.
-from .sender.azure_sdk import service_bus_message
+from .sender.azure_sdk import Stuck, service_bus_message, within
 
 __all__ = ["AzureServiceBus", "Bus", "BusError", "OutboundMessage", "PropertyValue",
            "ReceivedMessage", "to_azure_message"]
@@ -48,7 +48,23 @@ class ReceivedMessage:
 
 
 class BusError(Exception):
-    """The bus itself failed: the caller must not treat the message as handled."""
+    """The bus itself failed: the caller must not treat the message as handled. `refused`:
+    the entity will refuse again (missing, disabled, no right to send, too large), so trying
+    the step again cannot help; else the failure may pass (busy, a dropped link, no answer)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+# azure.servicebus.exceptions whose cause a retry does not remove
+REFUSALS = frozenset({"MessagingEntityNotFoundError", "MessagingEntityDisabledError",
+                      "ServiceBusAuthorizationError", "ServiceBusAuthenticationError",
+                      "MessageSizeExceededError"})
+# One send (its retries included) answers within this or is given up, so an invocation ends
+# inside its one-minute lock (docs/design.md, "Reliability rules"): 20 s of call window, an ARM
+# call of at most 25 s, then the sends.
+SEND_WITHIN = 12.0
 
 
 class Bus(Protocol):
@@ -84,8 +100,10 @@ class AzureServiceBus:
     released) before a fresh one replaces it.
     """
 
-    def __init__(self, client_factory: Callable[[], Any]) -> None:
+    def __init__(self, client_factory: Callable[[], Any], *,
+                 send_within: float = SEND_WITHIN) -> None:
         self._client_factory = client_factory
+        self._send_within = send_within
         self._client: Any = None
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._lock = threading.Lock()  # guards _client and _slots, never held over the network
@@ -139,18 +157,34 @@ class AzureServiceBus:
                 try:
                     if slot.sender is None:
                         slot.sender = self._new_sender(kind, entity)
-                    if now_or_past:
-                        slot.sender.send_messages([to_azure_message(m) for m in now_or_past])
-                    for m in scheduled:
-                        # schedule_messages returns sequence numbers we do not need: a
-                        # duplicate MessageId is dropped by the broker, not by us.
-                        slot.sender.schedule_messages(to_azure_message(m), m.scheduled_at)
+                    sender = slot.sender
+
+                    def send_all(sender: Any = sender) -> None:
+                        if now_or_past:
+                            sender.send_messages([to_azure_message(m) for m in now_or_past])
+                        for m in scheduled:
+                            # schedule_messages returns sequence numbers we do not need: a
+                            # duplicate MessageId is dropped by the broker, not by us.
+                            sender.schedule_messages(to_azure_message(m), m.scheduled_at)
+                    within(self._send_within, send_all, f"bus-send-{entity}")
+                except Stuck as exc:
+                    # the sender (and its client's connection) is left to its blocked thread:
+                    # the next send builds both anew
+                    slot.sender = None
+                    self._drop_client()
+                    raise BusError(f"sending to {entity!r} failed: Service Bus gave no "
+                                   f"answer ({exc})") from exc
                 except Exception as exc:  # azure.servicebus.exceptions.*, AMQP, auth errors
                     failed, slot.sender = slot.sender, None
                     _close_quietly(failed, entity)
                     raise BusError(f"sending to {entity!r} failed: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{type(exc).__name__}: {exc}",
+                                   refused=type(exc).__name__ in REFUSALS) from exc
                 return
+
+    def _drop_client(self) -> None:
+        with self._lock:
+            self._client = None
 
     def close(self) -> None:
         """Close every sender (each once its in-flight send is over), then the client."""

@@ -106,7 +106,7 @@ class LocalBus:
             row = db.execute("SELECT * FROM entities WHERE name = ?", (name,)).fetchone()
         assert row is not None
         if row["kind"] != kind:
-            raise BusError(f"{name!r} is a {row['kind']}, not a {kind}")
+            raise BusError(f"{name!r} is a {row['kind']}, not a {kind}", refused=True)
         return row
 
     def _receivable(self, db: sqlite3.Connection, entity: str) -> _Options:
@@ -181,7 +181,7 @@ class LocalBus:
             for message, properties in prepared:
                 if entity["requires_session"] and message.session_id is None:
                     raise BusError(f"queue {name!r} requires sessions: message "
-                                   f"{message.message_id!r} has no session_id")
+                                   f"{message.message_id!r} has no session_id", refused=True)
                 if window > 0:
                     # Service Bus keeps the first MessageId for the window and silently
                     # accepts (and drops) repeats; the window is not extended by a repeat.

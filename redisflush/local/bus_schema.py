@@ -108,11 +108,13 @@ def check_sizes(entity: str, sized: Sequence[tuple[OutboundMessage, int]]) -> No
     for message, size in sized:
         if size > MAX_MESSAGE_BYTES:
             raise BusError(f"MessageSizeExceeded: message {message.message_id!r} to {entity!r} "
-                           f"is {size} bytes; Service Bus takes at most {MAX_MESSAGE_BYTES}")
+                           f"is {size} bytes; Service Bus takes at most {MAX_MESSAGE_BYTES}",
+                           refused=True)
     batch = sum(size for message, size in sized if message.scheduled_at is None)
     if batch > MAX_MESSAGE_BYTES:
         raise BusError(f"MessageSizeExceeded: a batch of {len(sized)} messages to {entity!r} is "
-                       f"{batch} bytes; one send takes at most {MAX_MESSAGE_BYTES}")
+                       f"{batch} bytes; one send takes at most {MAX_MESSAGE_BYTES}",
+                       refused=True)
 
 
 def received_message(row: sqlite3.Row, *, lock_token: str, locked_until: int | None,

@@ -9,7 +9,8 @@ entity, a missing role, no network) becomes one `ConfigurationError` or `Channel
 that says what to check (`sender.azure_errors`); the CLI prints it and exits 2. Every network
 step is bounded: the SDK retries at most `RETRY_TOTAL` times, each attempt at most `TRY_TIMEOUT`
 seconds, receivers wait at most `RECEIVE_WAIT` seconds per call, so an unreachable namespace
-fails in well under `FAIL_WITHIN` seconds instead of hanging.
+fails in well under `FAIL_WITHIN` seconds instead of hanging; and every call is given up after
+`FAIL_WITHIN` seconds whatever the SDK does (a peer that accepts and never answers).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 from ..core.outbound import OutboundMessage
 from ..errors import ConfigurationError
 from .azure_errors import first_line, quiet_sdk_logs, translate
-from .azure_sdk import TokenCache, body_bytes, quietly, service_bus_message
+from .azure_sdk import Stuck, TokenCache, body_bytes, quietly, service_bus_message, within
 from .channel import Delivered, decode_event
 from .errors import ChannelError
 from .namespace import DEFAULT_SUFFIX, SAMPLE_PLACEHOLDER, namespace_host
@@ -221,8 +222,15 @@ class AzureChannel:
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, role: str = "",
               **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            # the SDK's retries and try_timeout do not cover a peer that accepts the
+            # connection and never answers (a TLS handshake or login that hangs)
+            return within(FAIL_WITHIN, lambda: fn(*args, **kwargs), "servicebus-sender")
         except (ConfigurationError, ChannelError):
             raise
+        except Stuck:
+            raise ChannelError(f"cannot {what} ({self.where}): no answer within "
+                               f"{FAIL_WITHIN:g} s; check the network path to the namespace "
+                               "(a proxy or firewall that accepts the connection and then "
+                               "says nothing)") from None
         except Exception as exc:
             raise translate(exc, self.where, what, role) from None

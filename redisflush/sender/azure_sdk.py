@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core.outbound import OutboundMessage
 
@@ -69,6 +69,37 @@ def body_bytes(msg: Any) -> bytes:
         return b"".join(bytes(part) for part in body)  # data body: a generator of sections
     except TypeError:
         return str(body).encode()
+
+
+T = TypeVar("T")
+
+
+class Stuck(Exception):
+    """An SDK call gave no answer within its bound; its thread is left behind, blocked."""
+
+
+def within(seconds: float, fn: Callable[[], T], name: str = "servicebus-call") -> T:
+    """`fn()` on a daemon thread, waited for at most `seconds`: the SDK's own timeouts do not
+    cover a peer that accepts the connection and then says nothing (a TLS handshake or AMQP
+    login that never completes blocks in a socket read for as long as the socket lives)."""
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # handed back to the caller's thread as it is
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    if not done.wait(seconds):
+        raise Stuck(f"no answer within {seconds:g} s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def quietly(fn: Callable[[], Any]) -> None:

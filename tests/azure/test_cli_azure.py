@@ -442,3 +442,18 @@ def test_cli_subprocess_prints_one_line_no_traceback(
         assert "no Azure credential" in line and "AzureCliCredential" in line
     else:
         assert "no connection to namespace 127.0.0.1" in line
+
+
+@pytest.mark.parametrize("command", [["send", "--resource-id", RESOURCE_ID], ["watch"]])
+def test_a_namespace_that_never_answers_fails_within_the_bound(
+        app_root: Path, silent_port: int, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    """The SDK's retries and try_timeout do not cover a peer that takes the connection and
+    says nothing: without the sender's own bound this hung for minutes in the AMQP login."""
+    monkeypatch.setattr(remote, "FAIL_WITHIN", 2.0)
+    started = time.monotonic()
+    code = run(app_root, *command, "--connection-string", emulator_connection(silent_port))
+    assert code == 2
+    assert time.monotonic() - started < 10.0
+    line = one_error_line(capsys.readouterr().err)
+    assert "no answer within 2 s" in line and "namespace 127.0.0.1" in line

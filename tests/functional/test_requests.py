@@ -138,3 +138,22 @@ def test_a_reply_queue_that_does_not_exist_never_makes_a_step_run_again(h: Harne
     tried = [ids for kind, entity, ids in h.bus.send_calls if entity == "gone-replies"]
     assert tried and tried[-1] == [f"{rid}:completed"]  # notes were tried, then the reply
     assert h.bus.messages("gone-replies") == []
+
+
+def test_a_reply_that_fails_for_a_while_is_sent_when_the_step_runs_again(h: Harness) -> None:
+    """Only a reply queue that refuses for good is skipped: a busy server or a dropped link
+    makes the step run again (its ids are the same, so the topic keeps one event), and the
+    waiting pipeline gets its final event instead of timing out on a flush that Succeeded."""
+    h.arm.on_flush(SUB, RG, CACHE, then=Answer(200, {}, b""))
+    h.bus.fail("redis-flush-replies", times=1,
+               error="ServiceBusServerBusyError: the server is busy")
+    rid = h.send_request(reply_to="redis-flush-replies", reply_to_session_id="s-1")
+
+    h.run(allow_errors=True)
+
+    h.event(rid, "Succeeded")  # the topic has it
+    tried = [ids for kind, entity, ids in h.bus.send_calls if entity == "redis-flush-replies"]
+    assert tried and tried[0] == [f"{rid}:completed"], tried  # the reply itself failed
+    replies = [e.message_id for e in h.bus.messages("redis-flush-replies")]
+    assert replies.count(f"{rid}:completed") == 1, replies
+    assert [e.message.message_id for e in h.events()] == [f"{rid}:completed"]

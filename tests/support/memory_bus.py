@@ -32,7 +32,7 @@ import azure.functions as func
 from azure.functions import meta
 from azure.functions.servicebus import ServiceBusMessageInConverter
 
-from redisflush.bus import BusError, OutboundMessage, ReceivedMessage
+from redisflush.bus import REFUSALS, BusError, OutboundMessage, ReceivedMessage
 from redisflush.local.bus import LockLostError
 from redisflush.local.bus_schema import (
     DEADLETTER_SUFFIX,
@@ -191,7 +191,7 @@ class MemoryBus:
             if kind == "subscription" and topic:
                 self._entity(topic, "topic")
         if entity.kind != kind:
-            raise BusError(f"{name!r} is a {entity.kind}, not a {kind}")
+            raise BusError(f"{name!r} is a {entity.kind}, not a {kind}", refused=True)
         return entity
 
     def ensure_queue(self, name: str, *, max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT,
@@ -229,7 +229,8 @@ class MemoryBus:
         for fault in self._faults:
             if fault.times > 0 and fault.entity in (None, name):
                 fault.times -= 1
-                raise BusError(f"{fault.error} (sending to {name!r})")
+                raise BusError(f"{fault.error} (sending to {name!r})",
+                               refused=fault.error.split(":")[0] in REFUSALS)
         entity = self._entity(name, kind)
         # all or nothing, as one Service Bus send: check every message before taking any
         check_sizes(name, [(m, message_size(m, properties_json(m.application_properties)))
@@ -237,7 +238,7 @@ class MemoryBus:
         for message in messages:
             if entity.requires_session and message.session_id is None:
                 raise BusError(f"queue {name!r} requires sessions: message "
-                               f"{message.message_id!r} has no session_id")
+                               f"{message.message_id!r} has no session_id", refused=True)
         for message in messages:
             self.inject(name, message)
 

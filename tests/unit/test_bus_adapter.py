@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus import exceptions as sbx
 
 from redisflush import bus as bus_module
 from redisflush.bus import AzureServiceBus, BusError, OutboundMessage, to_azure_message
@@ -361,3 +363,88 @@ def test_from_settings_without_connection_raises_bus_error(connection, namespace
     with pytest.raises(BusError) as info:
         AzureServiceBus.from_settings(connection, namespace, FakeCredential)
     assert "ServiceBusConnection" in str(info.value)
+
+
+@pytest.mark.parametrize("error, refused", [
+    (sbx.MessagingEntityNotFoundError(message="the queue does not exist"), True),
+    (sbx.ServiceBusAuthorizationError(message="Unauthorized. 'Send' claim(s) are required"),
+     True),
+    (sbx.MessageSizeExceededError(message="too large"), True),
+    (sbx.ServiceBusServerBusyError(message="the server is busy"), False),
+    (sbx.ServiceBusConnectionError(message="link detached"), False),
+    (OSError("socket closed"), False),
+])
+def test_a_failure_says_whether_the_entity_will_refuse_again(bus, factory, error, refused):
+    """The app skips a final reply only when its queue refuses for good; a failure that may
+    pass makes the step run again, so a waiting pipeline still gets its event."""
+    factory.client.fail_next = error
+    with pytest.raises(BusError) as info:
+        bus.send("replies", [OutboundMessage(b"1", "1")])
+    assert info.value.refused is refused
+
+
+def test_a_send_that_gets_no_answer_is_given_up_and_the_next_starts_afresh(factory):
+    """A hung send (the peer took the connection and says nothing) ends as BusError within
+    its bound, so the invocation ends inside its lock and Service Bus redelivers; the next
+    send builds a new client and sender instead of queueing behind the hung one."""
+    gate = threading.Event()
+    factory.client.gates["q"] = gate
+    bus = AzureServiceBus(factory, send_within=0.3)
+    started = time.monotonic()
+    with pytest.raises(BusError) as info:
+        bus.send("q", [OutboundMessage(b"1", "1")])
+    assert time.monotonic() - started < 2.0
+    assert "no answer" in str(info.value) and not info.value.refused
+    factory.client.gates.pop("q")
+    bus.send("q", [OutboundMessage(b"2", "2")])
+    assert factory.calls == 2  # a new client: the hung one's connection is not reused
+    assert [m.message_id for m in factory.client.senders[1].sent[0]] == ["2"]
+    gate.set()
+
+
+@pytest.fixture
+def silent_namespace(monkeypatch: pytest.MonkeyPatch):
+    """*.servicebus.windows.net resolves to a loopback socket that accepts connections and
+    never says a word (a TLS handshake to it never completes)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    real = socket.getaddrinfo
+
+    def resolve(host, port_, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".servicebus.windows.net"):
+            return real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port_, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    yield accepted
+    stop.set()
+    for conn in accepted:
+        conn.close()  # releases the blocked handshakes
+    server.close()
+
+
+def test_the_real_sdk_against_a_silent_namespace_fails_within_the_bound(silent_namespace):
+    """The SDK's own retries never start here: without the bound the send blocked in
+    ssl.do_handshake for minutes, past the invocation's one-minute lock."""
+    bus = AzureServiceBus.from_settings(CONNECTION, None, lambda: None)
+    bus._send_within = 2.0
+    started = time.monotonic()
+    with pytest.raises(BusError) as info:
+        bus.send("redis-flush-polls", [OutboundMessage(b"{}", "r-1:poll:1")])
+    assert silent_namespace, "the SDK never connected: nothing was exercised"
+    assert time.monotonic() - started < 5.0
+    assert "no answer" in str(info.value)
