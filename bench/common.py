@@ -217,24 +217,9 @@ class StubCredential:
         return AccessToken(TOKEN, int(time.time()) + 10 * 365 * 86400)
 
 
-def sdk_client(arm_url: str, sub: str, *, pool: int | None = None, **config: Any) -> Any:
-    """`config`: azure-core pipeline settings (e.g. retry_total) for a tuned client. `pool`:
-    keep that many connections (azure-core's transport keeps 10: with more threads sharing
-    one client, the rest would open a new connection per request)."""
+def sdk_client(arm_url: str, sub: str, **config: Any) -> Any:
+    """`config`: azure-core pipeline settings (e.g. retry_total) for a tuned client."""
     from azure.mgmt.redis import RedisManagementClient
-    if pool is not None:
-        import requests
-        from azure.core.pipeline.transport import RequestsTransport
-        from azure.core.pipeline.transport._requests_basic import BiggerBlockSizeHTTPAdapter
-        from urllib3.util.retry import Retry
-
-        session = requests.Session()
-        adapter = BiggerBlockSizeHTTPAdapter(  # as azure-core mounts it, with room for all
-            pool_connections=1, pool_maxsize=pool,
-            max_retries=Retry(total=False, redirect=False, raise_on_status=False))
-        for scheme in ("http://", "https://"):
-            session.mount(scheme, adapter)
-        config["transport"] = RequestsTransport(session=session, session_owner=False)
     return RedisManagementClient(StubCredential(), sub, base_url=arm_url,
                                  api_version=API_VERSION, **config)
 

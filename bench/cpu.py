@@ -156,7 +156,7 @@ def sdk_run(workdir: Path, n: int, name: str) -> dict[str, Any]:
 
 def _sdk_child(url: str, n: int, name: str) -> dict[str, Any]:
     subs = sorted({sub_id(500 + i // PER_SUB) for i in range(n)})
-    clients = {s: sdk_client(url, s, pool=PER_SUB) for s in subs}
+    clients = {s: sdk_client(url, s) for s in subs}
     with cf.ThreadPoolExecutor(n) as pool:
         t0, c0 = time.monotonic(), os.times()
         futures = [pool.submit(sdk_flush, clients[sub_id(500 + i // PER_SUB)],

@@ -13,7 +13,7 @@ process (`python bench/fleet.py --sdk-sweep ...`); then, in the full run, a thre
 (T = N) at intervals near the flush's length (5 and 10 s), each alone on a fresh emulator: the
 best-tuned pool is there, past the sweep's edge. One that finishes its N caches inside the
 window is measured; one that does not is projected from the calls it finished (rounds of T
-calls, each as long as the measured mean call). Every pool's client keeps T connections.
+calls, each as long as the measured mean call).
 
 A fleet whose flushes all last exactly the same is the easy case for reading an operation when
 it is expected to end (ours learns durations as they succeed), so the full run also flushes a
@@ -220,8 +220,8 @@ class SdkFleet:
                     self.all_done.set()
 
     def start(self) -> None:
-        client = sdk_client(self.arm_url, self.sub, pool=self.threads,
-                            retry_total=SDK_RETRIES, retry_status=SDK_RETRIES)
+        client = sdk_client(self.arm_url, self.sub, retry_total=SDK_RETRIES,
+                            retry_status=SDK_RETRIES)
         for i in range(self.caches):
             self._todo.put(f"{self.name}-{i:04d}")
         self.started = time.monotonic()
@@ -394,11 +394,14 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         "runs alone after the other sections (with --quick, beside them).",
         f"CPU: user + system of the whole serve process from the first request to the last "
         f"event, divided by {n:,} (every thread: host loop, bus, ledger, ARM calls).",
-        "Each SDK pool's client keeps as many connections as it has threads (azure-core's "
-        "default transport keeps 10). The thread-per-cache pools ran after the side-by-side "
-        "sweep, each alone on a fresh emulator: a pool of T = N threads at an interval near "
-        "the flush's length is the best-tuned SDK fleet found; larger pools are not possible "
-        "(one call per cache) and shorter intervals only buy 429s.",
+        "Each SDK pool's client is azure-core's default transport (10 kept connections; a "
+        "thread past them opens one per request): a run with a client keeping one connection "
+        "per thread starved the side-by-side sweep here (mean calls doubled, the emulator "
+        "serving each kept connection on a thread of its own) and took 112 s at 1000 threads, "
+        "polling_interval=10, so the default stays. The thread-per-cache pools ran after the "
+        "side-by-side sweep, each alone on a fresh emulator: a pool of T = N threads at an "
+        "interval near the flush's length is the best-tuned SDK fleet found; larger pools are "
+        "not possible (one call per cache) and shorter intervals only buy 429s.",
         "What this leaves out: the emulator's buckets are the model of ARM's that the app's "
         "pacer also assumes (redisflush/pacing.py: writes 200 + 10/s, reads 250 + 25/s per "
         "subscription and principal); real ARM's buckets, its latency (tens of ms, not ~1 ms "

@@ -169,18 +169,18 @@ class FlushApp:
         elif isinstance(command, Schedule):
             self.bus.send(s.poll_queue, [command.message])
         elif isinstance(command, (Reply, Note)):
-            # The topic event is out already: a reply queue that is missing or refuses must
-            # never make this step run again (docs/design.md, "Completion events"); a failure
-            # that may pass (busy, a dropped link, no answer) does, for the final reply, so
-            # the waiter gets it (the step's ids are the same; duplicate detection drops
-            # what did go out). A progress note is best effort either way.
+            # The topic event is out already: a reply that cannot be sent (after the SDK's
+            # own retries) never makes this step run again (docs/design.md, "Completion
+            # events"): the step's later effects (the request's end in the ledger) would not
+            # happen, and a step run again reads ARM again and could reply with another
+            # outcome than the topic's.
             try:
                 self.bus.send(command.queue, [command.message])
             except BusError as exc:
-                if isinstance(command, Reply) and not exc.refused:
-                    raise
-                log.warning("%s %s to ReplyTo %s not sent: %s", type(command).__name__.lower(),
+                log.warning("%s %s to ReplyTo %s not sent (%s): %s",
+                            type(command).__name__.lower(),
                             printable(command.message.message_id), printable(command.queue),
+                            "the queue refuses" if exc.refused else "may pass; not retried",
                             printable(exc, 300))
         elif isinstance(command, Learn):
             key = (command.subscription_id.lower(), command.kind)

@@ -168,10 +168,12 @@ class AzureServiceBus:
                             sender.schedule_messages(to_azure_message(m), m.scheduled_at)
                     within(self._send_within, send_all, f"bus-send-{entity}")
                 except Stuck as exc:
-                    # the sender (and its client's connection) is left to its blocked thread:
-                    # the next send builds both anew
-                    slot.sender = None
-                    self._drop_client()
+                    # the sender (its own AMQP connection: the client shares none) is left
+                    # to its blocked thread and closed once that returns; the next send
+                    # builds a new one
+                    abandoned, slot.sender = slot.sender, None
+                    threading.Thread(target=_close_after, args=(exc.thread, abandoned, entity),
+                                     name=f"bus-reap-{entity}", daemon=True).start()
                     raise BusError(f"sending to {entity!r} failed: Service Bus gave no "
                                    f"answer ({exc})") from exc
                 except Exception as exc:  # azure.servicebus.exceptions.*, AMQP, auth errors
@@ -181,10 +183,6 @@ class AzureServiceBus:
                                    f"{type(exc).__name__}: {exc}",
                                    refused=type(exc).__name__ in REFUSALS) from exc
                 return
-
-    def _drop_client(self) -> None:
-        with self._lock:
-            self._client = None
 
     def close(self) -> None:
         """Close every sender (each once its in-flight send is over), then the client."""
@@ -199,6 +197,13 @@ class AzureServiceBus:
                     sender.close()
         if client is not None:
             client.close()
+
+
+def _close_after(thread: threading.Thread | None, sender: Any, entity: str) -> None:
+    """Close an abandoned sender once the send it is blocked in returns (or fails)."""
+    if thread is not None:
+        thread.join()
+    _close_quietly(sender, entity)
 
 
 def _close_quietly(sender: Any, entity: str) -> None:

@@ -143,7 +143,8 @@ def linked_databases(body: bytes, own_key: str) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(i for i in ids if isinstance(i, str) and i.lower() != own_key))
 
 
-def _check_linked(ts: TargetState, cx: Context) -> TargetState:
+def _check_linked(ts: TargetState, cx: Context, then: str = "; nothing was flushed"
+                  ) -> TargetState:
     """A linked database is flushed too: it must be a database id inside the allowed scopes."""
     for linked in ts.linked or ():
         try:
@@ -154,24 +155,27 @@ def _check_linked(ts: TargetState, cx: Context) -> TargetState:
             return _end(ts, cx, "Rejected", {
                 "code": "LinkedDatabaseNotAllowed", "target": "linkedDatabaseIds",
                 "message": f"linked database {linked[:300]} is not a Managed Redis database "
-                           "inside REDISFLUSH_ALLOWED_SCOPES; nothing was flushed"})
+                           f"inside REDISFLUSH_ALLOWED_SCOPES{then}"})
     return ts
 
 
 def refused(ts: TargetState, cx: Context) -> TargetState | None:
-    """A target not yet POSTed, ended Rejected when it or a linked database is outside the
-    allowed scopes: a poll message is input too (another sender on the poll queue, or the
-    setting narrowed since the request came), and arrival checked only the request's own
-    ids. None when it may go on."""
-    if ts.phase not in ("read", "claim", "post"):
+    """A target about to be POSTed (its claim held), ended Rejected when it or a linked
+    database is outside the allowed scopes: a poll message is input too (another sender on
+    the poll queue, or the setting narrowed since the request came), and arrival checked only
+    the request's own ids. Only here: a claim still to be answered may adopt a flush another
+    delivery got accepted, which is followed to its end. None when it may go on."""
+    if ts.phase != "post":
         return None
+    again = ("; an earlier attempt of it failed and, if that one reached ARM, may have run"
+             if ts.failures else "; nothing was flushed")
     if not in_scopes(ts.target, cx.scopes):
         return _end(ts, cx, "Rejected", {
             "code": "OutsideAllowedScopes", "target": "resourceId",
             "message": f"{ts.target.resource_id} is outside the scopes this app may flush "
                        "(REDISFLUSH_ALLOWED_SCOPES, which may have changed since the request "
-                       "came); nothing was flushed"})
-    checked = _check_linked(ts, cx)
+                       f"came): its flush request was not sent{again}"})
+    checked = _check_linked(ts, cx, again)
     return checked if checked.phase == "done" else None
 
 

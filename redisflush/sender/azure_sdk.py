@@ -77,6 +77,10 @@ T = TypeVar("T")
 class Stuck(Exception):
     """An SDK call gave no answer within its bound; its thread is left behind, blocked."""
 
+    def __init__(self, message: str, thread: threading.Thread | None = None) -> None:
+        super().__init__(message)
+        self.thread = thread
+
 
 def within(seconds: float, fn: Callable[[], T], name: str = "servicebus-call") -> T:
     """`fn()` on a daemon thread, waited for at most `seconds`: the SDK's own timeouts do not
@@ -93,9 +97,10 @@ def within(seconds: float, fn: Callable[[], T], name: str = "servicebus-call") -
         finally:
             done.set()
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
     if not done.wait(seconds):
-        raise Stuck(f"no answer within {seconds:g} s")
+        raise Stuck(f"no answer within {seconds:g} s", thread)
     ok, value = outcome[0]
     if not ok:
         raise value

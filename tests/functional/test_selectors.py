@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
+
 from tests.support.harness import (
     RG,
     SCOPE,
@@ -399,3 +401,33 @@ def test_a_cache_listed_on_two_pages_with_its_id_in_another_case_is_one_cache(
     (request,) = [e for e in events if e["type"] == "RedisFlush.RequestCompleted"]
     assert request["data"]["counts"] == {"Succeeded": 1}
     assert len(per_cache) == 1
+
+
+@pytest.mark.parametrize("first, announced", [
+    (Answer(200, {}, {"value": []}), "Rejected"),  # matched 0 caches: SelectorRejected
+    (Answer(400, {}, {"error": {"code": "BadFilter", "message": "no"}}), "Failed"),
+])
+def test_a_selector_announced_rejected_is_not_listed_again_when_its_reply_fails(
+        h: Harness, first: Answer, announced: str) -> None:
+    """A rejected selector's commands are [Publish, Reply, RecordRequest("done")]: a reply
+    that fails must not make the step run again, or the request's end is never recorded and
+    the redelivery lists again and, now matching, flushes after the topic said Rejected or
+    Failed ("a selector Rejected for 0 matches stays so under its requestId")."""
+    shop = {"app": "shop"}
+    caches = list_path(SUB, RG, "redis")
+    h.arm.on_list(caches, first,  # the first listing: no match yet, or a failed listing
+                  then=Answer(200, {}, page([cache_item(SUB, RG, "shop-eu", shop)])))
+    h.arm.on_flush(SUB, RG, "shop-eu", then=Answer(200, {}, b""))
+    h.bus.fail("redis-flush-replies", times=1,
+               error="ServiceBusServerBusyError: the server is busy")
+    h.send_request({"selector": {"subscriptionId": SUB, "resourceGroup": RG, "tags": shop,
+                                 "kinds": ["redis"]}},
+                   message_id="sel-retry", reply_to="redis-flush-replies",
+                   reply_to_session_id="s-1")
+
+    h.run(allow_errors=True)
+
+    statuses = [json.loads(e.message.body)["data"]["status"] for e in h.events()]
+    assert statuses[0] == announced  # announced on the topic first
+    posts = h.arm.route("POST", flush_path(SUB, RG, "shop-eu")).requests
+    assert posts == [], f"flushed after the request was announced Rejected: {statuses}"

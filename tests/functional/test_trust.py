@@ -14,7 +14,7 @@ from redisflush.core.request import Delivery, FlushRequest, parse_request
 from redisflush.core.state import RunState, initial
 from redisflush.core.step import poll_message
 from tests.support.harness import CACHE, RG, SUB, Harness, database_id
-from tests.support.scripted_arm import Answer, ScriptedArm
+from tests.support.scripted_arm import Answer, ScriptedArm, flush_path
 
 
 def _foreign(servers: Callable[..., ScriptedArm], arm: ScriptedArm, how: str
@@ -152,3 +152,59 @@ def test_a_poll_message_naming_a_cache_outside_the_allowed_scopes_flushes_nothin
     assert data["status"] == "Rejected"
     assert data["error"]["code"] == ("OutsideAllowedScopes" if tamper == "target"
                                      else "LinkedDatabaseNotAllowed")
+
+
+def test_a_post_in_doubt_is_not_reported_as_nothing_flushed_after_the_scopes_narrow(
+        h: Harness) -> None:
+    """A POST answered by a gateway's 504 may have reached ARM (the claim is kept, README
+    "The one window left"): if the setting is narrowed before its one resend, the target
+    ends OutsideAllowedScopes without saying that nothing was flushed."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(504, {}, b"<html>gateway timeout</html>"),
+                   then=Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+    h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    h.send_request()
+
+    h.run(limit=1)  # the POST: 504, in doubt; the claim is kept and retried later
+    # the setting is narrowed (a redeploy) while the request runs
+    h.app.settings = replace(
+        h.settings, allowed_scopes=(f"/subscriptions/{SUB}/resourceGroups/rg-elsewhere",))
+    h.run()
+
+    (event,) = [json.loads(e.message.body) for e in h.events()]
+    data = event["data"]
+    assert data["armRequests"] == 1  # the POST did go out
+    error = data["error"] or {}
+    assert not (data["status"] == "Rejected" and "nothing was flushed" in
+                str(error.get("message"))), error
+
+
+def test_a_narrowed_scope_does_not_overwrite_a_flush_another_chain_got_accepted(
+        h: Harness) -> None:
+    """The scopes are checked again only when a POST is about to go: a chain waiting on a
+    claim another chain holds (a repeat `send --wait`) adopts that chain's accepted flush
+    and follows it, even after the setting was narrowed, instead of recording Rejected
+    over it (and taking `{requestId}:completed` on the topic from the real outcome)."""
+    op = h.arm.new_operation(SUB)
+    h.arm.on_flush(SUB, RG, CACHE, Answer(504, {}, b"<html>gateway timeout</html>"),
+                   then=Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+    h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    h.send_request(requestId="narrow-1", message_id="m-1")
+    h.run(limit=1)  # chain 1: the POST in doubt; its claim is kept
+    h.send_request(requestId="narrow-1", message_id="m-2", reply_to="redis-flush-replies",
+                   reply_to_session_id="s-2")
+    h.run(limit=1)  # chain 2 (a repeat waiting for its reply): the claim is busy
+    # chain 1 finds the claim busy; then, after the lease, chain 2 claims and POSTs (202)
+    while len(h.arm.route("POST", flush_path(SUB, RG, CACHE)).requests) < 2:
+        assert h.run(limit=1), "nothing left to deliver"
+    (row,) = [r for r in h.ledger.rows("narrow-1") if r.key]
+    assert row.state == "accepted"
+    # the setting is narrowed (a redeploy) while the flush runs
+    h.app.settings = replace(
+        h.settings, allowed_scopes=(f"/subscriptions/{SUB}/resourceGroups/rg-elsewhere",))
+    h.run()
+
+    (row,) = [r for r in h.ledger.rows("narrow-1") if r.key]
+    events = {e.message_id: json.loads(e.message.body)["data"] for e in h.events()}
+    assert events["narrow-1:completed"]["status"] != "Rejected", (
+        events["narrow-1:completed"]["error"], row.data.get("outcome"))

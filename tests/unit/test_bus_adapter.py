@@ -385,8 +385,9 @@ def test_a_failure_says_whether_the_entity_will_refuse_again(bus, factory, error
 
 def test_a_send_that_gets_no_answer_is_given_up_and_the_next_starts_afresh(factory):
     """A hung send (the peer took the connection and says nothing) ends as BusError within
-    its bound, so the invocation ends inside its lock and Service Bus redelivers; the next
-    send builds a new client and sender instead of queueing behind the hung one."""
+    its bound, so the invocation ends and Service Bus redelivers; the next send builds a new
+    sender instead of queueing behind the hung one, and the hung one is closed (its AMQP
+    connection released) once its send returns."""
     gate = threading.Event()
     factory.client.gates["q"] = gate
     bus = AzureServiceBus(factory, send_within=0.3)
@@ -397,9 +398,16 @@ def test_a_send_that_gets_no_answer_is_given_up_and_the_next_starts_afresh(facto
     assert "no answer" in str(info.value) and not info.value.refused
     factory.client.gates.pop("q")
     bus.send("q", [OutboundMessage(b"2", "2")])
-    assert factory.calls == 2  # a new client: the hung one's connection is not reused
+    # a new sender (its own AMQP connection; azure-servicebus shares none between handlers)
+    assert factory.calls == 1
     assert [m.message_id for m in factory.client.senders[1].sent[0]] == ["2"]
-    gate.set()
+    stuck = factory.client.senders[0]
+    assert not stuck.closed  # still blocked in its send
+    gate.set()  # the abandoned send answers after all (a slow namespace, not a dead one)
+    deadline = time.monotonic() + 5
+    while not stuck.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stuck.closed, "the sender of a send given up on was never closed"
 
 
 @pytest.fixture
