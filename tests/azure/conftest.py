@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from typing import Any
 
 import pytest
 from azure.servicebus import ServiceBusClient
+
+from tests.support.silent_peer import silent_listener
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 GROUP = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-app"
@@ -263,23 +264,5 @@ def closed_port() -> int:
 def silent_port() -> Iterator[int]:
     """A loopback port that accepts connections and never says a word (a stuck frontend or
     a middlebox): the SDK's login over it never completes on its own."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield server.getsockname()[1]
-    stop.set()
-    for conn in accepted:
-        conn.close()
-    server.close()
+    with silent_listener() as (port, _):
+        yield port

@@ -17,6 +17,7 @@ from azure.servicebus import exceptions as sbx
 from redisflush import bus as bus_module
 from redisflush.bus import AzureServiceBus, BusError, OutboundMessage, to_azure_message
 from redisflush.core import outbound
+from tests.support.silent_peer import silent_listener
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -414,35 +415,16 @@ def test_a_send_that_gets_no_answer_is_given_up_and_the_next_starts_afresh(facto
 def silent_namespace(monkeypatch: pytest.MonkeyPatch):
     """*.servicebus.windows.net resolves to a loopback socket that accepts connections and
     never says a word (a TLS handshake to it never completes)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    port = server.getsockname()[1]
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+    with silent_listener() as (port, accepted):
+        real = socket.getaddrinfo
 
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
+        def resolve(host, port_, *args, **kwargs):
+            if isinstance(host, str) and host.endswith(".servicebus.windows.net"):
+                return real("127.0.0.1", port, *args, **kwargs)
+            return real(host, port_, *args, **kwargs)
 
-    threading.Thread(target=accept, daemon=True).start()
-    real = socket.getaddrinfo
-
-    def resolve(host, port_, *args, **kwargs):
-        if isinstance(host, str) and host.endswith(".servicebus.windows.net"):
-            return real("127.0.0.1", port, *args, **kwargs)
-        return real(host, port_, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    yield accepted
-    stop.set()
-    for conn in accepted:
-        conn.close()  # releases the blocked handshakes
-    server.close()
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        yield accepted
 
 
 def test_the_real_sdk_against_a_silent_namespace_fails_within_the_bound(silent_namespace):
