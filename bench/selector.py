@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             channel.send_request(prepared.message)
             event = follow(channel, prepared.request_id, started + args.duration + 120,
-                           lambda note: None)
+                           lambda note: None, session_id=prepared.message.reply_to_session_id)
             took = time.monotonic() - started
             stats = runtime.emulator.stats()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -123,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of stdout stopped (`watch --json | head -1`): not a failure of ours for
+        # `watch`; for `send` the final event could not be written, so its status is unsaid
+        _quiet_stdout()
+        if args.command == "watch":
+            return 0
+        print("error: stdout was closed before the final event was written", file=sys.stderr)
+        return EXIT_USAGE
     except ModuleNotFoundError as exc:
         if (exc.name or "redisflush").split(".")[0] == "redisflush":
             raise
@@ -136,6 +145,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: the bus failed: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit does not fail
+    on the closed pipe again (and print a traceback of its own)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _bus_error(exc: Exception) -> bool:

@@ -202,9 +202,13 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
         rejected = Rejection(state.origin, "requestId", "was already used for other caches: "
                              "a requestId names one set of caches for good",
                              tuple(t.target for t in state.targets), code="RequestIdReused")
+        # each send's reply copy an id of its own: the reply queue's duplicate detection
+        # would drop a second waiter's (the topic keeps one event, as it should)
+        tag = (hashlib.sha256(state.origin.message_id.encode()).hexdigest()[:12]
+               if state.origin.message_id else None)
         return replace(state, phase="done", reported=True), rejection_commands(
             rejected, now, selector_scope=_scope(state) if not _single(state) else None,
-            event_id=f"{state.origin.request_id}:reused:{digest}:completed")
+            event_id=f"{state.origin.request_id}:reused:{digest}:completed", reply_tag=tag)
     ended = opened.data.get("ended") if opened.status == "same" and opened.done else None
     if not isinstance(ended, Mapping) or parse_iso_or_none(ended.get("completedAt")) is None:
         ended = None  # a row written before the end was recorded: the outcomes still are
@@ -385,8 +389,8 @@ def rejected_on_arrival(rejection: Rejection, now: dt.datetime) -> list[Command]
 
 
 def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope: str | None
-                       = None, event_id: str | None = None, arm_requests: int = 0
-                       ) -> list[Command]:
+                       = None, event_id: str | None = None, arm_requests: int = 0,
+                       reply_tag: str | None = None) -> list[Command]:
     """The Rejected event of a request (no ledger row: a rejected request claims nothing)."""
     origin, targets = rejection.origin, rejection.targets
     error = rejection_error(rejection)
@@ -400,7 +404,7 @@ def rejection_commands(rejection: Rejection, now: dt.datetime, *, selector_scope
         event = request_completed(origin, scope, [], completed_at=now, arm_requests=arm_requests,
                                   status="Rejected", error=error, event_id=event_id)
         target = None
-    return _announce(event, origin, target)
+    return _announce(event, origin, target, reply_tag)
 
 
 def rejection_error(rejection: Rejection) -> dict[str, str]:

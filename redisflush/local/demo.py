@@ -92,7 +92,8 @@ def run_demo(args: argparse.Namespace) -> int:
                       file=out)
                 event = follow(channel, prepared.request_id,
                                time.monotonic() + 60 + args.duration, Progress(out).note,
-                               prepared.final_type)
+                               prepared.final_type,
+                               session_id=prepared.message.reply_to_session_id)
             finally:
                 channel.close()
             after = store.count(DEMO_CACHE)

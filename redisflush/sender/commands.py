@@ -110,7 +110,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         progress = Progress(sys.stderr)
         try:
             event = follow(channel, prepared.request_id, time.monotonic() + wait,
-                           progress.note, prepared.final_type, progress.cache_event)
+                           progress.note, prepared.final_type, progress.cache_event,
+                           session_id=prepared.message.reply_to_session_id)
         except KeyboardInterrupt:
             print(f"interrupted: request {prepared.request_id} was sent and goes on; "
                   "`watch` shows its events", file=sys.stderr)

@@ -54,12 +54,13 @@ def is_final(event: Mapping[str, Any], request_id: str, final_type: str) -> bool
 def follow(channel: Channel, request_id: str, until: float,
            on_progress: Callable[[Mapping[str, Any]], None],
            final_type: str = FLUSH_COMPLETED,
-           on_cache: Callable[[Mapping[str, Any]], None] | None = None
-           ) -> dict[str, Any] | None:
-    """The final event of `request_id` from its reply session, or None at `until`.
+           on_cache: Callable[[Mapping[str, Any]], None] | None = None, *,
+           session_id: str | None) -> dict[str, Any] | None:
+    """The final event of `request_id` from its reply session (`session_id`: the send's own,
+    its ReplyToSessionId; None: the requestId, the app's default), or None at `until`.
     Progress notes go to `on_progress`, per-cache events of a multi-target request to
     `on_cache`."""
-    for event in channel.replies(request_id, until):
+    for event in channel.replies(session_id or request_id, until):
         data = event.get("data")
         if not isinstance(data, Mapping) or data.get("requestId") != request_id:
             continue

@@ -1,7 +1,8 @@
 """A request ready to send: validated by the app's own parser, so a bad one never leaves the
 machine, and shaped as docs/design.md ("Flush request") says: MessageId and CorrelationId the
 requestId, application properties requestId (and cacheName for one target), ReplyTo the
-reply queue with the requestId as its session when the sender waits.
+reply queue with a session of this send's own (its MessageId) when the sender waits, so an
+event left in the queue by an earlier send of the same requestId is never taken for this one's.
 """
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def prepare(body: dict[str, Any], settings: QueueSettings, *, request_id: str, r
     message_id = f"{rid[:100]}:{uuid.uuid4().hex[:16]}"
     message = OutboundMessage(raw, message_id=message_id, correlation_id=rid,
                               reply_to=reply_queue,
-                              reply_to_session_id=rid if reply else None,
+                              reply_to_session_id=message_id if reply else None,
                               application_properties=properties)
     return Prepared(rid, body, message, len(targets), parsed.selector is not None)
 
