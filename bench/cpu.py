@@ -62,6 +62,7 @@ from common import (
 from redisflush.local.runtime import open_bus
 
 PER_SUB = 10
+WORKLOAD = {"throttling": {"enabled": False}, "caches": {"*": {"duration": 10.0}}}
 ROUNDS = 2
 BASELINES = (("6332ebb", "the serve when issue 11 was filed"),
              ("d200612", "the serve at the start of the CPU work"))
@@ -87,8 +88,7 @@ def export(commit: str, workdir: Path) -> Path:
 
 def one_run(workdir: Path, n: int, name: str, *, tree: Path | None = None,
             profile: bool = False) -> dict[str, Any]:
-    emulator = Emulator(workdir, {"throttling": {"enabled": False},
-                                  "caches": {"*": {"duration": 10.0}}}, name)
+    emulator = Emulator(workdir, WORKLOAD, name)
     serve = watcher = spy = None
     spy_out = workdir / f"{name}-py-spy.txt"
     try:
@@ -139,8 +139,7 @@ def one_run(workdir: Path, n: int, name: str, *, tree: Path | None = None,
 
 def sdk_run(workdir: Path, n: int, name: str) -> dict[str, Any]:
     """The same flushes through the SDK at polling_interval=1 in a child process."""
-    emulator = Emulator(workdir, {"throttling": {"enabled": False},
-                                  "caches": {"*": {"duration": 10.0}}}, name)
+    emulator = Emulator(workdir, WORKLOAD, name)
     try:
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sdk",
                               emulator.url, str(n), name], cwd=ROOT, capture_output=True,

@@ -95,13 +95,13 @@ class Fleet:
         the k-th read no sooner than (k - Br)/(rr - load)."""
         (bw, rw), (br, rr), d, n = self.writes, self.reads, self.duration, self.caches
         r_eff = rr - load
-        post = [max(0.0, (k - bw) / rw) for k in range(1, n + 1)]
+        post = self._posts()
         longest_first = sorted(self.durations(), reverse=True)
         ends = max(p + dk for p, dk in zip(post, longest_first, strict=True))
         bound = max(ends, max((k - br) / r_eff for k in range(1, n + 1)))
         last_post = post[-1]
         read_n = max(0.0, (n - br) / r_eff)
-        arrival = max(p + dk for p, dk in zip(post, self.durations(), strict=True))
+        arrival = self.in_order_bound()
         flush = (f"+ {d:g} s flush = {last_post + d:.1f} s before the last operation can end"
                  if not self.spread else
                  f"+ the flushes, {d:g}-{d + self.spread * 0.9:g} s, longest POSTed first "
@@ -117,9 +117,12 @@ class Fleet:
 
     def in_order_bound(self) -> float:
         """The last operation's end when the POSTs go in the order sent (durations unknown)."""
+        return max(p + dk for p, dk in zip(self._posts(), self.durations(), strict=True))
+
+    def _posts(self) -> list[float]:
+        """The earliest the k-th POST can go: the write bucket's burst, then its refill."""
         (bw, rw), n = self.writes, self.caches
-        post = [max(0.0, (k - bw) / rw) for k in range(1, n + 1)]
-        return max(p + dk for p, dk in zip(post, self.durations(), strict=True))
+        return [max(0.0, (k - bw) / rw) for k in range(1, n + 1)]
 
 
 def run_ours(workdir: Path, fleet: Fleet, *, name: str = "fleet", load: float = 0.0,

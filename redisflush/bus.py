@@ -199,10 +199,9 @@ class AzureServiceBus:
             client.close()
 
 
-def _close_after(thread: threading.Thread | None, sender: Any, entity: str) -> None:
+def _close_after(thread: threading.Thread, sender: Any, entity: str) -> None:
     """Close an abandoned sender once the send it is blocked in returns (or fails)."""
-    if thread is not None:
-        thread.join()
+    thread.join()
     _close_quietly(sender, entity)
 
 

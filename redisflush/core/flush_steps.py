@@ -136,8 +136,10 @@ def linked_databases(body: bytes, own_key: str) -> tuple[str, ...] | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("properties", {}), dict):
         return None
     geo = doc.get("properties", {}).get("geoReplication") or {}
-    items = geo.get("linkedDatabases") if isinstance(geo, dict) else None
-    if not isinstance(geo, dict) or not isinstance(items, (list, type(None))):
+    if not isinstance(geo, dict):
+        return None
+    items = geo.get("linkedDatabases")
+    if not isinstance(items, (list, type(None))):
         return None
     ids = [i.get("id") for i in items or [] if isinstance(i, dict)]
     return tuple(dict.fromkeys(i for i in ids if isinstance(i, str) and i.lower() != own_key))

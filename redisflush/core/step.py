@@ -204,11 +204,10 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
                              tuple(t.target for t in state.targets), code="RequestIdReused")
         # each send's reply copy an id of its own: the reply queue's duplicate detection
         # would drop a second waiter's (the topic keeps one event, as it should)
-        tag = (hashlib.sha256(state.origin.message_id.encode()).hexdigest()[:12]
-               if state.origin.message_id else None)
         return replace(state, phase="done", reported=True), rejection_commands(
             rejected, now, selector_scope=_scope(state) if not _single(state) else None,
-            event_id=f"{state.origin.request_id}:reused:{digest}:completed", reply_tag=tag)
+            event_id=f"{state.origin.request_id}:reused:{digest}:completed",
+            reply_tag=_reply_tag(state.origin.message_id))
     ended = opened.data.get("ended") if opened.status == "same" and opened.done else None
     if not isinstance(ended, Mapping) or parse_iso_or_none(ended.get("completedAt")) is None:
         ended = None  # a row written before the end was recorded: the outcomes still are
@@ -243,13 +242,18 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
     return state, None
 
 
+def _reply_tag(message_id: str | None) -> str | None:
+    """What a send's reply copies add to their MessageIds (a digest of the send's own), so
+    the reply queue's duplicate detection keeps each waiter's."""
+    return hashlib.sha256(message_id.encode()).hexdigest()[:12] if message_id else None
+
+
 def _as_repeat(state: RunState, opened: Opened) -> RunState:
     """A redelivery or a repeat: a repeat under a new MessageId gets reply ids of its own,
     and the request began when the first one was sent."""
     recorded = opened.data.get("messageId")
     if state.origin.message_id and recorded and recorded != state.origin.message_id:
-        tag = hashlib.sha256(state.origin.message_id.encode()).hexdigest()[:12]
-        state = replace(state, reply_tag=tag)
+        state = replace(state, reply_tag=_reply_tag(state.origin.message_id))
     first = parse_iso_or_none(opened.data.get("requestedAt"))
     if first is not None and first != state.origin.requested_at:
         timeout = state.deadline - state.origin.requested_at

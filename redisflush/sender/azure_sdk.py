@@ -77,7 +77,7 @@ T = TypeVar("T")
 class Stuck(Exception):
     """An SDK call gave no answer within its bound; its thread is left behind, blocked."""
 
-    def __init__(self, message: str, thread: threading.Thread | None = None) -> None:
+    def __init__(self, message: str, thread: threading.Thread) -> None:
         super().__init__(message)
         self.thread = thread
 
