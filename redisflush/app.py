@@ -5,8 +5,11 @@ events, the next poll message) and makes the calls (ARM through the pacer, the l
 feeds the answers back, until a decision has no call left.
 
 Reliability contract (the Python worker cannot settle messages by hand): returning completes
-the message, raising abandons it. A handler raises only when the bus or the ledger failed, so
-a redelivery must try again; everything else ends in a recorded outcome.
+the message, raising abandons it. A handler raises only when the bus failed, or the ledger
+failed before a POST could go (opening the request, claiming a target), so a redelivery must
+try again; everything else ends in a recorded outcome. A ledger record that still fails after
+its tries is logged and skipped, never raised: its redelivery would find the target's claim
+unanswered and POST it again (README, "Reliability").
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ from .core.commands import (
 from .core.request import Delivery, Rejection, parse_request
 from .core.state import RunState
 from .core.step import Config, View, begin, rejected_on_arrival, step
-from .ledger import Ledger
+from .ledger import Ledger, LedgerError
 from .ledger_ops import claim_target, open_request, record
 from .logtext import printable
 from .settings import Settings
@@ -54,6 +57,9 @@ CALL_WINDOW = 20.0
 MAX_ROUNDS = 64
 ARM_THREADS = 8
 POLLER_WINDOW = 10.0
+# A ledger record is tried again after these pauses; once one has failed them all in an
+# invocation, the rest get one try each (the table is down: the invocation must end in time).
+RECORD_PAUSES = (0.5, 2.0)
 
 
 def utcnow() -> dt.datetime:
@@ -98,7 +104,8 @@ class FlushApp:
             log.warning("request %s: completed Rejected (%s): %s",
                         printable(parsed.origin.request_id), printable(parsed.field, 80),
                         printable(parsed.message, 300))
-            self._carry_out(rejected_on_arrival(parsed, now), parsed.origin.request_id)
+            self._carry_out(rejected_on_arrival(parsed, now), parsed.origin.request_id,
+                            _Records())
             return f"completed Rejected ({printable(parsed.field, 80)})"
         return self._drive(begin(parsed, now))
 
@@ -125,20 +132,21 @@ class FlushApp:
 
     def _drive(self, state: RunState) -> str:
         started, answers = self.monotonic(), {}  # type: float, dict[str, Result]
-        outcome = "no change"
+        outcome, records = "no change", _Records()
         for round_ in range(MAX_ROUNDS):
             can_call = round_ < MAX_ROUNDS - 1 and self.monotonic() - started < CALL_WINDOW
             view = View(self.clock(), can_call, self._budgets(state))
             state, commands = step(state, answers, view, self.config)
             self._track(state)
             outcome = _describe(commands) or outcome
-            answers = self._carry_out(commands, state.origin.request_id)
+            answers = self._carry_out(commands, state.origin.request_id, records)
             if not answers:
                 break
         log.info("request %s: %s", printable(state.origin.request_id), outcome)
         return outcome
 
-    def _carry_out(self, commands: list[Command], request_id: str) -> dict[str, Result]:
+    def _carry_out(self, commands: list[Command], request_id: str, records: _Records
+                   ) -> dict[str, Result]:
         """Effects in order; then the calls (ARM calls side by side), answered by ref."""
         answers: dict[str, Result] = {}
         arm_calls: list[CallArm] = []
@@ -151,6 +159,8 @@ class FlushApp:
             elif isinstance(command, ClaimTarget):
                 answers[command.ref] = claim_target(self.ledger, request_id, command,
                                                     self.clock())
+            elif isinstance(command, (RecordTarget, RecordRequest)):
+                self._record(command, request_id, records)
             else:
                 self._effect(command, request_id)
         if len(arm_calls) == 1:
@@ -160,11 +170,32 @@ class FlushApp:
                 answers[call.ref] = result
         return answers
 
+    def _record(self, command: RecordTarget | RecordRequest, request_id: str,
+                records: _Records) -> None:
+        """A ledger record, tried again after RECORD_PAUSES. One that still fails is logged
+        and skipped: the step has made its calls, and raising would have the redelivery find
+        each answered target still claimed and POST it again. What it costs: a repeat of the
+        request finds the row as it was (docs/design.md, "Request ledger")."""
+        pauses = () if records.down else RECORD_PAUSES
+        for attempt in range(len(pauses) + 1):
+            try:
+                record(self.ledger, request_id, command, self.clock())
+                return
+            except LedgerError as exc:
+                if attempt == len(pauses):
+                    records.down = True
+                    what = (f"target {command.key}" if isinstance(command, RecordTarget)
+                            else "the request")
+                    log.error("request %s: %s not recorded %s in the ledger, skipped (a "
+                              "repeat of the request finds its row as it was): %s",
+                              printable(request_id), printable(what, 300), command.state,
+                              printable(exc, 300))
+                    return
+                self.sleep(pauses[attempt])
+
     def _effect(self, command: Command, request_id: str) -> None:
         s = self.settings
-        if isinstance(command, (RecordTarget, RecordRequest)):
-            record(self.ledger, request_id, command, self.clock())
-        elif isinstance(command, Publish):
+        if isinstance(command, Publish):
             self.bus.publish(s.events_topic, [command.message])
         elif isinstance(command, Schedule):
             self.bus.send(s.poll_queue, [command.message])
@@ -262,6 +293,14 @@ class FlushApp:
             budgets[sub] = ReadBudget(remaining[0] if remaining else None, max(1, pollers),
                                       self.arm.pacer.refill(sub, "reads"), in_flight, expected)
         return budgets
+
+
+@dataclass
+class _Records:
+    """An invocation's ledger records: once one failed all its tries, the table is taken to
+    be down and the rest get one try each."""
+
+    down: bool = False
 
 
 def _describe(commands: list[Command]) -> str | None:

@@ -320,10 +320,10 @@ def _resolved(state: RunState, now: dt.datetime, config: Config
         done = replace(state, phase="done", reported=True)
         ended = _ended(now, state.arm_requests, status="Rejected", scope=scope,
                        error=rejection_error(rejected))
-        return done, (done, rejection_commands(rejected, now, selector_scope=scope,
-                                                arm_requests=state.arm_requests)
-                      + [RecordRequest("done", {"fingerprint": state.fingerprint,
-                                                "ended": ended}, expiry(state.deadline))])
+        return done, (done, [RecordRequest("done", {"fingerprint": state.fingerprint,
+                                                    "ended": ended}, expiry(state.deadline)),
+                             *rejection_commands(rejected, now, selector_scope=scope,
+                                                 arm_requests=state.arm_requests)])
     return replace(with_targets(state, targets, now), phase="run"), None
 
 
@@ -352,21 +352,25 @@ def _single(state: RunState) -> bool:
 def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None = None
              ) -> Decision:
     """Each target's event as soon as it is over; the request's when the last one is (a
-    repeat's with the end its row recorded: `ended`)."""
-    commands: list[Command] = []
+    repeat's with the end its row recorded: `ended`). Every ledger record comes before the
+    first event: a publish that fails (or a stop after it) leaves each ended target recorded,
+    so the redelivery re-announces what ARM said instead of POSTing again (docs/design.md,
+    "Request ledger")."""
+    records: list[Command] = []
+    events: list[Command] = []
     count, origin = len(state.targets), state.origin
     for ts in state.targets:
         if ts.outcome is None or ts.reported:
             continue
         event = flush_completed(origin, ts.target, ts.outcome, index=ts.index, count=count,
                                 batch=not _single(state))
-        commands.append(RecordTarget(ts.target.key, "done", {"outcome": ts.outcome.to_json()},
-                                     expiry(state.deadline)))
-        commands.append(Publish(event_message(event, origin, ts.target)))
+        records.append(RecordTarget(ts.target.key, "done", {"outcome": ts.outcome.to_json()},
+                                    expiry(state.deadline)))
+        events.append(Publish(event_message(event, origin, ts.target)))
         if _single(state) and origin.reply_to:
-            commands.append(Reply(origin.reply_to,
-                                  event_message(event, origin, ts.target, session=True,
-                                                tag=state.reply_tag)))
+            events.append(Reply(origin.reply_to,
+                                event_message(event, origin, ts.target, session=True,
+                                              tag=state.reply_tag)))
         state = state.with_target(replace(ts, reported=True))
     if state.phase == "run" and state.targets and \
             all(t.phase == "done" for t in state.targets) and not state.reported:
@@ -378,12 +382,12 @@ def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None 
             results = [(t.target, t.outcome) for t in state.targets if t.outcome]
             event = request_completed(origin, _scope(state), results, completed_at=completed_at,
                                       arm_requests=arm_requests)
-            commands.extend(_announce(event, origin, None, state.reply_tag))
-        commands.append(RecordRequest("done", {"fingerprint": state.fingerprint,
-                                               "ended": _ended(completed_at, arm_requests)},
-                                      expiry(state.deadline)))
+            events.extend(_announce(event, origin, None, state.reply_tag))
+        records.append(RecordRequest("done", {"fingerprint": state.fingerprint,
+                                              "ended": _ended(completed_at, arm_requests)},
+                                     expiry(state.deadline)))
         state = replace(state, reported=True, phase="done")
-    return state, commands
+    return state, records + events
 
 
 def rejected_on_arrival(rejection: Rejection, now: dt.datetime) -> list[Command]:
@@ -420,10 +424,9 @@ def _request_failed(state: RunState, now: dt.datetime, status: str, code: str, m
     """The request ends before it had targets (a selector that could not be resolved)."""
     ended = _ended(now, state.total_arm_requests, status=status, scope=_scope(state),
                    error={"code": code, "message": message})
-    commands = _request_end(state, ended)
-    commands.append(RecordRequest("done", {"fingerprint": state.fingerprint, "ended": ended},
-                                  expiry(state.deadline)))
-    return replace(state, phase="done", reported=True), commands
+    record: Command = RecordRequest("done", {"fingerprint": state.fingerprint, "ended": ended},
+                                    expiry(state.deadline))
+    return replace(state, phase="done", reported=True), [record, *_request_end(state, ended)]
 
 
 # -- the chain's next message -------------------------------------------------------------

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from redisflush.bus import OutboundMessage
 from redisflush.functions import install
 from redisflush.ledger import REQUEST_KEY, Ledger, LedgerRow, MemoryLedger
@@ -196,8 +198,10 @@ def both(url: str) -> dict[str, str]:
     return {"Azure-AsyncOperation": url, "Location": url}
 
 
-def run_point(point: str, targets: int, ledger_kind: str, tmp: Path) -> Row:
-    """One request through a host killed at `point`, then redelivered to its end."""
+def run_point(point: str, targets: int, ledger_kind: str, tmp: Path, *, at_once: bool = False
+              ) -> Row:
+    """One request through a host killed at `point`, then redelivered to its end; `at_once`:
+    ARM answers each flush 200 (done, no operation to follow) instead of 202."""
     clock, arm = FakeClock(), ScriptedArm(seed=11).start()
     bus = MemoryBus(clock)
     sqlite_path, memory = tmp / f"{point}-{targets}.sqlite", MemoryLedger()
@@ -210,6 +214,9 @@ def run_point(point: str, targets: int, ledger_kind: str, tmp: Path) -> Row:
         h = Harness.create(clock, bus, arm, ledger=open_ledger())
         caches = ["cache-01"] if targets == 1 else ["cache-a", "cache-b", "cache-c"]
         for cache in caches:
+            if at_once:
+                arm.on_flush(SUB, RG, cache, then=Answer(200, {}, b""))
+                continue
             op = arm.new_operation(SUB)
             arm.on_flush(SUB, RG, cache, then=Answer(202, both(op.url), b""))
             arm.on_operation(op, Answer(200, {}, op.status("InProgress")),
@@ -325,3 +332,21 @@ def test_every_crash_point_gives_one_post_per_accepted_target_and_one_event_each
             lines.append(f"{label:<40} {ledger_kind:<6} | {cells[0]:<18} | {cells[1]}")
     print("\n" + "\n".join(lines))
     assert failures == [], "\n".join(failures)
+
+
+# With a 200 there is no acceptance to record and no chain: the points that remain.
+AT_ONCE_POINTS = ("before-claim", "after-claim", "post-in-flight", "after-event",
+                  "after-last-event", "before-complete")
+
+
+@pytest.mark.parametrize("ledger_kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("point", AT_ONCE_POINTS)
+def test_flushes_answered_at_once_are_recorded_before_any_event_goes_out(
+        tmp_path: Path, point: str, ledger_kind: str) -> None:
+    """Every target's outcome is recorded before the first event: a host killed after an
+    event never POSTs a later target again."""
+    for targets in (1, 3):
+        row = run_point(point, targets, ledger_kind, tmp_path, at_once=True)
+        assert row.problems == [], row.problems
+        assert row.posts == expected_posts(point, targets), row.posts
+        assert row.events == [1] * (targets + (1 if targets > 1 else 0)), row.events
