@@ -46,8 +46,10 @@ def list_call(state: RunState, step: int) -> CallArm:
 
 
 def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: dt.datetime,
-                   endpoint: str, enterprise_api_version: str) -> RunState:
-    """The state after one list page (or its failure); ResolveFailed when it cannot go on."""
+                   endpoint: str, enterprise_api_version: str, max_targets: int) -> RunState:
+    """The state after one list page (or its failure); ResolveFailed when it cannot go on.
+    Listing stops once more than `max_targets` caches matched: the request is rejected
+    whatever the rest says, and the ids it would keep could outgrow a poll message."""
     if isinstance(r, Deferred):
         # The subscription's reads are paused (a 429's Retry-After, or none left): the pacer
         # holds a slot for this page `wait` seconds from now, so the page is read then.
@@ -98,6 +100,8 @@ def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: d
     for resource_id in state.found + tuple(t.resource_id for t in page.targets):
         seen.setdefault(resource_id.lower(), resource_id)
     found = tuple(seen.values())
+    if len(found) > max_targets:
+        found, pending = found[:max_targets + 1], []
     return replace(state, pending_lists=tuple(pending), found=found, pages=pages,
                    ignored=state.ignored + page.ignored, list_failures=0, due=now)
 

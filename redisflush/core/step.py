@@ -90,7 +90,7 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
         try:
             state = resolve.on_list_answer(state, answers["list"],  # type: ignore[arg-type]
                                            now, config.arm_endpoint,
-                                           config.enterprise_api_version)
+                                           config.enterprise_api_version, config.max_targets)
         except resolve.ResolveFailed as exc:
             page = answers["list"]
             sent = not isinstance(page, ArmFailure) or page.sent
@@ -309,7 +309,9 @@ def _resolved(state: RunState, now: dt.datetime, config: Config
                 + (f" ({state.ignored} listed items were outside it or unreadable)"
                    if state.ignored else ""))
     elif n > config.max_targets:
-        rule = f"matched {n} caches, more than REDISFLUSH_MAX_TARGETS ({config.max_targets})"
+        # listing stopped at the first cache over the limit (resolve.on_list_answer)
+        rule = (f"matched more than REDISFLUSH_MAX_TARGETS ({config.max_targets}) caches "
+                f"(listing stopped once {n} had matched)")
     else:
         outside = [t for t in targets if not in_scopes(t, config.allowed_scopes)]
         if outside:

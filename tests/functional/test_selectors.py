@@ -193,9 +193,36 @@ def test_a_selector_matching_more_than_the_maximum_is_rejected_without_a_post(
 
     (only,) = h.event_messages(rid).values()
     data = check_request_event(only, rid, "Rejected", SCOPE, results={})["data"]
-    assert "matched 3 caches, more than REDISFLUSH_MAX_TARGETS (2)" in data["error"]["message"]
+    assert data["error"]["message"].endswith(
+        "matched more than REDISFLUSH_MAX_TARGETS (2) caches (listing stopped once 3 had matched)")
     assert [r.method for r in h.arm.requests] == ["GET"]
     assert data["armRequests"] == 1
+
+
+def test_listing_stops_at_the_first_match_over_the_maximum_whatever_the_pages_left(
+        make_harness: Callable[..., Harness]) -> None:
+    # 40 pages of 100 matches, the first answered 503 so the listing goes on in poll
+    # messages: the ids kept stop at the limit, so no message outgrows the bus
+    h = make_harness(max_targets=50)
+    caches = list_path(SUB, RG, "redis")
+    for n in range(40):
+        path = caches if n == 0 else f"{caches}&$skiptoken={n}"
+        link = f"{h.arm.endpoint}{caches}&$skiptoken={n + 1}"
+        items = page([cache_item(SUB, RG, f"shop-{n}-{i:03d}-{'x' * 40}", SHOP)
+                      for i in range(100)], next_link=link)
+        if n == 0:
+            h.arm.on_list(path, Answer(503, {}, b""), then=Answer(200, {}, items))
+        else:
+            h.arm.on_list(path, Answer(200, {}, items))
+    rid = h.send_request(selector(kinds=["redis"]), message_id="sel-many")
+
+    h.run()
+
+    (only,) = h.event_messages(rid).values()
+    data = check_request_event(only, rid, "Rejected", SCOPE, results={})["data"]
+    assert "more than REDISFLUSH_MAX_TARGETS (50)" in data["error"]["message"]
+    assert [r.method for r in h.arm.requests] == ["GET", "GET"]  # the 503, then page 1 only
+    assert all(len(p.message.body) < 16_000 for p in h.polls(rid))
 
 
 def test_allowed_scopes_apply_to_every_resolved_target(h: Harness) -> None:

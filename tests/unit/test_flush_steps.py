@@ -1134,7 +1134,7 @@ def resolving(**selector: Any) -> RunState:
 
 
 def listed(state: RunState, result, now: dt.datetime = T0) -> RunState:
-    return resolve.on_list_answer(state, result, now, ENDPOINT, "2025-07-01")
+    return resolve.on_list_answer(state, result, now, ENDPOINT, "2025-07-01", 50)
 
 
 def page(*items: dict, next_link: str | None = None) -> ArmAnswer:
