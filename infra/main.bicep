@@ -253,7 +253,7 @@ resource replyQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
   parent: serviceBus
   name: replyQueueName
   properties: {
-    requiresSession: true // `send --wait` listens on the session named after its requestId
+    requiresSession: true // `send --wait` listens on its own session: ReplyToSessionId = its send's MessageId
     requiresDuplicateDetection: true
     duplicateDetectionHistoryTimeWindow: 'PT10M'
     maxDeliveryCount: 10
