@@ -202,7 +202,7 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
 
 // The request ledger: one row per (requestId, target) so a redelivered request never POSTs a
 // flush twice (docs/design.md, "Request ledger"). The app reaches it through
-// AzureWebJobsStorage__accountName with its identity.
+// AzureWebJobsStorage__tableServiceUri (this cloud's table endpoint) with its identity.
 resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
   name: ledgerTableName
@@ -319,6 +319,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AzureWebJobsStorage__accountName'
           value: storage.name
+        }
+        {
+          // The ledger's table endpoint as this cloud names it (ACCOUNT.table.core.usgovcloudapi.net
+          // in Azure Government): without it the ledger would build
+          // https://{account}.table.core.windows.net from the account name (docs/azure.md,
+          // "The request ledger").
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: storage.properties.primaryEndpoints.table
         }
         {
           name: 'ServiceBusConnection__fullyQualifiedNamespace'
