@@ -64,7 +64,7 @@ param disableLocalAuth bool = true
 ])
 param pythonVersion string = '3.13'
 
-@description('Flex Consumption scale-out limit.')
+@description('Flex Consumption scale-out limit of the whole app (its functions scale separately, within it). Each instance paces ARM on its own: a lower limit means fewer independent pacers (docs/azure.md, "Scaling and ARM\'s limits").')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -343,7 +343,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           // Each Service Bus trigger locks up to maxConcurrentCalls (16, host.json) messages;
           // the worker's default pool (CPU count + 4 threads) would leave some waiting out
-          // their lock and the function timeout. 32: both functions on one instance.
+          // their lock and the function timeout. Flex Consumption scales each function on
+          // instances of its own, so an instance runs one trigger's 16 at most; 32 leaves
+          // room to spare. The per-instance consequences for ARM's limits: docs/azure.md,
+          // "Scaling and ARM's limits".
           name: 'PYTHON_THREADPOOL_THREAD_COUNT'
           value: '32'
         }
