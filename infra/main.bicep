@@ -64,7 +64,7 @@ param disableLocalAuth bool = true
 ])
 param pythonVersion string = '3.13'
 
-@description('Flex Consumption scale-out limit.')
+@description('Flex Consumption scale-out limit of the whole app (its functions scale separately, within it). Each instance paces ARM on its own: a lower limit means fewer independent pacers (docs/azure.md, "Scaling and ARM\'s limits").')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -202,7 +202,7 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
 
 // The request ledger: one row per (requestId, target) so a redelivered request never POSTs a
 // flush twice (docs/design.md, "Request ledger"). The app reaches it through
-// AzureWebJobsStorage__accountName with its identity.
+// AzureWebJobsStorage__tableServiceUri (this cloud's table endpoint) with its identity.
 resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
   name: ledgerTableName
@@ -253,7 +253,7 @@ resource replyQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = {
   parent: serviceBus
   name: replyQueueName
   properties: {
-    requiresSession: true // `send --wait` listens on the session named after its requestId
+    requiresSession: true // `send --wait` listens on its own session: ReplyToSessionId = its send's MessageId
     requiresDuplicateDetection: true
     duplicateDetectionHistoryTimeWindow: 'PT10M'
     maxDeliveryCount: 10
@@ -321,6 +321,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: storage.name
         }
         {
+          // The ledger's table endpoint as this cloud names it (ACCOUNT.table.core.usgovcloudapi.net
+          // in Azure Government): without it the ledger would build
+          // https://{account}.table.core.windows.net from the account name (docs/azure.md,
+          // "The request ledger").
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: storage.properties.primaryEndpoints.table
+        }
+        {
           name: 'ServiceBusConnection__fullyQualifiedNamespace'
           value: serviceBusHost
         }
@@ -335,7 +343,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           // Each Service Bus trigger locks up to maxConcurrentCalls (16, host.json) messages;
           // the worker's default pool (CPU count + 4 threads) would leave some waiting out
-          // their lock and the function timeout. 32: both functions on one instance.
+          // their lock and the function timeout. Flex Consumption scales each function on
+          // instances of its own, so an instance runs one trigger's 16 at most; 32 leaves
+          // room to spare. The per-instance consequences for ARM's limits: docs/azure.md,
+          // "Scaling and ARM's limits".
           name: 'PYTHON_THREADPOOL_THREAD_COUNT'
           value: '32'
         }

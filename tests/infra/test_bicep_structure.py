@@ -83,7 +83,6 @@ DESIGN_DEFAULTS = {
 NOT_IN_AZURE = {
     "ServiceBusConnection": "a connection string: the identity-based form is set instead",
     "AzureWebJobsStorage": "a connection string: AzureWebJobsStorage__accountName is set instead",
-    "AzureWebJobsStorage__tableServiceUri": "AzureWebJobsStorage__accountName names the account",
     "AZURE_CLIENT_ID": "only for a user-assigned identity; the app's is system-assigned",
     "REDISFLUSH_LOCAL_DIR": "the local bus and emulator state, local mode only",
 }
@@ -417,6 +416,18 @@ def test_new_settings_have_the_documented_values(main: BicepFile) -> None:
     assert "@maxValue(50)" in max_targets.decorators and "@minValue(1)" in max_targets.decorators
     assert settings["REDISFLUSH_TIMEOUT_SECONDS"] == "string(timeoutSeconds)"
     assert settings["AzureWebJobsStorage__accountName"] == "storage.name"
+
+
+def test_ledger_endpoint_follows_the_cloud(main: BicepFile) -> None:
+    # In a sovereign cloud the account name alone would give the ledger
+    # https://{account}.table.core.windows.net (redisflush/ledger_tables.py); the table
+    # endpoint comes from the storage account itself, like the ARM endpoint and the Service
+    # Bus host, and the ledger prefers it to the account name.
+    settings = app_settings(main)
+    assert settings["AzureWebJobsStorage__tableServiceUri"] == \
+        "storage.properties.primaryEndpoints.table"
+    assert isinstance(settings["AzureWebJobsStorage__tableServiceUri"], Expr)
+    assert "core.windows.net" not in main.text.split("appSettings:", 1)[1].split("]", 1)[0]
 
 
 def test_settings_reference_existing_resources(main: BicepFile) -> None:
