@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigurationError
-from .sender.argtypes import port, seconds, whole
+from .sender.argtypes import folder, given, port, seconds, whole
 from .sender.commands import add_send_parser, add_watch_parser, cmd_send, cmd_watch
 from .sender.errors import ChannelError, UsageError
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Flush Azure Cache for Redis and Azure Managed Redis through ARM from a Service Bus "
         "message, follow each operation to its end, and publish the completion events."))
     parser.add_argument("--version", action="version", version=f"redisflush {__version__}")
-    parser.add_argument("--app-root", type=Path, help="folder holding host.json (default: "
+    parser.add_argument("--app-root", type=folder, help="folder holding host.json (default: "
                         "the current folder; serve and demo also try this checkout)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--local", action="store_true", required=True,
                        help="use the local bus (required: in Azure the Functions host runs "
                        "the app)")
-    serve.add_argument("--arm-endpoint", help="ARM endpoint instead of the emulator")
+    serve.add_argument("--arm-endpoint", type=given, help="ARM endpoint instead of the emulator")
     serve.add_argument("--concurrency", type=whole(1, 256), default=8,
                        help="invocations at once per function, like maxConcurrentCalls "
                        "(default 8)")
@@ -82,8 +82,9 @@ def _emulator_options(parser: argparse.ArgumentParser, port_flag: str) -> None:
     group.add_argument(port_flag, dest="port", type=port, default=0,
                        help="port (default: the last one this local dir used, else a free one)"
                        if port_flag == "--emulator-port" else "port (default: a free one)")
-    group.add_argument("--config", help="behaviours per cache, JSON or TOML file")
-    group.add_argument("--redis-url", help="back caches with this Redis (redis://host:port/db)")
+    group.add_argument("--config", type=given, help="behaviours per cache, JSON or TOML file")
+    group.add_argument("--redis-url", type=given,
+                       help="back caches with this Redis (redis://host:port/db)")
     group.add_argument("--duration", type=seconds(0, 86400), help="seconds each flush takes")
     group.add_argument("--outcome", choices=("Succeeded", "Failed", "Canceled"))
     group.add_argument("--poll-mode", choices=("both", "async", "location", "none"))

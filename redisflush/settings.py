@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 # is_loopback_http lives in core/trust.py; re-exported here for its old importers.
 from .core.trust import is_loopback_http as is_loopback_http
@@ -36,6 +36,12 @@ MAX_TIMEOUT_SECONDS = 86400
 _API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?")
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")  # Azure Table service naming rule
 _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")  # Azure storage account naming rule
+# A URL setting's authority (README, "Settings"): a DNS name or bracketed IP address and an
+# optional port 1-65535, nothing else. No user info (any '@', even `https://:pw@host`, whose
+# username is empty), no empty port (`host:`, which would become the token scope
+# `https://host:/.default`), no spaces, escapes or backslashes.
+_AUTHORITY = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])"
+                        r"(?::[1-9][0-9]{0,4})?", re.ASCII)
 
 # name -> default, the README table and local.settings.sample.json list exactly these.
 DEFAULTS: dict[str, str | None] = {
@@ -106,8 +112,7 @@ class Settings:
         timeout = whole_setting("REDISFLUSH_TIMEOUT_SECONDS",
                                 get("REDISFLUSH_TIMEOUT_SECONDS") or "1800",
                                 MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS)
-        scopes = tuple(s.strip().rstrip("/") for s in (get("REDISFLUSH_ALLOWED_SCOPES") or "")
-                       .split(",") if s.strip())
+        scopes = _scopes(get("REDISFLUSH_ALLOWED_SCOPES"))
         for scope in scopes:
             if not scope.lower().startswith("/subscriptions/"):
                 raise ConfigurationError(
@@ -152,22 +157,48 @@ class Settings:
         )
 
 
-def _endpoint(value: str) -> str:
+def _scopes(value: str | None) -> tuple[str, ...]:
+    """REDISFLUSH_ALLOWED_SCOPES: unset (or empty) is no restriction (README, "Settings"), so
+    a value that is set must name at least one prefix: `,` or ` , ` would otherwise parse to
+    no scope and fail open. A stray comma beside a prefix is harmless and ignored."""
+    if value is None:
+        return ()
+    scopes = tuple(s.strip().rstrip("/") for s in value.split(",") if s.strip())
+    if not scopes:
+        raise ConfigurationError(
+            f"REDISFLUSH_ALLOWED_SCOPES: {_shown(value)} must name at least one resource id "
+            "prefix starting with /subscriptions/ (leave it unset for no restriction)")
+    return scopes
+
+
+def _url(name: str, value: str, says: str) -> SplitResult:
+    """One rule for the URL settings' scheme and authority (README, "Settings"): https (plain
+    http only on loopback), `_AUTHORITY`'s host[:port], and no query or fragment, not even
+    an empty `?` or `#`."""
     try:
-        parts = urlsplit(value.rstrip("/"))
+        parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
     except ValueError:
-        raise ConfigurationError(
-            f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must be a valid URL "
-            "(host, port 0-65535)") from None
+        raise ConfigurationError(f"{name}: {_shown(value)} must be a valid URL "
+                                 "(host, port 1-65535)") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigurationError(
-            f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must be an absolute https URL")
+        raise ConfigurationError(f"{name}: {_shown(value)} must be an absolute https URL")
+    if not _AUTHORITY.fullmatch(parts.netloc):
+        raise ConfigurationError(f"{name}: {_shown(value)} must have a host that is a "
+                                 "DNS name or IP address, a port 1-65535 if any, and no user "
+                                 "info")
     if parts.scheme == "http" and not is_loopback_http(value):
-        raise ConfigurationError(
-            f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must use https "
-            "(plain http only on loopback)")
-    if parts.path or parts.query or parts.fragment or parts.username:
+        raise ConfigurationError(f"{name}: {_shown(value)} must use https "
+                                 "(plain http only on loopback)")
+    if "?" in value or "#" in value:
+        raise ConfigurationError(f"{name}: {_shown(value)} must {says}")
+    return parts
+
+
+def _endpoint(value: str) -> str:
+    parts = _url("REDISFLUSH_ARM_ENDPOINT", value.rstrip("/"),
+                 "be scheme://host[:port] with no path")
+    if parts.path:
         raise ConfigurationError(
             f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must be scheme://host[:port] with no path")
     return f"{parts.scheme}://{parts.netloc}"
@@ -207,19 +238,10 @@ def _storage_connection(value: str | None) -> str | None:
 
 
 def _service_uri(value: str | None) -> str | None:
-    name = "AzureWebJobsStorage__tableServiceUri"
     if value is None:
         return None
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
-    except ValueError:
-        raise ConfigurationError(f"{name}: {_shown(value)} must be a valid URL "
-                                 "(host, port 0-65535)") from None
-    if not parts.hostname or parts.query or parts.fragment or parts.username or not (
-            parts.scheme == "https" or is_loopback_http(value)):
-        raise ConfigurationError(f"{name}: {_shown(value)} must be an https URL with no "
-                                 "query (e.g. https://ACCOUNT.table.core.windows.net)")
+    _url("AzureWebJobsStorage__tableServiceUri", value, "be an https URL with no query "
+         "(e.g. https://ACCOUNT.table.core.windows.net)")
     return value.rstrip("/")
 
 

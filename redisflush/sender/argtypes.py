@@ -6,8 +6,24 @@ import argparse
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 _SUBSCRIPTION_NAME = re.compile(r"[A-Za-z0-9._-]{1,50}", re.ASCII)
+
+
+def given(text: str) -> str:
+    """A flag's value, never empty or only spaces (README, "CLI"): `--resource-group "$RG"`
+    with RG unset must not read as a flag left out, which would widen a selector from the
+    group to the whole subscription (or send `--database ""` to `default`)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty or only spaces (an unset "
+                                         "variable?): give a value or leave the flag out")
+    return text
+
+
+def folder(text: str) -> Path:
+    """A folder path that was given (an empty one would quietly mean the current folder)."""
+    return Path(given(text))
 
 
 def whole(low: int, high: int) -> Callable[[str], int]:

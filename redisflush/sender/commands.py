@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .argtypes import STATUSES, seconds, statuses, subscription_name, whole
+from .argtypes import STATUSES, given, seconds, statuses, subscription_name, whole
 from .channel import Channel
 from .errors import UsageError
 from .follow import EXIT_TIMED_OUT, exit_code, follow
@@ -42,9 +42,10 @@ def add_send_parser(sub: Any) -> None:
                       "REDISFLUSH_TIMEOUT_SECONDS into the request)")
     send.add_argument("--json", action="store_true",
                       help="print the final event as one JSON line on stdout")
-    send.add_argument("--request-id", help="requestId (default: a new UUID)")
-    send.add_argument("--reason", help="free text copied into the events")
-    send.add_argument("--requested-by", help="free text copied into the events")
+    send.add_argument("--request-id", type=given, help="requestId (default: a new UUID)")
+    send.add_argument("--reason", type=given, help="free text copied into the events")
+    send.add_argument("--requested-by", type=given,
+                      help="free text copied into the events")
     send.add_argument("--dry-run", action="store_true",
                       help="validate and print the request without sending it")
     _bus_options(send)
@@ -67,9 +68,9 @@ def add_watch_parser(sub: Any) -> None:
 def _bus_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("which bus")
     group.add_argument("--local", action="store_true", help="the local bus of serve --local")
-    group.add_argument("--namespace", metavar="NS", help="Azure Service Bus namespace "
+    group.add_argument("--namespace", metavar="NS", type=given, help="Azure Service Bus namespace "
                        "(NAME or NAME.servicebus.windows.net), Entra ID via azure-identity")
-    group.add_argument("--connection-string", help="Service Bus connection string "
+    group.add_argument("--connection-string", type=given, help="Service Bus connection string "
                        "(default: the ServiceBusConnection setting)")
 
 
@@ -90,7 +91,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.wait and args.timeout is None:
         # The app must give up when the waiter does, whatever its own default
         body["timeoutSeconds"] = settings.timeout_seconds
-    request_id = args.request_id or str(uuid.uuid4())
+    request_id = str(uuid.uuid4()) if args.request_id is None else args.request_id
     prepared = prepare(body, settings, request_id=request_id, reply=args.wait,
                        now=dt.datetime.now(dt.UTC))
     if isinstance(prepared, Invalid):

@@ -13,6 +13,7 @@ import pytest
 
 import redisflush.cli as cli
 from redisflush.cli import build_parser, main
+from redisflush.sender.errors import UsageError
 from redisflush.sender.follow import exit_code, is_final
 from redisflush.sender.report import Progress, describe
 from redisflush.sender.targets import target_body
@@ -117,6 +118,75 @@ def test_mixed_or_incomplete_forms_are_one_line(argv: list[str], mentions: str,
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1, err
     assert err.startswith("error: ") and mentions in err
+
+
+# Every flag that takes a value refuses an empty or blank one (README, "CLI"): a pipeline's
+# unset "$RG" must never read as a flag left out, which would widen a selector from the group
+# to the whole subscription, or send --database "" to `default`.
+SELECTOR = ["--subscription", SUB, "--all"]
+EMPTY = {
+    "resource-group-all": (["--subscription", SUB, "--resource-group", "{}", "--all"],
+                           "--resource-group"),
+    "resource-group-tag": (["--subscription", SUB, "--resource-group", "{}", "--tag",
+                            "app=shop"], "--resource-group"),
+    "resource-group-cache": (["--subscription", SUB, "--resource-group", "{}", "--cache", "c"],
+                             "--resource-group"),
+    "database": ([*PARTS, "--cluster", "amr-a", "--database", "{}"], "--database"),
+    "subscription": (["--subscription", "{}", "--all"], "--subscription"),
+    "cache": ([*PARTS, "--cache", "{}"], "--cache"),
+    "cluster": ([*PARTS, "--cluster", "{}"], "--cluster"),
+    "resource-id": (["--resource-id", "{}"], "--resource-id"),
+    "second-resource-id": (["--resource-id", CLASSIC, "--resource-id", "{}"], "--resource-id"),
+    "linked-id": ([*PARTS, "--cluster", "amr-a", "--linked-id", "{}"], "--linked-id"),
+    "tag": ([*SELECTOR[:2], "--tag", "{}"], "--tag"),
+    "kind": ([*SELECTOR, "--kind", "{}"], "--kind"),
+    "request-id": ([*SELECTOR, "--request-id", "{}"], "--request-id"),
+    "reason": ([*SELECTOR, "--reason", "{}"], "--reason"),
+    "requested-by": ([*SELECTOR, "--requested-by", "{}"], "--requested-by"),
+    "timeout": ([*SELECTOR, "--timeout", "{}"], "--timeout"),
+    "namespace": ([*SELECTOR, "--namespace", "{}"], "--namespace"),
+    "connection-string": ([*SELECTOR, "--connection-string", "{}"], "--connection-string"),
+}
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"], ids=["empty", "spaces", "tab"])
+@pytest.mark.parametrize("argv,flag", EMPTY.values(), ids=list(EMPTY))
+def test_an_empty_value_is_refused_never_a_flag_left_out(
+        argv: list[str], flag: str, blank: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [blank if a == "{}" else a for a in argv]
+    assert main(["send", "--dry-run", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and f"argument {flag}" in err, err
+    if flag != "--timeout":  # an int flag: argparse says "invalid int value"
+        assert "must not be empty or only spaces" in err, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["watch", "--namespace", ""], ["watch", "--connection-string", " "],
+    ["--app-root", "", "send", *SELECTOR], ["serve", "--local", "--arm-endpoint", ""],
+    ["serve", "--local", "--redis-url", " "], ["emulator", "--config", ""],
+])
+def test_other_commands_refuse_empty_values_too(argv: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "must not be empty or only spaces" in err, err
+
+
+@pytest.mark.parametrize("name,value", [("resource_group", ""), ("resource_group", " "),
+                                        ("database", ""), ("cache", "")])
+def test_target_body_never_widens_on_an_empty_value(name: str, value: str) -> None:
+    """Past the parser too: a Namespace with an empty value is refused, not read as absent."""
+    for argv in (["--subscription", SUB, "--resource-group", RG, "--all"],
+                 [*PARTS, "--cluster", "amr-a", "--database", "d"],
+                 [*PARTS, "--cache", "c"]):
+        args = build_parser().parse_args(["send", *argv])
+        if getattr(args, name) is None:
+            continue
+        setattr(args, name, value)
+        with pytest.raises(UsageError, match=f"--{name.replace('_', '-')} must not be empty"):
+            target_body(args)
 
 
 VALUES = {

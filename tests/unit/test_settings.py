@@ -170,6 +170,28 @@ def test_empty_values_mean_default(tmp_path):
     ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com:abc"),
     ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com:99999"),
     ("REDISFLUSH_ARM_ENDPOINT", "https://"), ("REDISFLUSH_ARM_ENDPOINT", "https://[::1"),
+    # set but naming no scope: parsed to (), it would mean no restriction (fail open)
+    ("REDISFLUSH_ALLOWED_SCOPES", ","), ("REDISFLUSH_ALLOWED_SCOPES", " , "),
+    ("REDISFLUSH_ALLOWED_SCOPES", ",,"),
+    # user info of any kind (an empty username still carries a password), an empty port
+    # (token scope `https://host:/.default`), and hosts or ports no DNS name or IP has
+    ("REDISFLUSH_ARM_ENDPOINT", "https://:pw@management.azure.com"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://@management.azure.com"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com:"),
+    ("REDISFLUSH_ARM_ENDPOINT", "http://[::1]:"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com:0"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com:0443"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://ma nagement.azure.com"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://%6danagement.azure.com"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com\\x"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com;x"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com."),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://mänagement.azure.com"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com#"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com/?"),
+    ("AzureWebJobsStorage__tableServiceUri", "https://:pw@st1.table.core.windows.net"),
+    ("AzureWebJobsStorage__tableServiceUri", "https://st1.table.core.windows.net:"),
+    ("AzureWebJobsStorage__tableServiceUri", "https://st1.table.core.windows.net/?"),
     ("REDISFLUSH_ALLOWED_SCOPES", "rg-prod"),
     ("REDISFLUSH_ALLOWED_SCOPES", f"/subscriptions/{SUB},resourceGroups/rg"),
     ("REDISFLUSH_REQUEST_QUEUE", "has space"), ("REDISFLUSH_POLL_QUEUE", "q" * 261),
@@ -270,7 +292,7 @@ def test_is_loopback_http(url, loopback):
     (f"/SUBSCRIPTIONS/{SUB}", (f"/SUBSCRIPTIONS/{SUB}",)),
     (f"/subscriptions/{SUB}/resourceGroups/a,/subscriptions/{SUB}/resourceGroups/b",
      (f"/subscriptions/{SUB}/resourceGroups/a", f"/subscriptions/{SUB}/resourceGroups/b")),
-    (",,", ()),
+    (f"/subscriptions/{SUB},", (f"/subscriptions/{SUB}",)),  # a stray comma beside a prefix
 ])
 def test_allowed_scopes_parsing(value, expected):
     assert Settings.from_env({"REDISFLUSH_ALLOWED_SCOPES": value}).allowed_scopes == expected
@@ -343,3 +365,17 @@ def test_a_bad_namespace_setting_is_named_as_the_setting() -> None:
     with pytest.raises(ConfigurationError,
                        match="^ServiceBusConnection__fullyQualifiedNamespace: "):
         AzureChannel.open(settings)
+
+
+@pytest.mark.parametrize("name, value, rule", [
+    ("REDISFLUSH_ALLOWED_SCOPES", " , ", "must name at least one resource id prefix"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://:pw@management.azure.com", "no user info"),
+    ("REDISFLUSH_ARM_ENDPOINT", "https://management.azure.com:", "a port 1-65535"),
+])
+def test_a_set_value_that_would_fail_open_or_break_every_flush_says_its_rule(name, value,
+                                                                             rule):
+    """README, "Settings": a setting that breaks its rule fails the load. These used to load:
+    `,` as no restriction at all, and user info or an empty port into every ARM URL and the
+    token scope."""
+    with pytest.raises(ConfigurationError, match=rule):
+        Settings.from_env({name: value})
