@@ -87,7 +87,7 @@ class FlushRequest:
     @property
     def fingerprint(self) -> str:
         """What the request names, canonically: the same requestId must always name this."""
-        doc: dict[str, Any] = ({"selector": self.selector.to_json()} if self.selector else
+        doc: dict[str, Any] = ({"selector": self.selector.identity()} if self.selector else
                                {"targets": [t.key for t in self.targets]})
         if self.linked_ids is not None:
             doc["linked"] = list(self.linked_ids)
@@ -145,7 +145,7 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
         _check_reply_to(origin.reply_to, reserved_queues)
         unknown = sorted(k for k in data if k not in REQUEST_FIELDS)
         if unknown:
-            raise ValidationError(unknown[0][:64], "is not a known field (known: "
+            raise ValidationError(unknown[0][:64] or '""', "is not a known field (known: "
                                   + ", ".join(REQUEST_FIELDS) + ")")
         targets, selector = _targets(data, max_targets)
         linked = _linked(data, targets, allowed_scopes)
@@ -364,6 +364,9 @@ def _targets(data: Mapping[str, Any], max_targets: int
             raise ValidationError("databaseName", "goes with clusterName, not cacheName")
         return (make_target(data["subscriptionId"], data["resourceGroup"],
                             data["cacheName"]),), None
+    if "databaseName" in data and data["databaseName"] is None:
+        raise ValidationError("databaseName", "must not be null (leave it out for the "
+                                              "database named default)")
     return (make_enterprise(data["subscriptionId"], data["resourceGroup"], data["clusterName"],
                             data.get("databaseName")),), None
 
@@ -387,6 +390,12 @@ def _linked(data: Mapping[str, Any], targets: tuple[Target, ...],
             scopes: tuple[str, ...] = ()) -> tuple[str, ...] | None:
     value = data.get("linkedDatabaseIds")
     if value is None:
+        if "linkedDatabaseIds" in data and len(targets) == 1 and \
+                targets[0].kind == ENTERPRISE:
+            # left out it means the whole group: a template's null must not pass for that
+            raise ValidationError("linkedDatabaseIds", "must not be null (leave it out to "
+                                                       "flush the whole geo-replication "
+                                                       "group, [] for the database alone)")
         return None
     if len(targets) != 1 or targets[0].kind != ENTERPRISE:
         raise ValidationError("linkedDatabaseIds", "goes only with one Managed Redis database "
@@ -401,8 +410,8 @@ def _linked(data: Mapping[str, Any], targets: tuple[Target, ...],
         if parse_resource_id(text).key == targets[0].key:
             raise ValidationError(field, "is the database being flushed: list only the other "
                                          "databases of its geo-replication group")
-        if text in ids:
-            raise ValidationError(field, "repeats an earlier id")
+        if any(parse_resource_id(text).key == parse_resource_id(i).key for i in ids):
+            raise ValidationError(field, "repeats an earlier id (ids compare without case)")
         if not in_scopes(parse_resource_id(text), scopes):
             raise ValidationError(field, "is outside the scopes this app may flush "
                                          "(REDISFLUSH_ALLOWED_SCOPES); a linked database is "

@@ -54,6 +54,17 @@ class Selector:
         doc["kinds"] = list(self.kinds)
         return doc
 
+    def identity(self) -> dict[str, Any]:
+        """What the selector names, as ARM compares it: resource groups and tag names
+        without case, tag values exactly (a request's fingerprint)."""
+        doc = self.to_json()
+        doc["subscriptionId"] = self.subscription_id.lower()
+        if self.resource_group:
+            doc["resourceGroup"] = self.resource_group.lower()
+        if self.tags:
+            doc["tags"] = {name.lower(): value for name, value in self.tags}
+        return doc
+
     def matches_tags(self, tags: Any) -> bool:
         if not self.tags:
             return True
@@ -141,6 +152,12 @@ def parse_selector(value: object) -> Selector:
     if unknown:
         raise ValidationError(f"selector.{unknown[0][:64]}", "is not a known field (known: "
                               + ", ".join(SELECTOR_FIELDS) + ")")
+    null = next((k for k in SELECTOR_FIELDS if k in value and value[k] is None), None)
+    if null is not None:
+        # a template's unset variable: left out, resourceGroup means the whole subscription
+        raise ValidationError(f"selector.{null}", "must not be null (leave it out to mean "
+                                                  "absent: a selector field left out widens "
+                                                  "what matches)")
     if "subscriptionId" not in value:
         raise ValidationError("selector.subscriptionId", "is required")
     sub = check_subscription(value["subscriptionId"], "selector.subscriptionId")

@@ -206,4 +206,6 @@ def json_type(value: object) -> str:
         return "an array"
     if isinstance(value, dict):
         return "an object"
+    if isinstance(value, str):
+        return "a string"
     return type(value).__name__

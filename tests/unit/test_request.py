@@ -187,12 +187,47 @@ def test_resource_ids_of_both_kinds_sorted_by_key():
 @pytest.mark.parametrize("body", [{"resourceId": DATABASE_ID}, {"resourceId": CLUSTER_ID},
                                   CLUSTER_PARTS, {"resourceIds": [DATABASE_ID]}])
 @pytest.mark.parametrize("linked, expected", [
-    (None, None), ([], ()), ([db_id("us", rg="rg-us")], (db_id("us", rg="rg-us"),)),
+    ([], ()), ([db_id("us", rg="rg-us")], (db_id("us", rg="rg-us"),)),
     ([db_id("us"), db_id("eu", "Db-2")], (db_id("us"), db_id("eu", "Db-2"))),
 ])
 def test_linked_database_ids_with_one_managed_redis_database(body, linked, expected):
     request = accepted({**body, "linkedDatabaseIds": linked})
     assert request.linked_ids == expected
+    assert accepted(body).linked_ids is None  # left out: the whole group
+
+
+@pytest.mark.parametrize("body", [{"resourceId": DATABASE_ID}, CLUSTER_PARTS])
+def test_a_null_where_absence_flushes_more_is_rejected(body):
+    # a template's unset variable rendered as null: left out, the field means the group
+    rejection = rejected({**body, "linkedDatabaseIds": None})
+    assert rejection.field == "linkedDatabaseIds" and "must not be null" in rejection.rule
+
+
+@pytest.mark.parametrize("field", ["resourceGroup", "tags", "all", "kinds"])
+def test_a_null_selector_field_is_rejected_never_read_as_absent(field):
+    rejection = rejected({"selector": {"subscriptionId": SUB, "all": True, field: None}})
+    assert (rejection.field, rejection.code) == (f"selector.{field}", "InvalidRequest")
+    assert "must not be null" in rejection.rule
+
+
+def test_a_null_database_name_is_rejected_with_the_cluster_form():
+    rejection = rejected({**CLUSTER_PARTS, "databaseName": None})
+    assert rejection.field == "databaseName" and "must not be null" in rejection.rule
+
+
+def test_linked_database_ids_that_differ_only_in_case_repeat_each_other():
+    rejection = rejected({"resourceId": DATABASE_ID,
+                          "linkedDatabaseIds": [db_id("us"), db_id("us").upper()
+                                                .replace(SUB.upper(), SUB)]})
+    assert rejection.field == "linkedDatabaseIds[1]" and "repeats" in rejection.rule
+
+
+def test_a_selector_spelled_in_another_case_names_the_same_caches():
+    def fingerprint(rg: str, tag: str, value: str) -> str:
+        return accepted({"selector": {"subscriptionId": SUB, "resourceGroup": rg,
+                                      "tags": {tag: value}}}).fingerprint
+    assert fingerprint("rg-web", "app", "shop") == fingerprint("RG-WEB", "App", "shop")
+    assert fingerprint("rg-web", "app", "shop") != fingerprint("rg-web", "app", "Shop")
 
 
 def test_linked_database_ids_are_kept_exactly_as_given():
@@ -689,3 +724,8 @@ def test_every_id_derived_from_the_longest_request_id_fits_a_service_bus_message
                f"{rid}:progress:{10**12}:{tag}", f"{rid}:poll:{10**12}:{tag}"]
     assert max(len(i) for i in longest) <= 128
 
+
+
+def test_an_empty_field_name_is_named_visibly():
+    rejection = rejected({"resourceId": RESOURCE_ID, "": 1})
+    assert rejection.field == '""' and rejection.rule.startswith("is not a known field")

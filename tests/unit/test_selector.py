@@ -42,8 +42,6 @@ def sel(**fields: object) -> Selector:
      Selector(SUB, kinds=(ENTERPRISE,))),
     ({"subscriptionId": SUB, "all": True, "kinds": ["redisEnterprise", "redis"]},
      Selector(SUB, kinds=KINDS)),
-    ({"subscriptionId": SUB, "resourceGroup": None, "tags": None, "all": True},
-     Selector(SUB)),
 ])
 def test_valid_selectors(doc, expected):
     assert parse_selector(doc) == expected
@@ -52,7 +50,11 @@ def test_valid_selectors(doc, expected):
 @pytest.mark.parametrize("doc, field, rule", [
     (None, "selector", "must be an object, not null"),
     ([], "selector", "must be an object, not an array"),
-    ("all", "selector", "must be an object"),
+    ("all", "selector", "must be an object, not a string"),
+    # a template's unset variable: left out, resourceGroup would mean the whole subscription
+    ({"subscriptionId": SUB, "resourceGroup": None, "all": True}, "selector.resourceGroup",
+     "must not be null"),
+    ({"subscriptionId": SUB, "tags": None, "all": True}, "selector.tags", "must not be null"),
     ({}, "selector.subscriptionId", "is required"),
     ({"all": True}, "selector.subscriptionId", "is required"),
     ({"subscriptionId": "x", "all": True}, "selector.subscriptionId", "GUID"),
@@ -80,7 +82,7 @@ def test_valid_selectors(doc, expected):
     ({"subscriptionId": SUB, "all": True, "kinds": ["redis", "redis"]}, "selector.kinds",
      "distinct"),
     ({"subscriptionId": SUB, "all": True, "kinds": ["enterprise"]}, "selector.kinds", "from"),
-    ({"subscriptionId": SUB, "all": True, "kinds": None}, "selector.kinds", "non-empty"),
+    ({"subscriptionId": SUB, "all": True, "kinds": None}, "selector.kinds", "must not be null"),
     ({"subscriptionId": SUB, "all": True, "resourceGroup": "rg."}, "selector.resourceGroup",
      "not end with '.'"),
     ({"subscriptionId": SUB, "all": True, "resourceGroup": "a/b"}, "selector.resourceGroup",

@@ -163,7 +163,7 @@ def test_managed_redis_database_defaults_to_default():
 
 @pytest.mark.parametrize("value, expected", [
     (None, "null"), (True, "a boolean"), (0, "a number"), (1.5, "a number"), ([], "an array"),
-    ({}, "an object"), ("s", "str"),
+    ({}, "an object"), ("s", "a string"),
 ])
 def test_json_type(value, expected):
     assert json_type(value) == expected
