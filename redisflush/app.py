@@ -105,7 +105,7 @@ class FlushApp:
                         printable(parsed.origin.request_id), printable(parsed.field, 80),
                         printable(parsed.message, 300))
             self._carry_out(rejected_on_arrival(parsed, now), parsed.origin.request_id,
-                            _Records())
+                            _Invocation(self.monotonic()))
             return f"completed Rejected ({printable(parsed.field, 80)})"
         return self._drive(begin(parsed, now))
 
@@ -131,21 +131,21 @@ class FlushApp:
     # -- the loop ----------------------------------------------------------------------------
 
     def _drive(self, state: RunState) -> str:
-        started, answers = self.monotonic(), {}  # type: float, dict[str, Result]
-        outcome, records = "no change", _Records()
+        answers: dict[str, Result] = {}
+        outcome, run = "no change", _Invocation(self.monotonic())
         for round_ in range(MAX_ROUNDS):
-            can_call = round_ < MAX_ROUNDS - 1 and self.monotonic() - started < CALL_WINDOW
+            can_call = round_ < MAX_ROUNDS - 1 and self.monotonic() - run.started < CALL_WINDOW
             view = View(self.clock(), can_call, self._budgets(state))
             state, commands = step(state, answers, view, self.config)
             self._track(state)
             outcome = _describe(commands) or outcome
-            answers = self._carry_out(commands, state.origin.request_id, records)
+            answers = self._carry_out(commands, state.origin.request_id, run)
             if not answers:
                 break
         log.info("request %s: %s", printable(state.origin.request_id), outcome)
         return outcome
 
-    def _carry_out(self, commands: list[Command], request_id: str, records: _Records
+    def _carry_out(self, commands: list[Command], request_id: str, run: _Invocation
                    ) -> dict[str, Result]:
         """Effects in order; then the calls (ARM calls side by side), answered by ref."""
         answers: dict[str, Result] = {}
@@ -160,30 +160,31 @@ class FlushApp:
                 answers[command.ref] = claim_target(self.ledger, request_id, command,
                                                     self.clock())
             elif isinstance(command, (RecordTarget, RecordRequest)):
-                self._record(command, request_id, records)
+                self._record(command, request_id, run)
             else:
                 self._effect(command, request_id)
         if len(arm_calls) == 1:
-            answers[arm_calls[0].ref] = self._call(arm_calls[0])
+            answers[arm_calls[0].ref] = self._call(arm_calls[0], run.started)
         elif arm_calls:
-            for call, result in zip(arm_calls, self._pool.map(self._call, arm_calls), strict=True):
+            results = self._pool.map(lambda call: self._call(call, run.started), arm_calls)
+            for call, result in zip(arm_calls, results, strict=True):
                 answers[call.ref] = result
         return answers
 
     def _record(self, command: RecordTarget | RecordRequest, request_id: str,
-                records: _Records) -> None:
+                run: _Invocation) -> None:
         """A ledger record, tried again after RECORD_PAUSES. One that still fails is logged
         and skipped: the step has made its calls, and raising would have the redelivery find
         each answered target still claimed and POST it again. What it costs: a repeat of the
         request finds the row as it was (docs/design.md, "Request ledger")."""
-        pauses = () if records.down else RECORD_PAUSES
+        pauses = () if run.ledger_down else RECORD_PAUSES
         for attempt in range(len(pauses) + 1):
             try:
                 record(self.ledger, request_id, command, self.clock())
                 return
             except LedgerError as exc:
                 if attempt == len(pauses):
-                    records.down = True
+                    run.ledger_down = True
                     what = (f"target {command.key}" if isinstance(command, RecordTarget)
                             else "the request")
                     log.error("request %s: %s not recorded %s in the ledger, skipped (a "
@@ -222,7 +223,10 @@ class FlushApp:
         elif isinstance(command, Log):
             getattr(log, command.level, log.info)("%s", printable(command.text, 500))
 
-    def _call(self, call: CallArm) -> Result:
+    def _call(self, call: CallArm, started: float) -> Result:
+        """One ARM call through the pacer. A call that would start after the invocation's
+        CALL_WINDOW (queued behind others on the shared threads) is handed to the next
+        message instead, its slot held: the invocation must end inside its lock."""
         method = call.method
         if not call.paced:
             wait = self.arm.pacer.reserve(call.subscription_id, method)
@@ -230,6 +234,8 @@ class FlushApp:
                 return Deferred(wait)
             if wait > 0:
                 self.sleep(wait)
+        if self.monotonic() - started >= CALL_WINDOW:
+            return Deferred(0.0)
         if method == "GET" and ":poll" in call.ref:
             self._seen_poller(call.subscription_id, call.url)
         started = self.monotonic()
@@ -296,11 +302,13 @@ class FlushApp:
 
 
 @dataclass
-class _Records:
-    """An invocation's ledger records: once one failed all its tries, the table is taken to
-    be down and the rest get one try each."""
+class _Invocation:
+    """One invocation: when it began (no ARM call starts CALL_WINDOW after), and whether a
+    ledger record failed all its tries (the table is taken to be down: the rest get one
+    try each)."""
 
-    down: bool = False
+    started: float
+    ledger_down: bool = False
 
 
 def _describe(commands: list[Command]) -> str | None:
