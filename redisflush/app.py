@@ -41,12 +41,13 @@ from .core.commands import (
     Reply,
     Result,
     Schedule,
+    StoreTargets,
 )
 from .core.request import Delivery, Rejection, parse_request
 from .core.state import RunState
 from .core.step import Config, View, begin, rejected_on_arrival, step
 from .ledger import Ledger, LedgerError
-from .ledger_ops import claim_target, open_request, record
+from .ledger_ops import claim_target, open_request, record, store_targets
 from .logtext import printable
 from .settings import Settings
 
@@ -156,6 +157,9 @@ class FlushApp:
             elif isinstance(command, OpenRequest):
                 answers[command.ref] = open_request(self.ledger, request_id, command,
                                                     self.clock())
+            elif isinstance(command, StoreTargets):
+                answers[command.ref] = store_targets(self.ledger, request_id, command,
+                                                     self.clock())
             elif isinstance(command, ClaimTarget):
                 answers[command.ref] = claim_target(self.ledger, request_id, command,
                                                     self.clock())

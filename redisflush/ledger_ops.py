@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 from .core import ledger_rules
-from .core.commands import Claimed, ClaimTarget, Opened, OpenRequest, RecordRequest, RecordTarget
+from .core.commands import (
+    Claimed,
+    ClaimTarget,
+    Opened,
+    OpenRequest,
+    RecordRequest,
+    RecordTarget,
+    StoreTargets,
+)
 from .ledger import REQUEST_KEY, Ledger, LedgerError, LedgerRow
 
 ATTEMPTS = 8  # conditional writes that lost a race are re-read and tried again
@@ -20,10 +28,31 @@ def open_request(ledger: Ledger, request_id: str, command: OpenRequest, now: dt.
     row = ledger.get(request_id, REQUEST_KEY)
     if row is None:  # expired between the two calls: a new request after all
         return open_request(ledger, request_id, command, now)
-    if row.data.get("fingerprint") != command.fingerprint:
+    return _as_found(ledger, request_id, row, command.fingerprint)
+
+
+def _as_found(ledger: Ledger, request_id: str, row: LedgerRow, fingerprint: str) -> Opened:
+    if row.data.get("fingerprint") != fingerprint:
         return Opened("reused", data=row.data)
     targets = {r.key: (r.state, r.data) for r in ledger.rows(request_id) if r.key}
     return Opened("same", row.state == "done", row.data, targets)
+
+
+def store_targets(ledger: Ledger, request_id: str, command: StoreTargets, now: dt.datetime
+                  ) -> Opened:
+    for _ in range(ATTEMPTS):
+        row = ledger.get(request_id, REQUEST_KEY)
+        new = ledger_rules.stored_targets(row, request_id, command.fingerprint,
+                                          list(command.targets), command.arm_requests, now,
+                                          command.expires_at)
+        if new is None and row is not None:
+            return _as_found(ledger, request_id, row, command.fingerprint)
+        if new is None:
+            continue
+        stored = ledger.insert(new) if row is None else ledger.update(new)
+        if stored is not None:
+            return _as_found(ledger, request_id, stored, command.fingerprint)
+    raise LedgerError(f"ledger row {request_id}/ kept changing under us")
 
 
 def claim_target(ledger: Ledger, request_id: str, command: ClaimTarget, now: dt.datetime

@@ -63,6 +63,19 @@ class Opened:
 
 
 @dataclass(frozen=True)
+class StoreTargets:
+    """A selector resolved: keep its targets on the request row unless another delivery
+    stored its own first. Answered with the row as `Opened` (`same`, or `reused`), so the
+    chain adopts whatever list the row holds: a requestId names one set of caches."""
+
+    ref: str
+    fingerprint: str
+    targets: tuple[str, ...]
+    arm_requests: int
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class ClaimTarget:
     """Before a POST: claim the target's ledger row under the rules of `ledger_rules`."""
 
@@ -150,7 +163,7 @@ class Log:
     text: str
 
 
-Command = (CallArm | OpenRequest | ClaimTarget | RecordTarget | RecordRequest | Publish | Reply
-           | Note | Schedule | Learn | Log)
+Command = (CallArm | OpenRequest | StoreTargets | ClaimTarget | RecordTarget | RecordRequest
+           | Publish | Reply | Note | Schedule | Learn | Log)
 Result = ArmAnswer | ArmFailure | Deferred | Opened | Claimed
-CALLS = (CallArm, OpenRequest, ClaimTarget)
+CALLS = (CallArm, OpenRequest, StoreTargets, ClaimTarget)

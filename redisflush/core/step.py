@@ -28,6 +28,7 @@ from .commands import (
     Reply,
     Result,
     Schedule,
+    StoreTargets,
 )
 from .compact import compact
 from .events import (
@@ -86,6 +87,11 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
         state, done = _on_open(state, answers["open"], now, config)  # type: ignore[arg-type]
         if done is not None:
             return state, done
+    if "stored" in answers:
+        # the selector's list as the request row keeps it: ours, or an earlier delivery's
+        state, done = _on_open(state, answers["stored"], now, config)  # type: ignore[arg-type]
+        if done is not None:
+            return state, done
     if "list" in answers:
         try:
             state = resolve.on_list_answer(state, answers["list"],  # type: ignore[arg-type]
@@ -106,10 +112,10 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
         state, rejected = _resolved(state, now, config)
         if rejected is not None:
             return rejected
-        effects.append(RecordRequest("open", {"fingerprint": state.fingerprint,
-                                              "targets": list(state.found),
-                                              "armRequests": state.arm_requests},
-                                     expiry(state.deadline)))
+        # no claim before the row says which list this requestId names (another delivery of
+        # it may have resolved the selector first, to other caches if tags changed since)
+        return state, effects + [StoreTargets("stored", state.fingerprint, state.found,
+                                              state.arm_requests, expiry(state.deadline))]
     calls: list[Command] = []
     if state.phase == "open":
         calls.append(OpenRequest("open", state.fingerprint, expiry(state.deadline),

@@ -458,3 +458,34 @@ def test_a_selector_announced_rejected_is_not_listed_again_when_its_reply_fails(
     assert statuses[0] == announced  # announced on the topic first
     posts = h.arm.route("POST", flush_path(SUB, RG, "shop-eu")).requests
     assert posts == [], f"flushed after the request was announced Rejected: {statuses}"
+
+
+def test_a_requestid_keeps_the_list_its_first_resolution_stored(h: Harness) -> None:
+    # the first delivery's listing is interrupted (500: it goes on in a poll message); a
+    # repeat of the requestId resolves meanwhile to {a, b}; then shop-0 is tagged, and the
+    # first chain's own listing finds {0, a, b}: it adopts the stored {a, b}
+    arm = h.arm
+    caches = list_path(SUB, RG, "redis")
+    arm.on_list(caches,
+                Answer(500, {}, {"error": {"code": "InternalServerError", "message": "x"}}),
+                Answer(200, {}, page([cache_item(SUB, RG, "shop-a", SHOP),
+                                      cache_item(SUB, RG, "shop-b", SHOP)])),
+                then=Answer(200, {}, page([cache_item(SUB, RG, "shop-0", SHOP),
+                                           cache_item(SUB, RG, "shop-a", SHOP),
+                                           cache_item(SUB, RG, "shop-b", SHOP)])))
+    names = ("shop-0", "shop-a", "shop-b")
+    for name in names:
+        arm.on_flush(SUB, RG, name, then=Answer(200, {}, b""))
+    body = {**selector(kinds=["redis"]), "requestId": "rel-77"}
+    h.send_request(body, message_id="first")
+    h.bus.pump(h.app, limit=1)
+    h.send_request(body, message_id="second")
+
+    h.run()
+
+    posts = {n: len(arm.route("POST", flush_path(SUB, RG, n)).requests) for n in names}
+    assert posts == {"shop-0": 0, "shop-a": 1, "shop-b": 1}
+    assert [r.method for r in arm.requests].count("GET") == 3  # both chains listed
+    # the events are the repeat's (it ended first): its list and its two POSTs
+    h.batch("rel-77", {resource_id(cache="shop-a"): "Succeeded",
+                       resource_id(cache="shop-b"): "Succeeded"}, "Succeeded", arm_requests=3)

@@ -22,12 +22,13 @@ from redisflush.core.commands import (
     RecordTarget,
     Result,
     Schedule,
+    StoreTargets,
 )
 from redisflush.core.request import Delivery, FlushRequest, parse_request
 from redisflush.core.state import RunState
 from redisflush.core.step import Config, View, begin, step
 from redisflush.ledger import MemoryLedger
-from redisflush.ledger_ops import claim_target, open_request, record
+from redisflush.ledger_ops import claim_target, open_request, record, store_targets
 
 ENDPOINT = "https://management.azure.com"
 SUB = "6f1b1a3e-0c47-4a8e-9d56-2d2f8c1f0a11"
@@ -108,6 +109,9 @@ class World:
                 elif isinstance(c, OpenRequest):
                     answers[c.ref] = open_request(self.ledger, state.origin.request_id, c,
                                                   self.now)
+                elif isinstance(c, StoreTargets):
+                    answers[c.ref] = store_targets(self.ledger, state.origin.request_id, c,
+                                                   self.now)
                 elif isinstance(c, ClaimTarget):
                     answers[c.ref] = claim_target(self.ledger, state.origin.request_id, c,
                                                   self.now)

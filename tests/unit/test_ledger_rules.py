@@ -14,6 +14,7 @@ from redisflush.core.ledger_rules import (
     new_target_row,
     on_existing,
     recorded,
+    stored_targets,
 )
 from redisflush.ledger import LedgerRow
 
@@ -169,3 +170,15 @@ def test_rows_outlive_the_deadline_by_a_day(deadline):
 def test_lease_is_longer_than_one_arm_call():
     from redisflush.arm import TOTAL_TIMEOUT  # an ARM call's whole-duration limit
     assert LEASE.total_seconds() >= 2 * TOTAL_TIMEOUT
+
+
+def test_a_selectors_targets_are_kept_by_the_first_delivery_to_store_them():
+    ours = stored_targets(None, "req-1", "f", ["a", "b"], 3, at(2), EXPIRES)
+    assert ours is not None and ours.data == {"fingerprint": "f", "targets": ["a", "b"],
+                                              "armRequests": 3}
+    opened = LedgerRow("req-1", "", "open", {"fingerprint": "f"}, 0, at(1), EXPIRES)
+    kept = stored_targets(opened, "req-1", "f", ["a"], 1, at(2), EXPIRES)
+    assert kept is not None and kept.data["targets"] == ["a"] and kept.updated_at == at(2)
+    # another delivery's list stays: the chain adopts it; a row naming others is left alone
+    assert stored_targets(kept, "req-1", "f", ["a", "c"], 2, at(3), EXPIRES) is None
+    assert stored_targets(opened, "req-1", "other", ["a"], 1, at(3), EXPIRES) is None
