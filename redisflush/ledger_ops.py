@@ -28,11 +28,12 @@ def open_request(ledger: Ledger, request_id: str, command: OpenRequest, now: dt.
     row = ledger.get(request_id, REQUEST_KEY)
     if row is None:  # expired between the two calls: a new request after all
         return open_request(ledger, request_id, command, now)
-    return _as_found(ledger, request_id, row, command.fingerprint)
+    return _as_found(ledger, request_id, row, (command.fingerprint, *command.also))
 
 
-def _as_found(ledger: Ledger, request_id: str, row: LedgerRow, fingerprint: str) -> Opened:
-    if row.data.get("fingerprint") != fingerprint:
+def _as_found(ledger: Ledger, request_id: str, row: LedgerRow, fingerprints: tuple[str, ...]
+              ) -> Opened:
+    if row.data.get("fingerprint") not in fingerprints:
         return Opened("reused", data=row.data)
     targets = {r.key: (r.state, r.data) for r in ledger.rows(request_id) if r.key}
     return Opened("same", row.state == "done", row.data, targets)
@@ -42,16 +43,16 @@ def store_targets(ledger: Ledger, request_id: str, command: StoreTargets, now: d
                   ) -> Opened:
     for _ in range(ATTEMPTS):
         row = ledger.get(request_id, REQUEST_KEY)
-        new = ledger_rules.stored_targets(row, request_id, command.fingerprint,
-                                          list(command.targets), command.arm_requests, now,
-                                          command.expires_at)
+        names = (command.fingerprint, *command.also)
+        new = ledger_rules.stored_targets(row, request_id, names, list(command.targets),
+                                          command.arm_requests, now, command.expires_at)
         if new is None and row is not None:
-            return _as_found(ledger, request_id, row, command.fingerprint)
+            return _as_found(ledger, request_id, row, names)
         if new is None:
             continue
         stored = ledger.insert(new) if row is None else ledger.update(new)
         if stored is not None:
-            return _as_found(ledger, request_id, stored, command.fingerprint)
+            return _as_found(ledger, request_id, stored, names)
     raise LedgerError(f"ledger row {request_id}/ kept changing under us")
 
 

@@ -48,6 +48,7 @@ class OpenRequest:
     fingerprint: str
     expires_at: dt.datetime
     data: Mapping[str, Any] = field(default_factory=dict)
+    also: tuple[str, ...] = ()  # fingerprints an earlier version wrote for the same request
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class StoreTargets:
     targets: tuple[str, ...]
     arm_requests: int
     expires_at: dt.datetime
+    also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

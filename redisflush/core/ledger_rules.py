@@ -62,16 +62,18 @@ def recorded(row: LedgerRow | None, request_id: str, key: str, state: str,
                    expires_at=max(row.expires_at, expires_at))
 
 
-def stored_targets(row: LedgerRow | None, request_id: str, fingerprint: str,
+def stored_targets(row: LedgerRow | None, request_id: str, fingerprints: tuple[str, ...],
                    targets: list[str], arm_requests: int, now: dt.datetime,
                    expires_at: dt.datetime) -> LedgerRow | None:
     """The request row once a selector's targets are kept on it; None: it stays as it is
-    (its own list is kept, or it names other caches: the chain adopts what it holds)."""
+    (its own list is kept, or it names other caches: the chain adopts what it holds).
+    `fingerprints`: the request's, then any an earlier version wrote for it."""
     data = {"targets": targets, "armRequests": arm_requests}
     if row is None:
-        return LedgerRow(request_id, "", "open", {"fingerprint": fingerprint, **data}, 0, now,
-                         expires_at)
-    if row.data.get("fingerprint") != fingerprint or isinstance(row.data.get("targets"), list):
+        return LedgerRow(request_id, "", "open", {"fingerprint": fingerprints[0], **data}, 0,
+                         now, expires_at)
+    if row.data.get("fingerprint") not in fingerprints or \
+            isinstance(row.data.get("targets"), list):
         return None
     return replace(row, data={**row.data, **data}, updated_at=now,
                    expires_at=max(row.expires_at, expires_at))

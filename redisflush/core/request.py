@@ -94,6 +94,17 @@ class FlushRequest:
         return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
 
+def earlier_fingerprints(selector: Selector | None) -> tuple[str, ...]:
+    """The fingerprint versions before 2026-12 stored for a selector (its resource group and
+    tag names as given), so a repeat across the upgrade is still the same request."""
+    if selector is None:
+        return ()
+    before = json.dumps({"selector": selector.to_json()}, separators=(",", ":"),
+                        sort_keys=True)
+    now = json.dumps({"selector": selector.identity()}, separators=(",", ":"), sort_keys=True)
+    return () if before == now else (before,)
+
+
 @dataclass(frozen=True)
 class Rejection:
     """An invalid request: `field` broke `rule`; `targets` are set when they could be read.

@@ -46,7 +46,7 @@ from .events import (
 from .fit import MAX_MESSAGE_BYTES
 from .ledger_rules import expiry
 from .outbound import OutboundMessage
-from .request import FlushRequest, Origin, Rejection
+from .request import FlushRequest, Origin, Rejection, earlier_fingerprints
 from .state import RunState, TargetState, initial, with_targets
 from .targets import Target, in_scopes, parse_resource_id
 
@@ -115,13 +115,15 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
         # no claim before the row says which list this requestId names (another delivery of
         # it may have resolved the selector first, to other caches if tags changed since)
         return state, effects + [StoreTargets("stored", state.fingerprint, state.found,
-                                              state.arm_requests, expiry(state.deadline))]
+                                              state.arm_requests, expiry(state.deadline),
+                                              earlier_fingerprints(state.selector))]
     calls: list[Command] = []
     if state.phase == "open":
         calls.append(OpenRequest("open", state.fingerprint, expiry(state.deadline),
                                  {"requestedAt": exact(state.origin.requested_at),
                                   "deadline": exact(state.deadline),
-                                  "messageId": state.origin.message_id}))
+                                  "messageId": state.origin.message_id},
+                                 earlier_fingerprints(state.selector)))
     elif state.phase == "resolve":
         if now >= state.deadline:
             return _request_failed(state, now, "TimedOut", "TimedOut",

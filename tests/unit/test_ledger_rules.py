@@ -173,12 +173,18 @@ def test_lease_is_longer_than_one_arm_call():
 
 
 def test_a_selectors_targets_are_kept_by_the_first_delivery_to_store_them():
-    ours = stored_targets(None, "req-1", "f", ["a", "b"], 3, at(2), EXPIRES)
+    ours = stored_targets(None, "req-1", ("f",), ["a", "b"], 3, at(2), EXPIRES)
     assert ours is not None and ours.data == {"fingerprint": "f", "targets": ["a", "b"],
                                               "armRequests": 3}
     opened = LedgerRow("req-1", "", "open", {"fingerprint": "f"}, 0, at(1), EXPIRES)
-    kept = stored_targets(opened, "req-1", "f", ["a"], 1, at(2), EXPIRES)
+    kept = stored_targets(opened, "req-1", ("f",), ["a"], 1, at(2), EXPIRES)
     assert kept is not None and kept.data["targets"] == ["a"] and kept.updated_at == at(2)
     # another delivery's list stays: the chain adopts it; a row naming others is left alone
-    assert stored_targets(kept, "req-1", "f", ["a", "c"], 2, at(3), EXPIRES) is None
-    assert stored_targets(opened, "req-1", "other", ["a"], 1, at(3), EXPIRES) is None
+    assert stored_targets(kept, "req-1", ("f",), ["a", "c"], 2, at(3), EXPIRES) is None
+    assert stored_targets(opened, "req-1", ("other",), ["a"], 1, at(3), EXPIRES) is None
+
+
+def test_a_fingerprint_an_earlier_version_wrote_still_names_the_request():
+    earlier = LedgerRow("req-1", "", "open", {"fingerprint": "old"}, 0, at(1), EXPIRES)
+    kept = stored_targets(earlier, "req-1", ("new", "old"), ["a"], 1, at(2), EXPIRES)
+    assert kept is not None and kept.data["fingerprint"] == "old"

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from redisflush.core.commands import OpenRequest
 from redisflush.core.request import (
     MAX_BODY_BYTES,
     REQUEST_FIELDS,
@@ -18,11 +19,14 @@ from redisflush.core.request import (
     FlushRequest,
     Origin,
     Rejection,
+    earlier_fingerprints,
     parse_request,
     request_id_from_message_id,
 )
 from redisflush.core.selector import parse_selector
 from redisflush.core.targets import ENTERPRISE, REDIS, make_enterprise, make_target
+from redisflush.ledger import LedgerRow, MemoryLedger
+from redisflush.ledger_ops import open_request
 
 from .helpers import (
     API_VERSION,
@@ -729,3 +733,23 @@ def test_every_id_derived_from_the_longest_request_id_fits_a_service_bus_message
 def test_an_empty_field_name_is_named_visibly():
     rejection = rejected({"resourceId": RESOURCE_ID, "": 1})
     assert rejection.field == '""' and rejection.rule.startswith("is not a known field")
+
+
+def test_a_repeat_across_the_upgrade_finds_the_row_an_earlier_version_wrote():
+    # before 2026-12 a selector's fingerprint kept its resource group and tag names as given
+    request = accepted({"selector": {"subscriptionId": SUB, "resourceGroup": "RG-Web",
+                                     "tags": {"App": "shop"}}})
+    old = json.dumps({"selector": request.selector.to_json()}, separators=(",", ":"),
+                     sort_keys=True)
+    assert earlier_fingerprints(request.selector) == (old,) != (request.fingerprint,)
+    ledger, now = MemoryLedger(), dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    expires = now + dt.timedelta(days=1)
+    ledger.insert(LedgerRow("rel-1", "", "open", {"fingerprint": old}, 0, now, expires))
+    also = earlier_fingerprints(request.selector)
+    assert open_request(ledger, "rel-1", OpenRequest("open", request.fingerprint, expires,
+                                                     also=also), now).status == "same"
+    assert open_request(ledger, "rel-1", OpenRequest("open", request.fingerprint, expires),
+                        now).status == "reused"
+    lower = accepted({"selector": {"subscriptionId": SUB, "resourceGroup": "rg-web",
+                                   "tags": {"app": "shop"}}})
+    assert earlier_fingerprints(lower.selector) == ()  # nothing else was ever written
