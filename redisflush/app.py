@@ -58,9 +58,11 @@ CALL_WINDOW = 20.0
 MAX_ROUNDS = 64
 ARM_THREADS = 8
 POLLER_WINDOW = 10.0
-# A ledger record is tried again after these pauses; once one has failed them all in an
-# invocation, the rest get one try each (the table is down: the invocation must end in time).
+# A failed ledger record is tried again after these pauses, while the invocation is younger
+# than RECORD_WINDOW; once one has failed for good, the table is taken to be down and the
+# invocation's other records are skipped untried: it must end inside its one-minute lock.
 RECORD_PAUSES = (0.5, 2.0)
+RECORD_WINDOW = 45.0
 
 
 def utcnow() -> dt.datetime:
@@ -181,22 +183,23 @@ class FlushApp:
         and skipped: the step has made its calls, and raising would have the redelivery find
         each answered target still claimed and POST it again. What it costs: a repeat of the
         request finds the row as it was (docs/design.md, "Request ledger")."""
-        pauses = () if run.ledger_down else RECORD_PAUSES
-        for attempt in range(len(pauses) + 1):
+        problem = "the ledger failed an earlier record of this invocation"
+        for pause in (*RECORD_PAUSES, None):
+            if run.ledger_down:
+                break
             try:
                 record(self.ledger, request_id, command, self.clock())
                 return
             except LedgerError as exc:
-                if attempt == len(pauses):
+                problem = str(exc)
+                if pause is None or self.monotonic() - run.started >= RECORD_WINDOW:
                     run.ledger_down = True
-                    what = (f"target {command.key}" if isinstance(command, RecordTarget)
-                            else "the request")
-                    log.error("request %s: %s not recorded %s in the ledger, skipped (a "
-                              "repeat of the request finds its row as it was): %s",
-                              printable(request_id), printable(what, 300), command.state,
-                              printable(exc, 300))
-                    return
-                self.sleep(pauses[attempt])
+                    break
+                self.sleep(pause)
+        what = f"target {command.key}" if isinstance(command, RecordTarget) else "the request"
+        log.error("request %s: %s not recorded %s in the ledger, skipped (a repeat of the "
+                  "request finds its row as it was): %s", printable(request_id),
+                  printable(what, 300), command.state, printable(problem, 300))
 
     def _effect(self, command: Command, request_id: str) -> None:
         s = self.settings
@@ -307,9 +310,9 @@ class FlushApp:
 
 @dataclass
 class _Invocation:
-    """One invocation: when it began (no ARM call starts CALL_WINDOW after), and whether a
-    ledger record failed all its tries (the table is taken to be down: the rest get one
-    try each)."""
+    """One invocation: when it began (no ARM call starts CALL_WINDOW after it, no failed
+    ledger record is tried again RECORD_WINDOW after it), and whether a record failed for
+    good (the table is taken to be down: the rest are skipped)."""
 
     started: float
     ledger_down: bool = False

@@ -108,7 +108,9 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
             cx = _context(state, view, config, ts.target)
             state = state.with_target(flush_steps.on_answer(ts, result, cx))
             effects.extend(cx.records)
-    if state.phase == "resolve" and not state.pending_lists:
+    if state.phase == "resolve" and not state.pending_lists and view.can_call:
+        # (in an invocation's last round the list goes to the next message: storing it is a
+        # call, and its answer must come back to a step)
         state, rejected = _resolved(state, now, config)
         if rejected is not None:
             return rejected
@@ -124,7 +126,7 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
                                   "deadline": exact(state.deadline),
                                   "messageId": state.origin.message_id},
                                  earlier_fingerprints(state.selector)))
-    elif state.phase == "resolve":
+    elif state.phase == "resolve" and state.pending_lists:
         if now >= state.deadline:
             return _request_failed(state, now, "TimedOut", "TimedOut",
                                    "the deadline passed while the selector was being resolved")
@@ -241,8 +243,10 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
         for ts in state.targets:
             row = opened.targets.get(ts.target.key)
             if row and row[0] == "done" and isinstance(row[1].get("outcome"), Mapping):
-                state = state.with_target(replace(ts, phase="done",
-                                                  outcome=Outcome.from_json(row[1]["outcome"])))
+                outcome = Outcome.from_json(row[1]["outcome"])
+                # its requests count in the request's armRequests, as when it ended
+                state = state.with_target(replace(ts, phase="done", outcome=outcome,
+                                                  arm_requests=outcome.arm_requests))
         if ended is not None and state.phase == "run" and state.targets and \
                 all(t.phase == "done" for t in state.targets):
             # A repeat of a request that ended: its events again, with what they said then.
@@ -330,10 +334,10 @@ def _resolved(state: RunState, now: dt.datetime, config: Config
         done = replace(state, phase="done", reported=True)
         ended = _ended(now, state.arm_requests, status="Rejected", scope=scope,
                        error=rejection_error(rejected))
-        return done, (done, [RecordRequest("done", {"fingerprint": state.fingerprint,
-                                                    "ended": ended}, expiry(state.deadline)),
-                             *rejection_commands(rejected, now, selector_scope=scope,
-                                                 arm_requests=state.arm_requests)])
+        return done, (done, [*rejection_commands(rejected, now, selector_scope=scope,
+                                                  arm_requests=state.arm_requests),
+                             RecordRequest("done", {"fingerprint": state.fingerprint,
+                                                    "ended": ended}, expiry(state.deadline))])
     return replace(with_targets(state, targets, now), phase="run"), None
 
 
@@ -362,10 +366,10 @@ def _single(state: RunState) -> bool:
 def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None = None
              ) -> Decision:
     """Each target's event as soon as it is over; the request's when the last one is (a
-    repeat's with the end its row recorded: `ended`). Every ledger record comes before the
+    repeat's with the end its row recorded: `ended`). Every target's record comes before the
     first event: a publish that fails (or a stop after it) leaves each ended target recorded,
-    so the redelivery re-announces what ARM said instead of POSTing again (docs/design.md,
-    "Request ledger")."""
+    so the redelivery re-announces instead of POSTing again (docs/design.md, "Request
+    ledger"). The request's own end is recorded after its events, as each ended request's."""
     records: list[Command] = []
     events: list[Command] = []
     count, origin = len(state.targets), state.origin
@@ -393,9 +397,11 @@ def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None 
             event = request_completed(origin, _scope(state), results, completed_at=completed_at,
                                       arm_requests=arm_requests)
             events.extend(_announce(event, origin, None, state.reply_tag))
-        records.append(RecordRequest("done", {"fingerprint": state.fingerprint,
-                                              "ended": _ended(completed_at, arm_requests)},
-                                     expiry(state.deadline)))
+        # the request's end after its events: a publish that fails leaves it open, and the
+        # redelivery's own end (the one its events say) is the one recorded
+        events.append(RecordRequest("done", {"fingerprint": state.fingerprint,
+                                             "ended": _ended(completed_at, arm_requests)},
+                                    expiry(state.deadline)))
         state = replace(state, reported=True, phase="done")
     return state, records + events
 
@@ -436,7 +442,7 @@ def _request_failed(state: RunState, now: dt.datetime, status: str, code: str, m
                    error={"code": code, "message": message})
     record: Command = RecordRequest("done", {"fingerprint": state.fingerprint, "ended": ended},
                                     expiry(state.deadline))
-    return replace(state, phase="done", reported=True), [record, *_request_end(state, ended)]
+    return replace(state, phase="done", reported=True), [*_request_end(state, ended), record]
 
 
 # -- the chain's next message -------------------------------------------------------------

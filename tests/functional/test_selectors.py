@@ -489,3 +489,24 @@ def test_a_requestid_keeps_the_list_its_first_resolution_stored(h: Harness) -> N
     # the events are the repeat's (it ended first): its list and its two POSTs
     h.batch("rel-77", {resource_id(cache="shop-a"): "Succeeded",
                        resource_id(cache="shop-b"): "Succeeded"}, "Succeeded", arm_requests=3)
+
+
+@pytest.mark.parametrize("pages", [61, 62, 63])
+def test_a_listing_that_ends_in_an_invocations_last_round_is_stored_by_the_next_message(
+        h: Harness, pages: int) -> None:
+    # storing the list is a call: in the last of an invocation's rounds its answer would
+    # come back to no step, so the next message stores it
+    caches = list_path(SUB, RG, "redis")
+    for n in range(pages):
+        path = caches if n == 0 else f"{caches}&$skiptoken={n}"
+        last = n == pages - 1
+        link = None if last else f"{h.arm.endpoint}{caches}&$skiptoken={n + 1}"
+        h.arm.on_list(path, Answer(200, {}, page(
+            [cache_item(SUB, RG, "shop-a", SHOP)] if last else [], next_link=link)))
+    h.arm.on_flush(SUB, RG, "shop-a", then=Answer(200, {}, b""))
+    rid = h.send_request(selector(kinds=["redis"]), message_id=f"sel-{pages}")
+
+    h.run()
+
+    assert len(h.arm.route("POST", flush_path(SUB, RG, "shop-a")).requests) == 1
+    h.batch(rid, {resource_id(cache="shop-a"): "Succeeded"}, "Succeeded")
