@@ -137,7 +137,9 @@ class FlushApp:
         answers: dict[str, Result] = {}
         outcome, run = "no change", _Invocation(self.monotonic())
         for round_ in range(MAX_ROUNDS):
-            can_call = round_ < MAX_ROUNDS - 1 and self.monotonic() - run.started < CALL_WINDOW
+            # no ARM call in the last two rounds: a ledger call a step makes on an ARM
+            # answer (storing a selector's list or end) still has a round for its answer
+            can_call = round_ < MAX_ROUNDS - 2 and self.monotonic() - run.started < CALL_WINDOW
             view = View(self.clock(), can_call, self._budgets(state))
             state, commands = step(state, answers, view, self.config)
             self._track(state)

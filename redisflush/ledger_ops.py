@@ -45,7 +45,8 @@ def store_targets(ledger: Ledger, request_id: str, command: StoreTargets, now: d
         row = ledger.get(request_id, REQUEST_KEY)
         names = (command.fingerprint, *command.also)
         new = ledger_rules.stored_targets(row, request_id, names, list(command.targets),
-                                          command.arm_requests, now, command.expires_at)
+                                          command.arm_requests, now, command.expires_at,
+                                          command.ended)
         if new is None and row is not None:
             return _as_found(ledger, request_id, row, names)
         if new is None:

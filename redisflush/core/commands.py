@@ -66,8 +66,9 @@ class Opened:
 @dataclass(frozen=True)
 class StoreTargets:
     """A selector resolved: keep its targets on the request row unless another delivery
-    stored its own first. Answered with the row as `Opened` (`same`, or `reused`), so the
-    chain adopts whatever list the row holds: a requestId names one set of caches."""
+    stored its own first; or, with `ended`, end the request as a whole unless a list is
+    stored. Answered with the row as `Opened` (`same`, or `reused`), so the chain adopts
+    whatever the row holds: a requestId names one set of caches."""
 
     ref: str
     fingerprint: str
@@ -75,6 +76,7 @@ class StoreTargets:
     arm_requests: int
     expires_at: dt.datetime
     also: tuple[str, ...] = ()
+    ended: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -64,18 +64,21 @@ def recorded(row: LedgerRow | None, request_id: str, key: str, state: str,
 
 def stored_targets(row: LedgerRow | None, request_id: str, fingerprints: tuple[str, ...],
                    targets: list[str], arm_requests: int, now: dt.datetime,
-                   expires_at: dt.datetime) -> LedgerRow | None:
-    """The request row once a selector's targets are kept on it; None: it stays as it is
-    (its own list is kept, or it names other caches: the chain adopts what it holds).
-    `fingerprints`: the request's, then any an earlier version wrote for it."""
-    data = {"targets": targets, "armRequests": arm_requests}
+                   expires_at: dt.datetime, ended: Mapping[str, Any] | None = None
+                   ) -> LedgerRow | None:
+    """The request row once a selector's targets are kept on it, or (`ended`) once the
+    request ended as a whole; None: it stays as it is (a list is kept, the request ended
+    already, or it names other caches: the chain adopts what it holds). `fingerprints`: the
+    request's, then any an earlier version wrote for it."""
+    state, data = ("done", {"ended": dict(ended)}) if ended is not None else \
+        ("open", {"targets": targets, "armRequests": arm_requests})
     if row is None:
-        return LedgerRow(request_id, "", "open", {"fingerprint": fingerprints[0], **data}, 0,
+        return LedgerRow(request_id, "", state, {"fingerprint": fingerprints[0], **data}, 0,
                          now, expires_at)
-    if row.data.get("fingerprint") not in fingerprints or \
+    if row.data.get("fingerprint") not in fingerprints or row.state == "done" or \
             isinstance(row.data.get("targets"), list):
         return None
-    return replace(row, data={**row.data, **data}, updated_at=now,
+    return replace(row, state=state, data={**row.data, **data}, updated_at=now,
                    expires_at=max(row.expires_at, expires_at))
 
 

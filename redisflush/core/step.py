@@ -127,7 +127,7 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
                                   "messageId": state.origin.message_id},
                                  earlier_fingerprints(state.selector)))
     elif state.phase == "resolve" and state.pending_lists:
-        if now >= state.deadline:
+        if now >= state.deadline and view.can_call:
             return _request_failed(state, now, "TimedOut", "TimedOut",
                                    "the deadline passed while the selector was being resolved")
         if view.can_call and (state.due is None or state.due <= now):
@@ -331,13 +331,9 @@ def _resolved(state: RunState, now: dt.datetime, config: Config
                     f"{outside[0].resource_id})")
     if rule is not None:
         rejected = Rejection(state.origin, "selector", rule, code="SelectorRejected")
-        done = replace(state, phase="done", reported=True)
         ended = _ended(now, state.arm_requests, status="Rejected", scope=scope,
                        error=rejection_error(rejected))
-        return done, (done, [*rejection_commands(rejected, now, selector_scope=scope,
-                                                  arm_requests=state.arm_requests),
-                             RecordRequest("done", {"fingerprint": state.fingerprint,
-                                                    "ended": ended}, expiry(state.deadline))])
+        return state, (state, _end_unresolved(state, ended))
     return replace(with_targets(state, targets, now), phase="run"), None
 
 
@@ -440,9 +436,16 @@ def _request_failed(state: RunState, now: dt.datetime, status: str, code: str, m
     """The request ends before it had targets (a selector that could not be resolved)."""
     ended = _ended(now, state.total_arm_requests, status=status, scope=_scope(state),
                    error={"code": code, "message": message})
-    record: Command = RecordRequest("done", {"fingerprint": state.fingerprint, "ended": ended},
-                                    expiry(state.deadline))
-    return replace(state, phase="done", reported=True), [*_request_end(state, ended), record]
+    return state, _end_unresolved(state, ended)
+
+
+def _end_unresolved(state: RunState, ended: Mapping[str, Any]) -> list[Command]:
+    """A selector's request that ends as a whole (rejected, its listing failed or timed out)
+    ends only if the request row holds no list yet: another delivery of the requestId may
+    have stored one and flushed it. The answer (`_on_open`) announces the end the row keeps,
+    or adopts the stored list."""
+    return [StoreTargets("stored", state.fingerprint, (), state.total_arm_requests,
+                         expiry(state.deadline), earlier_fingerprints(state.selector), ended)]
 
 
 # -- the chain's next message -------------------------------------------------------------

@@ -510,3 +510,37 @@ def test_a_listing_that_ends_in_an_invocations_last_round_is_stored_by_the_next_
 
     assert len(h.arm.route("POST", flush_path(SUB, RG, "shop-a")).requests) == 1
     h.batch(rid, {resource_id(cache="shop-a"): "Succeeded"}, "Succeeded")
+
+
+@pytest.mark.parametrize("later", ["tags-removed", "list-403"])
+def test_a_chain_whose_own_listing_ends_the_request_adopts_a_list_stored_meanwhile(
+        h: Harness, later: str) -> None:
+    # the first delivery's listing is interrupted (503); a repeat stores {a, b} and POSTs
+    # both (its poll:1 is the first chain's id: dropped as a duplicate); the first chain's
+    # listing then matches nothing or is refused: it follows the stored list, it does not
+    # end the request
+    caches = list_path(SUB, RG, "redis")
+    third = (Answer(200, {}, page([])) if later == "tags-removed" else
+             Answer(403, {}, {"error": {"code": "AuthorizationFailed", "message": "no"}}))
+    h.arm.on_list(caches, Answer(503, {}, {"error": {"code": "Busy", "message": "x"}}),
+                  Answer(200, {}, page([cache_item(SUB, RG, "shop-a", SHOP),
+                                        cache_item(SUB, RG, "shop-b", SHOP)])),
+                  then=third)
+    for name in ("shop-a", "shop-b"):
+        op = h.arm.new_operation(SUB)
+        h.arm.on_flush(SUB, RG, name, Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+        h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    body = {**selector(kinds=["redis"]), "requestId": "sel-race"}
+    h.send_request(body, message_id="first")
+    h.run(limit=1)
+    h.send_request(body, message_id="repeat")
+    h.run(limit=1)
+
+    h.run()
+
+    assert [len(h.arm.route("POST", flush_path(SUB, RG, n)).requests)
+            for n in ("shop-a", "shop-b")] == [1, 1]
+    h.batch("sel-race", {resource_id(cache="shop-a"): "Succeeded",
+                         resource_id(cache="shop-b"): "Succeeded"}, "Succeeded",
+            arm_requests=5)  # the repeat's: its page, two POSTs, two reads
+    assert {r.state for r in h.ledger.rows("sel-race")} == {"done"}

@@ -98,7 +98,7 @@ class World:
         self.invocations += 1
         answers: dict[str, Result] = {}
         for round_ in range(64):
-            state, commands = step(state, answers, View(self.now, round_ < 63, self.budgets),
+            state, commands = step(state, answers, View(self.now, round_ < 62, self.budgets),
                                    self.config)
             self.commands.extend(commands)
             answers = {}

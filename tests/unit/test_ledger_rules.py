@@ -188,3 +188,14 @@ def test_a_fingerprint_an_earlier_version_wrote_still_names_the_request():
     earlier = LedgerRow("req-1", "", "open", {"fingerprint": "old"}, 0, at(1), EXPIRES)
     kept = stored_targets(earlier, "req-1", ("new", "old"), ["a"], 1, at(2), EXPIRES)
     assert kept is not None and kept.data["fingerprint"] == "old"
+
+
+def test_a_selectors_request_ends_as_a_whole_only_while_no_list_is_stored():
+    opened = LedgerRow("req-1", "", "open", {"fingerprint": "f"}, 0, at(1), EXPIRES)
+    ended = {"status": "Rejected", "completedAt": "x"}
+    done = stored_targets(opened, "req-1", ("f",), [], 0, at(2), EXPIRES, ended)
+    assert done is not None and done.state == "done" and done.data["ended"] == ended
+    listed = stored_targets(opened, "req-1", ("f",), ["a"], 1, at(2), EXPIRES)
+    assert stored_targets(listed, "req-1", ("f",), [], 0, at(3), EXPIRES, ended) is None
+    # and a list comes too late once the request ended: the chain re-announces the end
+    assert stored_targets(done, "req-1", ("f",), ["a"], 1, at(3), EXPIRES) is None
