@@ -203,11 +203,13 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
         # at the deadline at the latest it claims once more (core.step): the other delivery
         # may have got the flush accepted, or ended it, in the meantime
         return replace(ts, due=min(c.until, cx.deadline), busy=True)
+    # its linked databases went with each of those POSTs: they are in doubt too, and stay
+    # its share of the group (no other member flushes them again)
     return _end(ts, cx, lro.FAILED, {
         "code": "FlushInDoubt",
         "message": "this cache's flush request went out twice with no answer from ARM (the "
                    "app stopped while it was in flight, or its answer was lost), so it may "
-                   "or may not have run; it was not sent a third time"})
+                   "or may not have run; it was not sent a third time"}, accepted=True)
 
 
 def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:

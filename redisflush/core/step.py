@@ -169,9 +169,10 @@ def _target_calls(state: RunState, view: View, config: Config
                     # wait before claiming (a claim held would be given back every second)
                     state = state.with_target(replace(ts, due=view.now + HOLD))
                     continue
-                if ts.phase == "post":
-                    ts = replace(ts, linked=share)
-                    state = state.with_target(ts)
+                # its share from its claim on: a claim found in doubt keeps it (the POSTs
+                # that went out carried it)
+                ts = replace(ts, linked=share)
+                state = state.with_target(ts)
             call = flush_steps.call_for(
                 ts, request_id=state.origin.request_id, step=state.step,
                 endpoint=config.arm_endpoint, api_version=config.api_version,

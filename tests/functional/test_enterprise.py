@@ -222,3 +222,29 @@ def test_a_group_member_waiting_for_an_earlier_ones_post_claims_only_when_it_may
     assert ledger.writes.count(second.lower()) <= 3  # its claim, its acceptance, its end
     posts = [r for r in h.arm.requests if r.method == "POST" and "databases" in r.raw_path]
     assert [json.loads(r.body)["ids"] for r in posts] == [[third], []]  # each database once
+
+
+def test_a_group_member_found_in_doubt_keeps_its_share_of_the_group(h: Harness) -> None:
+    """The first member's POST (with the third database) goes out twice with no answer
+    (504, 504: FlushInDoubt): the third database may have been flushed by either, so the
+    second member does not flush it again, and the first one's event names it."""
+    first, second, third = (database_id(c, rg=RG) for c in ("amr-a", "amr-b", "amr-x"))
+    for cluster, linked in (("amr-a", [second, third]), ("amr-b", [first, third])):
+        h.arm.on_database(SUB, RG, cluster, "default",
+                          then=Answer(200, {}, database_body(SUB, RG, cluster, linked=linked)))
+    gateway = Answer(504, {}, {"error": {"code": "GatewayTimeout", "message": "gateway"}})
+    h.arm.on_enterprise_flush(SUB, RG, "amr-a", "default", gateway, gateway)
+    status, _ = h.arm.new_enterprise_operation(SUB, RG, "amr-b", "default")
+    h.arm.on_enterprise_flush(SUB, RG, "amr-b", "default",
+                              then=Answer(202, {"Azure-AsyncOperation": status.url}, {}))
+    h.arm.on_operation(status, then=Answer(200, {}, status.status("Succeeded")))
+    h.send_request({"resourceIds": [first, second], "requestId": "doubt"})
+
+    h.run()
+
+    posts = [r for r in h.arm.requests if r.method == "POST" and "databases" in r.raw_path]
+    assert [json.loads(r.body)["ids"] for r in posts] == [[third], [third], []]
+    caches, _ = h.batch("doubt", {first: "Failed", second: "Succeeded"}, "Failed")
+    assert caches[first]["error"]["code"] == "FlushInDoubt"
+    assert caches[first]["linkedDatabaseIds"] == [third]
+    assert caches[second]["linkedDatabaseIds"] == []
