@@ -395,7 +395,8 @@ def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None 
                                       arm_requests=arm_requests)
             events.extend(_announce(event, origin, None, state.reply_tag))
         # the request's end after its events: a publish that fails leaves it open, and the
-        # redelivery's own end (the one its events say) is the one recorded
+        # redelivery's own end is recorded (its events may differ from the first try's in
+        # times and counts: README, "Reliability")
         events.append(RecordRequest("done", {"fingerprint": state.fingerprint,
                                              "ended": _ended(completed_at, arm_requests)},
                                     expiry(state.deadline)))
