@@ -119,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help(sys.stderr)
             return EXIT_USAGE
+        if sys.stdout is None and args.command in ("send", "watch"):
+            # started with stdout closed (`>&-`): every print would vanish, and `watch`
+            # completes each event it prints, so nothing may be taken off the bus
+            print(f"error: {args.command} needs stdout, which is closed", file=sys.stderr)
+            return EXIT_USAGE
         return int(COMMANDS[args.command](args))
     except (UsageError, ConfigurationError) as exc:
         print(f"error: {exc}", file=sys.stderr)

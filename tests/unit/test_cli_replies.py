@@ -139,3 +139,21 @@ def test_watch_into_a_closed_pipe_is_no_traceback(local: Any) -> None:
     proc.wait(30)
     assert "Traceback" not in err, err
     assert proc.returncode != 1, (proc.returncode, err)
+
+
+def test_watch_with_stdout_closed_takes_nothing_off_the_bus(local: Any) -> None:
+    """`redisflush watch >&-`: every print would vanish while each event is completed, so
+    it refuses to start (exit 2) and the events stay for the next reader."""
+    import subprocess
+    import sys
+
+    settings, bus = local
+    bus.publish(settings.events_topic, [OutboundMessage(
+        _event("c1", "c1:completed", "cache-1", "Succeeded"), "c1:completed")])
+    done = subprocess.run(
+        f"'{sys.executable}' -m redisflush watch --local --json --timeout 2 >&-", shell=True,
+        cwd=APP_ROOT, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 2 and b"stdout, which is closed" in done.stderr, done.stderr
+    code = main(["--app-root", str(APP_ROOT), "watch", "--local", "--json", "--count", "1",
+                 "--timeout", "5"])
+    assert code == 0
