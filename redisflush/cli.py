@@ -191,6 +191,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                 redis_url=args.redis_url)
     except OSError as exc:
         raise ConfigurationError(f"cannot start: {exc}") from None
+    except ConfigurationError as exc:
+        if args.arm_endpoint is not None and "REDISFLUSH_ARM_ENDPOINT" in str(exc):
+            raise ConfigurationError(f"--arm-endpoint: {exc}") from None
+        raise
     logging.getLogger("redisflush.host").setLevel(logging.INFO)  # one line per invocation
     _stop_on_signals(runtime.host.stop)
     endpoint = runtime.emulator.url if runtime.emulator else runtime.settings.arm_endpoint

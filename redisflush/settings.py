@@ -191,13 +191,13 @@ def _url(name: str, value: str, says: str) -> SplitResult:
         raise ConfigurationError(f"{name}: {_shown(value)} must use https "
                                  "(plain http only on loopback)")
     if "?" in value or "#" in value:
-        raise ConfigurationError(f"{name}: {_shown(value)} must {says}")
+        raise ConfigurationError(f"{name}: {_shown(value)} must have no query or fragment "
+                                 f"('?' or '#'): {says}")
     return parts
 
 
 def _endpoint(value: str) -> str:
-    parts = _url("REDISFLUSH_ARM_ENDPOINT", value.rstrip("/"),
-                 "be scheme://host[:port] with no path")
+    parts = _url("REDISFLUSH_ARM_ENDPOINT", value.rstrip("/"), "scheme://host[:port]")
     if parts.path:
         raise ConfigurationError(
             f"REDISFLUSH_ARM_ENDPOINT: {_shown(value)} must be scheme://host[:port] with no path")
@@ -240,8 +240,8 @@ def _storage_connection(value: str | None) -> str | None:
 def _service_uri(value: str | None) -> str | None:
     if value is None:
         return None
-    _url("AzureWebJobsStorage__tableServiceUri", value, "be an https URL with no query "
-         "(e.g. https://ACCOUNT.table.core.windows.net)")
+    _url("AzureWebJobsStorage__tableServiceUri", value, "an https URL like "
+         "https://ACCOUNT.table.core.windows.net")
     return value.rstrip("/")
 
 

@@ -43,9 +43,10 @@ def add_send_parser(sub: Any) -> None:
     send.add_argument("--json", action="store_true",
                       help="print the final event as one JSON line on stdout")
     send.add_argument("--request-id", type=given, help="requestId (default: a new UUID)")
-    send.add_argument("--reason", type=given, help="free text copied into the events")
-    send.add_argument("--requested-by", type=given,
-                      help="free text copied into the events")
+    # free text: an empty value names nothing, so it is taken as given (an optional
+    # `--reason "$REASON"` with REASON unset)
+    send.add_argument("--reason", help="free text copied into the events")
+    send.add_argument("--requested-by", help="free text copied into the events")
     send.add_argument("--dry-run", action="store_true",
                       help="validate and print the request without sending it")
     _bus_options(send)

@@ -141,8 +141,6 @@ EMPTY = {
     "tag": ([*SELECTOR[:2], "--tag", "{}"], "--tag"),
     "kind": ([*SELECTOR, "--kind", "{}"], "--kind"),
     "request-id": ([*SELECTOR, "--request-id", "{}"], "--request-id"),
-    "reason": ([*SELECTOR, "--reason", "{}"], "--reason"),
-    "requested-by": ([*SELECTOR, "--requested-by", "{}"], "--requested-by"),
     "timeout": ([*SELECTOR, "--timeout", "{}"], "--timeout"),
     "namespace": ([*SELECTOR, "--namespace", "{}"], "--namespace"),
     "connection-string": ([*SELECTOR, "--connection-string", "{}"], "--connection-string"),
@@ -160,6 +158,15 @@ def test_an_empty_value_is_refused_never_a_flag_left_out(
     assert err.startswith("error: ") and f"argument {flag}" in err, err
     if flag != "--timeout":  # an int flag: argparse says "invalid int value"
         assert "must not be empty or only spaces" in err, err
+
+
+@pytest.mark.parametrize("flag,field", [("--reason", "reason"),
+                                        ("--requested-by", "requestedBy")])
+def test_free_text_may_be_empty_it_names_no_cache(flag: str, field: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # an optional `--reason "$REASON"` with REASON unset: the request goes as given
+    assert main(["send", "--dry-run", *SELECTOR, flag, ""]) == 0
+    assert json.loads(capsys.readouterr().out)[field] == ""
 
 
 @pytest.mark.parametrize("argv", [
@@ -337,3 +344,10 @@ def test_a_parser_that_raises_is_still_one_line(monkeypatch: pytest.MonkeyPatch,
     assert main(["send", "--dry-run", "--resource-id", CLASSIC]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "invalid request: body: could not be checked" in err
+
+
+def test_a_bad_arm_endpoint_flag_is_named_as_the_flag(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    assert main(["serve", "--local", "--arm-endpoint", "https://host:"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --arm-endpoint: ") and len(err.splitlines()) == 1, err
