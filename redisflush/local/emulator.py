@@ -46,6 +46,7 @@ from .keystore import KeyStore, MemoryKeyStore
 __all__ = ["ArmEmulator", "EmulatorConfig", "load_config"]
 log = logging.getLogger("redisflush.emulator")
 
+_SWEEP_SECONDS, _SWEEP_MAX_SECONDS = 0.05, 2.0
 _KEYS = re.compile(r"^/_emulator/keys/([^/]+)(?:/([^/]+))?$")
 
 
@@ -99,8 +100,16 @@ class ArmEmulator:
         self._book.close()
 
     def _sweep_loop(self) -> None:
-        while not self._stop.wait(0.05):
-            self._book.sweep()
+        """Settle due operations every 50 ms; while flushes fail (a Redis that went away),
+        back off up to 2 s between tries instead of hammering it."""
+        wait = _SWEEP_SECONDS
+        while not self._stop.wait(wait):
+            try:
+                ok = self._book.sweep()
+            except Exception:  # noqa: BLE001 - the sweep thread must outlive any one error
+                log.exception("emulator sweep failed")
+                ok = False
+            wait = _SWEEP_SECONDS if ok else min(_SWEEP_MAX_SECONDS, wait * 2)
 
     def __enter__(self) -> ArmEmulator:
         return self.start()
