@@ -70,6 +70,7 @@ class ArmEmulator:
         self._arm = ArmRoutes(self._book, self.keystore, self._totals)
         self._server: EmulatorServer | None = None
         self._stop = threading.Event()
+        self._stop_requested = False
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> ArmEmulator:
@@ -118,14 +119,19 @@ class ArmEmulator:
         self.close()
 
     def serve_forever(self) -> None:
+        """Serve until `request_stop()` (returns) or Ctrl-C (KeyboardInterrupt propagates, so
+        `emulator` exits 130 as its --help says); either way the server shuts down first."""
         self.start()
         try:
-            while not self._stop.wait(0.5):
+            while not (self._stop_requested or self._stop.wait(0.2)):
                 pass
-        except KeyboardInterrupt:
-            pass
         finally:
             self.stop()
+
+    def request_stop(self) -> None:
+        """Make `serve_forever` stop and return. Safe from a signal handler: it only sets a
+        flag (`Event.set` there could wait on the lock the interrupted `wait` holds)."""
+        self._stop_requested = True
 
     @property
     def url(self) -> str:

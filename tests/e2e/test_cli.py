@@ -4,6 +4,7 @@ stops when told and leaves what it did not print on the bus; Ctrl-C is exit 130.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -223,6 +224,28 @@ def test_ctrl_c_exits_130(local_dir: Path, procs: Processes) -> None:
     assert watch.wait(15) == 130
     assert "Traceback" not in watch.stderr()
     assert "130 interrupted" in run_cli(["--help"], local_dir, timeout=25).stdout
+
+
+def test_emulator_ctrl_c_exits_130_after_closing_its_port(local_dir: Path,
+                                                         procs: Processes) -> None:
+    """`emulator --help`: 130 interrupted (Ctrl-C); SIGTERM stays a clean 0
+    (test_serve.py::test_serve_against_a_separate_emulator)."""
+    emulator = procs.spawn(["emulator"], local_dir, name="emulator", ctrl_c=True)
+    url = wait_for(lambda: re.search(r"ARM emulator on http://(\S+):(\d+)", emulator.stdout()),
+                   20, "the emulator to listen")
+    emulator.popen.send_signal(signal.SIGINT)
+    assert emulator.wait(15) == 130, emulator.stderr()
+    assert "Traceback" not in emulator.stderr()
+    with pytest.raises(OSError):
+        socket.create_connection((url.group(1), int(url.group(2))), timeout=2).close()
+
+
+def test_serve_help_says_ctrl_c_drains_and_exits_0(local_dir: Path) -> None:
+    """serve drains on Ctrl-C and exits 0 (README, "Local mode"): its --help must not
+    promise 130."""
+    text = " ".join(run_cli(["serve", "--help"], local_dir, timeout=25).stdout.split())
+    assert "exit codes: 0 stopped (Ctrl-C or SIGTERM: in-flight calls finish first" in text
+    assert "130" not in text
 
 
 # -- several caches and selectors through serve --local ---------------------------------------
