@@ -94,13 +94,30 @@ def test_bad_setting_is_a_configuration_error(setting: str, value: str,
 @pytest.mark.parametrize("command", ["serve", "emulator"])
 def test_bad_emulator_config_exits_2(command: str, local_dir: Path, tmp_path: Path) -> None:
     bad = write_config(tmp_path / "bad.json", {"caches": {"c1": {"outcom": "Failed"}}})
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"caches": {"café": {}}}'.encode("latin-1"))
     args = [command, "--local"] if command == "serve" else [command]
-    for config, mentions in ((bad, "outcom"), (tmp_path / "missing.json", "missing.json")):
+    for config, mentions in ((bad, "outcom"), (tmp_path / "missing.json", "missing.json"),
+                             (latin1, f"config file {latin1}: must be UTF-8 JSON (byte 0xe9 at "
+                                      "offset 16 is not UTF-8)")):
         result = run_cli([*args, "--config", str(config)], local_dir, timeout=25)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and mentions in lines[0], result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", "--local"], ["send", "--local",
+                                                            *cache_args("c1")]])
+def test_a_non_utf8_local_settings_json_is_named_in_one_line(command: list[str], local_dir: Path,
+                                                             tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text('{"version": "2.0"}')
+    settings = tmp_path / "local.settings.json"
+    settings.write_bytes(b'{"Values": {"REDISFLUSH_REASON": "\xff"}}')
+    result = run_cli(["--app-root", str(tmp_path), *command], local_dir, timeout=25)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"error: {settings}: must be UTF-8 JSON (byte 0xff at offset 34 "
+                             "is not UTF-8)\n")
 
 
 def test_demo_with_a_local_dir_that_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
