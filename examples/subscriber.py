@@ -34,6 +34,10 @@ Identity: DefaultAzureCredential (az login, workload identity, managed identity)
 an event is completed after `handle_event` returns; if the warm-up raises, the message is
 abandoned and redelivered, and after the subscription's MaxDeliveryCount it is dead-lettered.
 Nothing here needs Azure to be imported: the azure-* imports happen inside the functions.
+
+Exit codes, as the redisflush CLI's (README, "CLI"): 2 for a usage error or when the bus
+fails (no such namespace or subscription, a missing role, the network: one line naming the
+namespace, no traceback; `-v` keeps the SDK's own log lines), 130 on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -161,6 +165,15 @@ def run(namespace: str, topic: str, subscription: str, warm: Warm, *,
     return warmed
 
 
+EXIT_BUS_FAILED = 2     # the CLI's code for "the bus failed" (README, "CLI")
+
+
+def first_line(exc: BaseException) -> str:
+    """The exception's name and the first line of its message, for a one-line error."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else '(no message)'}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Warm caches after redisflush flushes them.")
     parser.add_argument("--namespace", required=True, help="NAME or NAME.servicebus.windows.net")
@@ -170,14 +183,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="create the subscription and its SQL rule (needs Data Owner)")
     parser.add_argument("--warmup-url", help="POST each flushed cache here (default: print)")
     parser.add_argument("--max-events", type=int, help="stop after this many warm-ups")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="keep the Azure SDK's own log lines")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if not args.verbose:   # the SDK logs each retry, with tracebacks, before it raises
+        logging.getLogger("azure").setLevel(logging.CRITICAL)
     warm = http_warmer(args.warmup_url) if args.warmup_url else print_warmer
     try:
         run(args.namespace, args.topic, args.subscription, warm, create=args.create,
             max_events=args.max_events)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # AzureError: every Service Bus and sign-in error
+        from azure.core.exceptions import AzureError
+        if not isinstance(exc, AzureError | OSError):
+            raise
+        print(f"error: cannot receive from {args.topic}/{args.subscription} on namespace "
+              f"{args.namespace}: {first_line(exc)}", file=sys.stderr)
+        return EXIT_BUS_FAILED
     return 0
 
 

@@ -27,6 +27,9 @@ __all__ = ["UsageError", "build_parser", "main"]
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 EPILOG = ("exit codes: 0 Succeeded, 1 Failed/Canceled/Rejected, 2 usage or configuration "
           "error, 3 TimedOut (also a --wait that gave up), 130 interrupted (Ctrl-C)")
+# serve drains on Ctrl-C/SIGTERM and exits 0 (README, "Local mode": the local host)
+SERVE_EPILOG = ("exit codes: 0 stopped (Ctrl-C or SIGTERM: in-flight calls finish first, "
+                "at most 30 s), 2 usage or configuration error")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_send_parser(sub)
     add_watch_parser(sub)
 
-    serve = sub.add_parser("serve", help="run both functions on the local bus", epilog=EPILOG,
+    serve = sub.add_parser("serve", help="run both functions on the local bus",
+                           epilog=SERVE_EPILOG,
                            description="Run FlushTrigger and PollOrchestrator as the Functions "
                            "host would, on the local bus, with the ARM emulator unless "
                            "--arm-endpoint is given. Ctrl-C drains in-flight calls.")
@@ -225,7 +229,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
                                  f"({exc.strerror or exc}); pick another or 0 for a free one") \
             from None
     print(f"ARM emulator on {emulator.url} (token: {emulator.config.token})", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # serve_forever stops on it
+    # SIGTERM is a clean stop (exit 0); Ctrl-C leaves serve_forever as KeyboardInterrupt,
+    # exit 130 (README, "CLI": exit codes)
+    signal.signal(signal.SIGTERM, lambda signum, frame: emulator.request_stop())
     emulator.serve_forever()
     return 0
 

@@ -64,3 +64,10 @@ def _escape(char: str) -> str:
     if code <= 0xFFFF:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, for the one-line error that names the file: the
+    codec's own message names neither the file nor a fix."""
+    bad = bytes(exc.object[exc.start:exc.start + 1]).hex()
+    return f"byte 0x{bad} at offset {exc.start} is not UTF-8"

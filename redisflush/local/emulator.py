@@ -46,6 +46,7 @@ from .keystore import KeyStore, MemoryKeyStore
 __all__ = ["ArmEmulator", "EmulatorConfig", "load_config"]
 log = logging.getLogger("redisflush.emulator")
 
+_SWEEP_SECONDS, _SWEEP_MAX_SECONDS = 0.05, 2.0
 _KEYS = re.compile(r"^/_emulator/keys/([^/]+)(?:/([^/]+))?$")
 
 
@@ -69,6 +70,7 @@ class ArmEmulator:
         self._arm = ArmRoutes(self._book, self.keystore, self._totals)
         self._server: EmulatorServer | None = None
         self._stop = threading.Event()
+        self._stop_requested = False
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> ArmEmulator:
@@ -99,8 +101,16 @@ class ArmEmulator:
         self._book.close()
 
     def _sweep_loop(self) -> None:
-        while not self._stop.wait(0.05):
-            self._book.sweep()
+        """Settle due operations every 50 ms; while flushes fail (a Redis that went away),
+        back off up to 2 s between tries instead of hammering it."""
+        wait = _SWEEP_SECONDS
+        while not self._stop.wait(wait):
+            try:
+                ok = self._book.sweep()
+            except Exception:  # noqa: BLE001 - the sweep thread must outlive any one error
+                log.exception("emulator sweep failed")
+                ok = False
+            wait = _SWEEP_SECONDS if ok else min(_SWEEP_MAX_SECONDS, wait * 2)
 
     def __enter__(self) -> ArmEmulator:
         return self.start()
@@ -109,14 +119,19 @@ class ArmEmulator:
         self.close()
 
     def serve_forever(self) -> None:
+        """Serve until `request_stop()` (returns) or Ctrl-C (KeyboardInterrupt propagates, so
+        `emulator` exits 130 as its --help says); either way the server shuts down first."""
         self.start()
         try:
-            while not self._stop.wait(0.5):
+            while not (self._stop_requested or self._stop.wait(0.2)):
                 pass
-        except KeyboardInterrupt:
-            pass
         finally:
             self.stop()
+
+    def request_stop(self) -> None:
+        """Make `serve_forever` stop and return. Safe from a signal handler: it only sets a
+        flag (`Event.set` there could wait on the lock the interrupted `wait` holds)."""
+        self._stop_requested = True
 
     @property
     def url(self) -> str:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..logtext import not_utf8
+
 # Behaviour and its helpers were defined here first: importable from here, as before.
 from .emulator_behaviour import (  # noqa: F401
     DEFAULT_ERROR,
@@ -281,13 +283,15 @@ def load_config(path: str | Path) -> EmulatorConfig:
     """Read a JSON or TOML (`.toml`) config file; any problem is a ValueError."""
     p = Path(path)
     toml = p.suffix.lower() == ".toml"
+    kind = "TOML" if toml else "JSON"
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"config file {p}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:   # a ValueError too: without the file's name otherwise
+        raise ValueError(f"config file {p}: must be UTF-8 {kind} ({not_utf8(exc)})") from exc
     try:
         data = tomllib.loads(text) if toml else json.loads(text)
     except ValueError as exc:   # json.JSONDecodeError and tomllib.TOMLDecodeError both are
-        raise ValueError(f"config file {p}: must be valid {'TOML' if toml else 'JSON'} "
-                         f"({exc})") from exc
+        raise ValueError(f"config file {p}: must be valid {kind} ({exc})") from exc
     return EmulatorConfig.from_dict(data)

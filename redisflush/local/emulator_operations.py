@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from ..logtext import printable
 from .emulator_behaviour import Behaviour, behaviour_from_dict
 from .emulator_clock import SYSTEM_CLOCK, Clock
 
@@ -133,6 +134,7 @@ class OperationBook:
         self.params: dict[str, tuple[str, str, str, str]] = {}   # URL id -> api-version, t, c, s
         self.caches: dict[str, dict[str, Any]] = {}
         self.databases: dict[str, dict[str, Any]] = {}
+        self._failing = False                      # the last sweep's flush failed
         self._file = StateFile(state_path) if state_path else None
         self._secret = self._file.secret() if self._file else secrets.token_bytes(32)
         if self._file:
@@ -227,16 +229,42 @@ class OperationBook:
                         self.save(op)
         return True
 
-    def sweep(self) -> None:
-        """Settle every due operation (keys vanish when the operation succeeds, polled or not)."""
+    def sweep(self) -> bool:
+        """Settle every due operation (keys vanish when the operation succeeds, polled or not);
+        False when a flush failed (the key store, e.g. a `--redis-url` Redis that went away).
+
+        The sweep runs every 50 ms: a failing store is logged in one line when flushes start
+        failing and once when they work again, never a traceback per sweep (README, "Local
+        mode": the ARM emulator deletes a cache's keys in a real Redis with `--redis-url`)."""
         with self.lock:
             pending = {o for o in self.ops.values()
                        if not o.flushed and o.beh.outcome == "Succeeded"}
+        failed = False
         for op in pending:
             try:
                 self.settle(op)
-            except Exception:  # noqa: BLE001 - keep sweeping; a poll will surface the error
-                log.exception("flush of %s failed", op.cache)
+            except Exception as exc:  # noqa: BLE001 - keep sweeping; a poll will surface it
+                failed = True
+                self._flush_failed(op.cache, exc)
+        if pending and not failed:
+            self._flush_worked()
+        return not failed
+
+    def _flush_failed(self, cache: str, exc: Exception) -> None:
+        with self.lock:
+            first, self._failing = not self._failing, True
+        text = printable(f"{type(exc).__name__}: {exc}", 300)
+        if first:
+            log.error("flush of %s failed: %s (retrying with back-off; logged again when a "
+                      "flush works)", cache, text)
+        else:
+            log.debug("flush of %s failed again: %s", cache, text)
+
+    def _flush_worked(self) -> None:
+        with self.lock:
+            recovered, self._failing = self._failing, False
+        if recovered:
+            log.warning("flushes work again")
 
     def close(self) -> None:
         if self._file is not None:

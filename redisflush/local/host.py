@@ -35,7 +35,7 @@ from ..bus import ReceivedMessage
 from ..errors import ConfigurationError
 from ..functions import STRPTIME_FORMATS_KEPT as STRPTIME_FORMATS_KEPT
 from ..functions import keep_strptime_formats, last_outcome
-from ..logtext import printable
+from ..logtext import not_utf8, printable
 from .bus import LocalBus
 from .worker_message import function_data_type, received_worker_message
 
@@ -73,6 +73,19 @@ class TimerSpec:
         return found
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file the Functions host reads (local.settings.json, function.json); any problem
+    is one ConfigurationError naming the file (README, "CLI": one line, exit 2)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:   # a ValueError, but "not valid JSON" would mislead
+        raise ConfigurationError(f"{path}: must be UTF-8 JSON ({not_utf8(exc)})") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
 def read_values(app_root: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """local.settings.json (else the sample) `Values`, with the environment winning, as Core
     Tools does: a setting already in the environment is not overridden by the file."""
@@ -81,10 +94,7 @@ def read_values(app_root: Path, env: Mapping[str, str] | None = None) -> dict[st
     for name in ("local.settings.json", "local.settings.sample.json"):
         path = app_root / name
         if path.is_file():
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
+            doc = _read_json(path)
             raw = doc.get("Values", {}) if isinstance(doc, dict) else {}
             if not isinstance(raw, dict):
                 raise ConfigurationError(f"{path}: Values must be an object")
@@ -124,10 +134,7 @@ def _triggers(app_root: Path, kind: str) -> list[tuple[Path, dict[str, Any], dic
     one, in folder order."""
     found = []
     for path in sorted(app_root.glob("*/function.json")):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ConfigurationError(f"{path}: not valid JSON ({exc})") from None
+        doc = _read_json(path)
         listed = doc.get("bindings") if isinstance(doc, dict) else None
         if not isinstance(listed, list) or not all(isinstance(b, dict) for b in listed):
             # the host refuses such a folder; here it must not silently drop a trigger

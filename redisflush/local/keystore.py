@@ -8,10 +8,12 @@ the counters are `emulator_operations` (`OperationBook`, importable from here as
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ..logtext import printable
@@ -130,14 +132,43 @@ class RedisKeyStore:
                 client.close()
 
 
-def make_keystore(redis_url: str | None) -> KeyStore:
-    """A `RedisKeyStore` for a Redis URL, else a `MemoryKeyStore`."""
+PING_SECONDS = 3.0
+
+
+def _where(url: str) -> str:
+    """The URL without its credentials (`redis://:secret@host` must not reach stderr)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    with contextlib.suppress(ValueError):
+        netloc += f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def make_keystore(redis_url: str | None, *, ping_seconds: float = PING_SECONDS) -> KeyStore:
+    """A `RedisKeyStore` for a Redis URL, else a `MemoryKeyStore`.
+
+    The server is pinged once, within `ping_seconds`: an unreachable Redis is a bad
+    `--redis-url`, refused at start with one line and exit 2 (README, "CLI": exit codes),
+    not a server that starts and then fails every flush."""
     if not redis_url:
         return MemoryKeyStore()
     try:
-        return RedisKeyStore(redis_url)
+        store = RedisKeyStore(redis_url)
     except ValueError as exc:  # redis-py's URL parser: a usage error, not a traceback
         raise ConfigurationError(f"--redis-url: {printable(str(exc), 200)}") from None
+    probe = store._redis.Redis.from_url(redis_url, socket_connect_timeout=ping_seconds,
+                                        socket_timeout=ping_seconds)
+    try:
+        probe.ping()
+    except store._redis.RedisError as exc:   # refused, timed out, auth, not Redis at all
+        store.close()
+        raise ConfigurationError(
+            f"--redis-url {printable(_where(redis_url), 200)}: no answer from Redis "
+            f"({printable(str(exc) or type(exc).__name__, 200)})") from None
+    finally:
+        probe.close()
+    return store
 
 
 # The operations moved to their own module; `from .keystore import OperationBook` keeps working.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigurationError
-from ..logtext import printable
+from ..logtext import not_utf8, printable
 
 MIN_TIMEOUT, MAX_TIMEOUT = 30, 86400
 DEFAULT_MAX_TARGETS = 50
@@ -105,6 +105,9 @@ def read_values(app_root: Path | None, env: Mapping[str, str] | None = None) -> 
         if path.is_file():
             try:
                 doc = json.loads(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as exc:   # a ValueError: say what the file must be
+                raise ConfigurationError(f"{path}: must be UTF-8 JSON ({not_utf8(exc)})") \
+                    from None
             except (ValueError, OSError) as exc:
                 raise ConfigurationError(f"{path}: not readable JSON ({exc})") from None
             raw = doc.get("Values", {}) if isinstance(doc, dict) else {}

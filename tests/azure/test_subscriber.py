@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +37,24 @@ def test_importing_it_loads_no_azure_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=30).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.timeout(120)
+def test_a_bus_it_cannot_reach_is_one_line_and_exit_2() -> None:
+    """Like the CLI's bus errors (README, "CLI": exit 2, one line, no traceback); a loopback
+    port that refuses connections, so no network or DNS is needed."""
+    with socket.socket() as taken:          # bound, never listening: connections are refused
+        taken.bind(("127.0.0.1", 0))
+        namespace = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
+        run = subprocess.run([sys.executable, str(EXAMPLE), "--namespace", namespace,
+                              "--max-events", "1"], capture_output=True, text=True,
+                             timeout=100, env=env)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith(f"error: cannot receive from redis-flush-events/warmup on "
+                                 f"namespace {namespace}: ServiceBusConnectionError: ")
+    assert "Connection refused" in run.stderr and run.stdout == ""
 
 
 def test_a_succeeded_event_warms_its_cache(subscriber: ModuleType) -> None:

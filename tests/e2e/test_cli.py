@@ -4,6 +4,7 @@ stops when told and leaves what it did not print on the bus; Ctrl-C is exit 130.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -43,6 +44,10 @@ USAGE_ERRORS = {
     "serve-without-local": (["serve"], "--local"),
     "serve-port-out-of-range": (["serve", "--local", "--emulator-port", "70000"],
                                 "--emulator-port: 70000 is not between 0 and 65535"),
+    "serve-unreachable-redis": (["serve", "--local", "--redis-url", "redis://127.0.0.1:1/0"],
+                                "--redis-url redis://127.0.0.1:1/0: no answer from Redis"),
+    "emulator-unreachable-redis": (["emulator", "--redis-url", "redis://127.0.0.1:1/0"],
+                                   "--redis-url redis://127.0.0.1:1/0: no answer from Redis"),
     "demo-negative-keys": (["demo", "--keys", "-5"], "--keys: -5"),
     "watch-deadletter-subqueue": (["watch", "--local", "--subscription-name",
                                    "all/$deadletterqueue"], "--subscription-name"),
@@ -89,13 +94,30 @@ def test_bad_setting_is_a_configuration_error(setting: str, value: str,
 @pytest.mark.parametrize("command", ["serve", "emulator"])
 def test_bad_emulator_config_exits_2(command: str, local_dir: Path, tmp_path: Path) -> None:
     bad = write_config(tmp_path / "bad.json", {"caches": {"c1": {"outcom": "Failed"}}})
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"caches": {"café": {}}}'.encode("latin-1"))
     args = [command, "--local"] if command == "serve" else [command]
-    for config, mentions in ((bad, "outcom"), (tmp_path / "missing.json", "missing.json")):
+    for config, mentions in ((bad, "outcom"), (tmp_path / "missing.json", "missing.json"),
+                             (latin1, f"config file {latin1}: must be UTF-8 JSON (byte 0xe9 at "
+                                      "offset 16 is not UTF-8)")):
         result = run_cli([*args, "--config", str(config)], local_dir, timeout=25)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and mentions in lines[0], result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", "--local"], ["send", "--local",
+                                                            *cache_args("c1")]])
+def test_a_non_utf8_local_settings_json_is_named_in_one_line(command: list[str], local_dir: Path,
+                                                             tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text('{"version": "2.0"}')
+    settings = tmp_path / "local.settings.json"
+    settings.write_bytes(b'{"Values": {"REDISFLUSH_REASON": "\xff"}}')
+    result = run_cli(["--app-root", str(tmp_path), *command], local_dir, timeout=25)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"error: {settings}: must be UTF-8 JSON (byte 0xff at offset 34 "
+                             "is not UTF-8)\n")
 
 
 def test_demo_with_a_local_dir_that_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
@@ -219,6 +241,28 @@ def test_ctrl_c_exits_130(local_dir: Path, procs: Processes) -> None:
     assert watch.wait(15) == 130
     assert "Traceback" not in watch.stderr()
     assert "130 interrupted" in run_cli(["--help"], local_dir, timeout=25).stdout
+
+
+def test_emulator_ctrl_c_exits_130_after_closing_its_port(local_dir: Path,
+                                                         procs: Processes) -> None:
+    """`emulator --help`: 130 interrupted (Ctrl-C); SIGTERM stays a clean 0
+    (test_serve.py::test_serve_against_a_separate_emulator)."""
+    emulator = procs.spawn(["emulator"], local_dir, name="emulator", ctrl_c=True)
+    url = wait_for(lambda: re.search(r"ARM emulator on http://(\S+):(\d+)", emulator.stdout()),
+                   20, "the emulator to listen")
+    emulator.popen.send_signal(signal.SIGINT)
+    assert emulator.wait(15) == 130, emulator.stderr()
+    assert "Traceback" not in emulator.stderr()
+    with pytest.raises(OSError):
+        socket.create_connection((url.group(1), int(url.group(2))), timeout=2).close()
+
+
+def test_serve_help_says_ctrl_c_drains_and_exits_0(local_dir: Path) -> None:
+    """serve drains on Ctrl-C and exits 0 (README, "Local mode"): its --help must not
+    promise 130."""
+    text = " ".join(run_cli(["serve", "--help"], local_dir, timeout=25).stdout.split())
+    assert "exit codes: 0 stopped (Ctrl-C or SIGTERM: in-flight calls finish first" in text
+    assert "130" not in text
 
 
 # -- several caches and selectors through serve --local ---------------------------------------

@@ -10,17 +10,20 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
+from redisflush.errors import ConfigurationError
 from redisflush.local.demo import throwaway_redis
 from redisflush.local.emulator import ArmEmulator
 from redisflush.local.emulator_clock import FakeClock
 from redisflush.local.emulator_config import EmulatorConfig, load_config
 from redisflush.local.keystore import MemoryKeyStore, RedisKeyStore, make_keystore
+from tests.support.silent_peer import silent_listener
 
 TOKEN = "local-emulator-token"
 SUB = "00000000-0000-0000-0000-0000000000aa"
@@ -547,6 +550,62 @@ def test_emulator_with_redis_and_dedicated_db(s, redis_url):
         assert keys(s, arm, "shared") == 0 and keys(s, arm, "dedicated") == 0 and db3.dbsize() == 0
         db3.close()
     store.close()
+
+
+def test_an_unreachable_redis_is_refused_at_start():
+    """README "CLI": a bad option is one line and exit 2, not a server failing every flush."""
+    with socket.socket() as taken:          # bound, never listening: connections are refused
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigurationError) as refused:
+            make_keystore(f"redis://:hunter2@127.0.0.1:{port}/0")
+    message = str(refused.value)
+    assert message.startswith(f"--redis-url redis://127.0.0.1:{port}/0: no answer from Redis (")
+    assert "refused" in message and "hunter2" not in message and "\n" not in message
+    with silent_listener() as (port, _):    # accepts, never answers: the ping's timeout ends it
+        started = time.monotonic()
+        with pytest.raises(ConfigurationError, match="--redis-url .*Timeout"):
+            make_keystore(f"redis://127.0.0.1:{port}/0", ping_seconds=0.5)
+        assert time.monotonic() - started < 5
+
+
+class _SwitchableStore(MemoryKeyStore):
+    """Counts, with flushes failing like a Redis that went away while `down` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.tries = False, 0
+
+    def flush(self, cache, *, db=None):
+        self.tries += 1
+        if self.down:
+            import redis
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. "
+                                        "Connection refused.")
+        return super().flush(cache, db=db)
+
+
+def test_a_redis_failing_later_is_logged_once_per_change_and_backed_off(s, caplog):
+    caplog.set_level(logging.DEBUG, logger="redisflush.emulator")
+    store = _SwitchableStore()
+    store.down = True
+    with emulator({"defaults": {"duration": 0}}, keystore=store).start() as arm:
+        seed(s, arm, "web", 5)
+        assert post(s, arm, "web").status_code == 202
+        time.sleep(2.0)
+        # every 50 ms would be ~40 tries; backing off to 2 s it is a handful
+        assert 2 <= store.tries <= 10, store.tries
+        store.down = False
+        end = time.monotonic() + 5
+        while store.count("web") and time.monotonic() < end:
+            time.sleep(0.05)
+        assert store.count("web") == 0 and arm.stats()["caches"]["web"]["flushes"] == 1
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING
+            and r.name == "redisflush.emulator"]
+    assert [r.levelname for r in said] == ["ERROR", "WARNING"], [r.getMessage() for r in said]
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in said)
+    assert said[0].getMessage().startswith("flush of web failed: ConnectionError: Error 111")
+    assert said[1].getMessage() == "flushes work again"
 
 
 # ---- the real Azure SDK ----------------------------------------------------------------------

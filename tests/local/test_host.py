@@ -49,6 +49,14 @@ def test_read_values_reports_broken_json_by_file(tmp_path: Path) -> None:
         read_values(tmp_path, {})
 
 
+def test_a_non_utf8_function_json_is_named(tmp_path: Path) -> None:
+    (tmp_path / "FlushTrigger").mkdir()
+    (tmp_path / "FlushTrigger" / "function.json").write_bytes(b'{"bindings": "\xff"}')
+    with pytest.raises(ConfigurationError, match=r"FlushTrigger/function\.json: must be UTF-8 "
+                       r"JSON \(byte 0xff at offset 14 is not UTF-8\)"):
+        load_functions(tmp_path, {})
+
+
 def test_resolve_percent_settings() -> None:
     assert resolve("%Q%", {"Q": "queue-a"}, "f") == "queue-a"
     assert resolve("literal", {}, "f") == "literal"
