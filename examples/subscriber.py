@@ -35,9 +35,10 @@ an event is completed after `handle_event` returns; if the warm-up raises, the m
 abandoned and redelivered, and after the subscription's MaxDeliveryCount it is dead-lettered.
 Nothing here needs Azure to be imported: the azure-* imports happen inside the functions.
 
-Exit codes, as the redisflush CLI's (README, "CLI"): 2 for a usage error or when the bus
-fails (no such namespace or subscription, a missing role, the network: one line naming the
-namespace, no traceback; `-v` keeps the SDK's own log lines), 130 on Ctrl-C.
+Exit codes, as the redisflush CLI's (README, "CLI"): 0 after --max-events, 2 for a usage
+error or when the bus fails (no such namespace or subscription, a missing role, the network:
+one line naming the namespace, no traceback; `-v` keeps the SDK's own log lines), 130 on
+Ctrl-C.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ feeds the answers back, until a decision has no call left.
 
 Reliability contract (the Python worker cannot settle messages by hand): returning completes
 the message, raising abandons it. A handler raises only when the bus failed, or the ledger
-failed before a POST could go (opening the request, claiming a target), so a redelivery must
+failed before a POST could go (opening the request, storing a selector's list or its end,
+claiming a target), so a redelivery must
 try again; everything else ends in a recorded outcome. A ledger record that still fails after
 its tries is logged and skipped, never raised: its redelivery would find the target's claim
 unanswered and POST it again (README, "Reliability").

@@ -1,7 +1,8 @@
 """`redisflush ...` / `python -m redisflush ...`: demo, send, watch, serve --local, emulator.
 
 Exit codes (docs/design.md, "CLI"): 0 Succeeded, 1 Failed/Canceled/Rejected, 2 usage or
-configuration error, 3 TimedOut (also a --wait that gave up), 130 interrupted. A usage or
+configuration error, 3 TimedOut (also a --wait that gave up), 130 interrupted; `serve --local`
+drains and exits 0 on Ctrl-C or SIGTERM, `emulator` exits 0 on SIGTERM. A usage or
 configuration problem is one line on stderr, never a traceback. `send` and `watch` live in
 `redisflush.sender` and load nothing of the app; the other commands load the local stack
 when they run.
@@ -29,7 +30,10 @@ EPILOG = ("exit codes: 0 Succeeded, 1 Failed/Canceled/Rejected, 2 usage or confi
           "error, 3 TimedOut (also a --wait that gave up), 130 interrupted (Ctrl-C)")
 # serve drains on Ctrl-C/SIGTERM and exits 0 (README, "Local mode": the local host)
 SERVE_EPILOG = ("exit codes: 0 stopped (Ctrl-C or SIGTERM: in-flight calls finish first, "
-                "at most 30 s), 2 usage or configuration error")
+                "at most 30 s), 2 usage or configuration error (also an unreachable "
+                "--redis-url)")
+EMULATOR_EPILOG = ("exit codes: 0 stopped by SIGTERM, 2 usage or configuration error (also "
+                   "an unreachable --redis-url), 130 interrupted (Ctrl-C)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,11 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_send_parser(sub)
     add_watch_parser(sub)
 
-    serve = sub.add_parser("serve", help="run both functions on the local bus",
+    serve = sub.add_parser("serve", help="run the functions on the local bus",
                            epilog=SERVE_EPILOG,
-                           description="Run FlushTrigger and PollOrchestrator as the Functions "
-                           "host would, on the local bus, with the ARM emulator unless "
-                           "--arm-endpoint is given. Ctrl-C drains in-flight calls.")
+                           description="Run FlushTrigger, PollOrchestrator and the LedgerPurge "
+                           "timer as the Functions host would, on the local bus, with the ARM "
+                           "emulator unless --arm-endpoint is given. Ctrl-C drains in-flight "
+                           "calls.")
     serve.add_argument("--local", action="store_true", required=True,
                        help="use the local bus (required: in Azure the Functions host runs "
                        "the app)")
@@ -74,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 8)")
     _emulator_options(serve, "--emulator-port")
 
-    emulator = sub.add_parser("emulator", help="the ARM emulator alone", epilog=EPILOG,
+    emulator = sub.add_parser("emulator", help="the ARM emulator alone",
+                              epilog=EMULATOR_EPILOG,
                               description="Serve the Microsoft.Cache flush, list and "
                               "operation URLs on loopback, for rehearsing failures.")
     _emulator_options(emulator, "--port")
@@ -88,7 +94,8 @@ def _emulator_options(parser: argparse.ArgumentParser, port_flag: str) -> None:
                        if port_flag == "--emulator-port" else "port (default: a free one)")
     group.add_argument("--config", type=given, help="behaviours per cache, JSON or TOML file")
     group.add_argument("--redis-url", type=given,
-                       help="back caches with this Redis (redis://host:port/db)")
+                       help="back caches with this Redis (redis://host:port/db; refused at "
+                       "start when it does not answer within 3 s)")
     group.add_argument("--duration", type=seconds(0, 86400), help="seconds each flush takes")
     group.add_argument("--outcome", choices=("Succeeded", "Failed", "Canceled"))
     group.add_argument("--poll-mode", choices=("both", "async", "location", "none"))

@@ -367,7 +367,7 @@ def _transient(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> Targe
 
 def _operation_error(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
     """An ARM ErrorResponse to a Location poll: how Location polling reports an operation
-    that failed (docs/design.md, "What ARM does"), and also how a status read that failed for
+    that failed (docs/design.md, "What ARM really does"), and also how a status read that failed for
     now (409 busy, a 5xx) looks. Read again with backoff; the same answer MAX_BAD more times
     in a row ends the flush Failed with ARM's own error (a transient one would have passed;
     taken as transient, a failed operation would be read until the deadline and end TimedOut).

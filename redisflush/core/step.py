@@ -348,7 +348,7 @@ def _scope(state: RunState) -> str:
 
 def scope_of(targets: Sequence[Target]) -> str:
     """A request's scope: the one resource group its caches share, else their one
-    subscription, else /subscriptions (docs/design.md, "Events")."""
+    subscription, else /subscriptions (docs/design.md, "Completion events")."""
     subs = {t.subscription_id for t in targets}
     groups = {t.scope for t in targets}
     if len(groups) == 1:
