@@ -229,6 +229,10 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
     selector = state.selector
     if selector is not None:
         stored = opened.data.get("targets") if opened.status == "same" else None
+        if stored is None and opened.status == "same" and opened.done and opened.targets:
+            # a request that ended before its row kept a selector's list (versions before
+            # 2026-12): its target rows name the caches (their keys, in lower case)
+            stored = sorted(opened.targets)
         if isinstance(stored, list):
             ids = tuple(str(i) for i in stored)
             targets = tuple(parse_resource_id(i) for i in ids)

@@ -5,6 +5,7 @@ before any token goes there, and the count rules (0 matches, more than the maxim
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 
@@ -544,3 +545,31 @@ def test_a_chain_whose_own_listing_ends_the_request_adopts_a_list_stored_meanwhi
                          resource_id(cache="shop-b"): "Succeeded"}, "Succeeded",
             arm_requests=5)  # the repeat's: its page, two POSTs, two reads
     assert {r.state for r in h.ledger.rows("sel-race")} == {"done"}
+
+
+def test_a_repeat_of_a_selector_request_ended_before_rows_kept_its_list_re_announces(
+        h: Harness) -> None:
+    # versions before 2026-12 kept no list on a selector's request row: a repeat of such a
+    # request after the upgrade reads its caches from its target rows, lists nothing, and
+    # re-publishes the recorded outcome (it looped listing for ever)
+    caches = list_path(SUB, RG, "redis")
+    h.arm.on_list(caches, then=Answer(200, {}, page([cache_item(SUB, RG, "shop-a", SHOP)])))
+    h.arm.on_flush(SUB, RG, "shop-a", then=Answer(200, {}, b""))
+    body = {**selector(kinds=["redis"]), "requestId": "old-sel"}
+    h.send_request(body, message_id="first")
+    h.run()
+    row = h.ledger.get("old-sel", "")
+    assert row is not None and row.state == "done"
+    old = {k: v for k, v in row.data.items() if k not in ("targets", "armRequests")}
+    assert h.ledger.update(dataclasses.replace(row, data=old)) is not None
+    gets = len(h.arm.requests)
+
+    h.send_request(body, message_id="repeat", reply_to="replies")
+    done = h.run()
+
+    assert len(done) == 1 and len(h.arm.requests) == gets  # no listing, no POST
+    replies = [e.message_id for e in h.bus.messages("replies")]
+    (reply,) = replies  # a selector's waiter gets the request's event
+    assert reply.startswith("old-sel:completed:")
+    assert json.loads(h.bus.messages("replies")[0].message.body)["data"]["status"] == \
+        "Succeeded"
