@@ -37,6 +37,7 @@ from .core.commands import (
     Note,
     OpenRequest,
     Publish,
+    ReadRows,
     RecordRequest,
     RecordTarget,
     Reply,
@@ -48,7 +49,7 @@ from .core.request import Delivery, Rejection, parse_request
 from .core.state import RunState
 from .core.step import Config, View, begin, rejected_on_arrival, step
 from .ledger import Ledger, LedgerError
-from .ledger_ops import claim_target, open_request, record, store_targets
+from .ledger_ops import claim_target, open_request, read_rows, record, store_targets
 from .logtext import printable
 from .settings import Settings
 
@@ -123,7 +124,9 @@ class FlushApp:
             log.error("poll message %s is unreadable: %s", printable(delivery.message_id),
                       printable(exc, 300))
             raise
-        return self._drive(state)
+        # an earlier try of this step may have recorded ends it did not announce (a refusal,
+        # a stop): the step reads the rows first and announces what they keep
+        return self._drive(replace(state, recheck=delivery.delivery_count > 1))
 
     def purge_ledger(self) -> int:
         """LedgerPurge: delete the ledger rows of requests a day past their deadline, when no
@@ -162,6 +165,8 @@ class FlushApp:
             elif isinstance(command, OpenRequest):
                 answers[command.ref] = open_request(self.ledger, request_id, command,
                                                     self.clock())
+            elif isinstance(command, ReadRows):
+                answers[command.ref] = read_rows(self.ledger, request_id, command)
             elif isinstance(command, StoreTargets):
                 answers[command.ref] = store_targets(self.ledger, request_id, command,
                                                      self.clock())

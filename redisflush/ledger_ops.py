@@ -10,6 +10,7 @@ from .core.commands import (
     ClaimTarget,
     Opened,
     OpenRequest,
+    ReadRows,
     RecordRequest,
     RecordTarget,
     StoreTargets,
@@ -37,6 +38,13 @@ def _as_found(ledger: Ledger, request_id: str, row: LedgerRow, fingerprints: tup
         return Opened("reused", data=row.data)
     targets = {r.key: (r.state, r.data) for r in ledger.rows(request_id) if r.key}
     return Opened("same", row.state == "done", row.data, targets)
+
+
+def read_rows(ledger: Ledger, request_id: str, command: ReadRows) -> Opened:
+    row = ledger.get(request_id, REQUEST_KEY)
+    if row is None:
+        return Opened("gone")
+    return _as_found(ledger, request_id, row, (command.fingerprint, *command.also))
 
 
 def store_targets(ledger: Ledger, request_id: str, command: StoreTargets, now: dt.datetime

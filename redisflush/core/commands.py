@@ -64,6 +64,17 @@ class Opened:
 
 
 @dataclass(frozen=True)
+class ReadRows:
+    """A redelivered step's first call: the request's rows as the ledger keeps them, so what
+    an earlier try of the step recorded is announced as recorded (`Opened`; `gone` when the
+    row expired)."""
+
+    ref: str
+    fingerprint: str
+    also: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StoreTargets:
     """A selector resolved: keep its targets on the request row unless another delivery
     stored its own first; or, with `ended`, end the request as a whole unless a list is
@@ -167,7 +178,7 @@ class Log:
     text: str
 
 
-Command = (CallArm | OpenRequest | StoreTargets | ClaimTarget | RecordTarget | RecordRequest
-           | Publish | Reply | Note | Schedule | Learn | Log)
+Command = (CallArm | OpenRequest | ReadRows | StoreTargets | ClaimTarget | RecordTarget
+           | RecordRequest | Publish | Reply | Note | Schedule | Learn | Log)
 Result = ArmAnswer | ArmFailure | Deferred | Opened | Claimed
-CALLS = (CallArm, OpenRequest, StoreTargets, ClaimTarget)
+CALLS = (CallArm, OpenRequest, ReadRows, StoreTargets, ClaimTarget)

@@ -142,6 +142,8 @@ class RunState:
     linked_request: tuple[str, ...] | None = None
     reply_tag: str | None = None  # a repeat's own reply ids (its MessageId differs)
     list_paced: bool = False  # the next list page already holds a pacer slot
+    # a redelivered step reads the ledger's rows first (not carried in messages)
+    recheck: bool = False
 
     @property
     def message_id(self) -> str:

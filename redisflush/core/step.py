@@ -23,6 +23,7 @@ from .commands import (
     Opened,
     OpenRequest,
     Publish,
+    ReadRows,
     RecordRequest,
     RecordTarget,
     Reply,
@@ -83,6 +84,13 @@ def begin(request: FlushRequest, now: dt.datetime) -> RunState:
 def step(state: RunState, answers: Mapping[str, Result], view: View, config: Config
          ) -> Decision:
     now, effects = view.now, []  # type: dt.datetime, list[Command]
+    if "rows" in answers:
+        state, done = _on_rows(state, answers["rows"], now)  # type: ignore[arg-type]
+        if done is not None:
+            return state, done
+    elif state.recheck and state.phase in ("resolve", "run"):
+        return replace(state, recheck=False), [
+            ReadRows("rows", state.fingerprint, earlier_fingerprints(state.selector))]
     if "open" in answers:
         state, done = _on_open(state, answers["open"], now, config)  # type: ignore[arg-type]
         if done is not None:
@@ -259,6 +267,32 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
     return state, None
 
 
+def _on_rows(state: RunState, opened: Opened, now: dt.datetime
+             ) -> tuple[RunState, list[Command] | None]:
+    """A redelivered step: each target the rows record as done takes the recorded outcome,
+    and a request the rows record as ended is announced with that end, so every copy of an
+    event says what the ledger keeps (README, "Reliability")."""
+    if opened.status != "same":
+        return state, None
+    ended = opened.data.get("ended") if opened.done else None
+    if not isinstance(ended, Mapping) or parse_iso_or_none(ended.get("completedAt")) is None:
+        ended = None
+    if ended is not None and isinstance(ended.get("status"), str):
+        return replace(state, phase="done", reported=True), _request_end(state, ended)
+    for ts in state.targets:
+        row = opened.targets.get(ts.target.key)
+        if ts.reported or not row or row[0] != "done" or \
+                not isinstance(row[1].get("outcome"), Mapping):
+            continue
+        outcome = Outcome.from_json(row[1]["outcome"])
+        state = state.with_target(replace(ts, phase="done", outcome=outcome,
+                                          arm_requests=outcome.arm_requests))
+    if ended is not None and state.phase == "run" and state.targets and \
+            all(t.phase == "done" for t in state.targets):
+        return _reports(state, now, ended)
+    return state, None
+
+
 def _reply_tag(message_id: str | None) -> str | None:
     """What a send's reply copies add to their MessageIds (a digest of the send's own), so
     the reply queue's duplicate detection keeps each waiter's."""
@@ -369,8 +403,8 @@ def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None 
     """Each target's event as soon as it is over; the request's when the last one is (a
     repeat's with the end its row recorded: `ended`). Every target's record comes before the
     first event: a publish that fails (or a stop after it) leaves each ended target recorded,
-    so the redelivery re-announces instead of POSTing again (docs/design.md, "Request
-    ledger"). The request's own end is recorded after its events, as each ended request's."""
+    so the redelivery re-announces what the rows keep instead of POSTing again or reading
+    ARM anew (docs/design.md, "Request ledger"); the request's own end likewise."""
     records: list[Command] = []
     events: list[Command] = []
     count, origin = len(state.targets), state.origin
@@ -398,12 +432,11 @@ def _reports(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None 
             event = request_completed(origin, _scope(state), results, completed_at=completed_at,
                                       arm_requests=arm_requests)
             events.extend(_announce(event, origin, None, state.reply_tag))
-        # the request's end after its events: a publish that fails leaves it open, and the
-        # redelivery's own end is recorded (its events may differ from the first try's in
-        # times and counts: README, "Reliability")
-        events.append(RecordRequest("done", {"fingerprint": state.fingerprint,
-                                             "ended": _ended(completed_at, arm_requests)},
-                                    expiry(state.deadline)))
+        # recorded before its events too: a redelivery reads it back (`_on_rows`) and
+        # announces the same end
+        records.append(RecordRequest("done", {"fingerprint": state.fingerprint,
+                                              "ended": _ended(completed_at, arm_requests)},
+                                     expiry(state.deadline)))
         state = replace(state, reported=True, phase="done")
     return state, records + events
 

@@ -350,3 +350,38 @@ def test_flushes_answered_at_once_are_recorded_before_any_event_goes_out(
         assert row.problems == [], row.problems
         assert row.posts == expected_posts(point, targets), row.posts
         assert row.events == [1] * (targets + (1 if targets > 1 else 0)), row.events
+
+
+@pytest.mark.parametrize("point", ["after-event", "after-last-event"])
+def test_every_copy_of_an_event_says_what_the_ledger_keeps(tmp_path: Path, point: str) -> None:
+    """A host killed between a step's events: the redelivery reads the rows the step
+    recorded and announces them, so a repeat after the duplicate window re-publishes the
+    very same content under each id."""
+    clock, arm = FakeClock(), ScriptedArm(seed=11).start()
+    bus = MemoryBus(clock)
+    memory = MemoryLedger()
+    try:
+        h = Harness.create(clock, bus, arm, ledger=memory)
+        caches = ["cache-a", "cache-b", "cache-c"]
+        for cache in caches:
+            op = arm.new_operation(SUB)
+            arm.on_flush(SUB, RG, cache, then=Answer(202, both(op.url), b""))
+            arm.on_operation(op, Answer(200, {}, op.status("InProgress")),
+                             then=Answer(200, {}, op.status("Succeeded")))
+        trip = Trip(point, 3)
+        h.app.ledger = CrashingLedger(h.app.ledger, trip)
+        h.app.bus = CrashingBus(bus, trip, h.settings.poll_queue)
+        body = {"resourceIds": [resource_id(cache=c) for c in caches], "requestId": "same"}
+        h.send_request(body, message_id="first")
+        assert drive(h, trip, lambda: memory) == [] and trip.fired
+        clock.advance(11 * 60)  # past the duplicate window: the repeat publishes again
+        h.send_request(body, message_id="repeat")
+        h.run()
+        copies: dict[str, list[bytes]] = {}
+        for e in bus.messages(h.settings.events_topic):
+            copies.setdefault(e.message_id, []).append(e.message.body)
+        assert sorted(copies) == ["same:completed", *(f"same:completed:{i}" for i in range(3))]
+        assert all(len(c) == 2 and c[0] == c[1] for c in copies.values()), copies
+    finally:
+        install(None)
+        arm.stop()
