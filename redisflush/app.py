@@ -35,6 +35,7 @@ from .core.commands import (
     Learn,
     Log,
     Note,
+    Opened,
     OpenRequest,
     Publish,
     ReadRows,
@@ -166,7 +167,7 @@ class FlushApp:
                 answers[command.ref] = open_request(self.ledger, request_id, command,
                                                     self.clock())
             elif isinstance(command, ReadRows):
-                answers[command.ref] = read_rows(self.ledger, request_id, command)
+                answers[command.ref] = self._read_rows(command, request_id, run)
             elif isinstance(command, StoreTargets):
                 answers[command.ref] = store_targets(self.ledger, request_id, command,
                                                      self.clock())
@@ -184,6 +185,20 @@ class FlushApp:
             for call, result in zip(arm_calls, results, strict=True):
                 answers[call.ref] = result
         return answers
+
+    def _read_rows(self, command: ReadRows, request_id: str, run: _Invocation) -> Opened:
+        """A redelivered step's look at what its first try recorded: best effort. A ledger
+        that fails answers `unknown`, and the step reads ARM again as it would have; raising
+        would spend the message's deliveries on a table outage and lose the chain."""
+        if not run.ledger_down:
+            try:
+                return read_rows(self.ledger, request_id, command)
+            except LedgerError as exc:
+                run.ledger_down = True
+                log.warning("request %s: the ledger's rows could not be read for a redelivered "
+                            "step, so it reads ARM again: %s", printable(request_id),
+                            printable(exc, 300))
+        return Opened("unknown")
 
     def _record(self, command: RecordTarget | RecordRequest, request_id: str,
                 run: _Invocation) -> None:

@@ -153,3 +153,51 @@ def test_a_table_that_times_out_cannot_hold_the_invocation_past_its_lock(
     assert first.error is None
     assert ledger.refused == 3  # one record's three tries; the table is then taken as down
     assert clock.monotonic() - began < 40
+
+
+class DownLedger(MemoryLedger):
+    """A table that answers 503 to everything once `down` is set."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise LedgerError("table service: 503 ServerBusy")
+
+    def insert(self, row: LedgerRow) -> LedgerRow | None:
+        self._check()
+        return super().insert(row)
+
+    def update(self, row: LedgerRow) -> LedgerRow | None:
+        self._check()
+        return super().update(row)
+
+    def get(self, request_id: str, key: str) -> LedgerRow | None:
+        self._check()
+        return super().get(request_id, key)
+
+    def rows(self, request_id: str) -> list[LedgerRow]:
+        self._check()
+        return super().rows(request_id)
+
+
+@pytest.mark.parametrize("entity", ["redis-flush-events", "redis-flush-polls"])
+def test_a_redelivered_poll_step_goes_on_when_the_ledger_is_down(arm: ScriptedArm,
+                                                                 entity: str) -> None:
+    # the step reads its rows first on redelivery: best effort, never a reason to raise (the
+    # message's deliveries would go to the outage and the chain would be lost)
+    ledger = DownLedger()
+    h = _harness(arm, ledger)
+    _accepting(arm, CACHES[:1])
+    rid = h.send_request(_body(CACHES[:1]))
+    h.run(limit=1)  # accepted and recorded; poll:1 scheduled
+    ledger.down = True
+    h.bus.fail(entity, times=1)
+
+    done = h.run(allow_errors=True)
+
+    assert [type(d.error).__name__ for d in done if d.error is not None] == ["BusError"]
+    assert not h.bus.dead_letters
+    # the rows unread, the redelivery read ARM again: one status read more than it counts
+    assert h.event(rid, "Succeeded", rid=resource_id(cache=CACHES[0]),
+                   arm_requests=len(h.arm.requests_for(rid)) - 1)
