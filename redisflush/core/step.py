@@ -227,9 +227,7 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
             rejected, now, selector_scope=_scope(state) if not _single(state) else None,
             event_id=f"{state.origin.request_id}:reused:{digest}:completed",
             reply_tag=_reply_tag(state.origin.message_id))
-    ended = opened.data.get("ended") if opened.status == "same" and opened.done else None
-    if not isinstance(ended, Mapping) or parse_iso_or_none(ended.get("completedAt")) is None:
-        ended = None  # a row written before the end was recorded: the outcomes still are
+    ended = _recorded_end(opened)  # None for a row written before ends were recorded
     if opened.status == "same":
         state = _as_repeat(state, opened)
         if ended is not None and isinstance(ended.get("status"), str):
@@ -253,17 +251,8 @@ def _on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
     else:
         state = replace(state, phase="run")
     if opened.status == "same":
-        for ts in state.targets:
-            row = opened.targets.get(ts.target.key)
-            if row and row[0] == "done" and isinstance(row[1].get("outcome"), Mapping):
-                outcome = Outcome.from_json(row[1]["outcome"])
-                # its requests count in the request's armRequests, as when it ended
-                state = state.with_target(replace(ts, phase="done", outcome=outcome,
-                                                  arm_requests=outcome.arm_requests))
-        if ended is not None and state.phase == "run" and state.targets and \
-                all(t.phase == "done" for t in state.targets):
-            # A repeat of a request that ended: its events again, with what they said then.
-            return _reports(state, now, ended)
+        # A repeat of a request that ended: its events again, with what they said then.
+        return _with_recorded(state, opened, now, ended)
     return state, None
 
 
@@ -274,11 +263,26 @@ def _on_rows(state: RunState, opened: Opened, now: dt.datetime
     event says what the ledger keeps (README, "Reliability")."""
     if opened.status != "same":
         return state, None
-    ended = opened.data.get("ended") if opened.done else None
-    if not isinstance(ended, Mapping) or parse_iso_or_none(ended.get("completedAt")) is None:
-        ended = None
+    ended = _recorded_end(opened)
     if ended is not None and isinstance(ended.get("status"), str):
         return replace(state, phase="done", reported=True), _request_end(state, ended)
+    return _with_recorded(state, opened, now, ended)
+
+
+def _recorded_end(opened: Opened) -> Mapping[str, Any] | None:
+    """The request's end as its row keeps it (None: not ended, or a row from before ends
+    were kept whole)."""
+    ended = opened.data.get("ended") if opened.status == "same" and opened.done else None
+    if not isinstance(ended, Mapping) or parse_iso_or_none(ended.get("completedAt")) is None:
+        return None
+    return ended
+
+
+def _with_recorded(state: RunState, opened: Opened, now: dt.datetime,
+                   ended: Mapping[str, Any] | None) -> tuple[RunState, list[Command] | None]:
+    """Each unreported target the rows keep as done takes its recorded outcome (its
+    requests count in the request's armRequests, as when it ended); once all are done and
+    the request's end is kept, the events again with what they said then."""
     for ts in state.targets:
         row = opened.targets.get(ts.target.key)
         if ts.reported or not row or row[0] != "done" or \
