@@ -7,8 +7,8 @@ feeds the answers back, until a decision has no call left.
 Reliability contract (the Python worker cannot settle messages by hand): returning completes
 the message, raising abandons it. A handler raises only when the bus failed, or the ledger
 failed before a POST could go (opening the request, storing a selector's list or its end,
-claiming a target), so a redelivery must
-try again; everything else ends in a recorded outcome. A ledger record that still fails after
+claiming a target), so a redelivery must try again; everything else ends in a recorded
+outcome. A ledger record that still fails after
 its tries is logged and skipped, never raised: its redelivery would find the target's claim
 unanswered and POST it again (README, "Reliability").
 """
@@ -253,7 +253,7 @@ class FlushApp:
         elif isinstance(command, Log):
             getattr(log, command.level, log.info)("%s", printable(command.text, 500))
 
-    def _call(self, call: CallArm, started: float) -> Result:
+    def _call(self, call: CallArm, invocation_started: float) -> Result:
         """One ARM call through the pacer. A call that would start after the invocation's
         CALL_WINDOW (queued behind others on the shared threads) is handed to the next
         message instead, its slot held: the invocation must end inside its lock."""
@@ -264,7 +264,7 @@ class FlushApp:
                 return Deferred(wait)
             if wait > 0:
                 self.sleep(wait)
-        if self.monotonic() - started >= CALL_WINDOW:
+        if self.monotonic() - invocation_started >= CALL_WINDOW:
             return Deferred(0.0)
         if method == "GET" and ":poll" in call.ref:
             self._seen_poller(call.subscription_id, call.url)

@@ -49,16 +49,15 @@ def read_rows(ledger: Ledger, request_id: str, command: ReadRows) -> Opened:
 
 def store_targets(ledger: Ledger, request_id: str, command: StoreTargets, now: dt.datetime
                   ) -> Opened:
+    names = (command.fingerprint, *command.also)
     for _ in range(ATTEMPTS):
         row = ledger.get(request_id, REQUEST_KEY)
-        names = (command.fingerprint, *command.also)
         new = ledger_rules.stored_targets(row, request_id, names, list(command.targets),
                                           command.arm_requests, now, command.expires_at,
                                           command.ended)
-        if new is None and row is not None:
+        if new is None:  # the row holds a list or an end already (a missing row is written)
+            assert row is not None
             return _as_found(ledger, request_id, row, names)
-        if new is None:
-            continue
         stored = ledger.insert(new) if row is None else ledger.update(new)
         if stored is not None:
             return _as_found(ledger, request_id, stored, names)

@@ -91,7 +91,11 @@ class FlushRequest:
                                {"targets": [t.key for t in self.targets]})
         if self.linked_ids is not None:
             doc["linked"] = list(self.linked_ids)
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+        return _canonical(doc)
+
+
+def _canonical(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
 
 def earlier_fingerprints(selector: Selector | None) -> tuple[str, ...]:
@@ -99,10 +103,8 @@ def earlier_fingerprints(selector: Selector | None) -> tuple[str, ...]:
     tag names as given), so a repeat across the upgrade is still the same request."""
     if selector is None:
         return ()
-    before = json.dumps({"selector": selector.to_json()}, separators=(",", ":"),
-                        sort_keys=True)
-    now = json.dumps({"selector": selector.identity()}, separators=(",", ":"), sort_keys=True)
-    return () if before == now else (before,)
+    before = _canonical({"selector": selector.to_json()})
+    return () if before == _canonical({"selector": selector.identity()}) else (before,)
 
 
 @dataclass(frozen=True)
@@ -414,21 +416,22 @@ def _linked(data: Mapping[str, Any], targets: tuple[Target, ...],
     if not isinstance(value, list) or len(value) > MAX_LINKED:
         raise ValidationError("linkedDatabaseIds", f"must be a list of at most {MAX_LINKED} "
                                                    "database ids ([] flushes the database alone)")
-    ids: list[str] = []
+    ids: dict[str, str] = {}  # key -> the id as given
     for index, item in enumerate(value):
         field = f"linkedDatabaseIds[{index}]"
         text = parse_database_id(item, field)
-        if parse_resource_id(text).key == targets[0].key:
+        linked = parse_resource_id(text)
+        if linked.key == targets[0].key:
             raise ValidationError(field, "is the database being flushed: list only the other "
                                          "databases of its geo-replication group")
-        if any(parse_resource_id(text).key == parse_resource_id(i).key for i in ids):
+        if linked.key in ids:
             raise ValidationError(field, "repeats an earlier id (ids compare without case)")
-        if not in_scopes(parse_resource_id(text), scopes):
+        if not in_scopes(linked, scopes):
             raise ValidationError(field, "is outside the scopes this app may flush "
                                          "(REDISFLUSH_ALLOWED_SCOPES); a linked database is "
                                          "flushed too")
-        ids.append(text)
-    return tuple(ids)
+        ids[linked.key] = text
+    return tuple(ids.values())
 
 
 def _timeout(value: Any, default: int) -> int:

@@ -91,15 +91,13 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
     elif state.recheck and state.phase in ("resolve", "run"):
         return replace(state, recheck=False), [
             ReadRows("rows", state.fingerprint, earlier_fingerprints(state.selector))]
-    if "open" in answers:
-        state, done = _on_open(state, answers["open"], now, config)  # type: ignore[arg-type]
-        if done is not None:
-            return state, done
-    if "stored" in answers:
-        # the selector's list as the request row keeps it: ours, or an earlier delivery's
-        state, done = _on_open(state, answers["stored"], now, config)  # type: ignore[arg-type]
-        if done is not None:
-            return state, done
+    # the request's row: on arrival ("open"), or once a selector's list or end was stored
+    # ("stored": ours, or what an earlier delivery stored first)
+    for ref in ("open", "stored"):
+        if ref in answers:
+            state, done = _on_open(state, answers[ref], now, config)  # type: ignore[arg-type]
+            if done is not None:
+                return state, done
     if "list" in answers:
         try:
             state = resolve.on_list_answer(state, answers["list"],  # type: ignore[arg-type]
