@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -65,6 +66,12 @@ REFUSALS = frozenset({"MessagingEntityNotFoundError", "MessagingEntityDisabledEr
 # inside its one-minute lock (docs/design.md, "Reliability rules"): 20 s of call window, an ARM
 # call of at most 25 s, then the sends.
 SEND_WITHIN = 12.0
+# Service Bus detaches a sender's link after 10 idle minutes (then closes the connection), so a
+# sender idle this long holds nothing worth keeping: it is closed, and a send builds a new one
+# rather than fail on the dead link and wait out the SDK's retry backoff. Senders are also kept
+# for at most KEPT_SENDERS entities: ReplyTo names come from the requests.
+SENDER_IDLE = 540.0
+KEPT_SENDERS = 16
 
 
 class Bus(Protocol):
@@ -84,10 +91,13 @@ def to_azure_message(message: OutboundMessage) -> Any:
 class _Slot:
     """One entity's sender and the lock that keeps two threads off it mid-send."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
         self.lock = threading.Lock()
         self.sender: Any = None
-        self.retired = False  # set by close(): a send that waited on the lock starts over
+        self.used = now  # when a send last took it (the bus's monotonic clock)
+        # set when the slot is dropped (close(), or not used for a while): a send that waited
+        # on the lock starts over
+        self.retired = False
 
 
 class AzureServiceBus:
@@ -97,13 +107,20 @@ class AzureServiceBus:
     or connection-string one. A sender per entity is kept and reused (an AMQP link per send
     would cost a round trip each time). Each entity has its own lock, so a slow send to one
     queue never holds up sends to another; a sender whose send failed is closed (its link
-    released) before a fresh one replaces it.
+    released) before a fresh one replaces it. Each open sender holds an AMQP connection and the
+    SDK's keep-alive thread, so one not used for SENDER_IDLE, or past the KEPT_SENDERS most
+    recently used, is closed (the ReplyTo queues a long-lived worker answers are not bounded).
     """
 
     def __init__(self, client_factory: Callable[[], Any], *,
-                 send_within: float = SEND_WITHIN) -> None:
+                 send_within: float = SEND_WITHIN, idle: float = SENDER_IDLE,
+                 kept: int = KEPT_SENDERS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._client_factory = client_factory
         self._send_within = send_within
+        self._idle = idle
+        self._kept = kept
+        self._monotonic = monotonic
         self._client: Any = None
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._lock = threading.Lock()  # guards _client and _slots, never held over the network
@@ -126,8 +143,43 @@ class AzureServiceBus:
         return cls(factory)
 
     def _slot(self, kind: str, entity: str) -> _Slot:
+        """The entity's slot, marked used now. Slots not used for `idle` (this one included:
+        its link is gone) and the least recently used past `kept` are dropped, their senders
+        closed off this thread."""
+        key, now = (kind, entity), self._monotonic()
         with self._lock:
-            return self._slots.setdefault((kind, entity), _Slot())
+            dropped = self._drop_unused(key, now)
+            slot = self._slots.pop(key, None) or _Slot(now)
+            slot.used = now
+            self._slots[key] = slot  # (re)inserted last: the dict stays in order of use
+        for name, sender in dropped:
+            _close_later(sender, name)
+        return slot
+
+    def _drop_unused(self, key: tuple[str, str], now: float) -> list[tuple[str, Any]]:
+        """Under self._lock: retire the slots idle past `idle`, and the least recently used
+        past `kept` (`key`, about to be used, is never one of those), skipping any whose send
+        is running. Returns their senders to close."""
+        excess = len(self._slots) + (key not in self._slots) - self._kept
+        dropped: list[tuple[str, Any]] = []
+        for other, slot in list(self._slots.items()):  # least recently used first
+            idle = now - slot.used > self._idle
+            if not idle and (excess <= 0 or other == key):
+                if excess <= 0:
+                    break  # the rest were used later still
+                continue
+            if not slot.lock.acquire(blocking=False):
+                continue  # a send holds it: in use, and a later take can drop it
+            try:
+                slot.retired = True
+                sender, slot.sender = slot.sender, None
+            finally:
+                slot.lock.release()
+            del self._slots[other]
+            excess -= other != key  # the key's own stale slot is replaced, not gone
+            if sender is not None:
+                dropped.append((other[1], sender))
+        return dropped
 
     def _new_sender(self, kind: str, entity: str) -> Any:
         # Building the client and a sender does not connect: the link opens on first send.
@@ -197,6 +249,13 @@ class AzureServiceBus:
                     sender.close()
         if client is not None:
             client.close()
+
+
+def _close_later(sender: Any, entity: str) -> None:
+    """Close a sender no send holds, on a thread of its own: closing sends AMQP frames, and a
+    send must not wait on another entity's link."""
+    threading.Thread(target=_close_quietly, args=(sender, entity), name=f"bus-close-{entity}",
+                     daemon=True).start()
 
 
 def _close_after(thread: threading.Thread, sender: Any, entity: str) -> None:

@@ -36,14 +36,22 @@ class FakeSender:
         self.scheduled: list[tuple[ServiceBusMessage, dt.datetime]] = []
         self.closed = False
         self.close_error: Exception | None = None
+        self.active = 0
+        self.misused: list[str] = []  # a send that overlapped another, or ran on a closed one
 
     def send_messages(self, messages):
-        self.entered.set()
-        if self.gate is not None:
-            self.gate.wait(10)
-        if self.fail:
-            raise self.fail
-        self.sent.append(list(messages))
+        self.active += 1
+        if self.active > 1 or self.closed:
+            self.misused.append(f"active={self.active} closed={self.closed}")
+        try:
+            self.entered.set()
+            if self.gate is not None:
+                self.gate.wait(10)
+            if self.fail:
+                raise self.fail
+            self.sent.append(list(messages))
+        finally:
+            self.active -= 1
 
     def schedule_messages(self, message, when):
         if self.fail:
@@ -438,3 +446,75 @@ def test_the_real_sdk_against_a_silent_namespace_fails_within_the_bound(silent_n
     assert silent_namespace, "the SDK never connected: nothing was exercised"
     assert time.monotonic() - started < 5.0
     assert "no answer" in str(info.value)
+
+
+def _closed_soon(sender: FakeSender) -> bool:
+    deadline = time.monotonic() + 5
+    while not sender.closed and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return sender.closed
+
+
+def test_kept_senders_is_what_the_bound_test_assumes():
+    assert bus_module.KEPT_SENDERS == 16
+
+
+def test_senders_kept_for_reply_queues_are_bounded(factory):
+    """ReplyTo names come from the requests: a worker kept an open sender (its own AMQP
+    connection and the SDK's keep-alive thread) and a slot for every queue it ever replied
+    to, for as long as the process lived."""
+    bus = AzureServiceBus(factory)
+    for n in range(200):
+        bus.send(f"reply-{n}", [OutboundMessage(b"r", f"r-{n}")])
+    kept_count = 16  # bus.KEPT_SENDERS
+    assert len(bus._slots) <= kept_count
+    kept = factory.client.senders[-kept_count:]
+    assert all(_closed_soon(s) for s in factory.client.senders if s not in kept)
+    assert not any(s.closed for s in kept)
+    # every message went out, each on the sender of its own queue
+    assert all(len(s.sent) == 1 for s in factory.client.senders)
+
+
+def test_a_sender_idle_past_service_bus_link_timeout_is_closed_and_replaced(factory):
+    """Service Bus detaches a link idle for 10 minutes: the next send on the kept sender fails
+    and waits out the SDK's retry backoff, and an idle sender of another entity held its
+    connection and keep-alive thread until then. Now both are closed and a send builds anew."""
+    now = [0.0]
+    bus = AzureServiceBus(factory, monotonic=lambda: now[0])
+    bus.send("polls", [OutboundMessage(b"1", "1")])
+    bus.publish("events", [OutboundMessage(b"2", "2")])
+    first_polls, first_events = factory.client.senders
+    now[0] += bus_module.SENDER_IDLE / 2
+    bus.send("polls", [OutboundMessage(b"3", "3")])  # in use: kept
+    assert len(factory.client.senders) == 2 and not first_polls.closed
+    now[0] += bus_module.SENDER_IDLE / 2 + 1
+    bus.send("polls", [OutboundMessage(b"4", "4")])
+    assert _closed_soon(first_events)  # idle past the timeout, dropped
+    assert not first_polls.closed
+    now[0] += bus_module.SENDER_IDLE + 1
+    bus.send("polls", [OutboundMessage(b"5", "5")])
+    assert _closed_soon(first_polls)
+    assert [[m.message_id for m in b] for b in factory.client.senders[-1].sent] == [["5"]]
+    assert factory.calls == 1  # one client: only its senders come and go
+
+
+def test_concurrent_sends_to_many_entities_each_go_out_once_on_a_live_sender(factory):
+    """Invocations send side by side while senders are dropped: no sender is closed under a
+    send or shared by two at once, and every message goes out once."""
+    bus = AzureServiceBus(factory, kept=4)
+    names = [f"q{n}" for n in range(12)]
+
+    def sends(worker: int) -> None:
+        for n in range(60):
+            bus.send(names[(worker + n) % len(names)], [OutboundMessage(b"x", f"{worker}-{n}")])
+
+    threads = [threading.Thread(target=sends, args=(w,)) for w in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    senders = list(factory.client.senders)
+    assert not [s.misused for s in senders if s.misused]
+    ids = sorted(m.message_id for s in senders for batch in s.sent for m in batch)
+    assert ids == sorted(f"{w}-{n}" for w in range(16) for n in range(60))
+    assert len(bus._slots) <= 4 + 16  # the kept, plus any a running send held
