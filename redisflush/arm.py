@@ -20,6 +20,7 @@ import http.client
 import io
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -367,10 +368,33 @@ class _DeadlineResponse(http.client.HTTPResponse):
         super().__init__(view, debuglevel, method, url)
 
 
+def _keepalive_options() -> list[tuple[int, int, int]]:
+    """TCP keep-alive on every ARM connection (docs/azure.md, "Outbound connections").
+
+    Azure's outbound NAT drops a flow idle for 4 minutes without a word; a kept connection
+    reused after that sends into the void, and a POST sent there waits out its read limit
+    and is then in doubt. A probe after 60 s idle keeps the flow alive; a flow dropped anyway
+    fails its probes within 2 minutes, and urllib3 sees the socket dead before reusing it.
+    """
+    options = list(urllib3.connection.HTTPConnection.default_socket_options)
+    options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 20), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):  # Linux (Azure's workers); other systems keep their own
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
+KEEPALIVE_OPTIONS = _keepalive_options()
+
+
 class _MarksSent:
     """Notes on this thread when the request's first bytes go to the server, once the
     connection (a TLS handshake, a proxy's tunnel) is up: a failure before that is a request
     that never left, one after may have reached ARM (a POST then is in doubt)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("socket_options", KEEPALIVE_OPTIONS)
+        super().__init__(*args, **kwargs)
 
     def connect(self) -> None:
         try:

@@ -280,6 +280,26 @@ def test_the_connection_is_reused_after_a_call_within_the_limit(server: Server) 
     assert isinstance(arm_client.get(f"{server.url}/op", SUB, "r"), ArmAnswer)
 
 
+def test_kept_connections_probe_an_idle_flow_so_azures_nat_does_not_drop_it(
+        server: Server) -> None:
+    """Azure's outbound NAT drops a flow idle for 4 minutes without a reset: a POST on such
+    a kept connection would wait out its limit and be in doubt (docs/azure.md)."""
+    arm_client = client(server.url)
+    assert isinstance(arm_client.get(f"{server.url}/op", SUB, "r"), ArmAnswer)
+    manager = arm_client._session.get_adapter(server.url).poolmanager
+    kept = [conn.sock for key in list(manager.pools.keys())
+            for conn in list(manager.pools[key].pool.queue)
+            if conn is not None and conn.sock is not None]
+    assert kept, "the call's connection is kept for the next one"
+    for sock in kept:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # urllib3's own
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 20
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+
+
 # --- what becomes an ArmFailure ---------------------------------------------------------------
 
 def test_refused_connection_is_a_failure_that_was_never_sent() -> None:
