@@ -405,17 +405,39 @@ def _end(ts: TargetState, cx: Context, status: str, error: Mapping[str, Any] | N
          operation: Mapping[str, Any] | None = None, *, accepted: bool = False) -> TargetState:
     summary = _summary(operation) or ts.last_operation
     if status == lro.FAILED and not error:
-        raw = (summary or {}).get("error")
-        error = raw if isinstance(raw, Mapping) and raw else {
-            "code": "OperationFailed",
-            "message": (raw.strip()[:1024] if isinstance(raw, str) and raw.strip() else
-                        "ARM reported the flush as Failed without an error")}
+        error = operation_error((summary or {}).get("error"))
     if status not in ("Succeeded", "Failed", "Canceled", "TimedOut", "Rejected"):
         status = lro.FAILED
     outcome = Outcome(status, cx.now, fit(dict(error), ERROR_BYTES) if error else None, summary,
                       ts.accepted_at, ts.arm_requests,
                       tuple(ts.linked or ()) if (accepted or ts.accepted_at) else ())
     return replace(ts, phase="done", outcome=outcome, last_status=status)
+
+
+_NO_ERROR = "ARM reported the flush as Failed without an error"
+_ERROR_FIELDS = ("code", "message", "target", "details", "additionalInfo")
+
+
+def operation_error(raw: object) -> dict[str, Any]:
+    """The error of an operation ARM reported Failed, with a string `code` and `message` at
+    its top level as every event's error has (docs/design.md, "Completion events"). Classic
+    Redis' OperationStatusResult gives a bare ErrorDetail; Managed Redis' OperationStatus
+    declares an ErrorResponse, `{"error": {code, message}}`: both are read."""
+    if isinstance(raw, str):
+        return {"code": "OperationFailed", "message": raw.strip()[:1024] or _NO_ERROR}
+    if not isinstance(raw, Mapping):
+        return {"code": "OperationFailed", "message": _NO_ERROR}
+    nested = raw.get("error")
+    if isinstance(nested, Mapping) and not _text(raw.get("code")):
+        raw = nested
+    code, message = _text(raw.get("code")), _text(raw.get("message"))
+    error = {k: raw[k] for k in _ERROR_FIELDS[2:] if raw.get(k) is not None}
+    return {"code": code or "OperationFailed",
+            "message": message or (_NO_ERROR + " message" if code else _NO_ERROR), **error}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _timed_out_error(ts: TargetState, cause: Mapping[str, Any] | None = None

@@ -1440,3 +1440,29 @@ def test_a_group_member_adopting_an_accepted_flush_keeps_the_ids_that_post_carri
     assert (adopted.phase, adopted.linked) == ("poll", ())
     older_row = {k: v for k, v in data.items() if k != "linked"}
     assert on_answer(ts, Claimed("adopt-poll", older_row), cx()).linked == ts.linked
+
+
+# Azure Managed Redis' OperationStatus declares `error` as an ErrorResponse (`{"error": {code,
+# message}}`, the RedisEnterprise spec's OperationStatus model), classic Redis' as a bare
+# ErrorDetail: either way the event's error has ARM's code and message at its top level.
+@pytest.mark.parametrize("raw, expected", [
+    ({"error": FAIL_ERROR}, FAIL_ERROR),
+    (FAIL_ERROR, FAIL_ERROR),
+    ({"error": {"code": "E"}}, {"code": "E", "message": "ARM reported the flush as Failed "
+                                                         "without an error message"}),
+    ({"message": "no code"}, {"code": "OperationFailed", "message": "no code"}),
+    ({"details": [{"code": "Inner"}]}, {"code": "OperationFailed",
+                                        "message": "ARM reported the flush as Failed without "
+                                                   "an error", "details": [{"code": "Inner"}]}),
+    ({"code": 7, "message": ["x"]}, {"code": "OperationFailed",
+                                     "message": "ARM reported the flush as Failed without an "
+                                                "error"}),
+])
+def test_a_failed_operations_error_is_read_in_either_shape(raw, expected):
+    body = {"id": "/x/operationsStatus/op9", "name": "op9", "status": "Failed",
+            "startTime": "2030-01-01T12:00:00Z", "error": raw}
+    ts = polling(url=ENTERPRISE_STATUS)
+    outcome = done(after(ts, answer(200, body, {}, ENTERPRISE_STATUS), at(1))[0])
+    assert outcome.status == "Failed"
+    assert dict(outcome.error or {}) == expected
+    assert outcome.operation["error"] == raw  # ARM's own words stay in the operation
