@@ -335,7 +335,9 @@ FAIL_ERROR = {"code": "FlushFailed", "message": "could not flush", "target": "ca
     (200, {"status": "failed", "error": FAIL_ERROR}, "Failed",
      {"status": "failed", "error": FAIL_ERROR}, FAIL_ERROR),
     (200, {"status": "Failed"}, "Failed", {"status": "Failed"}, {"code": "OperationFailed"}),
-    (200, {"status": "canceled"}, "Canceled", {"status": "canceled"}, None),
+    # README: an event's error is null only when Succeeded
+    (200, {"status": "canceled"}, "Canceled", {"status": "canceled"},
+     {"code": "OperationCanceled"}),
     (201, {"status": "Succeeded"}, "Succeeded", {"status": "Succeeded"}, None),
     (200, {"StatusCode": 200}, "Succeeded", None, None),  # Managed Redis' non-operation body
     (200, {"status": "Failed", "error": "boom"}, "Failed", {"status": "Failed", "error": "boom"},
@@ -675,8 +677,18 @@ def test_poll_terminal_status_completes(kind, status):
     canonical = lro.terminal_status(status)
     assert outcome.status == canonical
     assert outcome.operation == body
-    assert outcome.error == (FAIL_ERROR if canonical == "Failed" else None)
+    assert outcome.error == {"Succeeded": None, "Failed": FAIL_ERROR, "Canceled": {
+        "code": "OperationCanceled",
+        "message": "ARM reported the flush as Canceled without an error"}}[canonical]
     assert (outcome.arm_requests, outcome.accepted_at) == (2, T0)
+
+
+def test_a_canceled_operation_keeps_arms_error_when_it_gave_one():
+    error = {"code": "OperationCanceledByUser", "message": "canceled by a newer update"}
+    for raw in (error, {"error": error}):
+        body = {"status": "Canceled", "error": raw}
+        outcome = done(after(polling(), answer(200, body, {}, OP_URL), at(1))[0])
+        assert (outcome.status, outcome.error) == ("Canceled", error)
 
 
 @pytest.mark.parametrize("status, body, expected", [
