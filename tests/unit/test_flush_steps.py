@@ -1213,7 +1213,33 @@ def test_clusters_then_their_databases():
 def test_a_relative_next_link_is_resolved_against_the_page(link):
     state = listed(resolving(), page(next_link=link))
     assert state.pending_lists[0].url.startswith(ENDPOINT + "/")
-    assert state.pending_lists[0].url.endswith("$skiptoken=2")
+    assert "$skiptoken=2" in state.pending_lists[0].url
+
+
+@pytest.mark.parametrize("link, expected", [
+    # ARM refuses a request without api-version (MissingApiVersionParameter): a nextLink
+    # without one is read with the listing's own, as Azure's SDKs do
+    (f"{LIST_BASE}/redis?$skiptoken=2", f"{LIST_BASE}/redis?$skiptoken=2&api-version=2023-08-01"),
+    (f"{LIST_BASE}/redis/p2", f"{LIST_BASE}/redis/p2?api-version=2023-08-01"),
+    (f"{LIST_BASE}/redis/p2?", f"{LIST_BASE}/redis/p2?api-version=2023-08-01"),
+    (f"{LIST_BASE}/redis/p2#f", f"{LIST_BASE}/redis/p2?api-version=2023-08-01#f"),
+    # one that has it is followed verbatim, whatever version it names
+    (f"{LIST_BASE}/redis?API-Version=2024-11-01&$skiptoken=2",
+     f"{LIST_BASE}/redis?API-Version=2024-11-01&$skiptoken=2"),
+])
+def test_a_next_link_without_api_version_gets_the_listings(link, expected):
+    state = listed(resolving(), page(next_link=link))
+    assert state.pending_lists[0].url == expected
+
+
+def test_a_database_list_next_link_without_api_version_gets_the_enterprise_one():
+    databases = f"{ENDPOINT}{cluster_id('k1')}/databases?api-version=2025-07-01"
+    state = dataclasses.replace(resolving(), pending_lists=(
+        ListCall("redisEnterprise", databases, cluster_id("k1")),))
+    link = f"{ENDPOINT}{cluster_id('k1')}/databases?$skiptoken=x"
+    state = listed(state, answer(200, {"value": [], "nextLink": link}, {}, databases))
+    assert [(c.url, c.of) for c in state.pending_lists] == [
+        (link + "&api-version=2025-07-01", cluster_id("k1"))]
 
 
 @pytest.mark.parametrize("link", ["https://evil.example/list?$skiptoken=SIGNATURE",
