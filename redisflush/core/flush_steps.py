@@ -404,18 +404,42 @@ def _bad(ts: TargetState, cx: Context, code: str,
 def _end(ts: TargetState, cx: Context, status: str, error: Mapping[str, Any] | None,
          operation: Mapping[str, Any] | None = None, *, accepted: bool = False) -> TargetState:
     summary = _summary(operation) or ts.last_operation
-    if status == lro.FAILED and not error:
-        raw = (summary or {}).get("error")
-        error = raw if isinstance(raw, Mapping) and raw else {
-            "code": "OperationFailed",
-            "message": (raw.strip()[:1024] if isinstance(raw, str) and raw.strip() else
-                        "ARM reported the flush as Failed without an error")}
+    if status in (lro.FAILED, lro.CANCELED) and not error:
+        error = operation_error((summary or {}).get("error"), status)
     if status not in ("Succeeded", "Failed", "Canceled", "TimedOut", "Rejected"):
         status = lro.FAILED
     outcome = Outcome(status, cx.now, fit(dict(error), ERROR_BYTES) if error else None, summary,
                       ts.accepted_at, ts.arm_requests,
                       tuple(ts.linked or ()) if (accepted or ts.accepted_at) else ())
     return replace(ts, phase="done", outcome=outcome, last_status=status)
+
+
+_ERROR_FIELDS = ("target", "details", "additionalInfo")
+
+
+def operation_error(raw: object, status: str = lro.FAILED) -> dict[str, Any]:
+    """The error of an operation ARM reported Failed or Canceled, with a string `code` and
+    `message` at its top level as every event's error but a success has (README, "Events";
+    docs/design.md, "Completion events"). Classic Redis' OperationStatusResult gives a bare
+    ErrorDetail; Managed Redis' OperationStatus declares an ErrorResponse, `{"error": {code,
+    message}}`: both are read. A cancellation often comes without one."""
+    fallback = "OperationCanceled" if status == lro.CANCELED else "OperationFailed"
+    none = f"ARM reported the flush as {status} without an error"
+    if isinstance(raw, str):
+        return {"code": fallback, "message": raw.strip()[:1024] or none}
+    if not isinstance(raw, Mapping):
+        return {"code": fallback, "message": none}
+    nested = raw.get("error")
+    if isinstance(nested, Mapping) and not _text(raw.get("code")):
+        raw = nested
+    code, message = _text(raw.get("code")), _text(raw.get("message"))
+    error = {k: raw[k] for k in _ERROR_FIELDS if raw.get(k) is not None}
+    return {"code": code or fallback,
+            "message": message or (none + " message" if code else none), **error}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _timed_out_error(ts: TargetState, cause: Mapping[str, Any] | None = None

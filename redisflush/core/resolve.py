@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from . import cadence, lro
 from .answers import ArmAnswer, ArmFailure, error_detail
@@ -78,7 +78,7 @@ def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: d
                                           "({\"value\": [...]})")
     pending = list(state.pending_lists[1:])
     if page.next_link:
-        link = lro._absolute(page.next_link, call.url)
+        link = with_api_version(lro._absolute(page.next_link, call.url), call.url)
         if link == call.url:
             raise ResolveFailed("ListLoop", "ARM's list linked a page to itself")
         if not lro.is_trusted(link, endpoint):
@@ -104,6 +104,29 @@ def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: d
         found, pending = found[:max_targets + 1], []
     return replace(state, pending_lists=tuple(pending), found=found, pages=pages,
                    ignored=state.ignored + page.ignored, list_failures=0, due=now)
+
+
+def with_api_version(link: str, page_url: str) -> str:
+    """A nextLink without `api-version` gets the one of the page it came from, which ARM needs
+    on every request (MissingApiVersionParameter otherwise), as Azure's SDKs do on every next
+    page; a nextLink that has one is followed verbatim (docs/design.md, "What ARM really
+    does", Listing)."""
+    try:
+        if _api_version(urlsplit(link).query) is not None:
+            return link
+        version = _api_version(urlsplit(page_url).query)
+    except ValueError:
+        return link  # unparseable: the trust check refuses it
+    if version is None:
+        return link
+    head, mark, fragment = link.partition("#")
+    joiner = "" if head.endswith(("?", "&")) else "&" if "?" in head else "?"
+    return f"{head}{joiner}api-version={quote(version, safe='')}{mark}{fragment}"
+
+
+def _api_version(query: str) -> str | None:
+    return next((v for k, v in parse_qsl(query, keep_blank_values=True)
+                 if k.lower() == "api-version"), None)
 
 
 def _what(r: ArmAnswer | ArmFailure) -> str:

@@ -13,7 +13,9 @@ really does"):
   when the behaviour sets `retryAfter` (as 2026-09-01 does). A success deletes the keys of the
   database and of every database in `ids`, once each.
 - The operationsStatus URL answers 200 `{id, name, status, startTime}` while running (not 202,
-  unlike classic Redis) and 200 with the terminal status and `endTime` at the end.
+  unlike classic Redis) and 200 with the terminal status and `endTime` at the end; a Failed
+  one's `error` is an ErrorResponse, `{"error": {code, message}}`, as the RedisEnterprise
+  specification's OperationStatus declares it (classic Redis: a bare ErrorDetail).
 - The Location URL answers 202 without a body while running, 200 without a body (204 with
   `locationDoneNoContent`) when Succeeded, and the operation's error otherwise (HTTP status
   `failureStatus`, default 500).
@@ -224,7 +226,7 @@ class EnterpriseRoutes:
         if moved is not None:
             return Reply(202, result, moved)
         if done:
-            return Reply(200, terminal(result, op.beh, op.accepted_at))
+            return Reply(200, terminal(result, op.beh, op.accepted_at, error_response=True))
         if op.beh.percent_complete:
             result["percentComplete"] = percent(self._clock.time(), op.accepted_at,
                                                 op.beh.duration)

@@ -113,11 +113,14 @@ def percent(now: float, accepted_at: float, duration: float) -> float:
     return round(min(99.0, 100 * (now - accepted_at) / max(duration, 1e-9)), 1)
 
 
-def terminal(result: dict[str, Any], beh: Behaviour, accepted_at: float) -> dict[str, Any]:
-    """The operation resource at its end: status, endTime, the error of a Failed one."""
+def terminal(result: dict[str, Any], beh: Behaviour, accepted_at: float, *,
+             error_response: bool = False) -> dict[str, Any]:
+    """The operation resource at its end: status, endTime, the error of a Failed one: a bare
+    ErrorDetail (classic Redis' OperationStatusResult) or, with `error_response`, wrapped in
+    an ErrorResponse `{"error": {...}}` as Managed Redis' OperationStatus declares it."""
     result.update(status=beh.outcome, endTime=iso(accepted_at + beh.duration))
     if beh.outcome == "Failed":
-        result["error"] = beh.failure()
+        result["error"] = {"error": beh.failure()} if error_response else beh.failure()
     if beh.percent_complete and beh.outcome == "Succeeded":
         result["percentComplete"] = 100.0
     return result

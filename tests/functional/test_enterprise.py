@@ -248,3 +248,21 @@ def test_a_group_member_found_in_doubt_keeps_its_share_of_the_group(h: Harness) 
     assert caches[first]["error"]["code"] == "FlushInDoubt"
     assert caches[first]["linkedDatabaseIds"] == [third]
     assert caches[second]["linkedDatabaseIds"] == []
+
+
+def test_a_failed_flush_names_arms_error_given_as_an_error_response(h: Harness) -> None:
+    """Managed Redis' OperationStatus declares `error` an ErrorResponse (`{"error": {code,
+    message}}`), not classic Redis' bare ErrorDetail: the event's error still has ARM's code
+    and message at its top level, and the operation keeps ARM's own words."""
+    status, _ = h.arm.new_enterprise_operation(SUB, RG, CLUSTER, "default")
+    accepted = Answer(202, {"Azure-AsyncOperation": status.url}, {"StatusCode": 202})
+    h.arm.on_enterprise_flush(SUB, RG, CLUSTER, "default", accepted)
+    wrapped = {"error": {"code": "FlushFailed", "message": "the database did not flush"}}
+    h.arm.on_operation(status, Answer(200, {}, status.status("Failed", error=wrapped)))
+    rid = h.send_request({"resourceId": DB, "linkedDatabaseIds": []})
+
+    h.run()
+
+    data = h.event(rid, "Failed", rid=DB)
+    assert data["error"] == wrapped["error"]
+    assert data["operation"]["error"] == wrapped

@@ -573,3 +573,24 @@ def test_a_repeat_of_a_selector_request_ended_before_rows_kept_its_list_re_annou
     assert reply.startswith("old-sel:completed:")
     assert json.loads(h.bus.messages("replies")[0].message.body)["data"]["status"] == \
         "Succeeded"
+
+
+def test_a_next_link_without_api_version_is_read_with_the_listings(h: Harness) -> None:
+    """ARM refuses a request without api-version (400 MissingApiVersionParameter); a nextLink
+    that lacks one is read with the listing's own, as Azure's SDKs do, not refused as a whole."""
+    arm = h.arm
+    caches = list_path(SUB, RG, "redis")
+    bare = caches.split("?")[0] + "?$skiptoken=c2"
+    arm.on_list(caches, Answer(200, {}, page([], next_link=arm.endpoint + bare)))
+    arm.on_list(bare + "&api-version=2023-08-01", Answer(200, {}, page([
+        cache_item(SUB, RG, "shop-eu", SHOP)])))
+    op = arm.new_operation(SUB)
+    arm.on_flush(SUB, RG, "shop-eu", Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+    arm.on_operation(op, Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request(selector(kinds=["redis"]))
+
+    h.run()
+
+    _, request = h.batch(rid, {resource_id(cache="shop-eu"): "Succeeded"}, "Succeeded",
+                         scope=SCOPE)
+    assert request["counts"] == {"Succeeded": 1}

@@ -341,6 +341,8 @@ def test_failed_and_canceled(s, arm, clock, db, http, error):
     clock.advance(1)
     body = get(s, r.headers["Azure-AsyncOperation"]).json()
     assert body["status"] == db.title() and ("error" in body) == (db == "failed")
+    if db == "failed":  # an ErrorResponse, as the RedisEnterprise spec's OperationStatus has it
+        assert body["error"] == {"error": error}
     got = get(s, r.headers["Location"])                # Location: the operation's error
     assert got.status_code == http and got.json() == {"error": error}
     assert keys(s, arm, f"solo/{db}") == 3

@@ -268,7 +268,7 @@ def check_event(message: OutboundMessage, request_id: str, status: str,
         assert requested <= parse_time(data["acceptedAt"]) <= completed
     if status == "Succeeded":
         assert data["error"] is None
-    elif status != "Canceled":  # a cancellation may come without an error
+    else:  # README: null only when Succeeded, else code and message always
         assert data["error"]["code"] and data["error"]["message"], data["error"]
     if data["operation"] is not None:
         assert set(data["operation"]) <= OPERATION_FIELDS

@@ -335,7 +335,9 @@ FAIL_ERROR = {"code": "FlushFailed", "message": "could not flush", "target": "ca
     (200, {"status": "failed", "error": FAIL_ERROR}, "Failed",
      {"status": "failed", "error": FAIL_ERROR}, FAIL_ERROR),
     (200, {"status": "Failed"}, "Failed", {"status": "Failed"}, {"code": "OperationFailed"}),
-    (200, {"status": "canceled"}, "Canceled", {"status": "canceled"}, None),
+    # README: an event's error is null only when Succeeded
+    (200, {"status": "canceled"}, "Canceled", {"status": "canceled"},
+     {"code": "OperationCanceled"}),
     (201, {"status": "Succeeded"}, "Succeeded", {"status": "Succeeded"}, None),
     (200, {"StatusCode": 200}, "Succeeded", None, None),  # Managed Redis' non-operation body
     (200, {"status": "Failed", "error": "boom"}, "Failed", {"status": "Failed", "error": "boom"},
@@ -675,8 +677,18 @@ def test_poll_terminal_status_completes(kind, status):
     canonical = lro.terminal_status(status)
     assert outcome.status == canonical
     assert outcome.operation == body
-    assert outcome.error == (FAIL_ERROR if canonical == "Failed" else None)
+    assert outcome.error == {"Succeeded": None, "Failed": FAIL_ERROR, "Canceled": {
+        "code": "OperationCanceled",
+        "message": "ARM reported the flush as Canceled without an error"}}[canonical]
     assert (outcome.arm_requests, outcome.accepted_at) == (2, T0)
+
+
+def test_a_canceled_operation_keeps_arms_error_when_it_gave_one():
+    error = {"code": "OperationCanceledByUser", "message": "canceled by a newer update"}
+    for raw in (error, {"error": error}):
+        body = {"status": "Canceled", "error": raw}
+        outcome = done(after(polling(), answer(200, body, {}, OP_URL), at(1))[0])
+        assert (outcome.status, outcome.error) == ("Canceled", error)
 
 
 @pytest.mark.parametrize("status, body, expected", [
@@ -1201,7 +1213,33 @@ def test_clusters_then_their_databases():
 def test_a_relative_next_link_is_resolved_against_the_page(link):
     state = listed(resolving(), page(next_link=link))
     assert state.pending_lists[0].url.startswith(ENDPOINT + "/")
-    assert state.pending_lists[0].url.endswith("$skiptoken=2")
+    assert "$skiptoken=2" in state.pending_lists[0].url
+
+
+@pytest.mark.parametrize("link, expected", [
+    # ARM refuses a request without api-version (MissingApiVersionParameter): a nextLink
+    # without one is read with the listing's own, as Azure's SDKs do
+    (f"{LIST_BASE}/redis?$skiptoken=2", f"{LIST_BASE}/redis?$skiptoken=2&api-version=2023-08-01"),
+    (f"{LIST_BASE}/redis/p2", f"{LIST_BASE}/redis/p2?api-version=2023-08-01"),
+    (f"{LIST_BASE}/redis/p2?", f"{LIST_BASE}/redis/p2?api-version=2023-08-01"),
+    (f"{LIST_BASE}/redis/p2#f", f"{LIST_BASE}/redis/p2?api-version=2023-08-01#f"),
+    # one that has it is followed verbatim, whatever version it names
+    (f"{LIST_BASE}/redis?API-Version=2024-11-01&$skiptoken=2",
+     f"{LIST_BASE}/redis?API-Version=2024-11-01&$skiptoken=2"),
+])
+def test_a_next_link_without_api_version_gets_the_listings(link, expected):
+    state = listed(resolving(), page(next_link=link))
+    assert state.pending_lists[0].url == expected
+
+
+def test_a_database_list_next_link_without_api_version_gets_the_enterprise_one():
+    databases = f"{ENDPOINT}{cluster_id('k1')}/databases?api-version=2025-07-01"
+    state = dataclasses.replace(resolving(), pending_lists=(
+        ListCall("redisEnterprise", databases, cluster_id("k1")),))
+    link = f"{ENDPOINT}{cluster_id('k1')}/databases?$skiptoken=x"
+    state = listed(state, answer(200, {"value": [], "nextLink": link}, {}, databases))
+    assert [(c.url, c.of) for c in state.pending_lists] == [
+        (link + "&api-version=2025-07-01", cluster_id("k1"))]
 
 
 @pytest.mark.parametrize("link", ["https://evil.example/list?$skiptoken=SIGNATURE",
@@ -1440,3 +1478,29 @@ def test_a_group_member_adopting_an_accepted_flush_keeps_the_ids_that_post_carri
     assert (adopted.phase, adopted.linked) == ("poll", ())
     older_row = {k: v for k, v in data.items() if k != "linked"}
     assert on_answer(ts, Claimed("adopt-poll", older_row), cx()).linked == ts.linked
+
+
+# Azure Managed Redis' OperationStatus declares `error` as an ErrorResponse (`{"error": {code,
+# message}}`, the RedisEnterprise spec's OperationStatus model), classic Redis' as a bare
+# ErrorDetail: either way the event's error has ARM's code and message at its top level.
+@pytest.mark.parametrize("raw, expected", [
+    ({"error": FAIL_ERROR}, FAIL_ERROR),
+    (FAIL_ERROR, FAIL_ERROR),
+    ({"error": {"code": "E"}}, {"code": "E", "message": "ARM reported the flush as Failed "
+                                                         "without an error message"}),
+    ({"message": "no code"}, {"code": "OperationFailed", "message": "no code"}),
+    ({"details": [{"code": "Inner"}]}, {"code": "OperationFailed",
+                                        "message": "ARM reported the flush as Failed without "
+                                                   "an error", "details": [{"code": "Inner"}]}),
+    ({"code": 7, "message": ["x"]}, {"code": "OperationFailed",
+                                     "message": "ARM reported the flush as Failed without an "
+                                                "error"}),
+])
+def test_a_failed_operations_error_is_read_in_either_shape(raw, expected):
+    body = {"id": "/x/operationsStatus/op9", "name": "op9", "status": "Failed",
+            "startTime": "2030-01-01T12:00:00Z", "error": raw}
+    ts = polling(url=ENTERPRISE_STATUS)
+    outcome = done(after(ts, answer(200, body, {}, ENTERPRISE_STATUS), at(1))[0])
+    assert outcome.status == "Failed"
+    assert dict(outcome.error or {}) == expected
+    assert outcome.operation["error"] == raw  # ARM's own words stay in the operation
