@@ -52,13 +52,16 @@ def recorded(row: LedgerRow | None, request_id: str, key: str, state: str,
     """The row after a record: the new state, data merged over what it had. None: the row
     stays as it is. The first `done` is kept (a late redelivery's step must not rewrite an
     outcome the topic already has), and `retry` gives back only a claim (`posting`), never
-    an operation another delivery got accepted."""
+    an operation another delivery got accepted. A target's `done` keeps its outcome alone:
+    nothing reads the operation it followed once it ended, and the outcome repeats its
+    linked ids, so with both, 50 long ones passed the row's limit (ledger.MAX_DATA_CHARS)."""
     if row is not None and (row.state == "done" or
                             (state == "retry" and row.state not in ("posting", "retry"))):
         return None
     if row is None:
         return LedgerRow(request_id, key, state, dict(data), 0, now, expires_at)
-    return replace(row, state=state, data={**row.data, **data}, updated_at=now,
+    kept = dict(data) if key and state == "done" else {**row.data, **data}
+    return replace(row, state=state, data=kept, updated_at=now,
                    expires_at=max(row.expires_at, expires_at))
 
 

@@ -248,3 +248,27 @@ def test_a_group_member_found_in_doubt_keeps_its_share_of_the_group(h: Harness) 
     assert caches[first]["error"]["code"] == "FlushInDoubt"
     assert caches[first]["linkedDatabaseIds"] == [third]
     assert caches[second]["linkedDatabaseIds"] == []
+
+
+def test_fifty_long_linked_ids_are_flushed_announced_and_recorded_once(h: Harness) -> None:
+    """The longest linkedDatabaseIds the request rules accept (50 ids of a 90-character
+    resource group and 63-character names): the `done` row kept the `accepted` row's list and
+    the outcome's copy of it, 36,000 characters, over the row limit (a string property holds
+    32 K), so the step raised on every delivery and the flush was never announced."""
+    rg, cluster = "r" * 90, "c" * 63
+    target = database_id(cluster, rg=rg)
+    linked = [database_id(f"{'d' * 60}{i:03d}", "e" * 63, rg=rg) for i in range(50)]
+    status, location = h.arm.new_enterprise_operation(SUB, rg, cluster, "default")
+    h.arm.on_enterprise_flush(SUB, rg, cluster, "default", Answer(
+        202, {"Azure-AsyncOperation": status.url, "Location": location.url}, {}))
+    h.arm.on_operation(status, Answer(200, {}, status.status("Succeeded")))
+    rid = h.send_request({"resourceId": target, "linkedDatabaseIds": linked})
+
+    h.run()
+
+    data = h.event(rid, "Succeeded", rid=target)
+    assert data["linkedDatabaseIds"] == linked
+    assert [r.method for r in h.arm.requests] == ["POST", "GET"]
+    row = h.ledger.get(rid, target.lower())
+    assert row is not None and row.state == "done"
+    assert row.data["outcome"]["linked"] == linked
