@@ -196,3 +196,18 @@ def test_a_post_answered_200_with_something_arm_never_sends_is_not_a_success(
     data = h.event(rid, "Failed")
     assert (data["error"]["code"], data["error"]["httpStatus"]) == ("FlushAnswerUnusable", 200)
     assert data["armRequests"] == 1 and h.polls() == []
+
+
+def test_an_arm_error_with_a_lone_surrogate_is_announced_and_recorded(h: Harness) -> None:
+    """ARM's JSON may escape half a surrogate pair ("\\ud800"), which json.loads keeps: the
+    event already survives it, but the ledger's encoding raised UnicodeEncodeError on the
+    `done` record, on every delivery, so the flush was never announced."""
+    broken = {"error": {"code": "BadRequest", "message": "cache \ud800 refused"}}
+    h.arm.on_flush(SUB, RG, CACHE, Answer(400, {}, broken))
+    rid = h.send_request()
+    h.run()
+    data = h.event(rid, "Failed")
+    assert data["error"]["code"] == "BadRequest"
+    row = h.ledger.get(rid, resource_id().lower())
+    assert row is not None and row.state == "done"
+    assert row.data["outcome"]["error"]["message"] == "cache \ud800 refused"
