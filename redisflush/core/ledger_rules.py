@@ -10,6 +10,7 @@ reached ARM. It is sent once more, never a third time.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,24 @@ from ..ledger import LedgerRow
 # live invocation's row is never taken for a dead one's.
 LEASE = dt.timedelta(seconds=90)
 REPOSTED = "reposted"
+# A request row keeps a fingerprint longer than this as its digest: the JSON escapes every
+# non-ASCII character (6 characters each), and 40 linked ids in a resource group named in
+# kana passed the row's limit (ledger.MAX_DATA_CHARS) on their own. Shorter ones, all that
+# earlier versions could store beside a list, are kept as they are.
+FINGERPRINT_CHARS = 2048
+
+
+def kept_fingerprint(fingerprint: str) -> str:
+    """What the request row keeps of a fingerprint (docs/design.md, "Request ledger")."""
+    if len(fingerprint) <= FINGERPRINT_CHARS:
+        return fingerprint
+    return "sha256:" + hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def fingerprint_forms(fingerprint: str, also: tuple[str, ...]) -> tuple[str, ...]:
+    """Every value a request row of this request may hold, the one a new row gets first: the
+    kept form, the whole one (a row an earlier version wrote), and `also`."""
+    return tuple(dict.fromkeys((kept_fingerprint(fingerprint), fingerprint, *also)))
 
 
 def new_target_row(request_id: str, key: str, now: dt.datetime, expires_at: dt.datetime
