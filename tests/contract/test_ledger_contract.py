@@ -440,6 +440,10 @@ def test_table_from_settings_refuses_bad_settings_naming_them(
 def test_table_name_must_follow_the_service_rule() -> None:
     with pytest.raises(ConfigurationError, match="REDISFLUSH_LEDGER_TABLE"):
         TableLedger.from_settings("redis-flush", connection_string="UseDevelopmentStorage=true")
+    # reserved by the service: every call failed with a bare "HTTP 400 Bad Request"
+    with pytest.raises(ConfigurationError, match="REDISFLUSH_LEDGER_TABLE: 'Tables' must not "
+                                                 "be 'tables'"):
+        TableLedger.from_settings("Tables", connection_string="UseDevelopmentStorage=true")
 
 
 def test_table_deleted_under_the_ledger_fails_once_then_is_created_again(
