@@ -9,9 +9,9 @@ the message, raising abandons it. A handler raises only when the bus failed, or 
 failed before a POST could go (opening the request, storing a selector's list or its end,
 claiming a target), so a redelivery must try again; everything else ends in a recorded
 outcome. A ledger record that still fails after
-its tries is logged and skipped, never raised: its redelivery would find the target's claim
-unanswered and POST it again (README, "Reliability").
-"""
+its tries, or that the ledger refuses (too long), is logged and skipped, never raised: its
+redelivery would find the target's claim unanswered and POST it again (README,
+"Reliability")."""
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -205,7 +205,9 @@ class FlushApp:
         """A ledger record, tried again after RECORD_PAUSES. One that still fails is logged
         and skipped: the step has made its calls, and raising would have the redelivery find
         each answered target still claimed and POST it again. What it costs: a repeat of the
-        request finds the row as it was (docs/design.md, "Request ledger")."""
+        request finds the row as it was (docs/design.md, "Request ledger"). A row the ledger
+        refuses as too long (ValueError: a bug, not an outage) is skipped the same way, at
+        once: raising would POST again just the same."""
         problem = "the ledger failed an earlier record of this invocation"
         for pause in (*RECORD_PAUSES, None):
             if run.ledger_down:
@@ -213,6 +215,9 @@ class FlushApp:
             try:
                 record(self.ledger, request_id, command, self.clock())
                 return
+            except ValueError as exc:
+                problem = f"the ledger refuses the row: {exc}"
+                break
             except LedgerError as exc:
                 problem = str(exc)
                 if pause is None or self.monotonic() - run.started >= RECORD_WINDOW:

@@ -69,12 +69,18 @@ class Ledger(Protocol):
 def encode_data(data: Mapping[str, Any]) -> str:
     """`data` as the compact JSON every adapter stores. ValueError when it is not JSON-able or
     longer than MAX_DATA_CHARS: a caller's bug, which every adapter (MemoryLedger too)
-    refuses alike, so unit tests catch what Table storage would reject."""
+    refuses alike, so unit tests catch what Table storage would reject. Text holding half a
+    surrogate pair (ARM's JSON may escape one) is stored all escaped: it is no UTF-16 (nor
+    UTF-8) string a store takes, and decode_data gives the same text back."""
     try:
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"ledger row data is not JSON: {exc}") from exc
-    size = len(text.encode("utf-16-le")) // 2  # Table storage counts UTF-16 code units
+    try:
+        size = len(text.encode("utf-16-le")) // 2  # Table storage counts UTF-16 code units
+    except UnicodeEncodeError:
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        size = len(text)
     if size > MAX_DATA_CHARS:
         raise ValueError(f"ledger row data is {size} characters as JSON, "
                          f"over MAX_DATA_CHARS ({MAX_DATA_CHARS})")

@@ -22,14 +22,15 @@ ATTEMPTS = 8  # conditional writes that lost a race are re-read and tried again
 
 def open_request(ledger: Ledger, request_id: str, command: OpenRequest, now: dt.datetime
                  ) -> Opened:
-    data = {"fingerprint": command.fingerprint, **command.data}
+    names = ledger_rules.fingerprint_forms(command.fingerprint, command.also)
+    data = {"fingerprint": names[0], **command.data}
     if ledger.insert(LedgerRow(request_id, REQUEST_KEY, "open", data, 0, now,
                                command.expires_at)) is not None:
         return Opened("new")
     row = ledger.get(request_id, REQUEST_KEY)
     if row is None:  # expired between the two calls: a new request after all
         return open_request(ledger, request_id, command, now)
-    return _as_found(ledger, request_id, row, (command.fingerprint, *command.also))
+    return _as_found(ledger, request_id, row, names)
 
 
 def _as_found(ledger: Ledger, request_id: str, row: LedgerRow, fingerprints: tuple[str, ...]
@@ -44,12 +45,13 @@ def read_rows(ledger: Ledger, request_id: str, command: ReadRows) -> Opened:
     row = ledger.get(request_id, REQUEST_KEY)
     if row is None:
         return Opened("gone")
-    return _as_found(ledger, request_id, row, (command.fingerprint, *command.also))
+    return _as_found(ledger, request_id, row,
+                     ledger_rules.fingerprint_forms(command.fingerprint, command.also))
 
 
 def store_targets(ledger: Ledger, request_id: str, command: StoreTargets, now: dt.datetime
                   ) -> Opened:
-    names = (command.fingerprint, *command.also)
+    names = ledger_rules.fingerprint_forms(command.fingerprint, command.also)
     for _ in range(ATTEMPTS):
         row = ledger.get(request_id, REQUEST_KEY)
         new = ledger_rules.stored_targets(row, request_id, names, list(command.targets),
@@ -82,9 +84,12 @@ def claim_target(ledger: Ledger, request_id: str, command: ClaimTarget, now: dt.
 def record(ledger: Ledger, request_id: str, command: RecordTarget | RecordRequest,
            now: dt.datetime) -> None:
     key = command.key if isinstance(command, RecordTarget) else REQUEST_KEY
+    data = command.data
+    if key == REQUEST_KEY and isinstance(data.get("fingerprint"), str):
+        data = {**data, "fingerprint": ledger_rules.kept_fingerprint(data["fingerprint"])}
     for _ in range(ATTEMPTS):
         row = ledger.get(request_id, key)
-        new = ledger_rules.recorded(row, request_id, key, command.state, command.data, now,
+        new = ledger_rules.recorded(row, request_id, key, command.state, data, now,
                                     command.expires_at)
         if new is None:
             return

@@ -80,6 +80,9 @@ class TableLedger:
             raise ConfigurationError(
                 f"REDISFLUSH_LEDGER_TABLE: {table_name!r} is not a table name "
                 "(a letter, then 2-62 letters or digits)")
+        if table_name.lower() == "tables":  # the service refuses it with a bare 400
+            raise ConfigurationError(f"REDISFLUSH_LEDGER_TABLE: {table_name!r} must not be "
+                                     "'tables', a name Table storage reserves")
         if connection_string:
             try:
                 client = TableClient.from_connection_string(

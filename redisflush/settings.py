@@ -136,10 +136,7 @@ class Settings:
             enterprise_api_version=_api_version(
                 "REDISFLUSH_ENTERPRISE_API_VERSION",
                 get("REDISFLUSH_ENTERPRISE_API_VERSION") or DEFAULT_ENTERPRISE_API_VERSION),
-            ledger_table=_matching("REDISFLUSH_LEDGER_TABLE",
-                                   get("REDISFLUSH_LEDGER_TABLE") or DEFAULT_LEDGER_TABLE,
-                                   _TABLE_NAME, "must be 3-63 letters or digits, starting "
-                                                "with a letter (Azure table name)"),
+            ledger_table=_table_name(get("REDISFLUSH_LEDGER_TABLE") or DEFAULT_LEDGER_TABLE),
             max_targets=whole_setting("REDISFLUSH_MAX_TARGETS",
                                       get("REDISFLUSH_MAX_TARGETS") or "50",
                                       1, MAX_TARGETS_LIMIT),
@@ -212,6 +209,18 @@ def _shown(value: str) -> str:
 def _matching(name: str, value: str, rule: re.Pattern[str], says: str) -> str:
     if not rule.fullmatch(value):
         raise ConfigurationError(f"{name}: {_shown(value)} {says}")
+    return value
+
+
+def _table_name(value: str) -> str:
+    """The ledger's table: the service's name rule, and not its reserved name `tables` (any
+    case), which it refuses with a bare 400 on every call."""
+    name = "REDISFLUSH_LEDGER_TABLE"
+    _matching(name, value, _TABLE_NAME, "must be 3-63 letters or digits, starting with a "
+                                        "letter (Azure table name)")
+    if value.lower() == "tables":
+        raise ConfigurationError(f"{name}: {_shown(value)} must not be 'tables', a name Table "
+                                 "storage reserves")
     return value
 
 

@@ -10,6 +10,7 @@ reached ARM. It is sent once more, never a third time.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,24 @@ from ..ledger import LedgerRow
 # live invocation's row is never taken for a dead one's.
 LEASE = dt.timedelta(seconds=90)
 REPOSTED = "reposted"
+# A request row keeps a fingerprint longer than this as its digest: the JSON escapes every
+# non-ASCII character (6 characters each), and 40 linked ids in a resource group named in
+# kana passed the row's limit (ledger.MAX_DATA_CHARS) on their own. Shorter ones, all that
+# earlier versions could store beside a list, are kept as they are.
+FINGERPRINT_CHARS = 2048
+
+
+def kept_fingerprint(fingerprint: str) -> str:
+    """What the request row keeps of a fingerprint (docs/design.md, "Request ledger")."""
+    if len(fingerprint) <= FINGERPRINT_CHARS:
+        return fingerprint
+    return "sha256:" + hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def fingerprint_forms(fingerprint: str, also: tuple[str, ...]) -> tuple[str, ...]:
+    """Every value a request row of this request may hold, the one a new row gets first: the
+    kept form, the whole one (a row an earlier version wrote), and `also`."""
+    return tuple(dict.fromkeys((kept_fingerprint(fingerprint), fingerprint, *also)))
 
 
 def new_target_row(request_id: str, key: str, now: dt.datetime, expires_at: dt.datetime
@@ -52,13 +71,16 @@ def recorded(row: LedgerRow | None, request_id: str, key: str, state: str,
     """The row after a record: the new state, data merged over what it had. None: the row
     stays as it is. The first `done` is kept (a late redelivery's step must not rewrite an
     outcome the topic already has), and `retry` gives back only a claim (`posting`), never
-    an operation another delivery got accepted."""
+    an operation another delivery got accepted. A target's `done` keeps its outcome alone:
+    nothing reads the operation it followed once it ended, and the outcome repeats its
+    linked ids, so with both, 50 long ones passed the row's limit (ledger.MAX_DATA_CHARS)."""
     if row is not None and (row.state == "done" or
                             (state == "retry" and row.state not in ("posting", "retry"))):
         return None
     if row is None:
         return LedgerRow(request_id, key, state, dict(data), 0, now, expires_at)
-    return replace(row, state=state, data={**row.data, **data}, updated_at=now,
+    kept = dict(data) if key and state == "done" else {**row.data, **data}
+    return replace(row, state=state, data=kept, updated_at=now,
                    expires_at=max(row.expires_at, expires_at))
 
 

@@ -244,6 +244,18 @@ def test_data_round_trips_unicode_nesting_and_a_29000_character_string(ledger: L
     assert again is not None and dict(again.data) == {"big": "y" * 29_000}
 
 
+def test_data_with_half_a_surrogate_pair_round_trips(ledger: Ledger) -> None:
+    """ARM's JSON may escape a lone surrogate ("\\ud800"), which json.loads keeps in an error
+    message: no UTF-16 or UTF-8 store takes that text as it is (encode_data raised
+    UnicodeEncodeError), so it is stored escaped and read back the same."""
+    data = {"outcome": {"error": {"message": "lone \ud800 and \udfff, pair 🧹, Grüße"}}}
+    stored = ledger.insert(row(data=data))
+    assert stored is not None and dict(stored.data) == data
+    got = ledger.get("req-1", TARGET)
+    assert got is not None and dict(got.data) == data
+    assert ledger.update(replace(got, state="done")) is not None
+
+
 def test_data_that_is_not_json_or_too_long_is_refused_alike(ledger: Ledger) -> None:
     with pytest.raises(ValueError, match="MAX_DATA_CHARS"):
         ledger.insert(row(data={"big": "x" * 30_001}))
@@ -428,6 +440,10 @@ def test_table_from_settings_refuses_bad_settings_naming_them(
 def test_table_name_must_follow_the_service_rule() -> None:
     with pytest.raises(ConfigurationError, match="REDISFLUSH_LEDGER_TABLE"):
         TableLedger.from_settings("redis-flush", connection_string="UseDevelopmentStorage=true")
+    # reserved by the service: every call failed with a bare "HTTP 400 Bad Request"
+    with pytest.raises(ConfigurationError, match="REDISFLUSH_LEDGER_TABLE: 'Tables' must not "
+                                                 "be 'tables'"):
+        TableLedger.from_settings("Tables", connection_string="UseDevelopmentStorage=true")
 
 
 def test_table_deleted_under_the_ledger_fails_once_then_is_created_again(

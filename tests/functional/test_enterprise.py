@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
 
@@ -266,3 +267,60 @@ def test_a_failed_flush_names_arms_error_given_as_an_error_response(h: Harness) 
     data = h.event(rid, "Failed", rid=DB)
     assert data["error"] == wrapped["error"]
     assert data["operation"]["error"] == wrapped
+
+
+def test_fifty_long_linked_ids_are_flushed_announced_and_recorded_once(h: Harness) -> None:
+    """The longest linkedDatabaseIds the request rules accept (50 ids of a 90-character
+    resource group and 63-character names): the `done` row kept the `accepted` row's list and
+    the outcome's copy of it, 36,000 characters, over the row limit (a string property holds
+    32 K), so the step raised on every delivery and the flush was never announced."""
+    rg, cluster = "r" * 90, "c" * 63
+    target = database_id(cluster, rg=rg)
+    linked = [database_id(f"{'d' * 60}{i:03d}", "e" * 63, rg=rg) for i in range(50)]
+    status, location = h.arm.new_enterprise_operation(SUB, rg, cluster, "default")
+    h.arm.on_enterprise_flush(SUB, rg, cluster, "default", Answer(
+        202, {"Azure-AsyncOperation": status.url, "Location": location.url}, {}))
+    h.arm.on_operation(status, Answer(200, {}, status.status("Succeeded")))
+    rid = h.send_request({"resourceId": target, "linkedDatabaseIds": linked})
+
+    h.run()
+
+    data = h.event(rid, "Succeeded", rid=target)
+    assert data["linkedDatabaseIds"] == linked
+    assert [r.method for r in h.arm.requests] == ["POST", "GET"]
+    row = h.ledger.get(rid, target.lower())
+    assert row is not None and row.state == "done"
+    assert row.data["outcome"]["linked"] == linked
+
+
+def test_linked_ids_in_a_resource_group_named_in_japanese_are_flushed_once(
+        h: Harness) -> None:
+    """The request row keeps the request's fingerprint, JSON with every non-ASCII character
+    escaped (6 characters each): 40 linked ids in a resource group of 88 kana made it 31,000
+    characters, over the row limit, so opening the request raised on every delivery and the
+    request was dead-lettered with no event. A long fingerprint is now kept as its digest."""
+    rg, cluster = "リソース" * 22, "amr-jp"
+    target = database_id(cluster, rg=rg)
+    linked = [database_id(f"amr-jp-{i:02d}", rg=rg) for i in range(40)]
+    status, _ = h.arm.new_enterprise_operation(SUB, rg, cluster, "default")
+    h.arm.on("POST", quote(enterprise_flush_path(SUB, rg, cluster), safe="/?=-"),
+             Answer(202, {"Azure-AsyncOperation": status.url}, {}))
+    h.arm.on_operation(status, Answer(200, {}, status.status("Succeeded")))
+    first = h.send_request({"resourceId": target, "linkedDatabaseIds": linked,
+                            "requestId": "jp-geo"})
+
+    h.run()
+
+    data = h.event("jp-geo", "Succeeded", rid=target)
+    assert data["linkedDatabaseIds"] == linked
+    assert [r.method for r in h.arm.requests] == ["POST", "GET"]
+    request_row = h.ledger.get("jp-geo", "")
+    assert request_row is not None and request_row.state == "done"
+
+    again = h.send_request({"resourceId": target, "linkedDatabaseIds": linked,
+                            "requestId": "jp-geo"})
+    h.run()
+    assert [r.method for r in h.arm.requests] == ["POST", "GET"]  # a repeat: no second flush
+    # the repeat's copy of the event (same id) was dropped by the topic: no RequestIdReused
+    assert [e.message_id for e in h.events()] == ["jp-geo:completed"]
+    assert again != first

@@ -196,3 +196,41 @@ def test_a_post_answered_200_with_something_arm_never_sends_is_not_a_success(
     data = h.event(rid, "Failed")
     assert (data["error"]["code"], data["error"]["httpStatus"]) == ("FlushAnswerUnusable", 200)
     assert data["armRequests"] == 1 and h.polls() == []
+
+
+def test_an_arm_error_with_a_lone_surrogate_is_announced_and_recorded(h: Harness) -> None:
+    """ARM's JSON may escape half a surrogate pair ("\\ud800"), which json.loads keeps: the
+    event already survives it, but the ledger's encoding raised UnicodeEncodeError on the
+    `done` record, on every delivery, so the flush was never announced."""
+    broken = {"error": {"code": "BadRequest", "message": "cache \ud800 refused"}}
+    h.arm.on_flush(SUB, RG, CACHE, Answer(400, {}, broken))
+    rid = h.send_request()
+    h.run()
+    data = h.event(rid, "Failed")
+    assert data["error"]["code"] == "BadRequest"
+    row = h.ledger.get(rid, resource_id().lower())
+    assert row is not None and row.state == "done"
+    assert row.data["outcome"]["error"]["message"] == "cache \ud800 refused"
+
+
+def test_a_record_too_long_for_the_ledger_is_skipped_never_a_second_post(
+        h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """A record the ledger refuses as too long (here an operation URL of 31,000 characters)
+    is skipped like one the ledger failed: it raised, the redelivery found the claim and
+    POSTed the cache again after the lease."""
+    op = h.arm.new_operation(SUB)
+    url = op.url + "&pad=" + "p" * 31_000
+    h.arm.on_flush(SUB, RG, CACHE, then=Answer(202, both(url), b""))
+    h.arm.on("GET", url.split(h.arm.endpoint, 1)[1],
+             then=Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request()
+
+    h.run()
+
+    assert len(h.arm.route("POST", flush_path(SUB, RG, CACHE)).requests) == 1
+    h.event(rid, "Succeeded")
+    row = h.ledger.get(rid, resource_id().lower())
+    assert row is not None and row.state == "done"
+    skipped = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(skipped) == 1 and "not recorded accepted in the ledger, skipped" in skipped[0]
+    assert "MAX_DATA_CHARS" in skipped[0]
