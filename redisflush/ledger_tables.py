@@ -37,6 +37,10 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "retry_backoff_factor": 0.5,
     "retry_backoff_max": 4,
 }
+# Kept connections: at least host.json's maxConcurrentCalls (16) plus the ARM threads (8)
+# that record outcomes; azure-core's default keeps 10 and opens (and logs) one more each
+# time a busy worker passes that.
+POOL_SIZE = 32
 REQUEST_ROW_KEY = "request"
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
@@ -45,6 +49,28 @@ _SECRETS = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig|signature)=[
 _MILLISECOND = dt.timedelta(milliseconds=1)
 MAX_BATCH = 100  # operations in one entity-group transaction (the service's limit)
 PURGE_BUDGET = 90.0  # seconds of one purge run, inside host.json's 2-minute functionTimeout
+
+
+def _transport() -> Any:
+    """azure-core's requests transport on a session whose pool holds POOL_SIZE connections.
+
+    Given a session, the transport uses it as it is: it gets what azure-core would have set
+    up itself (proxies and CA bundle from the environment, no urllib3 retries: the pipeline's
+    retry policy retries) plus the larger pool, and the client's time limits."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    session.trust_env = True
+    adapter = requests.adapters.HTTPAdapter(
+        pool_maxsize=POOL_SIZE,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(session=session, session_owner=True,
+                             connection_timeout=CLIENT_OPTIONS["connection_timeout"],
+                             read_timeout=CLIENT_OPTIONS["read_timeout"])
 
 
 def row_key(key: str) -> str:
@@ -86,7 +112,7 @@ class TableLedger:
         if connection_string:
             try:
                 client = TableClient.from_connection_string(
-                    connection_string, table_name, **CLIENT_OPTIONS)
+                    connection_string, table_name, transport=_transport(), **CLIENT_OPTIONS)
             except (ValueError, TypeError):
                 raise ConfigurationError(
                     "AzureWebJobsStorage: not a storage connection string with a table "
@@ -98,7 +124,7 @@ class TableLedger:
             from azure.identity import DefaultAzureCredential
             credential = DefaultAzureCredential()
         client = TableClient(endpoint=endpoint, table_name=table_name, credential=credential,
-                             **CLIENT_OPTIONS)
+                             transport=_transport(), **CLIENT_OPTIONS)
         return cls(client, endpoint)
 
     # -- the Ledger port ---------------------------------------------------------------

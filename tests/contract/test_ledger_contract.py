@@ -4,7 +4,9 @@ that two invocations racing on one row can never both win a write."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import multiprocessing
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ import pytest
 
 from redisflush.errors import ConfigurationError
 from redisflush.ledger import REQUEST_KEY, Ledger, LedgerError, LedgerRow
+from redisflush import ledger_tables
 from redisflush.ledger_tables import TableLedger
 from redisflush.local.ledger import SqliteLedger
 
@@ -400,6 +403,42 @@ def test_table_dead_endpoint_fails_fast_with_a_safe_message() -> None:
         assert DEV_KEY[:20] not in message and secret_sig not in message
         assert f"127.0.0.1:{port}" in message and "deadtable" in message
         assert "Connection refused" in message or "cannot connect" in message
+
+
+def test_table_ledger_serves_a_busy_worker_on_its_kept_connections(
+        table_ledger: TableLedger, caplog: pytest.LogCaptureFixture) -> None:
+    """16 invocations (host.json's maxConcurrentCalls) and 8 ARM threads write at once:
+    azure-core's default pool keeps 10 connections and opens, then drops, one more per call
+    past them, logging urllib3's "Connection pool is full" each time."""
+    caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
+
+    def write(i: int) -> int:
+        for n in range(5):
+            assert table_ledger.insert(row(key=f"t-{i}-{n}", request_id=f"busy-{i}")) is not None
+        return i
+
+    assert sorted(race(24, write)) == list(range(24))
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+def test_table_read_limit_holds_on_a_peer_that_never_answers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's time limits reach the transport it is given: a peer that takes the
+    connection and never answers fails the call at the read limit, not azure-core's 300 s."""
+    monkeypatch.setitem(ledger_tables.CLIENT_OPTIONS, "read_timeout", 0.5)
+    monkeypatch.setitem(ledger_tables.CLIENT_OPTIONS, "retry_total", 0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = listener.getsockname()[1]
+        conn = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                f"AccountKey={DEV_KEY};TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1")
+        ledger = TableLedger.from_settings("silenttable", connection_string=conn)
+        began = time.monotonic()
+        with pytest.raises(LedgerError):
+            ledger.get("req-1", TARGET)
+        assert time.monotonic() - began < 5
+    finally:
+        listener.close()
 
 
 def test_table_from_settings_chooses_the_endpoint() -> None:
