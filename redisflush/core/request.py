@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -238,6 +239,8 @@ def _first_problem(data: Any) -> ValidationError | None:
         if depth > MAX_DEPTH:
             return ValidationError("body", f"must not nest more than {MAX_DEPTH} levels "
                                            f"(at {path[:60]}...)")
+        if isinstance(value, _Unreadable):
+            return ValidationError(_utf8_safe(path or "body")[:128], value.rule)
         if isinstance(value, _Duplicated):
             where = f"{path}.{value.key}" if path else value.key
             return ValidationError(_utf8_safe(where)[:128], "must appear only once")
@@ -276,8 +279,26 @@ def _utf8_safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+class _Unreadable:
+    """A number the request cannot hold, left where it was so its path names it: NaN or
+    Infinity (Python's json reads them, JSON has no such literal) or an integer past Python's
+    digit limit (int() refuses it). README, "The flush request": the rejection names the
+    field, not just the body."""
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+
+def _constant(name: str) -> _Unreadable:
+    return _Unreadable(f"must not be {name}: JSON has no NaN or Infinity")
+
+
+def _integer(text: str) -> int | _Unreadable:
+    try:
+        return int(text)
+    except ValueError:  # more digits than sys.get_int_max_str_digits() allows
+        return _Unreadable(f"must not be a number of more than {sys.get_int_max_str_digits()} "
+                           "digits (too many digits)")
 
 
 def _document(body: bytes) -> dict[str, Any] | ValidationError:
@@ -291,13 +312,14 @@ def _document(body: bytes) -> dict[str, Any] | ValidationError:
     except UnicodeDecodeError:
         return ValidationError("body", "must be UTF-8 encoded JSON")
     try:
-        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant,
+                          parse_int=_integer)
     except RecursionError:
         return ValidationError("body", "must be JSON nested at most a few hundred levels")
-    except ValueError as exc:
-        if "digits" in str(exc):  # int('9' * 5000): Python's integer string limit
-            return ValidationError("body", "holds a number with too many digits")
+    except ValueError:
         return ValidationError("body", "must be valid JSON (a JSON object)")
+    if isinstance(data, _Unreadable):
+        return ValidationError("body", f"must be a JSON object, not a number ({data.rule})")
     if not isinstance(data, dict):
         return ValidationError("body", f"must be a JSON object, not {json_type(data)}")
     return data

@@ -303,8 +303,27 @@ def test_byte_order_mark_is_rejected(raw):
 def test_numbers_past_pythons_digit_limit_are_a_rejection(digits):
     raw = b'{"cacheName": "c", "timeoutSeconds": 1' + b"0" * (digits - 1) + b"}"
     rejection = rejected(raw)
-    assert rejection.field == "body"
-    assert "too many digits" in rejection.rule or "65536" in rejection.rule
+    if len(raw) > MAX_BODY_BYTES:
+        assert (rejection.field, "65536" in rejection.rule) == ("body", True)
+    else:  # named where it is, like any other field's problem
+        assert rejection.field == "timeoutSeconds"
+        assert "too many digits" in rejection.rule and "4300" in rejection.rule
+
+
+@pytest.mark.parametrize("raw, field, rule", [
+    (b'{"reason": [1, NaN]}', "reason[1]", "must not be NaN"),
+    (b'{"selector": {"subscriptionId": "x", "tags": {"a": Infinity}}}', "selector.tags.a",
+     "must not be Infinity"),
+    (b'{"reason": {"x": -Infinity}, "cacheName": 1}', "reason.x", "must not be -Infinity"),
+    (b'{"resourceIds": [1' + b"0" * 5000 + b"]}", "resourceIds[0]", "too many digits"),
+    (b'{"\\n": 1' + b"0" * 5000 + b"}", "\n", "too many digits"),  # a key that is a newline
+    (b"NaN", "body", "JSON object"), (b"1" + b"0" * 5000, "body", "JSON object"),
+])
+def test_numbers_json_has_not_are_named_where_they_are(raw, field, rule):
+    """NaN, Infinity and integers past Python's digit limit: rejected with their path (the
+    first problem in document order), never as the whole body."""
+    rejection = rejected(raw)
+    assert (rejection.field, rule in rejection.rule) == (field, True), rejection.message
 
 
 def test_a_4000_digit_number_is_read_and_refused_by_its_field_rule():
