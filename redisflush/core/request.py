@@ -26,6 +26,7 @@ from .targets import (
     make_target,
     parse_database_id,
     parse_resource_id,
+    scope_overlaps,
 )
 
 MAX_BODY_BYTES = 64 * 1024
@@ -162,6 +163,8 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
             raise ValidationError(unknown[0][:64] or '""', "is not a known field (known: "
                                   + ", ".join(REQUEST_FIELDS) + ")")
         targets, selector = _targets(data, max_targets)
+        if selector is not None:
+            _check_selector_scope(selector, allowed_scopes)
         linked = _linked(data, targets, allowed_scopes)
         timeout = _timeout(data.get("timeoutSeconds"), default_timeout)
         given = [str(i).lower() for i in data.get("resourceIds") or []] \
@@ -404,6 +407,21 @@ def _targets(data: Mapping[str, Any], max_targets: int
                                               "database named default)")
     return (make_enterprise(data["subscriptionId"], data["resourceGroup"], data["clusterName"],
                             data.get("databaseName")),), None
+
+
+def _check_selector_scope(selector: Selector, scopes: tuple[str, ...]) -> None:
+    """A selector none of whose caches could be flushed is refused before it is listed:
+    the app's identity reads no scope REDISFLUSH_ALLOWED_SCOPES keeps it out of, and no
+    rejection names a cache found there (docs/design.md, "Security rules")."""
+    if scope_overlaps(selector.scope, scopes):
+        return
+    field = "selector.subscriptionId"
+    if selector.resource_group and scope_overlaps(f"/subscriptions/{selector.subscription_id}",
+                                                  scopes):
+        field = "selector.resourceGroup"  # its subscription holds allowed scopes: not that group
+    raise ValidationError(field, f"{selector.scope} lies outside the scopes this app may flush "
+                                 "(REDISFLUSH_ALLOWED_SCOPES): no cache it matches could be "
+                                 "flushed, so it is not listed")
 
 
 def _resource_ids(value: Any, max_targets: int) -> tuple[Target, ...]:

@@ -605,6 +605,31 @@ def test_selector_is_not_scope_checked_before_it_is_resolved():
     assert request.targets == () and request.selector is not None
 
 
+OTHER = "00000000-1111-2222-3333-444444444445"
+
+
+@pytest.mark.parametrize("selector, scopes, field", [
+    ({"subscriptionId": SUB}, (SCOPE_RG,), None),  # the allowed group lies inside it
+    ({"subscriptionId": SUB.upper(), "resourceGroup": "RG"}, (SCOPE_RG.upper() + "/",), None),
+    ({"subscriptionId": SUB, "resourceGroup": "rg"}, (rid("a", rg="rg"),), None),
+    ({"subscriptionId": SUB, "resourceGroup": "rg"}, (f"/subscriptions/{SUB}",), None),
+    ({"subscriptionId": OTHER}, (SCOPE_RG,), "selector.subscriptionId"),
+    ({"subscriptionId": OTHER, "resourceGroup": "rg"}, (SCOPE_RG,), "selector.subscriptionId"),
+    ({"subscriptionId": SUB, "resourceGroup": "rg2"}, (SCOPE_RG,), "selector.resourceGroup"),
+    ({"subscriptionId": SUB, "resourceGroup": "rg"}, (SCOPE_RG + "2",), "selector.resourceGroup"),
+    ({"subscriptionId": OTHER}, (), None),
+])
+def test_a_selector_wholly_outside_the_allowed_scopes_is_rejected_before_listing(
+        selector, scopes, field):
+    result = parse({"selector": {**selector, "all": True}}, scopes=scopes)
+    if field is None:
+        assert isinstance(result, FlushRequest)
+        return
+    assert isinstance(result, Rejection) and result.field == field
+    assert "REDISFLUSH_ALLOWED_SCOPES" in result.rule and result.batch
+    assert result.scope is not None and result.scope.lower() in result.rule.lower()
+
+
 # --- fingerprint: what a requestId names, for good --------------------------------------------
 
 def test_fingerprint_ignores_order_and_case_but_not_targets_or_linked():
