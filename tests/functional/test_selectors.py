@@ -611,3 +611,21 @@ def test_a_repeat_of_a_selector_request_ended_before_rows_kept_its_list_re_annou
     assert reply.startswith("old-sel:completed:")
     assert json.loads(h.bus.messages("replies")[0].message.body)["data"]["status"] == \
         "Succeeded"
+
+
+def test_a_listing_refused_with_an_error_past_a_ledger_row_still_ends_with_an_event(
+        h: Harness) -> None:
+    """ARM's error text is cut before the request row keeps it (a row holds at most
+    30,000 characters): an uncut one raised on every delivery, dead-lettering the request
+    with no event."""
+    h.arm.on_list(list_path(SUB, RG, "redis"), then=Answer(403, {}, {"error": {
+        "code": "AuthorizationFailed", "message": "no " + "x" * 100_000}}))
+    rid = h.send_request(selector(kinds=["redis"]), message_id="sel-big-error")
+
+    done = h.run()
+
+    assert {d.outcome for d in done} == {"completed"}
+    (only,) = h.event_messages(rid).values()
+    data = check_request_event(only, rid, "Failed", SCOPE, results={})["data"]
+    assert data["error"]["code"] == "AuthorizationFailed"
+    assert data["error"]["message"].startswith("listing the caches: no xxx")
