@@ -7,6 +7,7 @@ POST; then status reads until a terminal status, the deadline, or an unusable UR
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import replace
@@ -374,7 +375,11 @@ def _operation_error(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
     Only the same status and code counts: a run of different errors is a status URL failing
     for now."""
     error = _http_error(r)
-    key = f"{r.status}:{error['code']}"
+    code = error["code"]
+    if not isinstance(code, str) or len(code) > 128:
+        # ARM's code may be any JSON of any size, and the key rides in every poll message
+        code = "sha256:" + hashlib.sha256(repr(code).encode()).hexdigest()[:16]
+    key = f"{r.status}:{code}"
     seen = ts.location_errors + 1 if key == ts.location_error else 1
     if seen > MAX_BAD:
         canceled = str(error["code"]).lower() in ("operationcanceled", "canceled")

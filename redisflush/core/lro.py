@@ -22,6 +22,10 @@ from .trust import redact_url as redact_url
 
 SUCCEEDED, FAILED, CANCELED = "Succeeded", "Failed", "Canceled"
 _TERMINAL = {s.lower(): s for s in (SUCCEEDED, FAILED, CANCELED)}
+# ARM's running statuses are words (InProgress, Running, Accepted...); a longer one is cut,
+# since the status rides in every poll message and note (README, "Reliability": every
+# message at most 192 KiB whatever ARM answered).
+MAX_STATUS = 64
 
 
 
@@ -143,7 +147,11 @@ def _reading_from_body(body: bytes, empty: Reading | None) -> Reading:
     if not isinstance(status, str) or not status.strip():
         return Reading("bad", problem="OperationStatusMissingStatus", operation=doc)
     final = terminal_status(status)
-    return Reading("terminal" if final else "running", final or status.strip(), doc)
+    return Reading("terminal" if final else "running", final or _shown(status.strip()), doc)
+
+
+def _shown(status: str) -> str:
+    return status if len(status) <= MAX_STATUS else status[:MAX_STATUS - 1] + "…"
 
 
 class AsyncOperationPolling:

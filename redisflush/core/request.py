@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +26,7 @@ from .targets import (
     make_target,
     parse_database_id,
     parse_resource_id,
+    scope_overlaps,
 )
 
 MAX_BODY_BYTES = 64 * 1024
@@ -161,6 +163,8 @@ def parse_request(delivery: Delivery, *, default_timeout: int, allowed_scopes: t
             raise ValidationError(unknown[0][:64] or '""', "is not a known field (known: "
                                   + ", ".join(REQUEST_FIELDS) + ")")
         targets, selector = _targets(data, max_targets)
+        if selector is not None:
+            _check_selector_scope(selector, allowed_scopes)
         linked = _linked(data, targets, allowed_scopes)
         timeout = _timeout(data.get("timeoutSeconds"), default_timeout)
         given = [str(i).lower() for i in data.get("resourceIds") or []] \
@@ -238,6 +242,8 @@ def _first_problem(data: Any) -> ValidationError | None:
         if depth > MAX_DEPTH:
             return ValidationError("body", f"must not nest more than {MAX_DEPTH} levels "
                                            f"(at {path[:60]}...)")
+        if isinstance(value, _Unreadable):
+            return ValidationError(_utf8_safe(path or "body")[:128], value.rule)
         if isinstance(value, _Duplicated):
             where = f"{path}.{value.key}" if path else value.key
             return ValidationError(_utf8_safe(where)[:128], "must appear only once")
@@ -276,8 +282,26 @@ def _utf8_safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+class _Unreadable:
+    """A number the request cannot hold, left where it was so its path names it: NaN or
+    Infinity (Python's json reads them, JSON has no such literal) or an integer past Python's
+    digit limit (int() refuses it). README, "The flush request": the rejection names the
+    field, not just the body."""
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+
+def _constant(name: str) -> _Unreadable:
+    return _Unreadable(f"must not be {name}: JSON has no NaN or Infinity")
+
+
+def _integer(text: str) -> int | _Unreadable:
+    try:
+        return int(text)
+    except ValueError:  # more digits than sys.get_int_max_str_digits() allows
+        return _Unreadable(f"must not be a number of more than {sys.get_int_max_str_digits()} "
+                           "digits (too many digits)")
 
 
 def _document(body: bytes) -> dict[str, Any] | ValidationError:
@@ -291,13 +315,14 @@ def _document(body: bytes) -> dict[str, Any] | ValidationError:
     except UnicodeDecodeError:
         return ValidationError("body", "must be UTF-8 encoded JSON")
     try:
-        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant,
+                          parse_int=_integer)
     except RecursionError:
         return ValidationError("body", "must be JSON nested at most a few hundred levels")
-    except ValueError as exc:
-        if "digits" in str(exc):  # int('9' * 5000): Python's integer string limit
-            return ValidationError("body", "holds a number with too many digits")
+    except ValueError:
         return ValidationError("body", "must be valid JSON (a JSON object)")
+    if isinstance(data, _Unreadable):
+        return ValidationError("body", f"must be a JSON object, not a number ({data.rule})")
     if not isinstance(data, dict):
         return ValidationError("body", f"must be a JSON object, not {json_type(data)}")
     return data
@@ -382,6 +407,21 @@ def _targets(data: Mapping[str, Any], max_targets: int
                                               "database named default)")
     return (make_enterprise(data["subscriptionId"], data["resourceGroup"], data["clusterName"],
                             data.get("databaseName")),), None
+
+
+def _check_selector_scope(selector: Selector, scopes: tuple[str, ...]) -> None:
+    """A selector none of whose caches could be flushed is refused before it is listed:
+    the app's identity reads no scope REDISFLUSH_ALLOWED_SCOPES keeps it out of, and no
+    rejection names a cache found there (docs/design.md, "Security rules")."""
+    if scope_overlaps(selector.scope, scopes):
+        return
+    field = "selector.subscriptionId"
+    if selector.resource_group and scope_overlaps(f"/subscriptions/{selector.subscription_id}",
+                                                  scopes):
+        field = "selector.resourceGroup"  # its subscription holds allowed scopes: not that group
+    raise ValidationError(field, f"{selector.scope} lies outside the scopes this app may flush "
+                                 "(REDISFLUSH_ALLOWED_SCOPES): no cache it matches could be "
+                                 "flushed, so it is not listed")
 
 
 def _resource_ids(value: Any, max_targets: int) -> tuple[Target, ...]:

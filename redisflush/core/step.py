@@ -44,7 +44,7 @@ from .events import (
     rejected_event_id,
     request_completed,
 )
-from .fit import MAX_MESSAGE_BYTES
+from .fit import MAX_MESSAGE_BYTES, fit
 from .ledger_rules import expiry
 from .outbound import OutboundMessage
 from .request import FlushRequest, Origin, Rejection, earlier_fingerprints
@@ -475,8 +475,10 @@ def rejection_error(rejection: Rejection) -> dict[str, str]:
 def _request_failed(state: RunState, now: dt.datetime, status: str, code: str, message: str
                     ) -> Decision:
     """The request ends before it had targets (a selector that could not be resolved)."""
+    # ARM's words, cut by bytes as a target's are: the request row holds this end
+    # (docs/design.md, "Request ledger"), and a row over the store's limit would raise
     ended = _ended(now, state.total_arm_requests, status=status, scope=_scope(state),
-                   error={"code": code, "message": message})
+                   error=fit({"code": code, "message": message}, flush_steps.ERROR_BYTES))
     return state, _end_unresolved(state, ended)
 
 

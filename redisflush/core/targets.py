@@ -189,6 +189,19 @@ def in_scopes(target: Target, scopes: tuple[str, ...]) -> bool:
     return False
 
 
+def scope_overlaps(scope: str, scopes: tuple[str, ...]) -> bool:
+    """True when no scopes are set or some cache under `scope` (a subscription or resource
+    group) could lie inside one of them: one of the two contains the other."""
+    if not scopes:
+        return True
+    mine = scope.lower().rstrip("/")
+    for allowed in scopes:
+        s = allowed.lower().rstrip("/")
+        if mine == s or mine.startswith(s + "/") or s.startswith(mine + "/"):
+            return True
+    return False
+
+
 def _text(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, not {json_type(value)}")

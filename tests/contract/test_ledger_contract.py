@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from redisflush import ledger_tables
 from redisflush.errors import ConfigurationError
 from redisflush.ledger import REQUEST_KEY, Ledger, LedgerError, LedgerRow
-from redisflush import ledger_tables
 from redisflush.ledger_tables import TableLedger
 from redisflush.local.ledger import SqliteLedger
 

@@ -70,6 +70,15 @@ REJECTED = {
                              + b'", "reason": "bad \\ud800 half"}', "reason", None),
     "lone-surrogate-key": (b'{"resourceId": "' + resource_id().encode()
                            + b'", "\\udfff": 1}', "\\udfff", None),
+    # not JSON numbers, or past Python's integer limit: named where they are, as any field
+    "nan": (b'{"resourceId": "' + resource_id().encode() + b'", "timeoutSeconds": NaN}',
+            "timeoutSeconds", None),
+    "infinity-inside": (b'{"resourceId": "' + resource_id().encode()
+                        + b'", "reason": {"x": -Infinity}}', "reason.x", None),
+    "5000-digits": (b'{"resourceId": "' + resource_id().encode() + b'", "timeoutSeconds": 1'
+                    + b"0" * 4999 + b"}", "timeoutSeconds", None),
+    "5000-digits-in-a-list": (b'{"resourceIds": [1' + b"0" * 4999 + b"]}", "resourceIds[0]",
+                              None),
 }
 
 

@@ -234,3 +234,34 @@ def test_a_record_too_long_for_the_ledger_is_skipped_never_a_second_post(
     skipped = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(skipped) == 1 and "not recorded accepted in the ledger, skipped" in skipped[0]
     assert "MAX_DATA_CHARS" in skipped[0]
+
+
+HUGE = 600_000  # ARM's text, far past a message (ARM's answers may be up to 1 MB)
+
+
+@pytest.mark.parametrize("how", ["running-status", "location-error-code"])
+def test_arm_text_past_a_message_never_stops_the_chain(h: Harness, how: str) -> None:
+    """A status or an error code of hundreds of KB (a hostile or broken ARM): the poll
+    message still fits (README, "Reliability": ARM's own JSON cut by bytes), so the chain
+    goes on to an event instead of being refused by the bus and dead-lettered."""
+    op = h.arm.new_operation(SUB)
+    if how == "running-status":
+        h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b""))
+        h.arm.on_operation(op, Answer(200, {}, {"status": "Running" + "x" * HUGE}),
+                           then=Answer(200, {}, op.status("Succeeded")))
+        status = "Succeeded"
+    else:
+        h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
+        h.arm.on_operation(op, then=Answer(404, {}, {"error": {"code": "E" * HUGE,
+                                                               "message": "gone"}}))
+        status = "Failed"
+    rid = h.send_request(reply_to="redis-flush-replies", reply_to_session_id="s")
+
+    done = h.run()
+
+    assert {d.outcome for d in done} == {"completed"}
+    data = h.event(rid, status)
+    assert len(h.events()[0].message.body) < 16_000
+    assert all(len(p.message.body) < 16_000 for p in h.polls(rid))
+    if how == "location-error-code":
+        assert data["error"]["code"].startswith("EEEE")

@@ -18,6 +18,7 @@ from tests.support.harness import (
     Harness,
     check_request_event,
     database_id,
+    rejected_id,
     resource_id,
 )
 from tests.support.scripted_arm import (
@@ -242,6 +243,43 @@ def test_allowed_scopes_apply_to_every_resolved_target(h: Harness) -> None:
                                results={})["data"]
     assert "outside REDISFLUSH_ALLOWED_SCOPES" in data["error"]["message"]
     assert "rg-payments" in data["error"]["message"]
+    assert [r.method for r in h.arm.requests] == ["GET"]
+
+
+@pytest.mark.parametrize("where, field", [
+    ({"subscriptionId": OTHER_SUB}, "selector.subscriptionId"),
+    ({"resourceGroup": "rg-payments"}, "selector.resourceGroup"),
+    ({"subscriptionId": OTHER_SUB, "resourceGroup": RG}, "selector.subscriptionId"),
+])
+def test_a_selector_wholly_outside_the_allowed_scopes_is_rejected_without_listing(
+        h: Harness, where: dict[str, str], field: str) -> None:
+    """No cache it could match may be flushed: it is refused on arrival, before the app's
+    identity lists a scope the setting keeps it out of (and before the rejection could name
+    a cache found there)."""
+    rid = h.send_request({"selector": {"subscriptionId": SUB, "tags": SHOP, **where}},
+                         message_id="sel-out")
+
+    h.run()
+
+    assert h.arm.requests == []
+    (only,) = h.event_messages(rid).values()
+    scope = f"/subscriptions/{where.get('subscriptionId', SUB)}" + (
+        f"/resourceGroups/{where['resourceGroup']}" if "resourceGroup" in where else "")
+    data = check_request_event(only, rid, "Rejected", scope, results={},
+                               event_id=rejected_id(rid))["data"]
+    assert data["error"]["target"] == field
+    assert "REDISFLUSH_ALLOWED_SCOPES" in data["error"]["message"]
+    assert h.polls() == []
+
+
+def test_a_selector_over_an_allowed_scope_is_listed(h: Harness) -> None:
+    """A subscription-wide selector may match caches of an allowed group: it is resolved."""
+    h.arm.on_list(list_path(SUB, None, "redis"), Answer(200, {}, page([])))
+    rid = h.send_request({"selector": {"subscriptionId": SUB.upper(), "tags": SHOP,
+                                       "kinds": ["redis"]}}, message_id="sel-over")
+    h.run()
+    (only,) = h.event_messages(rid).values()
+    assert "matched 0 caches" in json.loads(only.body)["data"]["error"]["message"]
     assert [r.method for r in h.arm.requests] == ["GET"]
 
 
@@ -594,3 +632,21 @@ def test_a_next_link_without_api_version_is_read_with_the_listings(h: Harness) -
     _, request = h.batch(rid, {resource_id(cache="shop-eu"): "Succeeded"}, "Succeeded",
                          scope=SCOPE)
     assert request["counts"] == {"Succeeded": 1}
+
+
+def test_a_listing_refused_with_an_error_past_a_ledger_row_still_ends_with_an_event(
+        h: Harness) -> None:
+    """ARM's error text is cut before the request row keeps it (a row holds at most
+    30,000 characters): an uncut one raised on every delivery, dead-lettering the request
+    with no event."""
+    h.arm.on_list(list_path(SUB, RG, "redis"), then=Answer(403, {}, {"error": {
+        "code": "AuthorizationFailed", "message": "no " + "x" * 100_000}}))
+    rid = h.send_request(selector(kinds=["redis"]), message_id="sel-big-error")
+
+    done = h.run()
+
+    assert {d.outcome for d in done} == {"completed"}
+    (only,) = h.event_messages(rid).values()
+    data = check_request_event(only, rid, "Failed", SCOPE, results={})["data"]
+    assert data["error"]["code"] == "AuthorizationFailed"
+    assert data["error"]["message"].startswith("listing the caches: no xxx")

@@ -208,3 +208,29 @@ def test_a_narrowed_scope_does_not_overwrite_a_flush_another_chain_got_accepted(
     events = {e.message_id: json.loads(e.message.body)["data"] for e in h.events()}
     assert events["narrow-1:completed"]["status"] != "Rejected", (
         events["narrow-1:completed"]["error"], row.data.get("outcome"))
+
+
+@pytest.mark.parametrize("where", ["post", "poll"])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_never_followed_so_no_token_goes_where_it_points(
+        h: Harness, servers: Callable[..., ScriptedArm], where: str, status: int) -> None:
+    """ARM never redirects these calls; a 3xx (a proxy's, a tampered answer) is read as an
+    answer, never followed: its Location gets no request and no bearer token."""
+    other = servers("127.0.0.1")
+    op = h.arm.new_operation(SUB)
+    _script_foreign(other, op.path)
+    away = Answer(status, {"Location": other.endpoint + op.path}, b"")
+    if where == "post":
+        h.arm.on_flush(SUB, RG, CACHE, away)
+    else:
+        h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Azure-AsyncOperation": op.url}))
+        h.arm.on_operation(op, then=away)
+    rid = h.send_request(timeoutSeconds=60)
+
+    h.run()
+
+    data = h.event(rid, "Failed")
+    assert data["error"]["code"] == ("Http" if where == "post" else "OperationStatusHttp") \
+        + str(status)
+    assert other.requests == [] and other.connections == 0
+    assert all(r.server == h.arm.requests[0].server for r in h.arm.requests)

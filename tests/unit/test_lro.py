@@ -446,3 +446,13 @@ def test_trust_rules_live_in_core_trust_and_are_re_exported():
     assert lro.is_trusted is trust.is_trusted and lro.redact_url is trust.redact_url
     assert lro.is_loopback_http is trust.is_loopback_http
     assert settings.is_loopback_http is trust.is_loopback_http
+
+
+def test_a_running_status_past_a_word_is_cut_so_messages_stay_small() -> None:
+    """The status rides in every poll message and note (README, "Reliability")."""
+    reading = lro.AsyncOperationPolling().read(200, json.dumps(
+        {"status": " Running" + "x" * 100_000}).encode())
+    assert reading.state == "running" and reading.status is not None
+    assert len(reading.status) == lro.MAX_STATUS and reading.status.startswith("Runningxx")
+    assert lro.AsyncOperationPolling().read(200, b'{"status": "InProgress"}').status == \
+        "InProgress"

@@ -303,8 +303,27 @@ def test_byte_order_mark_is_rejected(raw):
 def test_numbers_past_pythons_digit_limit_are_a_rejection(digits):
     raw = b'{"cacheName": "c", "timeoutSeconds": 1' + b"0" * (digits - 1) + b"}"
     rejection = rejected(raw)
-    assert rejection.field == "body"
-    assert "too many digits" in rejection.rule or "65536" in rejection.rule
+    if len(raw) > MAX_BODY_BYTES:
+        assert (rejection.field, "65536" in rejection.rule) == ("body", True)
+    else:  # named where it is, like any other field's problem
+        assert rejection.field == "timeoutSeconds"
+        assert "too many digits" in rejection.rule and "4300" in rejection.rule
+
+
+@pytest.mark.parametrize("raw, field, rule", [
+    (b'{"reason": [1, NaN]}', "reason[1]", "must not be NaN"),
+    (b'{"selector": {"subscriptionId": "x", "tags": {"a": Infinity}}}', "selector.tags.a",
+     "must not be Infinity"),
+    (b'{"reason": {"x": -Infinity}, "cacheName": 1}', "reason.x", "must not be -Infinity"),
+    (b'{"resourceIds": [1' + b"0" * 5000 + b"]}", "resourceIds[0]", "too many digits"),
+    (b'{"\\n": 1' + b"0" * 5000 + b"}", "\n", "too many digits"),  # a key that is a newline
+    (b"NaN", "body", "JSON object"), (b"1" + b"0" * 5000, "body", "JSON object"),
+])
+def test_numbers_json_has_not_are_named_where_they_are(raw, field, rule):
+    """NaN, Infinity and integers past Python's digit limit: rejected with their path (the
+    first problem in document order), never as the whole body."""
+    rejection = rejected(raw)
+    assert (rejection.field, rule in rejection.rule) == (field, True), rejection.message
 
 
 def test_a_4000_digit_number_is_read_and_refused_by_its_field_rule():
@@ -584,6 +603,31 @@ def test_allowed_scopes(body, scopes, field):
 def test_selector_is_not_scope_checked_before_it_is_resolved():
     request = accepted({"selector": {"subscriptionId": SUB, "all": True}}, scopes=(SCOPE_RG,))
     assert request.targets == () and request.selector is not None
+
+
+OTHER = "00000000-1111-2222-3333-444444444445"
+
+
+@pytest.mark.parametrize("selector, scopes, field", [
+    ({"subscriptionId": SUB}, (SCOPE_RG,), None),  # the allowed group lies inside it
+    ({"subscriptionId": SUB.upper(), "resourceGroup": "RG"}, (SCOPE_RG.upper() + "/",), None),
+    ({"subscriptionId": SUB, "resourceGroup": "rg"}, (rid("a", rg="rg"),), None),
+    ({"subscriptionId": SUB, "resourceGroup": "rg"}, (f"/subscriptions/{SUB}",), None),
+    ({"subscriptionId": OTHER}, (SCOPE_RG,), "selector.subscriptionId"),
+    ({"subscriptionId": OTHER, "resourceGroup": "rg"}, (SCOPE_RG,), "selector.subscriptionId"),
+    ({"subscriptionId": SUB, "resourceGroup": "rg2"}, (SCOPE_RG,), "selector.resourceGroup"),
+    ({"subscriptionId": SUB, "resourceGroup": "rg"}, (SCOPE_RG + "2",), "selector.resourceGroup"),
+    ({"subscriptionId": OTHER}, (), None),
+])
+def test_a_selector_wholly_outside_the_allowed_scopes_is_rejected_before_listing(
+        selector, scopes, field):
+    result = parse({"selector": {**selector, "all": True}}, scopes=scopes)
+    if field is None:
+        assert isinstance(result, FlushRequest)
+        return
+    assert isinstance(result, Rejection) and result.field == field
+    assert "REDISFLUSH_ALLOWED_SCOPES" in result.rule and result.batch
+    assert result.scope is not None and result.scope.lower() in result.rule.lower()
 
 
 # --- fingerprint: what a requestId names, for good --------------------------------------------
