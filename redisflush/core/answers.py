@@ -45,3 +45,9 @@ def error_detail(body: bytes) -> dict[str, Any] | None:
         return None
     return {k: doc[k] for k in ("code", "message", "target", "details", "additionalInfo")
             if k in doc}
+
+
+def text_or_none(value: object) -> str | None:
+    """ARM's `code` or `message` when it is text a subscriber can read: an event's error has
+    both as strings (README, "Events"), and ARM's JSON may hold any value there."""
+    return value if isinstance(value, str) and value.strip() else None

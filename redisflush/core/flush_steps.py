@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from . import cadence, lro
-from .answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
+from .answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail, text_or_none
 from .commands import (
     CallArm,
     Claimed,
@@ -435,16 +435,12 @@ def operation_error(raw: object, status: str = lro.FAILED) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         return {"code": fallback, "message": none}
     nested = raw.get("error")
-    if isinstance(nested, Mapping) and not _text(raw.get("code")):
+    if isinstance(nested, Mapping) and not text_or_none(raw.get("code")):
         raw = nested
-    code, message = _text(raw.get("code")), _text(raw.get("message"))
+    code, message = text_or_none(raw.get("code")), text_or_none(raw.get("message"))
     error = {k: raw[k] for k in _ERROR_FIELDS if raw.get(k) is not None}
     return {"code": code or fallback,
             "message": message or (none + " message" if code else none), **error}
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
 
 
 def _timed_out_error(ts: TargetState, cause: Mapping[str, Any] | None = None
@@ -466,9 +462,11 @@ def _untrusted(ts: TargetState, url: str, cx: Context) -> TargetState:
 
 
 def _http_error(r: ArmAnswer) -> dict[str, Any]:
+    """ARM's ErrorDetail with `httpStatus`; a code or message that is not text (ARM's JSON
+    may hold any value) gives way to ours, as an operation's error does (README, "Events")."""
     detail = error_detail(r.body) or {}
-    return {"code": detail.get("code") or f"Http{r.status}",
-            "message": detail.get("message") or f"ARM answered HTTP {r.status}",
+    return {"code": text_or_none(detail.get("code")) or f"Http{r.status}",
+            "message": text_or_none(detail.get("message")) or f"ARM answered HTTP {r.status}",
             **{k: v for k, v in detail.items() if k not in ("code", "message")},
             "httpStatus": r.status}
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from . import cadence, lro
-from .answers import ArmAnswer, ArmFailure, error_detail
+from .answers import ArmAnswer, ArmFailure, error_detail, text_or_none
 from .commands import CallArm, Deferred
 from .selector import Selector, database_list_path, read_page
 from .state import ListCall, RunState
@@ -68,8 +68,9 @@ def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: d
                        due=cadence.next_time(now, delay, after, state.deadline))
     if r.status != 200:
         detail = error_detail(r.body) or {}
-        raise ResolveFailed(str(detail.get("code") or f"Http{r.status}"),
-                            f"listing the caches: {detail.get('message') or _what(r)}")
+        raise ResolveFailed(text_or_none(detail.get("code")) or f"Http{r.status}",
+                            "listing the caches: "
+                            f"{text_or_none(detail.get('message')) or _what(r)}")
     call, selector = state.pending_lists[0], state.selector
     assert selector is not None
     page = read_page(selector, call.kind, r.body, databases_of=call.of)

@@ -265,3 +265,26 @@ def test_arm_text_past_a_message_never_stops_the_chain(h: Harness, how: str) -> 
     assert all(len(p.message.body) < 16_000 for p in h.polls(rid))
     if how == "location-error-code":
         assert data["error"]["code"].startswith("EEEE")
+
+
+@pytest.mark.parametrize("where", ["post", "location-poll"])
+@pytest.mark.parametrize("odd", [{"code": 403, "message": {"text": "no"}},
+                                 {"code": {"c": "x"}, "message": ["no"]},
+                                 {"code": "  ", "message": None}])
+def test_an_arm_error_without_a_text_code_or_message_still_gives_text_ones(
+        h: Harness, where: str, odd: dict[str, object]) -> None:
+    """README, "Events": every error but a success's has a `code` and a `message`, text a
+    subscriber filters on. An ARM answer whose ErrorDetail holds another JSON value there (a
+    number, an object, blanks) reached the event as it was: `error.code` 403, an object as
+    the message. As for an operation's error, ARM's odd value gives way to the app's code."""
+    op = h.arm.new_operation(SUB)
+    if where == "post":
+        h.arm.on_flush(SUB, RG, CACHE, Answer(403, {}, {"error": odd}))
+    else:
+        h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
+        h.arm.on_operation(op, then=Answer(403, {}, {"error": odd}))
+    rid = h.send_request()
+    h.run()
+    error = h.event(rid, "Failed")["error"]
+    assert (error["code"], error["message"]) == ("Http403", "ARM answered HTTP 403"), error
+    assert error["httpStatus"] == 403

@@ -650,3 +650,19 @@ def test_a_listing_refused_with_an_error_past_a_ledger_row_still_ends_with_an_ev
     data = check_request_event(only, rid, "Failed", SCOPE, results={})["data"]
     assert data["error"]["code"] == "AuthorizationFailed"
     assert data["error"]["message"].startswith("listing the caches: no xxx")
+
+
+def test_a_listing_refused_with_an_error_of_no_text_names_the_http_status(h: Harness) -> None:
+    """A listing's error code or message that is not text (a number, an object) reached the
+    request's event as Python's rendering of it (`{'c': 1}`): now the HTTP status names it,
+    as for a cache's flush (README, "Events": `code` and `message`, text)."""
+    h.arm.on_list(list_path(SUB, RG, "redis"), then=Answer(403, {}, {"error": {
+        "code": {"c": 1}, "message": 42}}))
+    rid = h.send_request(selector(kinds=["redis"]), message_id="sel-odd-error")
+
+    h.run()
+
+    (only,) = h.event_messages(rid).values()
+    data = check_request_event(only, rid, "Failed", SCOPE, results={})["data"]
+    assert (data["error"]["code"], data["error"]["message"]) == (
+        "Http403", "listing the caches: HTTP 403"), data["error"]
