@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -69,22 +70,25 @@ class Ledger(Protocol):
 def encode_data(data: Mapping[str, Any]) -> str:
     """`data` as the compact JSON every adapter stores. ValueError when it is not JSON-able or
     longer than MAX_DATA_CHARS: a caller's bug, which every adapter (MemoryLedger too)
-    refuses alike, so unit tests catch what Table storage would reject. Text holding half a
-    surrogate pair (ARM's JSON may escape one) is stored all escaped: it is no UTF-16 (nor
-    UTF-8) string a store takes, and decode_data gives the same text back."""
+    refuses alike, so unit tests catch what Table storage would reject. Half a surrogate pair
+    (ARM's JSON may escape one) is no UTF-16 (nor UTF-8) text a store takes: it alone is
+    stored escaped (6 characters), and decode_data gives the same text back. Escaping all of
+    the row would count every other non-ASCII character 6 times too, and a row within the
+    limit could pass it."""
     try:
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"ledger row data is not JSON: {exc}") from exc
-    try:
-        size = len(text.encode("utf-16-le")) // 2  # Table storage counts UTF-16 code units
-    except UnicodeEncodeError:
-        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
-        size = len(text)
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    size = len(text.encode("utf-16-le")) // 2  # Table storage counts UTF-16 code units
     if size > MAX_DATA_CHARS:
         raise ValueError(f"ledger row data is {size} characters as JSON, "
                          f"over MAX_DATA_CHARS ({MAX_DATA_CHARS})")
     return text
+
+
+# a surrogate code point: json.dumps leaves it as it is, only ever inside a JSON string
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def decode_data(text: str) -> dict[str, Any]:

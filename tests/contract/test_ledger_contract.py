@@ -259,6 +259,16 @@ def test_data_with_half_a_surrogate_pair_round_trips(ledger: Ledger) -> None:
     assert ledger.update(replace(got, state="done")) is not None
 
 
+def test_half_a_surrogate_pair_costs_its_own_escape_only(ledger: Ledger) -> None:
+    """Escaping the whole row for one lone surrogate counted every other non-ASCII
+    character 6 times: 20,000 kana, within the limit, were refused as 120,000."""
+    data = {"message": "カ" * 20_000 + "\ud800"}
+    stored = ledger.insert(row(data=data))
+    assert stored is not None and dict(stored.data) == data
+    got = ledger.get("req-1", TARGET)
+    assert got is not None and dict(got.data) == data
+
+
 def test_data_that_is_not_json_or_too_long_is_refused_alike(ledger: Ledger) -> None:
     with pytest.raises(ValueError, match="MAX_DATA_CHARS"):
         ledger.insert(row(data={"big": "x" * 30_001}))

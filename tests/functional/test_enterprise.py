@@ -324,3 +324,30 @@ def test_linked_ids_in_a_resource_group_named_in_japanese_are_flushed_once(
     # the repeat's copy of the event (same id) was dropped by the topic: no RequestIdReused
     assert [e.message_id for e in h.events()] == ["jp-geo:completed"]
     assert again != first
+
+
+def test_a_lone_surrogate_in_arms_error_does_not_cost_the_done_record_of_a_long_group(
+        h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """ARM's error holding half a surrogate pair made the ledger store the whole `done` row
+    escaped, every non-ASCII character as 6: with 50 linked ids in a resource group named in
+    kana, 14,000 characters became 36,000, over the row limit, so the record was refused and
+    skipped (the row stayed `accepted`: a repeat read ARM again and could announce another
+    outcome). Only the lone surrogate is escaped now."""
+    rg, cluster = "リソース" * 22, "c" * 63
+    target = database_id(cluster, rg=rg)
+    linked = [database_id(f"{'d' * 60}{i:03d}", "e" * 63, rg=rg) for i in range(50)]
+    status, _ = h.arm.new_enterprise_operation(SUB, rg, cluster, "default")
+    h.arm.on("POST", quote(enterprise_flush_path(SUB, rg, cluster), safe="/?=-"),
+             Answer(202, {"Azure-AsyncOperation": status.url}, {}))
+    broken = {"error": {"code": "FlushFailed", "message": "shard \ud800 did not answer"}}
+    h.arm.on_operation(status, Answer(200, {}, status.status("Failed", error=broken)))
+    rid = h.send_request({"resourceId": target, "linkedDatabaseIds": linked})
+
+    h.run()
+
+    data = h.event(rid, "Failed", rid=target)
+    assert data["error"]["message"] == "shard \ud800 did not answer"
+    row = h.ledger.get(rid, target.lower())
+    assert row is not None and row.state == "done", row and row.state
+    assert row.data["outcome"]["error"]["message"] == "shard \ud800 did not answer"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
