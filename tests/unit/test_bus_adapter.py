@@ -47,6 +47,8 @@ class FakeSender:
             self.entered.set()
             if self.gate is not None:
                 self.gate.wait(10)
+            if self.closed:
+                self.misused.append("closed while its send was in flight")
             if self.fail:
                 raise self.fail
             self.sent.append(list(messages))
@@ -518,3 +520,48 @@ def test_concurrent_sends_to_many_entities_each_go_out_once_on_a_live_sender(fac
     ids = sorted(m.message_id for s in senders for batch in s.sent for m in batch)
     assert ids == sorted(f"{w}-{n}" for w in range(16) for n in range(60))
     assert len(bus._slots) <= 4 + 16  # the kept, plus any a running send held
+
+
+@pytest.mark.parametrize("answer", ["sent", "failed"])
+def test_a_sender_whose_send_is_in_flight_is_never_dropped_under_it(factory, answer):
+    """The crash point of the sender cache: a send still in flight (its sender idle past the
+    link timeout by its last take, and the least recently used) while other sends drop
+    senders. It is passed over, its send ends on a live sender (its message out once, or its
+    failure raised to the step), and only a later take drops and replaces it."""
+    now = [0.0]
+    bus = AzureServiceBus(factory, kept=2, monotonic=lambda: now[0])
+    gate = threading.Event()
+    factory.client.gates["polls"] = gate
+    if answer == "failed":
+        factory.client.fail_next = sbx.ServiceBusConnectionError(message="link detached")
+    raised: list[Exception] = []
+
+    def slow() -> None:
+        try:
+            bus.send("polls", [OutboundMessage(b"p", "p-1")])
+        except BusError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    (polls,) = factory.client.senders
+    assert polls.entered.wait(5)
+    now[0] += bus_module.SENDER_IDLE + 1
+    for n in range(6):
+        bus.send(f"reply-{n}", [OutboundMessage(b"r", f"r-{n}")])
+    assert all(_closed_soon(s) for s in factory.client.senders[1:5])  # the others dropped
+    assert not polls.closed
+    gate.set()
+    thread.join(5)
+    assert not polls.misused
+    if answer == "sent":
+        assert raised == [] and [[m.message_id for m in b] for b in polls.sent] == [["p-1"]]
+    else:
+        assert len(raised) == 1 and polls.sent == [] and polls.closed
+    factory.client.gates.pop("polls")
+    now[0] += 1
+    bus.send("polls", [OutboundMessage(b"q", "p-2")])
+    assert _closed_soon(polls)
+    fresh = factory.client.senders[-1]
+    assert fresh is not polls and fresh.name == "queue:polls"
+    assert [[m.message_id for m in b] for b in fresh.sent] == [["p-2"]]
