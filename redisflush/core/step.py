@@ -49,7 +49,7 @@ from .ledger_rules import expiry
 from .outbound import OutboundMessage
 from .request import FlushRequest, Origin, Rejection, earlier_fingerprints
 from .state import RunState, TargetState, initial, with_targets
-from .targets import Target, in_scopes, parse_resource_id
+from .targets import Target, in_scopes, parse_resource_id, scope_overlaps
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,9 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
                                   "messageId": state.origin.message_id},
                                  earlier_fingerprints(state.selector)))
     elif state.phase == "resolve" and state.pending_lists:
+        outside = _selector_outside(state, now, config)
+        if outside is not None:
+            return outside
         if now >= state.deadline and view.can_call:
             return _request_failed(state, now, "TimedOut", "TimedOut",
                                    "the deadline passed while the selector was being resolved")
@@ -479,6 +482,21 @@ def _request_failed(state: RunState, now: dt.datetime, status: str, code: str, m
     # (docs/design.md, "Request ledger"), and a row over the store's limit would raise
     ended = _ended(now, state.total_arm_requests, status=status, scope=_scope(state),
                    error=fit({"code": code, "message": message}, flush_steps.ERROR_BYTES))
+    return state, _end_unresolved(state, ended)
+
+
+def _selector_outside(state: RunState, now: dt.datetime, config: Config) -> Decision | None:
+    """A selector wholly outside REDISFLUSH_ALLOWED_SCOPES is not listed (docs/design.md,
+    "Security rules"): arrival refuses one, and a poll message is input too (another sender
+    on the poll queue, or the setting narrowed since the request came). None: it may be."""
+    selector = state.selector
+    if selector is None or scope_overlaps(selector.scope, config.allowed_scopes):
+        return None
+    rejected = Rejection(state.origin, "selector", f"{selector.scope} lies outside the scopes "
+                         "this app may flush (REDISFLUSH_ALLOWED_SCOPES, which may have changed "
+                         "since the request came): it is not listed", code="OutsideAllowedScopes")
+    ended = _ended(now, state.total_arm_requests, status="Rejected", scope=selector.scope,
+                   error=rejection_error(rejected))
     return state, _end_unresolved(state, ended)
 
 

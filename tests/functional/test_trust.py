@@ -234,3 +234,38 @@ def test_a_redirect_is_never_followed_so_no_token_goes_where_it_points(
         + str(status)
     assert other.requests == [] and other.connections == 0
     assert all(r.server == h.arm.requests[0].server for r in h.arm.requests)
+
+
+@pytest.mark.parametrize("phase", ["open", "resolve"])
+def test_a_poll_message_with_a_selector_outside_the_allowed_scopes_lists_nothing(
+        h: Harness, phase: str) -> None:
+    """A selector wholly outside REDISFLUSH_ALLOWED_SCOPES is refused on arrival, before the
+    app's identity lists a scope the setting keeps it out of (docs/design.md, "Security
+    rules"); a poll message is input too (another sender on the poll queue, or the setting
+    narrowed while the listing ran), and one in such a scope was listed all the same, its
+    rejection naming the first cache found there."""
+    body = {"selector": {"subscriptionId": SUB, "resourceGroup": RG, "tags": {"app": "x"},
+                         "kinds": ["redis"]}, "requestId": "sel-tampered"}
+    parsed = parse_request(Delivery(json.dumps(body).encode(), "sel-tampered",
+                                    enqueued_at=h.clock.now()),
+                           default_timeout=1800, allowed_scopes=h.settings.allowed_scopes,
+                           max_targets=50, now=h.clock.now())
+    assert isinstance(parsed, FlushRequest)
+    doc = json.loads(initial(parsed, h.clock.now()).to_json())
+    far = "rg-not-allowed"
+    doc["selector"]["resourceGroup"] = far
+    if phase == "resolve":
+        doc["phase"] = "resolve"
+        doc["pendingLists"] = [{"kind": "redis", "url": h.arm.endpoint + (
+            f"/subscriptions/{SUB}/resourceGroups/{far}/providers/Microsoft.Cache/redis"
+            "?api-version=2023-08-01")}]
+    state = RunState.from_json(json.dumps(doc).encode())
+    h.bus.send(h.settings.poll_queue, [poll_message(state, h.clock.now())])
+
+    h.run()
+
+    assert [(r.method, r.raw_path) for r in h.arm.requests] == []
+    (event,) = h.events()
+    data = json.loads(event.message.body)["data"]
+    assert data["status"] == "Rejected"
+    assert "REDISFLUSH_ALLOWED_SCOPES" in data["error"]["message"]
