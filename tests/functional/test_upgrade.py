@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ from redisflush.functions import install
 from redisflush.ledger import Ledger, LedgerRow, MemoryLedger
 from redisflush.local.ledger import SqliteLedger
 from tests.fixtures.capture_release import _scenario, scenarios
-from tests.support.harness import Harness
+from tests.support.harness import RG, SUB, Harness
 from tests.support.memory_bus import FakeClock, MemoryBus
-from tests.support.scripted_arm import Answer, ScriptedArm
+from tests.support.scripted_arm import Answer, ScriptedArm, database_body, database_id
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "release_65a10d8.json"
 OLD: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
@@ -31,6 +32,8 @@ ENDS: dict[str, tuple[int, dict[str, Any]]] = {
     "up-single": (200, {"status": "Succeeded"}),
     "up-batch": (200, {"status": "Succeeded"}),
     "up-canceled": (200, {"status": "Canceled"}),
+    "up-selector": (200, {"status": "Succeeded"}),
+    "up-geo": (200, {"status": "Succeeded"}),
     "up-managed-failed": (200, {"status": "Failed", "error": {"error": {
         "code": "FlushFailed", "message": "the database refused"}}}),
 }
@@ -81,26 +84,20 @@ def _restore(h: Harness, clock: FakeClock, snapshot: dict[str, Any]) -> None:
             application_properties={"requestId": poll["body"]["requestId"]})) is not None
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_an_old_release_poll_message_is_followed_to_its_end(
-        upgraded: tuple[Harness, FakeClock], name: str) -> None:
-    """The chain the old release left scheduled goes on under this one: its rows are read,
-    its operation read, no second POST, each event once under the id the old release would
-    have used, the chain's next MessageIds in the old numbering."""
-    h, clock = upgraded
-    old = OLD[name]
-    _restore(h, clock, old["inFlight"])
+def _ends(h: Harness, name: str) -> int:
+    """Each operation the old release's poll message follows answers its end; how many."""
     status, body = ENDS[name]
-    for poll in old["inFlight"]["polls"]:
-        for target in poll["body"]["targets"]:
-            url = target["pollUrl"].replace("{ARM}", h.arm.endpoint)
-            parts = urlsplit(url)
-            h.arm.on("GET", f"{parts.path}?{parts.query}", Answer(status, {}, body))
+    targets = [t for poll in OLD[name]["inFlight"]["polls"] for t in poll["body"]["targets"]]
+    for target in targets:
+        parts = urlsplit(target["pollUrl"].replace("{ARM}", h.arm.endpoint))
+        h.arm.on("GET", f"{parts.path}?{parts.query}", then=Answer(status, {}, body))
+    return len(targets)
 
-    h.run()
 
-    assert [r.method for r in h.arm.requests_for(name)] == \
-        ["GET"] * len(old["inFlight"]["polls"][0]["body"]["targets"])
+def _check_events(h: Harness, name: str) -> None:
+    """Each event the old release would have published, once, with its status; an error
+    with code and message on every one but a success's."""
+    old = OLD[name]
     events = {e.message_id: json.loads(e.message.body) for e in h.events()}
     old_events = {e["messageId"]: json.loads(e["body"]) for e in old["final"]["events"]}
     assert set(events) == set(old_events)
@@ -111,6 +108,47 @@ def test_an_old_release_poll_message_is_followed_to_its_end(
     rows = {r.key: r for r in h.ledger.rows(name)}
     assert rows[""].state == "done"
     assert all(r.state == "done" for r in rows.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_old_release_poll_message_is_followed_to_its_end(
+        upgraded: tuple[Harness, FakeClock], name: str) -> None:
+    """The chain the old release left scheduled goes on under this one: its rows are read,
+    its operation read, no second POST, each event once under the id the old release would
+    have used, the chain's next MessageIds in the old numbering."""
+    h, clock = upgraded
+    _restore(h, clock, OLD[name]["inFlight"])
+    targets = _ends(h, name)
+
+    h.run()
+
+    assert [r.method for r in h.arm.requests_for(name)] == ["GET"] * targets
+    assert [e.message_id for e in h.polls(name)] == [
+        p["messageId"] for p in OLD[name]["inFlight"]["polls"]]  # ended at its first step
+    _check_events(h, name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_repeat_after_the_upgrade_of_a_request_in_flight_joins_its_chain(
+        upgraded: tuple[Harness, FakeClock], name: str) -> None:
+    """A pipeline's retry (same requestId, new MessageId) sent just after the upgrade, while
+    the old release's chain is scheduled: the same fingerprint (not RequestIdReused), no
+    POST, poll MessageIds in the one numbering, each event once (a second copy dropped)."""
+    h, clock = upgraded
+    old = OLD[name]
+    _restore(h, clock, old["inFlight"])
+    _ends(h, name)
+    if name == "up-geo":  # the repeat reads the database's group again before its claim
+        h.arm.on_database(SUB, RG, "amr-geo", "default", then=Answer(200, {}, database_body(
+            SUB, RG, "amr-geo", linked=[database_id(SUB, RG, "amr-geo-2")])))
+
+    h.send_request({**old["request"], "requestId": name}, message_id=f"{name}-send-2")
+    h.run()
+
+    assert "POST" not in [r.method for r in h.arm.requests_for(name)]
+    assert all(re.fullmatch(re.escape(name) + r":poll:\d+", e.message_id)
+               for e in h.polls(name))
+    _check_events(h, name)
 
 
 @pytest.mark.parametrize("name", NAMES)
