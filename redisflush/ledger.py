@@ -67,6 +67,15 @@ class Ledger(Protocol):
         a whole request or none of it; how many rows went."""
 
 
+def fits(data: Mapping[str, Any]) -> bool:
+    """Whether encode_data takes `data`: JSON, at most MAX_DATA_CHARS once encoded."""
+    try:
+        encode_data(data)
+    except ValueError:
+        return False
+    return True
+
+
 def encode_data(data: Mapping[str, Any]) -> str:
     """`data` as the compact JSON every adapter stores. ValueError when it is not JSON-able or
     longer than MAX_DATA_CHARS: a caller's bug, which every adapter (MemoryLedger too)

@@ -24,8 +24,8 @@ def open_request(ledger: Ledger, request_id: str, command: OpenRequest, now: dt.
                  ) -> Opened:
     names = ledger_rules.fingerprint_forms(command.fingerprint, command.also)
     data = {"fingerprint": names[0], **command.data}
-    if ledger.insert(LedgerRow(request_id, REQUEST_KEY, "open", data, 0, now,
-                               command.expires_at)) is not None:
+    if ledger.insert(ledger_rules.fitted(LedgerRow(request_id, REQUEST_KEY, "open", data, 0,
+                                                   now, command.expires_at))) is not None:
         return Opened("new")
     row = ledger.get(request_id, REQUEST_KEY)
     if row is None:  # expired between the two calls: a new request after all
@@ -84,12 +84,9 @@ def claim_target(ledger: Ledger, request_id: str, command: ClaimTarget, now: dt.
 def record(ledger: Ledger, request_id: str, command: RecordTarget | RecordRequest,
            now: dt.datetime) -> None:
     key = command.key if isinstance(command, RecordTarget) else REQUEST_KEY
-    data = command.data
-    if key == REQUEST_KEY and isinstance(data.get("fingerprint"), str):
-        data = {**data, "fingerprint": ledger_rules.kept_fingerprint(data["fingerprint"])}
     for _ in range(ATTEMPTS):
         row = ledger.get(request_id, key)
-        new = ledger_rules.recorded(row, request_id, key, command.state, data, now,
+        new = ledger_rules.recorded(row, request_id, key, command.state, command.data, now,
                                     command.expires_at)
         if new is None:
             return

@@ -15,30 +15,37 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ..ledger import LedgerRow
+from ..ledger import LedgerRow, fits
 
 # Longer than one ARM call may last (its whole-duration limit) plus the records after it, so a
 # live invocation's row is never taken for a dead one's.
 LEASE = dt.timedelta(seconds=90)
 REPOSTED = "reposted"
-# A request row keeps a fingerprint longer than this as its digest: the JSON escapes every
-# non-ASCII character (6 characters each), and 40 linked ids in a resource group named in
-# kana passed the row's limit (ledger.MAX_DATA_CHARS) on their own. Shorter ones, all that
-# earlier versions could store beside a list, are kept as they are.
-FINGERPRINT_CHARS = 2048
 
 
-def kept_fingerprint(fingerprint: str) -> str:
-    """What the request row keeps of a fingerprint (docs/design.md, "Request ledger")."""
-    if len(fingerprint) <= FINGERPRINT_CHARS:
-        return fingerprint
+def digest(fingerprint: str) -> str:
+    """The form a request row keeps of a fingerprint it cannot hold whole."""
     return "sha256:" + hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def fingerprint_forms(fingerprint: str, also: tuple[str, ...]) -> tuple[str, ...]:
     """Every value a request row of this request may hold, the one a new row gets first: the
-    kept form, the whole one (a row an earlier version wrote), and `also`."""
-    return tuple(dict.fromkeys((kept_fingerprint(fingerprint), fingerprint, *also)))
+    whole fingerprint, its digest (a row that could not hold it whole), and `also`."""
+    return tuple(dict.fromkeys((fingerprint, digest(fingerprint), *also)))
+
+
+def fitted(row: LedgerRow) -> LedgerRow:
+    """A request row as it is written: its fingerprint whole, as every release has written
+    and matched it, unless the row would then pass the ledger's limit (ledger.MAX_DATA_CHARS:
+    e.g. 40 linked ids in a resource group named in kana, each character escaped to six):
+    then its digest. So a row holds a digest only for a request no earlier release could
+    record at all, and a rollback still finds every other request its own (docs/design.md,
+    "Request ledger")."""
+    fingerprint = row.data.get("fingerprint")
+    if row.key or not isinstance(fingerprint, str) or fingerprint.startswith("sha256:") or \
+            fits(row.data):
+        return row
+    return replace(row, data={**row.data, "fingerprint": digest(fingerprint)})
 
 
 def new_target_row(request_id: str, key: str, now: dt.datetime, expires_at: dt.datetime
@@ -78,10 +85,10 @@ def recorded(row: LedgerRow | None, request_id: str, key: str, state: str,
                             (state == "retry" and row.state not in ("posting", "retry"))):
         return None
     if row is None:
-        return LedgerRow(request_id, key, state, dict(data), 0, now, expires_at)
+        return fitted(LedgerRow(request_id, key, state, dict(data), 0, now, expires_at))
     kept = dict(data) if key and state == "done" else {**row.data, **data}
-    return replace(row, state=state, data=kept, updated_at=now,
-                   expires_at=max(row.expires_at, expires_at))
+    return fitted(replace(row, state=state, data=kept, updated_at=now,
+                          expires_at=max(row.expires_at, expires_at)))
 
 
 def stored_targets(row: LedgerRow | None, request_id: str, fingerprints: tuple[str, ...],
@@ -95,13 +102,13 @@ def stored_targets(row: LedgerRow | None, request_id: str, fingerprints: tuple[s
     state, data = ("done", {"ended": dict(ended)}) if ended is not None else \
         ("open", {"targets": targets, "armRequests": arm_requests})
     if row is None:
-        return LedgerRow(request_id, "", state, {"fingerprint": fingerprints[0], **data}, 0,
-                         now, expires_at)
+        return fitted(LedgerRow(request_id, "", state, {"fingerprint": fingerprints[0], **data},
+                                0, now, expires_at))
     if row.data.get("fingerprint") not in fingerprints or row.state == "done" or \
             isinstance(row.data.get("targets"), list):
         return None
-    return replace(row, state=state, data={**row.data, **data}, updated_at=now,
-                   expires_at=max(row.expires_at, expires_at))
+    return fitted(replace(row, state=state, data={**row.data, **data}, updated_at=now,
+                          expires_at=max(row.expires_at, expires_at)))
 
 
 def expiry(deadline: dt.datetime) -> dt.datetime:
