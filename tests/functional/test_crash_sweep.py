@@ -34,8 +34,9 @@ from urllib.parse import quote
 import pytest
 
 from redisflush.bus import OutboundMessage
+from redisflush.core import ledger_rules
 from redisflush.functions import install
-from redisflush.ledger import REQUEST_KEY, Ledger, LedgerRow, MemoryLedger
+from redisflush.ledger import REQUEST_KEY, Ledger, LedgerRow, MemoryLedger, encode_data
 from redisflush.local.bus_schema import DEFAULT_LOCK_SECONDS
 from redisflush.local.ledger import SqliteLedger
 from tests.support.harness import RG, SUB, Harness, resource_id
@@ -205,14 +206,17 @@ def both(url: str) -> dict[str, str]:
 
 
 # The paths of today's fixes, each swept over the crash points (plain: the table above):
-# - long-names: 3 caches in a resource group named in kana, so the request row keeps its
-#   fingerprint as a digest (docs/design.md, "Request ledger");
+# - long-names: 3 caches in a resource group named in kana, with the request row's limit
+#   lowered to 2,048 characters (ROW_LIMIT_FOR_LONG_NAMES) so that row keeps its fingerprint
+#   as a digest, as it does past the real limit (docs/design.md, "Request ledger"; reaching
+#   the real 30,000 takes about 43 such caches, too many to sweep);
 # - huge-status: ARM's running status is 600 KB, cut to 64 characters in the poll message;
 # - huge-code: Location polling whose 404 error code is 600 KB, kept as a digest in the poll
 #   message's run of errors, before the operation's end;
 # - too-long-record: an operation URL of 31,000 characters, so the `accepted` record is refused
 #   as too long and skipped (README, "Reliability").
 VARIANTS = ("long-names", "huge-status", "huge-code", "too-long-record")
+ROW_LIMIT_FOR_LONG_NAMES = 2_048
 HUGE = 600_000
 # The points a variant cannot reach: a record refused never counts as recorded.
 UNREACHED: dict[str, tuple[str, ...]] = {"too-long-record": ("between-records", "after-record")}
@@ -419,10 +423,13 @@ def test_every_crash_point_gives_one_post_per_accepted_target_and_one_event_each
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_crash_point_holds_on_the_paths_of_long_and_huge_text(
-        tmp_path: Path, variant: str) -> None:
+        tmp_path: Path, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same sweep over a digest fingerprint, a cut running status, a digest error code
     and a record skipped as too long: one POST per cache (two only for a POST in flight at
     the kill), one event per cache and per request, nothing dead-lettered."""
+    if variant == "long-names":
+        monkeypatch.setattr(ledger_rules, "fits", lambda data: len(
+            encode_data(data)) <= ROW_LIMIT_FOR_LONG_NAMES)
     failures: list[str] = []
     for point, _ in POINTS:
         if point in UNREACHED.get(variant, ()):
