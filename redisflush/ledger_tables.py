@@ -198,16 +198,11 @@ class TableLedger:
         now = _utc(now)
         upper = now.replace(microsecond=now.microsecond // 1000 * 1000) + _MILLISECOND
         stop_at = time.monotonic() + budget
-        gone, done = 0, set()  # type: int, set[str]
+        gone = 0
         with self._calling("purge", None) as table:
-            for hit in table.query_entities("ExpiresAt le @upper", parameters={"upper": upper},
-                                            select=["PartitionKey"]):
-                request_id = hit["PartitionKey"]
-                if request_id in done:
-                    continue
-                if time.monotonic() > stop_at:
-                    break
-                done.add(request_id)
+            pages = table.query_entities("ExpiresAt le @upper", parameters={"upper": upper},
+                                         select=["PartitionKey"]).by_page()
+            for request_id in _new_partitions(pages, stop_at):
                 rows = list(table.query_entities("PartitionKey eq @pk",
                                                  parameters={"pk": request_id},
                                                  select=["PartitionKey", "RowKey", "ExpiresAt"]))
@@ -260,6 +255,24 @@ class TableLedger:
                             raise  # TableBeingDeleted: not usable yet
                     self._ready = True
         return self._client
+
+
+def _new_partitions(pages: Iterator[Iterator[Any]], stop_at: float) -> Iterator[str]:
+    """Each PartitionKey of the scan once, until time.monotonic() passes stop_at: checked on
+    every page, since the service may answer a scan of a large table with empty pages (and
+    a continuation) for as long as it takes, and on every hit."""
+    seen: set[str] = set()
+    for page in pages:
+        if time.monotonic() > stop_at:
+            return
+        for hit in page:
+            request_id = str(hit["PartitionKey"])
+            if request_id in seen:
+                continue
+            if time.monotonic() > stop_at:
+                return
+            seen.add(request_id)
+            yield request_id
 
 
 def identity_endpoint(*, account_name: str | None, table_service_uri: str | None) -> str:

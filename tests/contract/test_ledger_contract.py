@@ -4,6 +4,7 @@ that two invocations racing on one row can never both win a write."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import multiprocessing
 import socket
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -225,6 +227,57 @@ def test_table_purge_stops_at_its_time_budget(azurite: str) -> None:
         assert ledger.insert(row(request_id=f"req-{i}", expires_at=NOW - dt.timedelta(1)))
     assert ledger.purge(NOW, budget=0.0) == 0  # out of time before the first request
     assert ledger.purge(NOW) == 3
+
+
+def test_table_purge_stops_at_its_budget_while_the_scan_returns_empty_pages() -> None:
+    """Table storage may answer a filtered scan of a large table with empty pages and a
+    continuation for as long as the scan takes: the budget is checked on every page, so the
+    purge ends inside the function's 2-minute timeout (a loopback table that only ever
+    answers so: the real SDK follows its continuations)."""
+    pages = []
+
+    class EmptyPages(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # create_table on first use: it is there already
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._answer(409, {"odata.error": {"code": "TableAlreadyExists",
+                                               "message": {"value": "exists"}}}, {})
+
+        def do_GET(self) -> None:
+            pages.append(self.path)
+            time.sleep(0.05)  # the service's time on a page of nothing
+            self._answer(200, {"value": []}, {
+                "x-ms-continuation-NextPartitionKey": f"1!8!{len(pages)}",
+                "x-ms-continuation-NextRowKey": "1!8!x"})
+
+        def _answer(self, status: int, body: Any, headers: dict[str, str]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json;odata=minimalmetadata")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EmptyPages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        ledger = TableLedger.from_settings("scantable", connection_string=(
+            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};"
+            f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1"))
+        began = time.monotonic()
+        assert ledger.purge(NOW, budget=1.0) == 0
+        assert time.monotonic() - began < 3
+        assert len(pages) > 3  # it did follow the continuations until its time was up
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- what a row holds ----------------------------------------------------------------------
