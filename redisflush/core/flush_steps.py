@@ -215,7 +215,9 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
 
 def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
     if isinstance(r, ArmFailure) or lro.is_transient(r.status):
-        ts = _transient(ts, r, cx)
+        before, ts = ts, _transient(ts, r, cx)
+        if ts.phase == "done" and _in_doubt(r):
+            return _doubt_timed_out(before, r, cx)
         if ts.phase != "done":
             # The retry claims the row again: a redelivery of this request may have POSTed
             # in between (docs/design.md, "Request ledger"). A POST that may have reached ARM
@@ -240,6 +242,21 @@ def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
         status = reading.status if reading.state == "terminal" else lro.SUCCEEDED
         return _end(ts, cx, status or lro.SUCCEEDED, None, reading.operation, accepted=True)
     return _end(ts, cx, lro.FAILED, _http_error(r))
+
+
+def _doubt_timed_out(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context
+                     ) -> TargetState:
+    """A POST that may have reached ARM, with no time left to send it again: TimedOut, and
+    like a FlushInDoubt it keeps its share of the group (the ids it carried may have been
+    flushed, so no other member of the request flushes them again) and says it may have run
+    (README, "Reliability"; docs/design.md, "Flush request")."""
+    cause = {"code": r.code, "message": r.message} if isinstance(r, ArmFailure) \
+        else _http_error(r)
+    return _end(ts, cx, "TimedOut", {
+        "code": "TimedOut", "details": [cause],
+        "message": "the deadline passed before this cache's flush request, which went out "
+                   "with no answer from ARM, could be sent again: it may have run"},
+        accepted=True)
 
 
 def _in_doubt(r: ArmAnswer | ArmFailure) -> bool:

@@ -351,3 +351,32 @@ def test_a_lone_surrogate_in_arms_error_does_not_cost_the_done_record_of_a_long_
     assert row is not None and row.state == "done", row and row.state
     assert row.data["outcome"]["error"]["message"] == "shard \ud800 did not answer"
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_a_group_members_post_in_doubt_at_its_deadline_keeps_its_share(h: Harness) -> None:
+    """The first member's POST (with the third database) gets a gateway's 504 with a
+    Retry-After past the deadline: it may have run, so it ends TimedOut naming the third
+    database and saying so, and the second member does not flush that database again (it
+    did: the first one's outcome named nothing, so the second one's share took it back)."""
+    first, second, third = (database_id(c, rg=RG) for c in ("amr-a", "amr-b", "amr-x"))
+    for cluster, linked in (("amr-a", [second, third]), ("amr-b", [first, third])):
+        h.arm.on_database(SUB, RG, cluster, "default",
+                          then=Answer(200, {}, database_body(SUB, RG, cluster, linked=linked)))
+    h.arm.on_enterprise_flush(SUB, RG, "amr-a", "default", Answer(
+        504, {"Retry-After": "120"}, {"error": {"code": "GatewayTimeout", "message": "gw"}}))
+    status, _ = h.arm.new_enterprise_operation(SUB, RG, "amr-b", "default")
+    h.arm.on_enterprise_flush(SUB, RG, "amr-b", "default",
+                              then=Answer(202, {"Azure-AsyncOperation": status.url}, {}))
+    h.arm.on_operation(status, then=Answer(200, {}, status.status("Succeeded")))
+    h.send_request({"resourceIds": [first, second], "requestId": "late",
+                    "timeoutSeconds": 60})
+
+    h.run()
+
+    posts = [r for r in h.arm.requests if r.method == "POST" and "databases" in r.raw_path]
+    assert [json.loads(r.body)["ids"] for r in posts] == [[third], []]  # each database once
+    caches, _ = h.batch("late", {first: "TimedOut", second: "Succeeded"}, "TimedOut")
+    assert caches[first]["linkedDatabaseIds"] == [third]
+    assert "may have run" in caches[first]["error"]["message"]
+    assert caches[first]["error"]["details"][0]["code"] == "GatewayTimeout"
+    assert caches[second]["linkedDatabaseIds"] == []

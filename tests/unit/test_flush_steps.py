@@ -66,6 +66,7 @@ ENTERPRISE_LOCATION = (f"{ENDPOINT}{db_id()}/operationresults/op9?api-version=20
                        "&t=1&c=2&s=3&h=4")
 ARM_ERRORS = load_fixture("arm_errors.json")
 DEADLINE = at(1800)
+LINKED = db_id("amr-us")
 GAP = cadence.poll_gap(None)  # 1 s: one status read a second without Retry-After
 
 
@@ -548,13 +549,30 @@ def test_post_retries_back_off_then_poll():
 
 @pytest.mark.parametrize("result", [answer(409, ARM_ERRORS["409"], {"Retry-After": "31"}),
                                     answer(429, b"", {"Retry-After": "600"}),
-                                    ArmFailure("Timeout", "t", retry_after=45.0)])
+                                    ArmFailure("Timeout", "t", retry_after=45.0, sent=False)])
 def test_post_retry_that_cannot_happen_before_the_deadline_times_out(result):
-    ts, records = after(post_state(), result, deadline=at(30))
+    ts, records = after(post_state(DATABASE, (LINKED,)), result, deadline=at(30))
     outcome = done(ts)
     assert (outcome.status, outcome.error["code"]) == ("TimedOut", "TimedOut")
     assert "NotStarted" in outcome.error["message"]
     assert outcome.error["details"][0]["code"] in ("Conflict", "Http429", "Timeout")
+    assert outcome.linked == ()  # ARM answered, or nothing went out: nothing was flushed
+    assert records == []
+
+
+@pytest.mark.parametrize("result", [
+    answer(504, {"error": {"code": "GatewayTimeout", "message": "gw"}}, {"Retry-After": "45"}),
+    ArmFailure("Timeout", "t", retry_after=45.0)])
+def test_a_post_in_doubt_that_cannot_be_sent_again_before_the_deadline_keeps_its_share(
+        result):
+    """It may have run with the linked ids it carried: its outcome names them (so no other
+    member of the request flushes them again) and says it may have run."""
+    ts, records = after(post_state(DATABASE, (LINKED,)), result, deadline=at(30))
+    outcome = done(ts)
+    assert (outcome.status, outcome.error["code"]) == ("TimedOut", "TimedOut")
+    assert "may have run" in outcome.error["message"]
+    assert outcome.error["details"][0]["code"] in ("GatewayTimeout", "Timeout")
+    assert outcome.linked == (LINKED,) and outcome.arm_requests == 1
     assert records == []
 
 
