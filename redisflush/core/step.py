@@ -174,9 +174,11 @@ def _target_calls(state: RunState, view: View, config: Config
                 continue
             if ts.phase in ("claim", "post") and len(state.targets) > 1 and ts.linked:
                 share = _own_share(state, ts)
-                if share is None:  # an earlier member of its group has not been answered:
-                    # wait before claiming (a claim held would be given back every second)
-                    state = state.with_target(replace(ts, due=view.now + HOLD))
+                if isinstance(share, dt.datetime):  # an earlier member of its group has not
+                    # been answered: wait before claiming (a claim held would be given back
+                    # every second) until that member next acts, not waking the chain every
+                    # second while the pacer holds its POST
+                    state = state.with_target(replace(ts, due=max(view.now + HOLD, share)))
                     continue
                 # its share from its claim on: a claim found in doubt keeps it (the POSTs
                 # that went out carried it)
@@ -194,21 +196,25 @@ def _target_calls(state: RunState, view: View, config: Config
 HOLD = dt.timedelta(seconds=1)
 
 
-def _own_share(state: RunState, ts: TargetState) -> tuple[str, ...] | None:
+def _own_share(state: RunState, ts: TargetState) -> tuple[str, ...] | dt.datetime:
     """The linked databases this target flushes when one request names several members of a
     geo-replication group, so each database is flushed once: none that is a target itself,
-    none an earlier target's accepted flush took. None (wait) while an earlier target that
-    may share them has not had its group read or its POST answered."""
+    none an earlier target's accepted flush took. While an earlier target that may share them
+    has not had its group read or its POST answered: when the first such target is next due
+    (it changes only then), to wait for."""
     mine = {i.lower() for i in ts.linked or ()}
     taken: set[str] = set()
+    waits = []
     for t in state.targets[:ts.index]:
         if t.target.kind != ts.target.kind:
             continue
         theirs = {i.lower() for i in (t.outcome.linked if t.outcome else t.linked) or ()}
         if t.phase == "read" or (t.phase in ("claim", "post") and theirs & mine):
-            return None
-        if t.accepted_at is not None or (t.outcome and t.outcome.linked):
+            waits.append(t.due)
+        elif t.accepted_at is not None or (t.outcome and t.outcome.linked):
             taken |= theirs
+    if waits:
+        return min(waits)
     targets = {t.target.key for t in state.targets}
     return tuple(i for i in ts.linked or () if i.lower() not in targets | taken)
 

@@ -221,6 +221,9 @@ def test_a_group_member_waiting_for_an_earlier_ones_post_claims_only_when_it_may
     h.run()
 
     assert ledger.writes.count(second.lower()) <= 3  # its claim, its acceptance, its end
+    # and the chain sleeps until the first one's POST is due: it woke every second (152
+    # poll messages and invocations for 150 s of waiting)
+    assert len(h.polls("group")) <= 5, [seconds(p.visible_at) for p in h.polls("group")]
     posts = [r for r in h.arm.requests if r.method == "POST" and "databases" in r.raw_path]
     assert [json.loads(r.body)["ids"] for r in posts] == [[third], []]  # each database once
 
