@@ -383,3 +383,49 @@ def test_a_group_members_post_in_doubt_at_its_deadline_keeps_its_share(h: Harnes
     assert "may have run" in caches[first]["error"]["message"]
     assert caches[first]["error"]["details"][0]["code"] == "GatewayTimeout"
     assert caches[second]["linkedDatabaseIds"] == []
+
+
+def test_both_members_of_a_pair_in_two_subscriptions_are_each_flushed_alone(
+        make_harness: Callable[..., Harness]) -> None:
+    """README, "Geo-replication groups": one POST per named database, each with the members
+    the request does not name ({"ids": []} for both of a pair), each to its own
+    subscription's URL; both events say nothing else was flushed with them."""
+    sub2 = "0b5d2c4e-1111-4a8e-9d56-2d2f8c1f0a22"
+    h = make_harness(allowed_scopes=(SUBSCRIPTION, f"/subscriptions/{sub2}"))
+    eu, us = DB, database_id(PARTNER, rg=RG2, sub=sub2)
+    for sub, rg, cluster, partner in ((SUB, RG, CLUSTER, us), (sub2, RG2, PARTNER, eu)):
+        h.arm.on_database(sub, rg, cluster, "default",
+                          then=Answer(200, {}, database_body(sub, rg, cluster, linked=[partner])))
+        status, _ = h.arm.new_enterprise_operation(sub, rg, cluster, "default")
+        h.arm.on_enterprise_flush(sub, rg, cluster, "default",
+                                  then=Answer(202, {"Azure-AsyncOperation": status.url}, {}))
+        h.arm.on_operation(status, then=Answer(200, {}, status.status("Succeeded")))
+    h.send_request({"resourceIds": [eu, us], "requestId": "pair"})
+
+    h.run()
+
+    posts = sorted((r.raw_path.split("/")[2], json.loads(r.body)["ids"])
+                   for r in h.arm.requests if r.method == "POST")
+    assert posts == sorted([(SUB, []), (sub2, [])])
+    caches, _ = h.batch("pair", {eu: "Succeeded", us: "Succeeded"}, "Succeeded",
+                        scope="/subscriptions")
+    assert caches[eu]["linkedDatabaseIds"] == [] and caches[us]["linkedDatabaseIds"] == []
+
+
+def test_every_listed_member_is_sent_whatever_its_link_state(h: Harness) -> None:
+    """README, "Geo-replication groups": the GET's `state` of a member (Linking, Unlinking,
+    LinkFailed) does not decide; ARM does, and its refusal ends the database Failed."""
+    states = {PARTNER_DB: "LinkFailed", database_id("amr-ap", rg=RG2): "Unlinking"}
+    body = database_body(SUB, RG, CLUSTER, linked=list(states))
+    for item in body["properties"]["geoReplication"]["linkedDatabases"]:
+        item["state"] = states.get(item["id"], "Linked")
+    h.arm.on_database(SUB, RG, CLUSTER, "default", Answer(200, {}, body))
+    refusal = {"code": "BadRequest", "message": "database is not linked"}
+    h.arm.on_enterprise_flush(SUB, RG, CLUSTER, "default", Answer(400, {}, {"error": refusal}))
+    rid = h.send_request({"resourceId": DB})
+
+    h.run()
+
+    assert h.arm.requests[1].json == {"ids": list(states)}
+    data = h.event(rid, "Failed", rid=DB)
+    assert data["error"]["code"] == "BadRequest" and data["linkedDatabaseIds"] == []
