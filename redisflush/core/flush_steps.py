@@ -202,8 +202,12 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
         if cx.now >= cx.deadline:
             return timed_out(ts, cx)
         # at the deadline at the latest it claims once more (core.step): the other delivery
-        # may have got the flush accepted, or ended it, in the meantime
-        return replace(ts, due=min(c.until, cx.deadline), busy=True)
+        # may have got the flush accepted, or ended it, in the meantime. The lease's time
+        # left is counted from this step's now: judged on the shell's clock, which may be
+        # behind the bus's, `until` may already have come by the bus's (docs/design.md,
+        # "Clocks"), and a message scheduled for it would come back at once, claim after claim
+        left = c.until - (c.judged_at or cx.now)
+        return replace(ts, due=min(cx.now + left, cx.deadline), busy=True)
     # its linked databases went with each of those POSTs: they are in doubt too, and stay
     # its share of the group (no other member flushes them again)
     return _end(ts, cx, lro.FAILED, {

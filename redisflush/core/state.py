@@ -142,6 +142,9 @@ class RunState:
     linked_request: tuple[str, ...] | None = None
     reply_tag: str | None = None  # a repeat's own reply ids (its MessageId differs)
     list_paced: bool = False  # the next list page already holds a pacer slot
+    # when the bus was asked to deliver this message: it has come, whatever the reading
+    # instance's clock says (docs/design.md, "Clocks")
+    scheduled_at: dt.datetime | None = None
     # a redelivered step reads the ledger's rows first (not carried in messages)
     recheck: bool = False
 
@@ -179,7 +182,7 @@ class RunState:
                "notePercent": self.note_percent, "reported": self.reported,
                "linkedRequest": None if self.linked_request is None else
                list(self.linked_request),
-               "listPaced": self.list_paced,
+               "listPaced": self.list_paced, "at": exact(self.scheduled_at),
                "targets": [t.to_json() for t in self.targets]}
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -210,7 +213,8 @@ class RunState:
                        parse_iso_or_none(d.get("due")), int(d.get("armRequests", 0)),
                        d.get("noteStatus"), d.get("notePercent"), bool(d.get("reported")),
                        None if linked is None else tuple(linked),
-                       reply_tag=d.get("replyTag"), list_paced=d.get("listPaced") is True)
+                       reply_tag=d.get("replyTag"), list_paced=d.get("listPaced") is True,
+                       scheduled_at=parse_iso_or_none(d.get("at")))
         except (KeyError, TypeError, AttributeError, ValidationError, ValueError,
                 RecursionError, UnicodeDecodeError) as exc:
             raise ValueError(f"invalid poll state: {type(exc).__name__}: {exc}") from None
