@@ -219,7 +219,8 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
 
 def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
     if isinstance(r, ArmFailure) or lro.is_transient(r.status):
-        ts = _transient(ts, r, cx)
+        # a POST in doubt may have started the flush: every later end of it says so
+        ts = _transient(replace(ts, in_doubt=ts.in_doubt or _in_doubt(r)), r, cx)
         if ts.phase != "done":
             # The retry claims the row again: a redelivery of this request may have POSTed
             # in between (docs/design.md, "Request ledger"). A POST that may have reached ARM
@@ -422,7 +423,8 @@ def _end(ts: TargetState, cx: Context, status: str, error: Mapping[str, Any] | N
         status = lro.FAILED
     outcome = Outcome(status, cx.now, fit(dict(error), ERROR_BYTES) if error else None, summary,
                       ts.accepted_at, ts.arm_requests,
-                      tuple(ts.linked or ()) if (accepted or ts.accepted_at) else ())
+                      tuple(ts.linked or ()) if (accepted or ts.accepted_at or ts.in_doubt)
+                      else ())
     return replace(ts, phase="done", outcome=outcome, last_status=status)
 
 
@@ -452,9 +454,12 @@ def operation_error(raw: object, status: str = lro.FAILED) -> dict[str, Any]:
 
 def _timed_out_error(ts: TargetState, cause: Mapping[str, Any] | None = None
                      ) -> dict[str, Any]:
-    last = ts.last_status or "NotStarted"
-    error: dict[str, Any] = {"code": "TimedOut",
-                             "message": f"the deadline passed while the flush was {last}"}
+    if ts.last_status is None and ts.in_doubt:
+        message = ("the deadline passed while the flush request's answer was unknown: ARM may "
+                   "or may not have run it")
+    else:
+        message = f"the deadline passed while the flush was {ts.last_status or 'NotStarted'}"
+    error: dict[str, Any] = {"code": "TimedOut", "message": message}
     if cause:
         error["details"] = [dict(cause)]
     return error

@@ -49,6 +49,8 @@ class TargetState:
     # the ARM error a Location poll answered, "{status}:{code}", and how often in a row
     location_error: str | None = None
     location_errors: int = 0
+    # a POST of it went out with no answer of ARM's own (flush_steps._in_doubt): it may run
+    in_doubt: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
@@ -62,7 +64,7 @@ class TargetState:
                 "reported": self.reported, "noted": self.noted,
                 "runningAt": exact(self.running_at), "projectedEnd": self.projected_end,
                 "busy": self.busy, "locationError": self.location_error,
-                "locationErrors": self.location_errors}
+                "locationErrors": self.location_errors, "inDoubt": self.in_doubt}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TargetState:
@@ -87,7 +89,7 @@ class TargetState:
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
                    parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")),
                    d.get("busy") is True, _text(d.get("locationError")),
-                   _count(d.get("locationErrors")))
+                   _count(d.get("locationErrors")), d.get("inDoubt") is True)
 
 
 def _text(value: object) -> str | None:

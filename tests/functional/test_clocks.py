@@ -104,3 +104,20 @@ def test_a_claim_found_held_is_taken_over_once_its_lease_ends_on_a_clock_behind(
     # the lease ran out on the app's clock (1.5 s behind the bus's)
     assert post.when >= START + LEASE + BEHIND
     assert len(h.polls(rid)) <= 3
+
+
+@pytest.mark.parametrize("answer", [Answer(504, {}, b""), Answer(502, {}, b"")])
+def test_a_deadline_after_a_post_in_doubt_does_not_say_it_never_started(
+        h: Harness, answer: Answer) -> None:
+    """A POST that went out with no answer of ARM's own (a gateway's 502/504) may have
+    started the flush; its claim is kept for the lease, and a deadline inside that lease ends
+    the flush TimedOut: the event must not say the flush was NotStarted."""
+    h.arm.on_flush(SUB, RG, CACHE, answer)
+    rid = h.send_request(timeoutSeconds=30)
+    h.run()
+    data = h.event(rid, "TimedOut")
+    assert [r.method for r in h.arm.requests] == ["POST"]
+    message = data["error"]["message"]
+    assert "NotStarted" not in message
+    assert message == ("the deadline passed while the flush request's answer was unknown: "
+                       "ARM may or may not have run it")

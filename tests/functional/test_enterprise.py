@@ -351,3 +351,19 @@ def test_a_lone_surrogate_in_arms_error_does_not_cost_the_done_record_of_a_long_
     assert row is not None and row.state == "done", row and row.state
     assert row.data["outcome"]["error"]["message"] == "shard \ud800 did not answer"
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_a_deadline_after_a_post_in_doubt_names_the_linked_databases_it_carried(
+        h: Harness) -> None:
+    """A flush POST answered by a gateway's 504 may have run, with the linked databases it
+    named; the deadline then passing inside the claim's lease ends it TimedOut, and the event
+    names those databases (what may have been flushed with it), as FlushInDoubt does."""
+    h.arm.on_enterprise_flush(SUB, RG, CLUSTER, "default", Answer(504, {}, b""))
+    rid = h.send_request({"resourceId": DB, "linkedDatabaseIds": [PARTNER_DB],
+                          "timeoutSeconds": 30})
+    h.run()
+    data = h.event(rid, "TimedOut", rid=DB)
+    assert [r.method for r in h.arm.requests] == ["POST"]
+    assert h.arm.requests[0].json == {"ids": [PARTNER_DB]}
+    assert data["linkedDatabaseIds"] == [PARTNER_DB]
+    assert "may or may not have run it" in data["error"]["message"]
