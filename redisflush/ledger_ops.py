@@ -77,7 +77,7 @@ def claim_target(ledger: Ledger, request_id: str, command: ClaimTarget, now: dt.
             continue
         decision, data, until, write = ledger_rules.on_existing(row, now)
         if write is None or ledger.update(write) is not None:
-            return Claimed(decision, data, until)
+            return Claimed(decision, data, until, now)
     raise LedgerError(f"ledger row {request_id}/{command.key} kept changing under us")
 
 

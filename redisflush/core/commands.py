@@ -102,11 +102,14 @@ class ClaimTarget:
 @dataclass(frozen=True)
 class Claimed:
     """`decision`: post, adopt-poll / adopt-done (an earlier delivery got there first, `data`
-    says how far), busy (another invocation is POSTing until `until`), in-doubt."""
+    says how far), busy (another invocation is POSTing until `until`), in-doubt. `judged_at`:
+    the clock reading `until` was judged against (the shell's clock, which may be behind the
+    bus's: docs/design.md, "Clocks")."""
 
     decision: str
     data: Mapping[str, Any] = field(default_factory=dict)
     until: dt.datetime | None = None
+    judged_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -202,8 +202,12 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
         if cx.now >= cx.deadline:
             return timed_out(ts, cx)
         # at the deadline at the latest it claims once more (core.step): the other delivery
-        # may have got the flush accepted, or ended it, in the meantime
-        return replace(ts, due=min(c.until, cx.deadline), busy=True)
+        # may have got the flush accepted, or ended it, in the meantime. The lease's time
+        # left is counted from this step's now: judged on the shell's clock, which may be
+        # behind the bus's, `until` may already have come by the bus's (docs/design.md,
+        # "Clocks"), and a message scheduled for it would come back at once, claim after claim
+        left = c.until - (c.judged_at or cx.now)
+        return replace(ts, due=min(cx.now + left, cx.deadline), busy=True)
     # its linked databases went with each of those POSTs: they are in doubt too, and stay
     # its share of the group (no other member flushes them again)
     return _end(ts, cx, lro.FAILED, {
@@ -215,9 +219,8 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
 
 def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
     if isinstance(r, ArmFailure) or lro.is_transient(r.status):
-        before, ts = ts, _transient(ts, r, cx)
-        if ts.phase == "done" and _in_doubt(r):
-            return _doubt_timed_out(before, r, cx)
+        # a POST in doubt may have started the flush: every later end of it says so
+        ts = _transient(replace(ts, in_doubt=ts.in_doubt or _in_doubt(r)), r, cx)
         if ts.phase != "done":
             # The retry claims the row again: a redelivery of this request may have POSTed
             # in between (docs/design.md, "Request ledger"). A POST that may have reached ARM
@@ -242,21 +245,6 @@ def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
         status = reading.status if reading.state == "terminal" else lro.SUCCEEDED
         return _end(ts, cx, status or lro.SUCCEEDED, None, reading.operation, accepted=True)
     return _end(ts, cx, lro.FAILED, _http_error(r))
-
-
-def _doubt_timed_out(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context
-                     ) -> TargetState:
-    """A POST that may have reached ARM, with no time left to send it again: TimedOut, and
-    like a FlushInDoubt it keeps its share of the group (the ids it carried may have been
-    flushed, so no other member of the request flushes them again) and says it may have run
-    (README, "Reliability"; docs/design.md, "Flush request")."""
-    cause = {"code": r.code, "message": r.message} if isinstance(r, ArmFailure) \
-        else _http_error(r)
-    return _end(ts, cx, "TimedOut", {
-        "code": "TimedOut", "details": [cause],
-        "message": "the deadline passed before this cache's flush request, which went out "
-                   "with no answer from ARM, could be sent again: it may have run"},
-        accepted=True)
 
 
 def _in_doubt(r: ArmAnswer | ArmFailure) -> bool:
@@ -435,7 +423,8 @@ def _end(ts: TargetState, cx: Context, status: str, error: Mapping[str, Any] | N
         status = lro.FAILED
     outcome = Outcome(status, cx.now, fit(dict(error), ERROR_BYTES) if error else None, summary,
                       ts.accepted_at, ts.arm_requests,
-                      tuple(ts.linked or ()) if (accepted or ts.accepted_at) else ())
+                      tuple(ts.linked or ()) if (accepted or ts.accepted_at or ts.in_doubt)
+                      else ())
     return replace(ts, phase="done", outcome=outcome, last_status=status)
 
 
@@ -465,9 +454,12 @@ def operation_error(raw: object, status: str = lro.FAILED) -> dict[str, Any]:
 
 def _timed_out_error(ts: TargetState, cause: Mapping[str, Any] | None = None
                      ) -> dict[str, Any]:
-    last = ts.last_status or "NotStarted"
-    error: dict[str, Any] = {"code": "TimedOut",
-                             "message": f"the deadline passed while the flush was {last}"}
+    if ts.last_status is None and ts.in_doubt:
+        message = ("the deadline passed while the flush request's answer was unknown: ARM may "
+                   "or may not have run it")
+    else:
+        message = f"the deadline passed while the flush was {ts.last_status or 'NotStarted'}"
+    error: dict[str, Any] = {"code": "TimedOut", "message": message}
     if cause:
         error["details"] = [dict(cause)]
     return error

@@ -49,6 +49,8 @@ class TargetState:
     # the ARM error a Location poll answered, "{status}:{code}", and how often in a row
     location_error: str | None = None
     location_errors: int = 0
+    # a POST of it went out with no answer of ARM's own (flush_steps._in_doubt): it may run
+    in_doubt: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
@@ -62,7 +64,7 @@ class TargetState:
                 "reported": self.reported, "noted": self.noted,
                 "runningAt": exact(self.running_at), "projectedEnd": self.projected_end,
                 "busy": self.busy, "locationError": self.location_error,
-                "locationErrors": self.location_errors}
+                "locationErrors": self.location_errors, "inDoubt": self.in_doubt}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TargetState:
@@ -87,7 +89,7 @@ class TargetState:
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
                    parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")),
                    d.get("busy") is True, _text(d.get("locationError")),
-                   _count(d.get("locationErrors")))
+                   _count(d.get("locationErrors")), d.get("inDoubt") is True)
 
 
 def _text(value: object) -> str | None:
@@ -142,6 +144,9 @@ class RunState:
     linked_request: tuple[str, ...] | None = None
     reply_tag: str | None = None  # a repeat's own reply ids (its MessageId differs)
     list_paced: bool = False  # the next list page already holds a pacer slot
+    # when the bus was asked to deliver this message: it has come, whatever the reading
+    # instance's clock says (docs/design.md, "Clocks")
+    scheduled_at: dt.datetime | None = None
     # a redelivered step reads the ledger's rows first (not carried in messages)
     recheck: bool = False
 
@@ -179,7 +184,7 @@ class RunState:
                "notePercent": self.note_percent, "reported": self.reported,
                "linkedRequest": None if self.linked_request is None else
                list(self.linked_request),
-               "listPaced": self.list_paced,
+               "listPaced": self.list_paced, "at": exact(self.scheduled_at),
                "targets": [t.to_json() for t in self.targets]}
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -210,7 +215,8 @@ class RunState:
                        parse_iso_or_none(d.get("due")), int(d.get("armRequests", 0)),
                        d.get("noteStatus"), d.get("notePercent"), bool(d.get("reported")),
                        None if linked is None else tuple(linked),
-                       reply_tag=d.get("replyTag"), list_paced=d.get("listPaced") is True)
+                       reply_tag=d.get("replyTag"), list_paced=d.get("listPaced") is True,
+                       scheduled_at=parse_iso_or_none(d.get("at")))
         except (KeyError, TypeError, AttributeError, ValidationError, ValueError,
                 RecursionError, UnicodeDecodeError) as exc:
             raise ValueError(f"invalid poll state: {type(exc).__name__}: {exc}") from None

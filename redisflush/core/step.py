@@ -83,6 +83,7 @@ def begin(request: FlushRequest, now: dt.datetime) -> RunState:
 
 def step(state: RunState, answers: Mapping[str, Result], view: View, config: Config
          ) -> Decision:
+    view = replace(view, now=delivered_now(state, view.now))
     now, effects = view.now, []  # type: dt.datetime, list[Command]
     if "rows" in answers:
         state, done = _on_rows(state, answers["rows"], now)  # type: ignore[arg-type]
@@ -148,6 +149,15 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
     if calls:
         return state, effects + calls
     return _settle(state, view, config, effects)
+
+
+def delivered_now(state: RunState, now: dt.datetime) -> dt.datetime:
+    """Now for a step of a poll message: never before the time the bus was asked to deliver
+    it (capped at the deadline). The bus delivers at or after that time by its own clock; an
+    instance whose clock is behind would find nothing due yet and send the message back for
+    that same time, again and again until its clock caught up (docs/design.md, "Clocks")."""
+    at = state.scheduled_at
+    return now if at is None else max(now, min(at, state.deadline))
 
 
 def _context(state: RunState, view: View, config: Config, target: Target
@@ -534,7 +544,7 @@ def _settle(state: RunState, view: View, config: Config, effects: list[Command])
         pending = [t.due for t in state.targets if t.phase != "done"]
         at = min(pending) if pending else now
     at = min(max(at, now), max(state.deadline, now))
-    state = replace(state, step=state.step + 1)
+    state = replace(state, step=state.step + 1, scheduled_at=at)
     state, note = _note(state, now)
     message = poll_message(state, at)
     commands = effects + [Schedule(message, at)]

@@ -109,7 +109,7 @@ def full_state() -> RunState:
         TargetState(make_enterprise(SUB, RG, "k2"), 2, "read", at(0)),
         TargetState(make_target(SUB, RG, "c"), 3, "claim", at(0), ()),
         TargetState(make_target(SUB, RG, "d"), 4, "claim", at(9), (), failures=3, busy=True,
-                    location_error="500:E", location_errors=2),
+                    location_error="500:E", location_errors=2, in_doubt=True),
         TargetState(make_target(SUB, RG, "e"), 5, "done", at(3), (),
                     outcome=Outcome("Failed", at(3), {"code": "E", "message": "m"})),
     )
@@ -120,7 +120,7 @@ def full_state() -> RunState:
                                 ListCall(ENTERPRISE, ENDPOINT + "/k/databases",
                                          cluster_id("k"))),
                     (rid("a"), db_id("k", "db-2")), 2, 3, 1, at(6), 4, "Running", 50, False,
-                    (db_id("us"),))
+                    (db_id("us"),), scheduled_at=at(4))
 
 
 @pytest.mark.parametrize("state", [
