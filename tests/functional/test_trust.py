@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -122,6 +123,17 @@ def test_an_untrusted_url_in_a_tampered_poll_message_gets_no_token(
     assert data["error"]["code"] == "UntrustedOperationUrl"
 
 
+def _first_poll_state(h: Harness, body: dict[str, Any]) -> dict[str, Any]:
+    """The poll state a valid request starts with, as JSON, for a test to tamper with."""
+    parsed = parse_request(Delivery(json.dumps(body).encode(), body["requestId"],
+                                    enqueued_at=h.clock.now()),
+                           default_timeout=1800, allowed_scopes=h.settings.allowed_scopes,
+                           max_targets=50, now=h.clock.now())
+    assert isinstance(parsed, FlushRequest)
+    doc: dict[str, Any] = json.loads(initial(parsed, h.clock.now()).to_json())
+    return doc
+
+
 @pytest.mark.parametrize("tamper", ["target", "linked"])
 def test_a_poll_message_naming_a_cache_outside_the_allowed_scopes_flushes_nothing(
         h: Harness, tamper: str) -> None:
@@ -129,13 +141,8 @@ def test_a_poll_message_naming_a_cache_outside_the_allowed_scopes_flushes_nothin
     or POSTed: a message from another sender on the poll queue (or one written before the
     setting was narrowed) naming a database, or linked ids, outside REDISFLUSH_ALLOWED_SCOPES
     ends Rejected without a flush."""
-    body = {"resourceId": database_id("near"), "linkedDatabaseIds": [], "requestId": "tampered"}
-    parsed = parse_request(Delivery(json.dumps(body).encode(), "tampered",
-                                    enqueued_at=h.clock.now()),
-                           default_timeout=1800, allowed_scopes=h.settings.allowed_scopes,
-                           max_targets=50, now=h.clock.now())
-    assert isinstance(parsed, FlushRequest)
-    doc = json.loads(initial(parsed, h.clock.now()).to_json())
+    doc = _first_poll_state(h, {"resourceId": database_id("near"), "linkedDatabaseIds": [],
+                                "requestId": "tampered"})
     doc["phase"] = "run"
     if tamper == "target":
         doc["targets"][0]["target"]["resourceGroup"] = "rg-not-allowed"
@@ -244,14 +251,9 @@ def test_a_poll_message_with_a_selector_outside_the_allowed_scopes_lists_nothing
     rules"); a poll message is input too (another sender on the poll queue, or the setting
     narrowed while the listing ran), and one in such a scope was listed all the same, its
     rejection naming the first cache found there."""
-    body = {"selector": {"subscriptionId": SUB, "resourceGroup": RG, "tags": {"app": "x"},
-                         "kinds": ["redis"]}, "requestId": "sel-tampered"}
-    parsed = parse_request(Delivery(json.dumps(body).encode(), "sel-tampered",
-                                    enqueued_at=h.clock.now()),
-                           default_timeout=1800, allowed_scopes=h.settings.allowed_scopes,
-                           max_targets=50, now=h.clock.now())
-    assert isinstance(parsed, FlushRequest)
-    doc = json.loads(initial(parsed, h.clock.now()).to_json())
+    doc = _first_poll_state(h, {"selector": {"subscriptionId": SUB, "resourceGroup": RG,
+                                             "tags": {"app": "x"}, "kinds": ["redis"]},
+                                "requestId": "sel-tampered"})
     far = "rg-not-allowed"
     doc["selector"]["resourceGroup"] = far
     if phase == "resolve":
