@@ -163,11 +163,11 @@ class AzureServiceBus:
         excess = len(self._slots) + (key not in self._slots) - self._kept
         dropped: list[tuple[str, Any]] = []
         for other, slot in list(self._slots.items()):  # least recently used first
-            idle = now - slot.used > self._idle
-            if not idle and (excess <= 0 or other == key):
+            if now - slot.used <= self._idle:  # not idle: dropped only as an excess one
                 if excess <= 0:
                     break  # the rest were used later still
-                continue
+                if other == key:
+                    continue
             if not slot.lock.acquire(blocking=False):
                 continue  # a send holds it: in use, and a later take can drop it
             try:

@@ -179,27 +179,24 @@ def parse_database_id(value: object, field: str) -> str:
 
 def in_scopes(target: Target, scopes: tuple[str, ...]) -> bool:
     """True when no scopes are set or the resource id lies under one of them."""
-    if not scopes:
-        return True
-    rid = target.key
-    for scope in scopes:
-        s = scope.lower().rstrip("/")
-        if rid == s or rid.startswith(s + "/"):
-            return True
-    return False
+    return not scopes or any(_within(target.key, _scope_key(s)) for s in scopes)
 
 
 def scope_overlaps(scope: str, scopes: tuple[str, ...]) -> bool:
     """True when no scopes are set or some cache under `scope` (a subscription or resource
     group) could lie inside one of them: one of the two contains the other."""
-    if not scopes:
-        return True
-    mine = scope.lower().rstrip("/")
-    for allowed in scopes:
-        s = allowed.lower().rstrip("/")
-        if mine == s or mine.startswith(s + "/") or s.startswith(mine + "/"):
-            return True
-    return False
+    mine = _scope_key(scope)
+    return not scopes or any(_within(mine, s) or _within(s, mine)
+                             for s in map(_scope_key, scopes))
+
+
+def _scope_key(scope: str) -> str:
+    return scope.lower().rstrip("/")
+
+
+def _within(inner: str, outer: str) -> bool:
+    """`inner` is `outer` or a path below it (ids compared as `_scope_key` gives them)."""
+    return inner == outer or inner.startswith(outer + "/")
 
 
 def _text(field: str, value: object) -> str:
