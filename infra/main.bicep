@@ -499,8 +499,13 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 
 // -- flushing: least privilege by default -------------------------------------------------------
 
+// Module names are nested deployment names, so they carry `suffix` like every resource name:
+// flushRoles is a subscription-level deployment (in this resource group's location), and ARM
+// keys those by name alone, keeping a name's first location, so a fixed name made a second
+// installation in another region fail with InvalidDeploymentLocation; the flushScope
+// deployments land in the flushed groups, which two installations may share.
 module flushRoles 'modules/flush-roles.bicep' = {
-  name: '${namePrefix}-flush-roles'
+  name: '${namePrefix}-flush-roles-${suffix}'
   scope: subscription()
   params: {
     roleNameSuffix: functionAppName
@@ -513,7 +518,7 @@ module flushRoles 'modules/flush-roles.bicep' = {
 }
 
 module flushScope 'modules/flush-scope.bicep' = [for rg in flushScopes: {
-  name: '${namePrefix}-flush-${uniqueString(rg)}'
+  name: '${namePrefix}-flush-${suffix}-${uniqueString(rg)}'
   scope: resourceGroup(rg)
   params: {
     principalId: functionApp.identity.principalId

@@ -660,3 +660,25 @@ def test_expressions_stay_expressions(main: BicepFile) -> None:
     settings = app_settings(main)
     assert isinstance(settings["REDISFLUSH_API_VERSION"], Expr)
     assert not isinstance(settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"], Expr)
+
+
+# -- nested deployments: names that two installations never share ----------------------------
+
+def test_module_deployment_names_are_unique_per_installation(main: BicepFile) -> None:
+    """A module becomes a nested deployment named by its `name`. flushRoles deploys at
+    subscription scope, where Bicep gives it the resource group's location
+    (resourceGroup().location) and ARM keys deployments by name alone, a name keeping its first
+    location: a second installation with the same namePrefix in a resource group of another
+    region (staging in westeurope, production in northeurope, both from the example parameters)
+    failed with InvalidDeploymentLocation, and in one region overwrote the first's deployment
+    record. The flushScope deployments land in the flushed groups, which two installations may
+    share. Every module name must carry `suffix` (uniqueString of this resource group and
+    namePrefix), as every resource name does."""
+    assert "resourceGroup().id" in main.variables["suffix"]
+    for module in main.modules.values():
+        name = module.body["name"]
+        assert isinstance(name, str) and "${suffix}" in name, (module.symbol, name)
+        # deployment names: at most 64 characters (namePrefix 11, uniqueString 13)
+        longest = re.sub(r"\$\{uniqueString\([^)]*\)\}|\$\{suffix\}", "x" * 13,
+                         name.replace("${namePrefix}", "x" * 11))
+        assert len(longest) <= 64, (module.symbol, longest)
