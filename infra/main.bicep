@@ -423,9 +423,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 
 // -- role assignments for the app ---------------------------------------------------------------
 
-resource sbReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(serviceBus.id, functionApp.id, roles.serviceBusDataReceiver)
-  scope: serviceBus
+// Receive on the two trigger queues only: the app receives from nothing else (its own client
+// only sends), and on the namespace its identity could also take the waiting pipelines' reply
+// sessions and every subscriber's events.
+resource requestQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(requestQueue.id, functionApp.id, roles.serviceBusDataReceiver)
+  scope: requestQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
     principalId: functionApp.identity.principalId
@@ -433,6 +436,18 @@ resource sbReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+resource pollQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(pollQueue.id, functionApp.id, roles.serviceBusDataReceiver)
+  scope: pollQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Send on the namespace: poll messages, events, and replies to whatever queue a request names
+// as its ReplyTo.
 resource sbSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(serviceBus.id, functionApp.id, roles.serviceBusDataSender)
   scope: serviceBus

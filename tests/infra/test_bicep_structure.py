@@ -468,7 +468,7 @@ def test_app_role_assignments(main: BicepFile) -> None:
         assert props["principalType"] == "ServicePrincipal"
         assert ra.body["name"].startswith("guid(")
         got.setdefault(role_id_of(main, ra), []).append(ra.body["scope"])
-    assert got == {SB_RECEIVER: ["serviceBus"], SB_SENDER: ["serviceBus"],
+    assert got == {SB_RECEIVER: ["requestQueue", "pollQueue"], SB_SENDER: ["serviceBus"],
                    SB_OWNER: ["requestQueue", "pollQueue"],
                    BLOB_OWNER: ["storage"], STORAGE_TABLE_CONTRIBUTOR: ["storage"],
                    METRICS_PUBLISHER: ["appInsights"]}
@@ -682,3 +682,20 @@ def test_module_deployment_names_are_unique_per_installation(main: BicepFile) ->
         longest = re.sub(r"\$\{uniqueString\([^)]*\)\}|\$\{suffix\}", "x" * 13,
                          name.replace("${namePrefix}", "x" * 11))
         assert len(longest) <= 64, (module.symbol, longest)
+
+
+def test_receive_is_granted_on_the_trigger_queues_only(main: BicepFile) -> None:
+    """The app receives from nothing but its two trigger queues (the host's listeners; its own
+    client only sends). Data Receiver on the namespace let its identity also receive, and so
+    consume, the reply queue's sessions and every topic subscription's events: the waiting
+    pipelines' replies and the subscribers' events. Sending stays namespace-wide: a request's
+    ReplyTo may name any queue of the namespace."""
+    receivers = [ra for ra in main.of_type("Microsoft.Authorization/roleAssignments")
+                 if role_id_of(main, ra) == SB_RECEIVER]
+    assert sorted(ra.body["scope"] for ra in receivers) == ["pollQueue", "requestQueue"]
+    for ra in receivers:
+        assert ra.condition is None          # needed with or without the Manage claim
+        assert ra.body["name"].startswith(f"guid({ra.body['scope']}.id, functionApp.id, ")
+    senders = [ra for ra in main.of_type("Microsoft.Authorization/roleAssignments")
+               if role_id_of(main, ra) == SB_SENDER]
+    assert [ra.body["scope"] for ra in senders] == ["serviceBus"]
