@@ -29,9 +29,12 @@ param location string = resourceGroup().location
 @maxLength(11)
 param namePrefix string = 'redisflush'
 
-@description('Resource groups (in this subscription) whose caches the app may flush. Each gets a role assignment; REDISFLUSH_ALLOWED_SCOPES is set to exactly these.')
+@description('Resource groups (in this subscription) whose caches the app may flush. Each gets a role assignment; REDISFLUSH_ALLOWED_SCOPES is set to exactly these (and additionalAllowedScopes).')
 @minLength(1)
 param flushScopes array
+
+@description('Resource id prefixes outside this subscription whose caches the app may also flush, e.g. /subscriptions/{sub}/resourceGroups/{rg} (caches or geo-replicas in other subscriptions), added to REDISFLUSH_ALLOWED_SCOPES. Their roles are deployed there with modules/flush-roles.bicep and modules/flush-scope.bicep. List them here, not in the app settings: every deployment replaces the whole settings list.')
+param additionalAllowedScopes array = []
 
 @description('Assign the built-in Redis Cache Contributor (and, unless managedRedisAccess is none, Azure Managed Redis Contributor) on flushScopes instead of the least-privilege custom flush roles.')
 param useBuiltInRole bool = false
@@ -117,7 +120,7 @@ var planName = '${namePrefix}-plan-${suffix}'
 var workspaceName = '${namePrefix}-log-${suffix}'
 var appInsightsName = '${namePrefix}-appi-${suffix}'
 var deploymentContainerName = 'app-package'
-var allowedScopes = join(map(flushScopes, rg => '${subscription().id}/resourceGroups/${rg}'), ',')
+var allowedScopes = join(concat(map(flushScopes, rg => '${subscription().id}/resourceGroups/${rg}'), additionalAllowedScopes), ',')
 
 // Built-in role definition ids (Azure built-in roles reference).
 var roles = {

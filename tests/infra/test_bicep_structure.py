@@ -699,3 +699,24 @@ def test_receive_is_granted_on_the_trigger_queues_only(main: BicepFile) -> None:
     senders = [ra for ra in main.of_type("Microsoft.Authorization/roleAssignments")
                if role_id_of(main, ra) == SB_SENDER]
     assert [ra.body["scope"] for ra in senders] == ["serviceBus"]
+
+
+def test_scopes_in_other_subscriptions_survive_a_redeployment(main: BicepFile) -> None:
+    """docs/azure.md and infra/README.md have caches in other subscriptions (a geo-replica
+    there included) flushed by deploying the role modules there and adding their groups to
+    REDISFLUSH_ALLOWED_SCOPES. The template sets siteConfig.appSettings, which replaces the
+    app's whole settings list on every deployment, and built the setting from flushScopes
+    alone: a scope added by hand was dropped by the next `az deployment group create`, and
+    those caches' flushes were then Rejected OutsideAllowedScopes. The template must take
+    them as a parameter and the docs must send the reader there."""
+    param = main.params["additionalAllowedScopes"]
+    assert param.type == "array" and param.default == []
+    assert any(d.startswith("@description") for d in param.decorators)
+    scopes = main.variables[app_settings(main)["REDISFLUSH_ALLOWED_SCOPES"]]
+    assert "flushScopes" in scopes and "additionalAllowedScopes" in scopes
+    assert main.outputs["allowedScopes"] == "allowedScopes"
+    for text in ((INFRA / "README.md").read_text(), (ROOT / "docs" / "azure.md").read_text()):
+        assert "additionalAllowedScopes" in text
+        assert not re.search(r"add\s+those\s+groups\s+to\s+`REDISFLUSH_ALLOWED_SCOPES`", text)
+    doc = json.loads((INFRA / "main.parameters.example.json").read_text())
+    assert doc["parameters"]["additionalAllowedScopes"]["value"] == []
