@@ -720,3 +720,20 @@ def test_scopes_in_other_subscriptions_survive_a_redeployment(main: BicepFile) -
         assert not re.search(r"add\s+those\s+groups\s+to\s+`REDISFLUSH_ALLOWED_SCOPES`", text)
     doc = json.loads((INFRA / "main.parameters.example.json").read_text())
     assert doc["parameters"]["additionalAllowedScopes"]["value"] == []
+
+
+def test_func_start_against_azure_names_what_it_needs_and_what_it_must_not_share() -> None:
+    """README, "Against real Azure": `func start` on a workstation keeps its ledger in Azurite.
+    Pointed at the namespace of a deployed app (the section said only "your namespace"), both
+    hosts take requests and poll messages from the same queues with two ledgers, so a
+    redelivered request can be flushed by each; and the identity needs the app's flush roles,
+    not only Service Bus ones (the section named only Data Receiver and Sender), or every flush
+    ends Failed AuthorizationFailed. REDISFLUSH_ALLOWED_SCOPES is empty in the sample, which
+    means whatever that identity (often an Owner) can reach."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Against real Azure", 1)[1].split("\n## ", 1)[0]
+    func_start = section.split("- **Python**", 1)[0]
+    flat = " ".join(func_start.split())
+    assert "deployed" in flat and "ledger" in flat and "never one" in flat
+    assert '"Roles of the app"' in flat
+    assert "REDISFLUSH_ALLOWED_SCOPES" in flat
