@@ -67,7 +67,7 @@ param disableLocalAuth bool = true
 ])
 param pythonVersion string = '3.13'
 
-@description('Flex Consumption scale-out limit of the whole app (its functions scale separately, within it). Each instance paces ARM on its own: a lower limit means fewer independent pacers (docs/azure.md, "Scaling and ARM\'s limits").')
+@description('Flex Consumption scale-out limit of each function (FlushTrigger, PollOrchestrator and LedgerPurge each scale on instances of their own, up to this many each: Flex applies it per function group, not to the app\'s combined instances). Each instance paces ARM on its own: a lower limit means fewer independent pacers (docs/azure.md, "Scaling and ARM\'s limits").')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40

@@ -737,3 +737,22 @@ def test_func_start_against_azure_names_what_it_needs_and_what_it_must_not_share
     assert "deployed" in flat and "ledger" in flat and "never one" in flat
     assert '"Roles of the app"' in flat
     assert "REDISFLUSH_ALLOWED_SCOPES" in flat
+
+
+def test_maximum_instance_count_is_described_as_a_per_function_limit(main: BicepFile) -> None:
+    """Flex Consumption applies maximumInstanceCount to each function group's on-demand
+    instances, not to the app's combined instances (Azure Functions "Scale" reference;
+    Service Bus and timer triggers each scale in a group of their own). The parameter and
+    the docs called it the whole app's limit, shared by its functions: with the default 40,
+    FlushTrigger and PollOrchestrator may each run 40 instances, so up to 80 processes pace
+    ARM independently, twice what docs/azure.md's advice on capping pacers counted on."""
+    (description,) = [d for d in main.params["maximumInstanceCount"].decorators
+                      if d.startswith("@description(")]
+    texts = {"main.bicep @description": description,
+             "infra/README.md": (INFRA / "README.md").read_text(),
+             "docs/azure.md": (ROOT / "docs" / "azure.md").read_text()}
+    for where, text in texts.items():
+        flat = " ".join(text.split())
+        assert "whole app" not in flat, where
+        assert "shared by its functions" not in flat, where
+        assert "each function" in flat, where
