@@ -29,9 +29,12 @@ param location string = resourceGroup().location
 @maxLength(11)
 param namePrefix string = 'redisflush'
 
-@description('Resource groups (in this subscription) whose caches the app may flush. Each gets a role assignment; REDISFLUSH_ALLOWED_SCOPES is set to exactly these.')
+@description('Resource groups (in this subscription) whose caches the app may flush. Each gets a role assignment; REDISFLUSH_ALLOWED_SCOPES is set to exactly these (and additionalAllowedScopes).')
 @minLength(1)
 param flushScopes array
+
+@description('Resource id prefixes outside this subscription whose caches the app may also flush, e.g. /subscriptions/{sub}/resourceGroups/{rg} (caches or geo-replicas in other subscriptions), added to REDISFLUSH_ALLOWED_SCOPES. Their roles are deployed there with modules/flush-roles.bicep and modules/flush-scope.bicep. List them here, not in the app settings: every deployment replaces the whole settings list.')
+param additionalAllowedScopes array = []
 
 @description('Assign the built-in Redis Cache Contributor (and, unless managedRedisAccess is none, Azure Managed Redis Contributor) on flushScopes instead of the least-privilege custom flush roles.')
 param useBuiltInRole bool = false
@@ -64,7 +67,7 @@ param disableLocalAuth bool = true
 ])
 param pythonVersion string = '3.13'
 
-@description('Flex Consumption scale-out limit of the whole app (its functions scale separately, within it). Each instance paces ARM on its own: a lower limit means fewer independent pacers (docs/azure.md, "Scaling and ARM\'s limits").')
+@description('Flex Consumption scale-out limit of each function (FlushTrigger, PollOrchestrator and LedgerPurge each scale on instances of their own, up to this many each: Flex applies it per function group, not to the app\'s combined instances). Each instance paces ARM on its own: a lower limit means fewer independent pacers (docs/azure.md, "Scaling and ARM\'s limits").')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -117,7 +120,7 @@ var planName = '${namePrefix}-plan-${suffix}'
 var workspaceName = '${namePrefix}-log-${suffix}'
 var appInsightsName = '${namePrefix}-appi-${suffix}'
 var deploymentContainerName = 'app-package'
-var allowedScopes = join(map(flushScopes, rg => '${subscription().id}/resourceGroups/${rg}'), ',')
+var allowedScopes = join(concat(map(flushScopes, rg => '${subscription().id}/resourceGroups/${rg}'), additionalAllowedScopes), ',')
 
 // Built-in role definition ids (Azure built-in roles reference).
 var roles = {
@@ -423,9 +426,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 
 // -- role assignments for the app ---------------------------------------------------------------
 
-resource sbReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(serviceBus.id, functionApp.id, roles.serviceBusDataReceiver)
-  scope: serviceBus
+// Receive on the two trigger queues only: the app receives from nothing else (its own client
+// only sends), and on the namespace its identity could also take the waiting pipelines' reply
+// sessions and every subscriber's events.
+resource requestQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(requestQueue.id, functionApp.id, roles.serviceBusDataReceiver)
+  scope: requestQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
     principalId: functionApp.identity.principalId
@@ -433,6 +439,18 @@ resource sbReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+resource pollQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(pollQueue.id, functionApp.id, roles.serviceBusDataReceiver)
+  scope: pollQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Send on the namespace: poll messages, events, and replies to whatever queue a request names
+// as its ReplyTo.
 resource sbSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(serviceBus.id, functionApp.id, roles.serviceBusDataSender)
   scope: serviceBus
@@ -499,8 +517,13 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 
 // -- flushing: least privilege by default -------------------------------------------------------
 
+// Module names are nested deployment names, so they carry `suffix` like every resource name:
+// flushRoles is a subscription-level deployment (in this resource group's location), and ARM
+// keys those by name alone, keeping a name's first location, so a fixed name made a second
+// installation in another region fail with InvalidDeploymentLocation; the flushScope
+// deployments land in the flushed groups, which two installations may share.
 module flushRoles 'modules/flush-roles.bicep' = {
-  name: '${namePrefix}-flush-roles'
+  name: '${namePrefix}-flush-roles-${suffix}'
   scope: subscription()
   params: {
     roleNameSuffix: functionAppName
@@ -513,7 +536,7 @@ module flushRoles 'modules/flush-roles.bicep' = {
 }
 
 module flushScope 'modules/flush-scope.bicep' = [for rg in flushScopes: {
-  name: '${namePrefix}-flush-${uniqueString(rg)}'
+  name: '${namePrefix}-flush-${suffix}-${uniqueString(rg)}'
   scope: resourceGroup(rg)
   params: {
     principalId: functionApp.identity.principalId

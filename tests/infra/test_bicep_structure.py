@@ -468,7 +468,7 @@ def test_app_role_assignments(main: BicepFile) -> None:
         assert props["principalType"] == "ServicePrincipal"
         assert ra.body["name"].startswith("guid(")
         got.setdefault(role_id_of(main, ra), []).append(ra.body["scope"])
-    assert got == {SB_RECEIVER: ["serviceBus"], SB_SENDER: ["serviceBus"],
+    assert got == {SB_RECEIVER: ["requestQueue", "pollQueue"], SB_SENDER: ["serviceBus"],
                    SB_OWNER: ["requestQueue", "pollQueue"],
                    BLOB_OWNER: ["storage"], STORAGE_TABLE_CONTRIBUTOR: ["storage"],
                    METRICS_PUBLISHER: ["appInsights"]}
@@ -660,3 +660,99 @@ def test_expressions_stay_expressions(main: BicepFile) -> None:
     settings = app_settings(main)
     assert isinstance(settings["REDISFLUSH_API_VERSION"], Expr)
     assert not isinstance(settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"], Expr)
+
+
+# -- nested deployments: names that two installations never share ----------------------------
+
+def test_module_deployment_names_are_unique_per_installation(main: BicepFile) -> None:
+    """A module becomes a nested deployment named by its `name`. flushRoles deploys at
+    subscription scope, where Bicep gives it the resource group's location
+    (resourceGroup().location) and ARM keys deployments by name alone, a name keeping its first
+    location: a second installation with the same namePrefix in a resource group of another
+    region (staging in westeurope, production in northeurope, both from the example parameters)
+    failed with InvalidDeploymentLocation, and in one region overwrote the first's deployment
+    record. The flushScope deployments land in the flushed groups, which two installations may
+    share. Every module name must carry `suffix` (uniqueString of this resource group and
+    namePrefix), as every resource name does."""
+    assert "resourceGroup().id" in main.variables["suffix"]
+    for module in main.modules.values():
+        name = module.body["name"]
+        assert isinstance(name, str) and "${suffix}" in name, (module.symbol, name)
+        # deployment names: at most 64 characters (namePrefix 11, uniqueString 13)
+        longest = re.sub(r"\$\{uniqueString\([^)]*\)\}|\$\{suffix\}", "x" * 13,
+                         name.replace("${namePrefix}", "x" * 11))
+        assert len(longest) <= 64, (module.symbol, longest)
+
+
+def test_receive_is_granted_on_the_trigger_queues_only(main: BicepFile) -> None:
+    """The app receives from nothing but its two trigger queues (the host's listeners; its own
+    client only sends). Data Receiver on the namespace let its identity also receive, and so
+    consume, the reply queue's sessions and every topic subscription's events: the waiting
+    pipelines' replies and the subscribers' events. Sending stays namespace-wide: a request's
+    ReplyTo may name any queue of the namespace."""
+    receivers = [ra for ra in main.of_type("Microsoft.Authorization/roleAssignments")
+                 if role_id_of(main, ra) == SB_RECEIVER]
+    assert sorted(ra.body["scope"] for ra in receivers) == ["pollQueue", "requestQueue"]
+    for ra in receivers:
+        assert ra.condition is None          # needed with or without the Manage claim
+        assert ra.body["name"].startswith(f"guid({ra.body['scope']}.id, functionApp.id, ")
+    senders = [ra for ra in main.of_type("Microsoft.Authorization/roleAssignments")
+               if role_id_of(main, ra) == SB_SENDER]
+    assert [ra.body["scope"] for ra in senders] == ["serviceBus"]
+
+
+def test_scopes_in_other_subscriptions_survive_a_redeployment(main: BicepFile) -> None:
+    """docs/azure.md and infra/README.md have caches in other subscriptions (a geo-replica
+    there included) flushed by deploying the role modules there and adding their groups to
+    REDISFLUSH_ALLOWED_SCOPES. The template sets siteConfig.appSettings, which replaces the
+    app's whole settings list on every deployment, and built the setting from flushScopes
+    alone: a scope added by hand was dropped by the next `az deployment group create`, and
+    those caches' flushes were then Rejected OutsideAllowedScopes. The template must take
+    them as a parameter and the docs must send the reader there."""
+    param = main.params["additionalAllowedScopes"]
+    assert param.type == "array" and param.default == []
+    assert any(d.startswith("@description") for d in param.decorators)
+    scopes = main.variables[app_settings(main)["REDISFLUSH_ALLOWED_SCOPES"]]
+    assert "flushScopes" in scopes and "additionalAllowedScopes" in scopes
+    assert main.outputs["allowedScopes"] == "allowedScopes"
+    for text in ((INFRA / "README.md").read_text(), (ROOT / "docs" / "azure.md").read_text()):
+        assert "additionalAllowedScopes" in text
+        assert not re.search(r"add\s+those\s+groups\s+to\s+`REDISFLUSH_ALLOWED_SCOPES`", text)
+    doc = json.loads((INFRA / "main.parameters.example.json").read_text())
+    assert doc["parameters"]["additionalAllowedScopes"]["value"] == []
+
+
+def test_func_start_against_azure_names_what_it_needs_and_what_it_must_not_share() -> None:
+    """README, "Against real Azure": `func start` on a workstation keeps its ledger in Azurite.
+    Pointed at the namespace of a deployed app (the section said only "your namespace"), both
+    hosts take requests and poll messages from the same queues with two ledgers, so a
+    redelivered request can be flushed by each; and the identity needs the app's flush roles,
+    not only Service Bus ones (the section named only Data Receiver and Sender), or every flush
+    ends Failed AuthorizationFailed. REDISFLUSH_ALLOWED_SCOPES is empty in the sample, which
+    means whatever that identity (often an Owner) can reach."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Against real Azure", 1)[1].split("\n## ", 1)[0]
+    func_start = section.split("- **Python**", 1)[0]
+    flat = " ".join(func_start.split())
+    assert "deployed" in flat and "ledger" in flat and "never one" in flat
+    assert '"Roles of the app"' in flat
+    assert "REDISFLUSH_ALLOWED_SCOPES" in flat
+
+
+def test_maximum_instance_count_is_described_as_a_per_function_limit(main: BicepFile) -> None:
+    """Flex Consumption applies maximumInstanceCount to each function group's on-demand
+    instances, not to the app's combined instances (Azure Functions "Scale" reference;
+    Service Bus and timer triggers each scale in a group of their own). The parameter and
+    the docs called it the whole app's limit, shared by its functions: with the default 40,
+    FlushTrigger and PollOrchestrator may each run 40 instances, so up to 80 processes pace
+    ARM independently, twice what docs/azure.md's advice on capping pacers counted on."""
+    (description,) = [d for d in main.params["maximumInstanceCount"].decorators
+                      if d.startswith("@description(")]
+    texts = {"main.bicep @description": description,
+             "infra/README.md": (INFRA / "README.md").read_text(),
+             "docs/azure.md": (ROOT / "docs" / "azure.md").read_text()}
+    for where, text in texts.items():
+        flat = " ".join(text.split())
+        assert "whole app" not in flat, where
+        assert "shared by its functions" not in flat, where
+        assert "each function" in flat, where
