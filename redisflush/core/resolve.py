@@ -66,12 +66,14 @@ def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: d
         delay = cadence.retry_delay(failures, f"{state.origin.request_id}:list")
         return replace(state, list_failures=failures,
                        due=cadence.next_time(now, delay, after, state.deadline))
+    call, selector = state.pending_lists[0], state.selector
     if r.status != 200:
+        # the kind is named: an identity without Managed Redis roles (infra/README.md,
+        # managedRedisAccess none) is refused only the redisEnterprise listing
         detail = error_detail(r.body) or {}
         raise ResolveFailed(text_or_none(detail.get("code")) or f"Http{r.status}",
-                            "listing the caches: "
+                            f"listing the {call.kind} caches: "
                             f"{text_or_none(detail.get('message')) or _what(r)}")
-    call, selector = state.pending_lists[0], state.selector
     assert selector is not None
     page = read_page(selector, call.kind, r.body, databases_of=call.of)
     if page.problem:

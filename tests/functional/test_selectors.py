@@ -649,7 +649,7 @@ def test_a_listing_refused_with_an_error_past_a_ledger_row_still_ends_with_an_ev
     (only,) = h.event_messages(rid).values()
     data = check_request_event(only, rid, "Failed", SCOPE, results={})["data"]
     assert data["error"]["code"] == "AuthorizationFailed"
-    assert data["error"]["message"].startswith("listing the caches: no xxx")
+    assert data["error"]["message"].startswith("listing the redis caches: no xxx")
 
 
 def test_a_listing_refused_with_an_error_of_no_text_names_the_http_status(h: Harness) -> None:
@@ -665,4 +665,25 @@ def test_a_listing_refused_with_an_error_of_no_text_names_the_http_status(h: Har
     (only,) = h.event_messages(rid).values()
     data = check_request_event(only, rid, "Failed", SCOPE, results={})["data"]
     assert (data["error"]["code"], data["error"]["message"]) == (
-        "Http403", "listing the caches: HTTP 403"), data["error"]
+        "Http403", "listing the redis caches: HTTP 403"), data["error"]
+
+
+def test_a_default_kinds_selector_refused_the_managed_redis_listing_names_that_kind(
+        h: Harness) -> None:
+    """An app deployed with managedRedisAccess none (infra/README.md) may list classic caches
+    but not Managed Redis clusters: the selector's default kinds list both, and the event
+    says which listing was refused, so the pipeline knows to send kinds ["redis"]; no cache
+    of the allowed kind is flushed on a partial listing."""
+    h.arm.on_list(list_path(SUB, RG, "redis"), Answer(200, {}, page([
+        cache_item(SUB, RG, "shop-eu", SHOP)])))
+    h.arm.on_list(list_path(SUB, RG, "redisEnterprise"), then=Answer(403, {}, {"error": {
+        "code": "AuthorizationFailed", "message": "no read on redisEnterprise"}}))
+    rid = h.send_request(selector(), message_id="sel-no-amr")
+
+    h.run()
+
+    (only,) = h.event_messages(rid).values()
+    data = check_request_event(only, rid, "Failed", SCOPE, results={})["data"]
+    assert (data["error"]["code"], data["error"]["message"]) == (
+        "AuthorizationFailed", "listing the redisEnterprise caches: no read on redisEnterprise")
+    assert not [r for r in h.arm.requests if r.method == "POST"], "flushed on a partial listing"
