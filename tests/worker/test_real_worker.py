@@ -41,7 +41,10 @@ BUS_FILE = "bus.sqlite"  # in REDISFLUSH_LOCAL_DIR, as the embedded default keep
 # The app in a worker runs on the embedded default (local bus and ledger in
 # REDISFLUSH_LOCAL_DIR) when its ARM endpoint is the emulator on loopback and no Service Bus
 # is configured (redisflush.functions.app_for_environment); Worker drops any ServiceBus*.
-WORKER_SETTINGS = {"REDISFLUSH_ALLOWED_SCOPES": f"/subscriptions/{SUB}"}
+# TZ: a zone off UTC (WEBSITE_TIME_ZONE/TZ on a Linux plan), so a naive EnqueuedTimeUtc read as
+# local time would show.
+WORKER_SETTINGS = {"REDISFLUSH_ALLOWED_SCOPES": f"/subscriptions/{SUB}", "TZ": "Asia/Kolkata"}
+REPLY_QUEUE = "redis-flush-replies"
 ANSWER_TIMEOUT = 60.0
 pytestmark = pytest.mark.worker
 
@@ -220,6 +223,25 @@ def test_a_body_that_is_not_utf8_reaches_the_app_as_bytes_and_is_rejected(
     with LocalBus(local_dir / BUS_FILE) as bus:
         events = [m for m in bus.peek(EVENTS) if m.correlation_id == "req-w2"]
     assert [e.application_properties.get("status") for e in events] == ["Rejected"]
+
+
+def test_the_broker_fields_reach_the_app_as_the_worker_decodes_them(
+        worker: tuple[Worker, dict[str, Any]], local_dir: Path) -> None:
+    """EnqueuedTimeUtc comes without an offset, so the worker hands a naive datetime; in a
+    worker whose zone is not UTC it must still be read as UTC. ReplyTo, ReplyToSessionId and
+    CorrelationId come as strings: the reply goes to that session with that correlationId."""
+    w, _ = worker
+    enqueued = dt.datetime(2026, 11, 28, 12, 0, 5, 123000, tzinfo=dt.UTC)
+    fields = {**delivered("req-w4", 4), "enqueued_at": enqueued, "reply_to": REPLY_QUEUE,
+              "reply_to_session_id": "wait-w4", "correlation_id": "corr-w4"}
+    answer = w.invoke("FlushTrigger", request("not a cache name!"), **fields)
+    assert answer == {"status": "Success", "exception": None}, w.log()
+    with LocalBus(local_dir / BUS_FILE) as bus:
+        (reply,) = [m for m in bus.peek(REPLY_QUEUE) if m.session_id == "wait-w4"]
+    event = json.loads(reply.body)
+    assert (event["data"]["requestId"], event["data"]["status"]) == ("req-w4", "Rejected")
+    assert event["data"]["requestedAt"] == "2026-11-28T12:00:05.123Z"
+    assert reply.application_properties["correlationId"] == "corr-w4"
 
 
 def test_an_invalid_setting_fails_the_load_not_the_invocation(
