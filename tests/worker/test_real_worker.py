@@ -43,7 +43,10 @@ BUS_FILE = "bus.sqlite"  # in REDISFLUSH_LOCAL_DIR, as the embedded default keep
 # is configured (redisflush.functions.app_for_environment); Worker drops any ServiceBus*.
 # TZ: a zone off UTC (WEBSITE_TIME_ZONE/TZ on a Linux plan), so a naive EnqueuedTimeUtc read as
 # local time would show.
-WORKER_SETTINGS = {"REDISFLUSH_ALLOWED_SCOPES": f"/subscriptions/{SUB}", "TZ": "Asia/Kolkata"}
+# The queue names are set as in Azure, where the host resolves function.json's %...% from them.
+WORKER_SETTINGS = {"REDISFLUSH_ALLOWED_SCOPES": f"/subscriptions/{SUB}", "TZ": "Asia/Kolkata",
+                   "REDISFLUSH_REQUEST_QUEUE": "redis-flush-requests",
+                   "REDISFLUSH_POLL_QUEUE": POLL_QUEUE}
 REPLY_QUEUE = "redis-flush-replies"
 ANSWER_TIMEOUT = 60.0
 pytestmark = pytest.mark.worker
@@ -244,16 +247,27 @@ def test_the_broker_fields_reach_the_app_as_the_worker_decodes_them(
     assert reply.application_properties["correlationId"] == "corr-w4"
 
 
+@pytest.mark.parametrize("setting, value", [
+    ("REDISFLUSH_TIMEOUT_SECONDS", "5"),
+    # the host leaves PollOrchestrator in error without it (its %...% does not resolve) and
+    # runs FlushTrigger, which would POST flushes no step follows: every load fails instead
+    ("REDISFLUSH_POLL_QUEUE", None),
+    ("REDISFLUSH_REQUEST_QUEUE", " "),
+])
 def test_an_invalid_setting_fails_the_load_not_the_invocation(
-        worker_python: str, emulator: ArmEmulator, tmp_path: Path) -> None:
-    w = Worker(worker_python, settings_for(emulator, tmp_path / "local",
-                                           REDISFLUSH_TIMEOUT_SECONDS="5"),
-               tmp_path / "stderr.log")
+        worker_python: str, emulator: ArmEmulator, tmp_path: Path, setting: str,
+        value: str | None) -> None:
+    settings = settings_for(emulator, tmp_path / "local")
+    if value is None:
+        del settings[setting]
+    else:
+        settings[setting] = value
+    w = Worker(worker_python, settings, tmp_path / "stderr.log")
     try:
         assert w.ask("init", app_root=str(REPO))["status"] == "Success", w.log()
         for name in FOLDERS:
             answer = w.ask("load", name=name)
             assert answer["status"] == "Failure", (name, answer, w.log())
-            assert "REDISFLUSH_TIMEOUT_SECONDS" in (answer["exception"] or ""), answer
+            assert setting in (answer["exception"] or ""), answer
     finally:
         w.close()
