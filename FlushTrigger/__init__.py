@@ -1,7 +1,8 @@
 """FlushTrigger: a flush request arrives on the request queue.
 
 Thin on purpose: all logic is in redisflush.app. Returning completes the message; the only
-exception that escapes is a bus failure, so the host redelivers.
+exceptions that escape are a bus failure and the ledger failing before a POST could go, so
+the host abandons the message and Service Bus redelivers it (docs/design.md, "Platform").
 """
 import azure.functions as func
 

@@ -1,7 +1,9 @@
 """PollOrchestrator: a scheduled poll message wakes the chain for its next step.
 
 Thin on purpose: all logic is in redisflush.app. Returning completes the message; the only
-exception that escapes is a bus failure (or an unreadable poll state), so the host redelivers.
+exceptions that escape are a bus failure, the ledger failing before a POST could go, and an
+unreadable poll state, so the host abandons the message and Service Bus redelivers it
+(docs/design.md, "Platform").
 """
 import azure.functions as func
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import os
+import sys
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from .app import FlushApp
@@ -43,9 +46,30 @@ def keep_strptime_formats(count: int = STRPTIME_FORMATS_KEPT) -> None:
 keep_strptime_formats()
 
 
-def check_settings() -> Settings:
-    """Validate every setting now (at function load), raising ConfigurationError."""
-    return Settings.from_env()
+# The settings function.json names as %...% in the triggers' queueName. The Functions host
+# resolves them from the app settings alone (no default): one missing leaves that function "in
+# error", never reading its queue, while the others run (docs/design.md, "Settings").
+TRIGGER_QUEUE_SETTINGS = ("REDISFLUSH_REQUEST_QUEUE", "REDISFLUSH_POLL_QUEUE")
+# The worker libraries that load function folders in Azure (and `func start`): below 3.13 the
+# Python worker, from 3.13 the v1 runtime library. The local host is neither: it resolves the
+# queue names itself and refuses to start without them.
+WORKER_MODULES = ("azure_functions_worker", "azure_functions_runtime_v1")
+
+
+def check_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Validate every setting now (at function load), raising ConfigurationError. Under the
+    Functions worker the trigger queue settings must be set too: without
+    REDISFLUSH_POLL_QUEUE the host would run FlushTrigger, whose POSTs no poll step follows."""
+    env = os.environ if env is None else env
+    settings = Settings.from_env(env)
+    if any(name in sys.modules for name in WORKER_MODULES):
+        for name in TRIGGER_QUEUE_SETTINGS:
+            if not str(env.get(name) or "").strip():
+                raise ConfigurationError(
+                    f"{name}: not set; function.json names its trigger's queue as %{name}%, "
+                    "which the Functions host reads from the app settings only (set it to "
+                    "the queue's name)")
+    return settings
 
 
 def install(app: FlushApp | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -380,3 +381,26 @@ def test_a_set_value_that_would_fail_open_or_break_every_flush_says_its_rule(nam
     token scope."""
     with pytest.raises(ConfigurationError, match=rule):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize("worker_module", ["azure_functions_worker", "azure_functions_runtime_v1"])
+def test_under_the_functions_worker_the_trigger_queue_settings_are_required(
+        monkeypatch: pytest.MonkeyPatch, worker_module: str) -> None:
+    """The host resolves function.json's %REDISFLUSH_..._QUEUE% from the app settings alone;
+    a function load under its worker fails naming the one missing (the local host resolves
+    them itself, so outside the worker the defaults stand)."""
+    import types
+
+    from redisflush.functions import check_settings
+
+    both = {"REDISFLUSH_REQUEST_QUEUE": "req", "REDISFLUSH_POLL_QUEUE": "poll"}
+    assert check_settings({}).poll_queue == DEFAULTS["REDISFLUSH_POLL_QUEUE"]
+    monkeypatch.setitem(sys.modules, worker_module, types.ModuleType(worker_module))
+    assert check_settings(both).poll_queue == "poll"
+    for name in both:
+        for value in (None, "", "  "):
+            env = {k: v for k, v in both.items() if k != name or value is not None}
+            if value is not None:
+                env[name] = value
+            with pytest.raises(ConfigurationError, match=f"^{name}: not set; .*%{name}%"):
+                check_settings(env)

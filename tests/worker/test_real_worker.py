@@ -41,7 +41,13 @@ BUS_FILE = "bus.sqlite"  # in REDISFLUSH_LOCAL_DIR, as the embedded default keep
 # The app in a worker runs on the embedded default (local bus and ledger in
 # REDISFLUSH_LOCAL_DIR) when its ARM endpoint is the emulator on loopback and no Service Bus
 # is configured (redisflush.functions.app_for_environment); Worker drops any ServiceBus*.
-WORKER_SETTINGS = {"REDISFLUSH_ALLOWED_SCOPES": f"/subscriptions/{SUB}"}
+# TZ: a zone off UTC (WEBSITE_TIME_ZONE/TZ on a Linux plan), so a naive EnqueuedTimeUtc read as
+# local time would show.
+# The queue names are set as in Azure, where the host resolves function.json's %...% from them.
+WORKER_SETTINGS = {"REDISFLUSH_ALLOWED_SCOPES": f"/subscriptions/{SUB}", "TZ": "Asia/Kolkata",
+                   "REDISFLUSH_REQUEST_QUEUE": "redis-flush-requests",
+                   "REDISFLUSH_POLL_QUEUE": POLL_QUEUE}
+REPLY_QUEUE = "redis-flush-replies"
 ANSWER_TIMEOUT = 60.0
 pytestmark = pytest.mark.worker
 
@@ -222,16 +228,46 @@ def test_a_body_that_is_not_utf8_reaches_the_app_as_bytes_and_is_rejected(
     assert [e.application_properties.get("status") for e in events] == ["Rejected"]
 
 
+def test_the_broker_fields_reach_the_app_as_the_worker_decodes_them(
+        worker: tuple[Worker, dict[str, Any]], local_dir: Path) -> None:
+    """EnqueuedTimeUtc comes without an offset, so the worker hands a naive datetime; in a
+    worker whose zone is not UTC it must still be read as UTC. ReplyTo, ReplyToSessionId and
+    CorrelationId come as strings: the reply goes to that session with that correlationId."""
+    w, _ = worker
+    enqueued = dt.datetime(2026, 11, 28, 12, 0, 5, 123000, tzinfo=dt.UTC)
+    fields = {**delivered("req-w4", 4), "enqueued_at": enqueued, "reply_to": REPLY_QUEUE,
+              "reply_to_session_id": "wait-w4", "correlation_id": "corr-w4"}
+    answer = w.invoke("FlushTrigger", request("not a cache name!"), **fields)
+    assert answer == {"status": "Success", "exception": None}, w.log()
+    with LocalBus(local_dir / BUS_FILE) as bus:
+        (reply,) = [m for m in bus.peek(REPLY_QUEUE) if m.session_id == "wait-w4"]
+    event = json.loads(reply.body)
+    assert (event["data"]["requestId"], event["data"]["status"]) == ("req-w4", "Rejected")
+    assert event["data"]["requestedAt"] == "2026-11-28T12:00:05.123Z"
+    assert reply.application_properties["correlationId"] == "corr-w4"
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("REDISFLUSH_TIMEOUT_SECONDS", "5"),
+    # the host leaves PollOrchestrator in error without it (its %...% does not resolve) and
+    # runs FlushTrigger, which would POST flushes no step follows: every load fails instead
+    ("REDISFLUSH_POLL_QUEUE", None),
+    ("REDISFLUSH_REQUEST_QUEUE", " "),
+])
 def test_an_invalid_setting_fails_the_load_not_the_invocation(
-        worker_python: str, emulator: ArmEmulator, tmp_path: Path) -> None:
-    w = Worker(worker_python, settings_for(emulator, tmp_path / "local",
-                                           REDISFLUSH_TIMEOUT_SECONDS="5"),
-               tmp_path / "stderr.log")
+        worker_python: str, emulator: ArmEmulator, tmp_path: Path, setting: str,
+        value: str | None) -> None:
+    settings = settings_for(emulator, tmp_path / "local")
+    if value is None:
+        del settings[setting]
+    else:
+        settings[setting] = value
+    w = Worker(worker_python, settings, tmp_path / "stderr.log")
     try:
         assert w.ask("init", app_root=str(REPO))["status"] == "Success", w.log()
         for name in FOLDERS:
             answer = w.ask("load", name=name)
             assert answer["status"] == "Failure", (name, answer, w.log())
-            assert "REDISFLUSH_TIMEOUT_SECONDS" in (answer["exception"] or ""), answer
+            assert setting in (answer["exception"] or ""), answer
     finally:
         w.close()
