@@ -20,7 +20,7 @@ from typing import Any
 from .app import FlushApp
 from .arm import ArmClient, IdentityToken, StaticToken
 from .bus import AzureServiceBus
-from .core.request import Delivery
+from .core.request import Delivery, stand_in_message_id
 from .errors import ConfigurationError
 from .settings import Settings
 
@@ -126,10 +126,12 @@ def delivery(msg: Any) -> Delivery:
     body = msg.get_body()
     if isinstance(body, str):
         body = body.encode("utf-8")
-    return Delivery(body=body, message_id=msg.message_id or "",
+    enqueued_at = _utc(msg.enqueued_time_utc)
+    return Delivery(body=body, message_id=msg.message_id or stand_in_message_id(
+                        msg.sequence_number, enqueued_at),
                     correlation_id=msg.correlation_id, reply_to=msg.reply_to,
                     reply_to_session_id=msg.reply_to_session_id,
-                    enqueued_at=_utc(msg.enqueued_time_utc),
+                    enqueued_at=enqueued_at,
                     delivery_count=msg.delivery_count or 1)
 
 

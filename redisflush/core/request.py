@@ -201,6 +201,19 @@ def _same_id(text: str, target: Target) -> bool:
         return False
 
 
+def stand_in_message_id(sequence_number: object, enqueued_at: dt.datetime | None) -> str:
+    """An id for a message sent without a MessageId (the .NET SDK's ServiceBusMessage sets
+    none unless told to): its SequenceNumber and enqueue time, which the broker assigns once
+    and every redelivery repeats, so such requests neither collapse into one requestId (each
+    but the first answered as a repeat, unflushed) nor lose exactly-once across redeliveries
+    (README, "The flush request"). "" when the worker gave no sequence number either."""
+    if isinstance(sequence_number, bool) or not isinstance(sequence_number, int):
+        return ""
+    moment = "" if enqueued_at is None else \
+        f"-{enqueued_at.astimezone(dt.UTC):%Y%m%dT%H%M%S%f}Z"
+    return f"sb-seq-{sequence_number}{moment}"
+
+
 def request_id_from_message_id(message_id: str) -> str:
     """The MessageId when it is a valid requestId, else a stable digest of it."""
     if _REQUEST_ID.fullmatch(message_id or ""):

@@ -105,7 +105,8 @@ def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: i
             ("PartitionKey", partition_key),
             ("TransactionPartitionKey", transaction_partition_key),
             ("DeadLetterSource", dead_letter_source)):
-        if value is not None:
+        # the host drops a null: a message sent without a MessageId has none
+        if value is not None and (value or name != "MessageId"):
             fields[name] = meta.Datum(value, "string")
     # Key order as json.dumps writes these dicts; the strings through the same encoder.
     fields.update({

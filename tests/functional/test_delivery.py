@@ -579,3 +579,27 @@ def test_a_request_id_sent_again_after_the_ledger_purge_flushes_again(h: Harness
     # topic's duplicate-detection window, so Service Bus dropped it
     assert statuses == ["Succeeded"] * 2
     assert [m.message_id for m in h.bus.dropped if m.message_id == "nightly:completed"]
+
+
+def test_requests_sent_without_a_message_id_each_flush_once(h: Harness) -> None:
+    """The .NET SDK's ServiceBusMessage sends no MessageId unless told to. Two such requests
+    for one cache, with no requestId in the body, shared one requestId (a digest of ""): the
+    second was answered as a repeat of the first and never flushed. Each now has its own
+    requestId from its SequenceNumber and enqueue time, which its redelivery repeats."""
+    h.arm.on_flush(SUB, RG, CACHE, Answer(200, {}, b""), Answer(200, {}, b""))
+    body = json.dumps({"subscriptionId": SUB, "resourceGroup": RG,
+                       "cacheName": CACHE}).encode()
+    for _ in range(2):
+        envelope = h.bus.inject(h.settings.request_queue, OutboundMessage(body, ""))
+        assert envelope is not None
+        h.bus.deliver_twice("")
+        done = h.run()
+        assert [d.delivery_count for d in done] == [1, 2]
+        h.clock.advance(3600)
+
+    posts = [r.client_request_id for r in h.arm.requests if r.method == "POST"]
+    assert len(posts) == 2, posts
+    ids = [e.message.correlation_id for e in h.events()]
+    assert len(ids) == 2 and len(set(ids)) == 2, ids
+    assert all(i is not None and i.startswith("sb-seq-") for i in ids), ids
+    assert [e.body_json["data"]["status"] for e in h.events()] == ["Succeeded", "Succeeded"]

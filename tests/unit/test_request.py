@@ -797,3 +797,17 @@ def test_a_repeat_across_the_upgrade_finds_the_row_an_earlier_version_wrote():
     lower = accepted({"selector": {"subscriptionId": SUB, "resourceGroup": "rg-web",
                                    "tags": {"app": "shop"}}})
     assert earlier_fingerprints(lower.selector) == ()  # nothing else was ever written
+
+
+def test_a_message_without_a_message_id_gets_a_stand_in_its_redeliveries_repeat() -> None:
+    """SequenceNumber and enqueue time (README, "The flush request": requestId)."""
+    from redisflush.core.request import request_id_from_message_id, stand_in_message_id
+
+    at = dt.datetime(2026, 12, 5, 3, 15, 0, 123456, tzinfo=dt.UTC)
+    one = stand_in_message_id(42, at)
+    assert one == "sb-seq-42-20261205T031500123456Z"
+    assert request_id_from_message_id(one) == one  # a valid requestId as it is
+    assert stand_in_message_id(42, at) == one and stand_in_message_id(43, at) != one
+    assert stand_in_message_id(2**63 - 1, at).startswith("sb-seq-9223372036854775807-")
+    assert stand_in_message_id(7, None) == "sb-seq-7"
+    assert stand_in_message_id(None, at) == "" and stand_in_message_id(True, at) == ""
