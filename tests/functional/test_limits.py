@@ -128,3 +128,33 @@ def test_a_selector_matching_hundreds_of_clusters_ends_with_an_event(h: Harness)
     data = json.loads(only.body)["data"]
     assert data["status"] == "Failed" and data["error"]["code"] == "ListTooLarge"
     assert all(r.method == "GET" for r in h.arm.requests)
+
+
+def test_fifty_caches_with_long_signed_operation_urls_each_get_an_event(h: Harness) -> None:
+    """50 caches whose flushes ARM answers with a Location of ~5.5 KB (signed parameters; the
+    README's "even past 4 KB"): their poll state cannot all travel in one message. Each cache
+    still gets its event: the heaviest end Failed PollStateTooLarge, naming why, and the
+    others are followed to their end."""
+    caches = [f"cache-{n:02d}" for n in range(50)]
+    ops = {}
+    for cache in caches:
+        op = ops[cache] = h.arm.new_operation(SUB, huge=True)
+        h.arm.on_flush(SUB, RG, cache, Answer(202, {"Location": op.url}, b""))
+        h.arm.on_operation(op, then=Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request({"resourceIds": [resource_id(cache=c) for c in caches]})
+
+    h.run()
+
+    assert h.bus.counts(h.settings.request_queue).get("deadletter", 0) == 0
+    events = {json.loads(m.body)["data"].get("resourceId"): json.loads(m.body)["data"]
+              for i, m in h.event_messages(rid).items() if i != f"{rid}:completed"}
+    assert len(events) == 50
+    shed = [d for d in events.values() if d["status"] == "Failed"]
+    assert shed and all(d["error"]["code"] == "PollStateTooLarge" for d in shed)
+    assert all("may still run" in d["error"]["message"] for d in shed)
+    assert len(shed) < 25  # the rest were followed
+    assert all(d["status"] == "Succeeded" for d in events.values() if d not in shed)
+    assert [r.method for r in h.arm.requests].count("POST") == 50
+    assert all(len(e.message.body) <= 192 * 1024 for e in h.polls(rid))
+    request = json.loads(h.event_messages(rid)[f"{rid}:completed"].body)["data"]
+    assert request["status"] == "Failed" and request["counts"]["Failed"] == len(shed)
