@@ -573,8 +573,9 @@ def _settle_shed(state: RunState, view: View, config: Config, effects: list[Comm
     state, reports = _reports(state, view.now)
     first_event = next((i for i, c in enumerate(effects) if isinstance(c, (Publish, Reply))),
                        len(effects))
-    records = [c for c in reports if isinstance(c, (RecordTarget, RecordRequest))]
-    events = [c for c in reports if not isinstance(c, (RecordTarget, RecordRequest))]
+    records: list[Command] = [c for c in reports if isinstance(c, (RecordTarget, RecordRequest))]
+    events: list[Command] = [c for c in reports
+                             if not isinstance(c, (RecordTarget, RecordRequest))]
     effects = effects[:first_event] + records + effects[first_event:] + events
     return _settle(state, view, config, effects)
 
