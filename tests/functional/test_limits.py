@@ -1,7 +1,7 @@
-"""Size limits end to end (docs/design.md, "Poll message"; README, "Limits"): a request or an
-ARM answer that is legal but large must still end with its events, never in a poll message
-Service Bus refuses (a request dead-lettered with no event after its caches were flushed).
-The memory bus refuses what Service Bus refuses (256 KB a message)."""
+"""Size limits end to end (docs/design.md, "Poll message"; README, "Reliability"): a request
+or an ARM answer that is legal but large must still end with its events, never in a poll
+message Service Bus refuses (a request dead-lettered with no event after its caches were
+flushed). The memory bus refuses what Service Bus refuses (256 KB a message)."""
 from __future__ import annotations
 
 import dataclasses
