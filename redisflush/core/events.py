@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .fit import MAX_MESSAGE_BYTES, fit
+from .fit import MAX_MESSAGE_BYTES, fit, size
 from .outbound import OutboundMessage
 from .request import Origin
 from .targets import Target
@@ -170,6 +170,7 @@ def request_completed(origin: Origin, scope: str, results: Sequence[tuple[Target
         "durationSeconds": _seconds(origin.requested_at, completed_at),
         "armRequests": arm_requests, "reason": origin.reason,
         "requestedBy": origin.requested_by}
+    _cut_result_errors(data)
     event = {"specversion": "1.0", "type": REQUEST_COMPLETED, "source": scope,
              "subject": scope, "id": event_id or f"{origin.request_id}:completed",
              "time": iso(completed_at), "datacontenttype": "application/json",
@@ -177,6 +178,18 @@ def request_completed(origin: Origin, scope: str, results: Sequence[tuple[Target
     if scope == REJECTED_SOURCE:  # a request too broken to name a scope has no subject
         del event["subject"]
     return event
+
+
+def _cut_result_errors(data: dict[str, Any]) -> None:
+    """`results` keeps one entry per cache: when their errors together pass the event's room
+    (50 caches with 4 KiB errors), each error is cut to a shrinking share instead (a cut
+    string ends in `…`). `fit` alone cut the largest node, the list itself, so half the
+    caches went missing from the request's event (README, "The completion events")."""
+    budget = 2048
+    while size(data) > _DATA_BYTES and budget >= 64:
+        data["results"] = [{**r, "error": fit(r["error"], budget)} if r.get("error") else r
+                           for r in data["results"]]
+        budget //= 2
 
 
 def _short_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:

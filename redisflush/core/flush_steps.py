@@ -465,6 +465,22 @@ def _timed_out_error(ts: TargetState, cause: Mapping[str, Any] | None = None
     return error
 
 
+def too_large(ts: TargetState, cx: Context, limit: int) -> TargetState:
+    """The target ended because the request's poll state, with it, passed what one Service
+    Bus message carries (`limit` bytes: its operation URL or linked databases are kept
+    verbatim and cannot be cut); the event says whether its flush went out and may still run
+    (docs/design.md, "Poll message")."""
+    sent = ts.accepted_at is not None or ts.in_doubt or ts.phase == "poll"
+    what = ("ARM accepted its flush, which may still run (or has run): it was not followed "
+            "further" if sent else "its flush request was not sent")
+    return _end(ts, cx, lro.FAILED, {
+        "code": "PollStateTooLarge",
+        "message": f"the request's poll state did not fit the {limit} bytes one Service Bus "
+                   f"message carries (this cache's operation URL is {len(ts.poll_url or '')} "
+                   f"characters, with {len(ts.linked or ())} linked databases); {what}"},
+        accepted=sent)
+
+
 def _untrusted(ts: TargetState, url: str, cx: Context) -> TargetState:
     return _end(ts, cx, lro.FAILED, {
         "code": "UntrustedOperationUrl",

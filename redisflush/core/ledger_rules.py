@@ -34,6 +34,18 @@ def fingerprint_forms(fingerprint: str, also: tuple[str, ...]) -> tuple[str, ...
     return tuple(dict.fromkeys((fingerprint, digest(fingerprint), *also)))
 
 
+def carried(fingerprint: str) -> str:
+    """The fingerprint as a poll message carries it: whole, unless no request row could ever
+    hold it whole (it alone passes ledger.MAX_DATA_CHARS, e.g. 15 tags of 512 characters
+    outside ASCII, each escaped to six or twelve): then its digest, which that row holds too
+    (`fitted`), so either form still matches. Whole, such a fingerprint alone outgrew Service
+    Bus's 256 KB and the request was dead-lettered with no event (docs/design.md, "Poll
+    message")."""
+    if fingerprint.startswith("sha256:") or fits({"fingerprint": fingerprint}):
+        return fingerprint
+    return digest(fingerprint)
+
+
 def fitted(row: LedgerRow) -> LedgerRow:
     """A request row as it is written: its fingerprint whole, as every release has written
     and matched it, unless the row would then pass the ledger's limit (ledger.MAX_DATA_CHARS:

@@ -11,11 +11,15 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from . import cadence, lro
 from .answers import ArmAnswer, ArmFailure, error_detail, text_or_none
 from .commands import CallArm, Deferred
+from .fit import MAX_MESSAGE_BYTES
 from .selector import Selector, database_list_path, read_page
 from .state import ListCall, RunState
 from .targets import ENTERPRISE
 
 MAX_PAGES = 200
+# the state a listing may leave for its next message: the message's limit, less room for what
+# a step adds before sending it (its number, time, note fields)
+CARRIED_BYTES = MAX_MESSAGE_BYTES - 4096
 MAX_LIST_FAILURES = 5
 
 
@@ -105,8 +109,27 @@ def on_list_answer(state: RunState, r: ArmAnswer | ArmFailure | Deferred, now: d
     found = tuple(seen.values())
     if len(found) > max_targets:
         found, pending = found[:max_targets + 1], []
-    return replace(state, pending_lists=tuple(pending), found=found, pages=pages,
-                   ignored=state.ignored + page.ignored, list_failures=0, due=now)
+    state = replace(state, pending_lists=tuple(pending), found=found, pages=pages,
+                    ignored=state.ignored + page.ignored, list_failures=0, due=now)
+    _check_carried(state)
+    return state
+
+
+def _check_carried(state: RunState) -> None:
+    """ResolveFailed when what is left to list (a nextLink of hundreds of KB, the database
+    lists of hundreds of matching clusters) could not be carried on to a later step: its
+    poll message would pass the limit Service Bus refuses (the request was dead-lettered
+    with no event). Nothing is flushed before a selector is resolved, so the request ends
+    Failed, saying why (docs/design.md, "Poll message")."""
+    size = len(state.to_json())
+    if size <= CARRIED_BYTES:
+        return
+    links = max((len(c.url) for c in state.pending_lists), default=0)
+    raise ResolveFailed("ListTooLarge", f"what is left of the listing ({len(state.pending_lists)} "
+                        f"list pages to read, the longest URL {links} characters) makes "
+                        f"{size} bytes of state, over the {CARRIED_BYTES} a poll message "
+                        "carries; nothing was flushed (narrow the selector, e.g. by resource "
+                        "group or tags)")
 
 
 def with_api_version(link: str, page_url: str) -> str:

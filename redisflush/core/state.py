@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ValidationError
 from .events import Outcome, exact, parse_iso, parse_iso_or_none
+from .ledger_rules import carried
 from .request import FlushRequest, Origin
 from .selector import Selector, parse_selector
 from .targets import ENTERPRISE, Target
@@ -186,7 +188,12 @@ class RunState:
                list(self.linked_request),
                "listPaced": self.list_paced, "at": exact(self.scheduled_at),
                "targets": [t.to_json() for t in self.targets]}
-        return json.dumps(doc, separators=(",", ":")).encode()
+        # UTF-8, not JSON's ASCII escapes: a character outside ASCII (a resource group in
+        # kana, a tag or reason in CJK or emoji) weighs 3-4 bytes, not 6-12, against the
+        # message's 192 KiB. Half a surrogate pair (ARM's JSON may escape one) is no UTF-8:
+        # it alone stays escaped, and reads back the same.
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> RunState:
@@ -222,9 +229,14 @@ class RunState:
             raise ValueError(f"invalid poll state: {type(exc).__name__}: {exc}") from None
 
 
+# a surrogate code point: json.dumps leaves it as it is, only ever inside a JSON string
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def initial(request: FlushRequest, now: dt.datetime) -> RunState:
-    """The first state of a valid request; the deadline was fixed from its enqueue time."""
-    state = RunState(request.origin, request.deadline, request.fingerprint,
+    """The first state of a valid request; the deadline was fixed from its enqueue time. The
+    fingerprint as every message of the chain carries it (`ledger_rules.carried`)."""
+    state = RunState(request.origin, request.deadline, carried(request.fingerprint),
                      selector=request.selector, linked_request=request.linked_ids)
     return with_targets(state, request.targets, now)
 

@@ -530,7 +530,7 @@ def _end_unresolved(state: RunState, ended: Mapping[str, Any]) -> list[Command]:
 def _settle(state: RunState, view: View, config: Config, effects: list[Command]) -> Decision:
     if state.phase == "done":
         return state, effects
-    now = view.now
+    before, now = state, view.now
     for ts in state.targets:
         if ts.phase == "post":
             # Claimed but not sent in this invocation (the pacer deferred it, its group is
@@ -547,10 +547,37 @@ def _settle(state: RunState, view: View, config: Config, effects: list[Command])
     state = replace(state, step=state.step + 1, scheduled_at=at)
     state, note = _note(state, now)
     message = poll_message(state, at)
+    if len(message.body) > MAX_MESSAGE_BYTES and before.phase == "run" and \
+            any(t.phase != "done" for t in before.targets):
+        return _settle_shed(before, view, config, effects)
     commands = effects + [Schedule(message, at)]
     if note is not None and state.origin.reply_to:
         commands.append(Note(state.origin.reply_to, note))
     return state, commands
+
+
+def _settle_shed(state: RunState, view: View, config: Config, effects: list[Command]
+                 ) -> Decision:
+    """The chain's next message would pass what Service Bus takes even cut (`compact`):
+    operation URLs and linked ids are kept verbatim, and 50 signed Location URLs of 5 KB
+    are more than 192 KiB. Refused, it was sent again on every redelivery until the message
+    was dead-lettered with no event. Instead the heaviest unfinished target ends Failed
+    `PollStateTooLarge` (its event says whether its flush went out), one at a time until the
+    rest fits; its `done` record goes before the step's first event (docs/design.md,
+    "Request ledger")."""
+    unfinished = [t for t in state.targets if t.phase != "done"]
+    heaviest = max(unfinished, key=lambda t: (len(t.poll_url or "")
+                                               + sum(len(i) for i in t.linked or ())))
+    cx = _context(state, view, config, heaviest.target)
+    state = state.with_target(flush_steps.too_large(heaviest, cx, MAX_MESSAGE_BYTES))
+    state, reports = _reports(state, view.now)
+    first_event = next((i for i, c in enumerate(effects) if isinstance(c, (Publish, Reply))),
+                       len(effects))
+    records: list[Command] = [c for c in reports if isinstance(c, (RecordTarget, RecordRequest))]
+    events: list[Command] = [c for c in reports
+                             if not isinstance(c, (RecordTarget, RecordRequest))]
+    effects = effects[:first_event] + records + effects[first_event:] + events
+    return _settle(state, view, config, effects)
 
 
 def poll_message(state: RunState, at: dt.datetime) -> OutboundMessage:

@@ -395,3 +395,27 @@ def test_iso_is_milliseconds_utc():
     assert iso(at(0.1234)) == "2030-01-01T12:00:00.123Z"
     assert iso(None) is None
     assert parse_resource_id(succeeded_event()["source"]) == TARGET
+
+
+def test_a_request_event_of_fifty_long_errors_keeps_every_cache_and_cuts_the_errors():
+    """50 caches, each Failed with a 4 KiB error (the most an outcome keeps) and the longest
+    ids: the event must fit, and every cache keeps its entry (status, a code, the start of
+    its message): cutting the list dropped half the caches, and `send --wait` then counted
+    the ellipsis as a cache ("26 caches" for 50)."""
+    rg = "ア" * 90
+    results = [(parse_resource_id(db_id("c" * 61 + f"{i:02}", "d" * 63, rg=rg)),
+                Outcome("Failed", at(9), {"code": "SomeArmCode", "message": "漢" * 1360,
+                                          "details": [{"x": "y" * 1000}]}, None, at(1), 3))
+               for i in range(50)]
+    event = request_completed(dataclasses.replace(ORIGIN, reason="😀" * 256,
+                                                  requested_by="😀" * 256),
+                              f"/subscriptions/{SUB}/resourceGroups/{rg}", results,
+                              completed_at=at(10), arm_requests=150)
+    message = event_message(event, ORIGIN, None, session=True, tag="t" * 12)
+    assert len(message.body) <= MAX_MESSAGE_BYTES
+    got = event["data"]["results"]
+    assert [r["resourceId"] for r in got] == [t.resource_id for t, _ in results]
+    assert all(r["status"] == "Failed" and r["error"]["code"] == "SomeArmCode" for r in got)
+    assert all(r["error"]["message"].startswith("漢" * 100) for r in got)
+    assert all(r["error"]["message"].endswith("…") for r in got)  # cut, and says so
+    assert event["data"]["counts"] == {"Failed": 50}

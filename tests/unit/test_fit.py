@@ -177,7 +177,11 @@ def test_poll_message_of_fifty_targets_fits(state):
     message = poll_message(state, at(5))
     assert len(message.body) <= MAX_MESSAGE_BYTES
     back = RunState.from_json(message.body)
-    assert [t.poll_url for t in back.targets] == [op_url(i) for i in range(50)]  # verbatim
+    # verbatim, but for ended targets already reported, which nothing polls again (when the
+    # state had to be cut)
+    assert [t.poll_url for t in back.targets] == [
+        None if t.phase == "done" and t.reported and len(state.to_json()) > MAX_MESSAGE_BYTES
+        else op_url(i) for i, t in enumerate(state.targets)]
     assert [t.target for t in back.targets] == [t.target for t in state.targets]
     assert [t.phase for t in back.targets] == [t.phase for t in state.targets]
     assert [t.linked for t in back.targets] == [t.linked for t in state.targets]
@@ -211,3 +215,36 @@ def test_compact_meets_a_smaller_limit_too(limit):
 def test_fit_keeps_long_lists_that_fit(value):
     assert wire(value) < 10_000
     assert fit(value, 10_000) == value
+
+
+def test_a_state_that_cut_does_not_fit_sheds_its_heaviest_targets_records_first():
+    """50 signed URLs of ~6 KB: even cut, the state passes the limit. The step ends the
+    heaviest unfinished targets PollStateTooLarge until the rest fits; each one's `done`
+    record comes before the step's first event."""
+    from redisflush.core.commands import Publish, RecordTarget, Schedule
+    from redisflush.core.step import Config, View, step
+
+    state = fifty(last={"status": "InProgress"})
+    state = dataclasses.replace(state, targets=tuple(
+        dataclasses.replace(t, poll_url=op_url(t.index) + "&x=" + "p" * (4000 + t.index * 10),
+                            due=at(60), linked=())
+        for t in state.targets))
+    config = Config(ENDPOINT, "2023-08-01", "2025-07-01", 50, (f"/subscriptions/{SUB}",),
+                    "redis-flush-polls")
+
+    after, commands = step(state, {}, View(at(5)), config)
+
+    (schedule,) = [c for c in commands if isinstance(c, Schedule)]
+    assert len(schedule.message.body) <= MAX_MESSAGE_BYTES
+    shed = [t for t in after.targets if t.phase == "done"]
+    assert 0 < len(shed) <= 25
+    assert all(t.outcome and t.outcome.error and t.outcome.error["code"] == "PollStateTooLarge"
+               for t in shed)
+    # the heaviest (longest URLs: the highest indexes) went first
+    assert {t.index for t in shed} == set(range(50 - len(shed), 50))
+    kinds = [type(c) for c in commands]
+    last_record = max(i for i, k in enumerate(kinds) if k is RecordTarget)
+    assert last_record < kinds.index(Publish)
+    back = RunState.from_json(schedule.message.body)
+    assert [t.poll_url for t in back.targets if t.phase == "poll"] == \
+        [t.poll_url for t in after.targets if t.phase == "poll"]

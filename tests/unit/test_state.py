@@ -8,6 +8,7 @@ import json
 import pytest
 
 from redisflush.core.events import Outcome
+from redisflush.core.ledger_rules import digest
 from redisflush.core.request import Delivery, FlushRequest, Origin, parse_request
 from redisflush.core.selector import parse_selector
 from redisflush.core.state import (
@@ -28,7 +29,7 @@ OP_URL = (f"{ENDPOINT}/subscriptions/{SUB}/providers/Microsoft.Cache/locations/W
 
 
 def request(body: dict, *, message_id: str = "req-1", enqueued: object = None) -> FlushRequest:
-    parsed = parse_request(Delivery(json.dumps(body).encode(), message_id,
+    parsed = parse_request(Delivery(json.dumps(body, ensure_ascii=False).encode(), message_id,
                                     enqueued_at=enqueued or T0),  # type: ignore[arg-type]
                            default_timeout=1800, allowed_scopes=(), max_targets=50, now=T0)
     assert isinstance(parsed, FlushRequest), parsed
@@ -165,6 +166,36 @@ def test_wire_shape():
 def test_state_is_compact_json():
     body = full_state().to_json()
     assert b": " not in body and b", " not in body
+
+
+def test_state_is_utf8_and_keeps_half_a_surrogate_pair():
+    """Text outside ASCII weighs its UTF-8 bytes, not JSON's six-byte escapes, against the
+    message's limit; a lone surrogate (ARM's JSON may escape one) reads back the same."""
+    state = full_state()
+    state = dataclasses.replace(state, origin=dataclasses.replace(
+        state.origin, reason="漢" * 256, requested_by="\U0001f600" * 256))
+    ts = dataclasses.replace(state.targets[0], last_operation={"status": "x\ud800y"})
+    state = state.with_target(ts)
+    body = state.to_json()
+    assert "漢".encode() * 256 in body and "\U0001f600".encode() * 256 in body
+    assert b"\\ud800" in body
+    back = RunState.from_json(body)
+    assert back.origin == state.origin
+    assert back.targets[0].last_operation == {"status": "x\ud800y"}
+
+
+def test_a_fingerprint_no_row_could_hold_whole_travels_as_its_digest():
+    """15 tags of 512 + 256 characters outside the BMP: whole, the fingerprint alone is
+    ~138,000 characters of JSON escapes (the request row holds its digest)."""
+    tags = {f"{i:02}" + "\U0001f600" * 510: "\U0001f680" * 256 for i in range(15)}
+    parsed = request({"selector": {"subscriptionId": SUB, "resourceGroup": RG, "tags": tags}})
+    assert len(parsed.fingerprint) > 100_000
+    state = initial(parsed, T0)
+    assert state.fingerprint == digest(parsed.fingerprint)
+    assert len(state.to_json()) < 60_000
+    small = request({"selector": {"subscriptionId": SUB, "resourceGroup": RG,
+                                  "tags": {"app": "漢" * 256}}})
+    assert initial(small, T0).fingerprint == small.fingerprint  # whole, as every release
 
 
 # --- what we did not write ------------------------------------------------------------------------
