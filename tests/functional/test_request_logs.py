@@ -34,7 +34,8 @@ class OpenRefusingLedger(MemoryLedger):
     def insert(self, row):  # type: ignore[no-untyped-def]
         if not row.key and self.left > 0:
             self.left -= 1
-            raise LedgerError("ledger table redisflushrequests: 403 AuthorizationPermissionMismatch")
+            raise LedgerError("ledger table redisflushrequests: 403 "
+                              "AuthorizationPermissionMismatch")
         return super().insert(row)
 
 
@@ -85,7 +86,8 @@ def test_every_line_of_every_invocation_names_the_request(
 
 
 def test_the_azure_sdks_add_no_lines_without_the_request(
-        arm: ScriptedArm, azurite: str, caplog: pytest.LogCaptureFixture) -> None:
+        arm: ScriptedArm, azurite: str,  # noqa: F811 (the fixture imported above)
+        caplog: pytest.LogCaptureFixture) -> None:
     """The ledger on Table storage (Azurite), the root logger at INFO as the Python worker
     runs it: azure-core's HTTP logging policy would add a request and a response line for
     every ledger call, naming no request, to every invocation's traces."""
