@@ -15,11 +15,12 @@ redelivery would find the target's claim unanswered and POST it again (README,
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from .arm import MAX_BODY, MAX_LIST_BODY, ArmClient
@@ -110,8 +111,9 @@ class FlushApp:
             log.warning("request %s: completed Rejected (%s): %s",
                         printable(parsed.origin.request_id), printable(parsed.field, 80),
                         printable(parsed.message, 300))
-            self._carry_out(rejected_on_arrival(parsed, now), parsed.origin.request_id,
-                            _Invocation(self.monotonic()))
+            with _raising_logged(parsed.origin.request_id):
+                self._carry_out(rejected_on_arrival(parsed, now), parsed.origin.request_id,
+                                _Invocation(self.monotonic()))
             return f"completed Rejected ({printable(parsed.field, 80)})"
         return self._drive(begin(parsed, now))
 
@@ -139,6 +141,10 @@ class FlushApp:
     # -- the loop ----------------------------------------------------------------------------
 
     def _drive(self, state: RunState) -> str:
+        with _raising_logged(state.origin.request_id):
+            return self._drive_rounds(state)
+
+    def _drive_rounds(self, state: RunState) -> str:
         answers: dict[str, Result] = {}
         outcome, run = "no change", _Invocation(self.monotonic())
         for round_ in range(MAX_ROUNDS):
@@ -244,8 +250,8 @@ class FlushApp:
             try:
                 self.bus.send(command.queue, [command.message])
             except BusError as exc:
-                log.warning("%s %s to ReplyTo %s not sent (%s): %s",
-                            type(command).__name__.lower(),
+                log.warning("request %s: %s %s to ReplyTo %s not sent (%s): %s",
+                            printable(request_id), type(command).__name__.lower(),
                             printable(command.message.message_id), printable(command.queue),
                             "the queue refuses" if exc.refused else "may pass; not retried",
                             printable(exc, 300))
@@ -334,6 +340,21 @@ class FlushApp:
             budgets[sub] = ReadBudget(remaining[0] if remaining else None, max(1, pollers),
                                       self.arm.pacer.refill(sub, "reads"), in_flight, expected)
         return budgets
+
+
+@contextlib.contextmanager
+def _raising_logged(request_id: str) -> Iterator[None]:
+    """An invocation that raises (the bus or the ledger failed) logs one line naming its
+    request before the exception leaves: the host's exception names no request, and the
+    engineer on call looks a dead-lettered request up by its id (docs/azure.md,
+    "Application Insights queries")."""
+    try:
+        yield
+    except Exception as exc:
+        log.error("request %s: raised, so the message is delivered again (dead-lettered "
+                  "after MaxDeliveryCount): %s: %s", printable(request_id),
+                  type(exc).__name__, printable(exc, 300))
+        raise
 
 
 @dataclass

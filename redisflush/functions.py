@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import logging
 import os
 import sys
 import threading
@@ -44,6 +45,24 @@ def keep_strptime_formats(count: int = STRPTIME_FORMATS_KEPT) -> None:
 
 
 keep_strptime_formats()
+
+# The Azure SDKs the app calls log at INFO: azure-core's HTTP logging policy a request and a
+# response line for every ledger call, azure-identity every token it hands out. The worker
+# sends every INFO line to Application Insights (host.json keeps all traces), where they
+# would name no request and outnumber the app's own lines (docs/azure.md, "Application
+# Insights queries"). Their warnings and errors still pass.
+QUIET_SDK_LOGGERS = ("azure.core", "azure.identity", "azure.servicebus", "azure.data.tables")
+
+
+def quiet_sdk_loggers(names: tuple[str, ...] = QUIET_SDK_LOGGERS) -> None:
+    """Raise these loggers to WARNING, leaving alone one whose level was already set."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+quiet_sdk_loggers()
 
 
 # The settings function.json names as %...% in the triggers' queueName. The Functions host

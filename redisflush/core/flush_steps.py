@@ -182,20 +182,25 @@ def refused(ts: TargetState, cx: Context) -> TargetState | None:
     return checked if checked.phase == "done" else None
 
 
+def adopt_accepted(ts: TargetState, d: Mapping[str, Any], now: dt.datetime) -> TargetState:
+    """Follow the operation a ledger row records as accepted by ARM (its POST is not sent
+    again): read from `now`."""
+    return replace(ts, phase="poll", due=now, poll_url=str(d.get("pollUrl")),
+                   poll_kind=str(d.get("pollKind")),
+                   accepted_at=parse_iso_or_none(d.get("acceptedAt")),
+                   # what that POST carried, [] included (a share of a group); a row
+                   # without it: this delivery's reading of the group
+                   linked=tuple(d["linked"]) if isinstance(d.get("linked"), list)
+                   else tuple(ts.linked or ()), last_status="Accepted",
+                   arm_requests=max(ts.arm_requests, int(d.get("armRequests") or 0)))
+
+
 def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
     ts = replace(ts, busy=False)
     if c.decision == "post":
         return replace(ts, phase="post", due=cx.now)
     if c.decision == "adopt-poll":
-        d = c.data
-        return replace(ts, phase="poll", due=cx.now, poll_url=str(d.get("pollUrl")),
-                       poll_kind=str(d.get("pollKind")),
-                       accepted_at=parse_iso_or_none(d.get("acceptedAt")),
-                       # what that POST carried, [] included (a share of a group); a row
-                       # without it: this delivery's reading of the group
-                       linked=tuple(d["linked"]) if isinstance(d.get("linked"), list)
-                       else tuple(ts.linked or ()), last_status="Accepted",
-                       arm_requests=max(ts.arm_requests, int(d.get("armRequests") or 0)))
+        return adopt_accepted(ts, c.data, cx.now)
     if c.decision == "adopt-done" and isinstance(c.data.get("outcome"), Mapping):
         return replace(ts, phase="done", outcome=Outcome.from_json(c.data["outcome"]))
     if c.decision == "busy" and c.until is not None:
