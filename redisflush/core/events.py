@@ -52,11 +52,20 @@ class Outcome:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Outcome:
+        """An outcome the app wrote (a poll message or ledger row); ValueError for any field
+        of another type, so a forged one is unreadable rather than failing its event."""
         if doc.get("status") not in STATUSES:
             raise ValueError(f"unknown outcome status {doc.get('status')!r}")
-        return cls(str(doc["status"]), parse_iso(str(doc["completedAt"])), doc.get("error"),
-                   doc.get("operation"), parse_iso_or_none(doc.get("acceptedAt")),
-                   int(doc.get("armRequests") or 0), tuple(doc.get("linked") or ()))
+        error, operation = doc.get("error"), doc.get("operation")
+        requests, linked = doc.get("armRequests") or 0, doc.get("linked") or []
+        if not all(v is None or isinstance(v, dict) for v in (error, operation)):
+            raise ValueError("an outcome's error and operation must be objects or null")
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+            raise ValueError("an outcome's armRequests must be a whole number >= 0")
+        if not isinstance(linked, list) or not all(isinstance(x, str) for x in linked):
+            raise ValueError("an outcome's linked must be a list of strings")
+        return cls(str(doc["status"]), parse_iso(str(doc["completedAt"])), error, operation,
+                   parse_iso_or_none(doc.get("acceptedAt")), requests, tuple(linked))
 
 
 def iso(moment: dt.datetime | None) -> str | None:

@@ -542,7 +542,12 @@ def _settle(state: RunState, view: View, config: Config, effects: list[Command])
         at = state.due or now
     else:
         pending = [t.due for t in state.targets if t.phase != "done"]
-        at = min(pending) if pending else now
+        if not pending:
+            # nothing left to follow: the app's own chains never get here (their last end
+            # is reported above, phase done), but a forged or corrupt poll message (every
+            # target done, already reported, or none) would re-queue itself at once, forever
+            return replace(state, phase="done"), effects
+        at = min(pending)
     at = min(max(at, now), max(state.deadline, now))
     state = replace(state, step=state.step + 1, scheduled_at=at)
     state, note = _note(state, now)
