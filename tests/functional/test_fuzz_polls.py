@@ -36,7 +36,7 @@ from tests.support.scripted_arm import (
 )
 
 EXPLORE = bool(os.environ.get("FUZZ_RANDOM"))
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "120")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")), deadline=None,
                 derandomize=not EXPLORE, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
