@@ -83,9 +83,23 @@ def exact(moment: dt.datetime | None) -> str | None:
         .replace("+00:00", "Z")
 
 
+# Every moment the app writes (poll messages, ledger rows) lies well inside these; one
+# outside (a forged message) would overflow the first sum or time zone change made with it.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+
 def parse_iso(text: str) -> dt.datetime:
+    """A moment the app wrote; ValueError for text that is not one, or one out of range."""
     moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    try:
+        in_range = EARLIEST <= moment.astimezone(dt.UTC) <= LATEST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValueError(f"{text[:40]!r} is not a moment between 1970 and 9000")
+    return moment
 
 
 def parse_iso_or_none(text: Any) -> dt.datetime | None:

@@ -177,7 +177,9 @@ def _target_calls(state: RunState, view: View, config: Config
             cx = _context(state, view, config, ts.target)
             state = state.with_target(flush_steps.timed_out(ts, cx))
             continue
-        if ts.due <= view.now and view.can_call:
+        # never later than the deadline: a due past it (only a forged poll message has one)
+        # would send the chain back for the deadline, at once, until that due came
+        if min(ts.due, state.deadline) <= view.now and view.can_call:
             ended = flush_steps.refused(ts, _context(state, view, config, ts.target))
             if ended is not None:
                 state = state.with_target(ended)

@@ -46,6 +46,10 @@ TEXT = st.text(max_size=30) | st.sampled_from([
     "http://evil.example/x", "https://management.azure.com/x", "poll", "claim", "read",
     "done", "post", "open", "resolve", "run", "location", "azure-asyncoperation", "redis",
     "redisEnterprise", "Succeeded", "Failed", "InProgress", SUB, RG, CACHE])
+MOMENTS = st.sampled_from([
+    "0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59-14:00",
+    "9999-12-31T23:59:59", "1970-01-01", "2024-05-01T12:00:00.5Z", "2024-05-01T12:00:00-23:59",
+    "2024-05-01T11:59:00Z", "2024-05-02T12:00:00Z", "2024-05-01T12:29:59Z"])
 NUMBERS = st.integers() | st.floats() | st.sampled_from(
     [0, -1, 1, 2, 10 ** 20, -(10 ** 20), 2 ** 63, 1e308, float("inf"), float("nan")])
 SCALARS = st.none() | st.booleans() | NUMBERS | TEXT
@@ -111,9 +115,18 @@ OUTCOME = {"status": "Succeeded", "completedAt": "2024-05-01T12:00:00Z", "error"
 def mutated(draw: st.DrawFn, bases: list[dict[str, Any]]) -> dict[str, Any]:
     doc = copy.deepcopy(draw(st.sampled_from(bases)))
     for _ in range(draw(st.integers(1, 3))):
-        where = draw(st.sampled_from(["top", "target", "inner", "outcome", "selector"]))
+        where = draw(st.sampled_from(["top", "target", "inner", "outcome", "selector",
+                                      "time"]))
         value = draw(JSON)
         targets = doc.get("targets")
+        if where == "time":  # a moment out of range, before the deadline or long after it
+            field = draw(st.sampled_from(["requestedAt", "deadline", "due", "at", "t.due",
+                                          "t.acceptedAt", "t.runningAt"]))
+            holder = doc if not field.startswith("t.") else (
+                targets[0] if isinstance(targets, list) and targets and
+                isinstance(targets[0], dict) else {})
+            holder[field.removeprefix("t.")] = draw(MOMENTS)
+            continue
         if where == "top":
             key = draw(st.sampled_from(TOP))
         elif isinstance(targets, list) and targets and isinstance(targets[0], dict):
@@ -164,7 +177,7 @@ def test_a_poll_message_is_unreadable_or_its_step_never_raises(
         except ValueError:
             readable = False
         h.bus.inject(h.settings.poll_queue, OutboundMessage(body, "fz:poll:1"))
-        done = h.run(allow_errors=True, max_steps=400)
+        done = h.run(allow_errors=True, max_steps=3000)
         errors = [d.error for d in done if d.error is not None]
         if readable:
             assert not errors, "a readable poll message raised: " + "".join(
@@ -241,3 +254,35 @@ def test_a_poll_message_with_nothing_left_to_follow_ends_its_chain(h: Harness, h
 
     assert len(done) == 1 and done[0].error is None
     assert len(h.polls()) == 1  # the forged one only: nothing re-queued
+
+
+def test_a_poll_message_due_after_its_deadline_ends_at_the_deadline(h: Harness) -> None:
+    """A target due after the deadline (no step of the app's own writes one) sent its chain
+    back for the deadline, at once, again and again until that due came (a day here); it is
+    read at the deadline and ends."""
+    waiting = _waiting_poll(h)
+    state = waiting.body_json
+    state["targets"][0]["due"] = "2024-05-02T12:00:00Z"  # the deadline is 2024-05-01 12:30
+    waiting.message = replace(waiting.message, body=json.dumps(state).encode())
+
+    h.run(max_steps=100)
+
+    (event,) = h.events()
+    assert json.loads(event.message.body)["data"]["status"] == "Succeeded"
+
+
+@pytest.mark.parametrize("field", ["requestedAt", "deadline"])
+def test_a_poll_message_with_a_moment_out_of_range_is_unreadable(h: Harness, field: str
+                                                                   ) -> None:
+    """A year 9999 deadline (or a year 1 time in +14:00) overflowed the first sum made with
+    it, after the step's ARM read; it is unreadable at once."""
+    waiting = _waiting_poll(h)
+    state = waiting.body_json
+    state[field] = "9999-12-31T23:59:59-14:00"
+    waiting.message = replace(waiting.message, body=json.dumps(state).encode())
+    before = len(h.arm.requests)
+
+    done = h.run(allow_errors=True)
+
+    assert all(isinstance(d.error, ValueError) for d in done)
+    assert len(h.arm.requests) == before and h.events() == []
