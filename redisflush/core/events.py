@@ -52,11 +52,20 @@ class Outcome:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Outcome:
+        """An outcome the app wrote (a poll message or ledger row); ValueError for any field
+        of another type, so a forged one is unreadable rather than failing its event."""
         if doc.get("status") not in STATUSES:
             raise ValueError(f"unknown outcome status {doc.get('status')!r}")
-        return cls(str(doc["status"]), parse_iso(str(doc["completedAt"])), doc.get("error"),
-                   doc.get("operation"), parse_iso_or_none(doc.get("acceptedAt")),
-                   int(doc.get("armRequests") or 0), tuple(doc.get("linked") or ()))
+        error, operation = doc.get("error"), doc.get("operation")
+        requests, linked = doc.get("armRequests") or 0, doc.get("linked") or []
+        if not all(v is None or isinstance(v, dict) for v in (error, operation)):
+            raise ValueError("an outcome's error and operation must be objects or null")
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+            raise ValueError("an outcome's armRequests must be a whole number >= 0")
+        if not isinstance(linked, list) or not all(isinstance(x, str) for x in linked):
+            raise ValueError("an outcome's linked must be a list of strings")
+        return cls(str(doc["status"]), parse_iso(str(doc["completedAt"])), error, operation,
+                   parse_iso_or_none(doc.get("acceptedAt")), requests, tuple(linked))
 
 
 def iso(moment: dt.datetime | None) -> str | None:
@@ -74,9 +83,23 @@ def exact(moment: dt.datetime | None) -> str | None:
         .replace("+00:00", "Z")
 
 
+# Every moment the app writes (poll messages, ledger rows) lies well inside these; one
+# outside (a forged message) would overflow the first sum or time zone change made with it.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+
 def parse_iso(text: str) -> dt.datetime:
+    """A moment the app wrote; ValueError for text that is not one, or one out of range."""
     moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    try:
+        in_range = EARLIEST <= moment.astimezone(dt.UTC) <= LATEST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValueError(f"{text[:40]!r} is not a moment between 1970 and 9000")
+    return moment
 
 
 def parse_iso_or_none(text: Any) -> dt.datetime | None:

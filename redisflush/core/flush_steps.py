@@ -219,7 +219,7 @@ def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
         "code": "FlushInDoubt",
         "message": "this cache's flush request went out twice with no answer from ARM (the "
                    "app stopped while it was in flight, or its answer was lost), so it may "
-                   "or may not have run; it was not sent a third time"}, accepted=True)
+                   "or may not have run; it is not sent again"}, accepted=True)
 
 
 def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
@@ -230,7 +230,7 @@ def _on_post(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
             # The retry claims the row again: a redelivery of this request may have POSTed
             # in between (docs/design.md, "Request ledger"). A POST that may have reached ARM
             # keeps its claim (`posting`), as if this invocation had died with it in flight:
-            # it is sent once more after the lease, never a third time.
+            # it is sent once more after the lease, never after a second one without an answer.
             if not _in_doubt(r):
                 cx.records.append(RecordTarget(ts.target.key, "retry", {},
                                                expiry(cx.deadline)))

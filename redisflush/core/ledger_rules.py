@@ -5,7 +5,8 @@ A target row is `posting` from just before its POST until the answer is recorded
 (ARM took it; the operation URL is kept), `retry` (ARM refused it for now: 409 busy, 429,
 5xx), or `done` (its outcome is kept so a repeat re-publishes it). A `posting` row whose
 writer is gone (older than LEASE) is the one window left: the POST may or may not have
-reached ARM. It is sent once more, never a third time.
+reached ARM. It is sent once more (and again after each refusal of ARM's own, which
+starts nothing), never after a second POST without an answer.
 """
 from __future__ import annotations
 

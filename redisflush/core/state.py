@@ -17,9 +17,9 @@ from typing import Any
 from ..errors import ValidationError
 from .events import Outcome, exact, parse_iso, parse_iso_or_none
 from .ledger_rules import carried
-from .request import FlushRequest, Origin
+from .request import FlushRequest, Origin, is_request_id
 from .selector import Selector, parse_selector
-from .targets import ENTERPRISE, Target
+from .targets import ENTERPRISE, Target, parse_resource_id
 
 VERSION = 2
 PHASES = ("read", "claim", "post", "poll", "done")
@@ -80,18 +80,54 @@ class TargetState:
         if phase == "poll" and not (isinstance(d.get("pollUrl"), str) and d.get("pollKind") in
                                     ("azure-asyncoperation", "location")):
             raise ValueError("a polling target needs pollUrl and a known pollKind")
-        linked = d.get("linked")
-        return cls(Target.from_json(d["target"]), int(d["i"]), phase, parse_iso(d["due"]),
-                   None if linked is None else tuple(str(x) for x in linked),
-                   d.get("pollUrl"), d.get("pollKind"), parse_iso_or_none(d.get("acceptedAt")),
-                   d.get("lastStatus"), d.get("lastOperation"), int(d.get("polls", 0)),
-                   int(d.get("failures", 0)), int(d.get("badPolls", 0)),
-                   int(d.get("armRequests", 0)), bool(d.get("paced", False)),
-                   Outcome.from_json(d["outcome"]) if d.get("outcome") else None,
+        linked = _texts(d, "linked")
+        operation = d.get("lastOperation")
+        if operation is not None and not isinstance(operation, dict):
+            raise ValueError("lastOperation must be an object or null")
+        outcome = d.get("outcome")
+        if outcome and not isinstance(outcome, dict):
+            raise ValueError("outcome must be an object or null")
+        return cls(Target.from_json(d["target"]), _whole(d, "i", None), phase,
+                   parse_iso(d["due"]), linked,
+                   _optional(d, "pollUrl"), d.get("pollKind"),
+                   parse_iso_or_none(d.get("acceptedAt")),
+                   _optional(d, "lastStatus"), operation, _whole(d, "polls"),
+                   _whole(d, "failures"), _whole(d, "badPolls"),
+                   _whole(d, "armRequests"), bool(d.get("paced", False)),
+                   Outcome.from_json(outcome) if outcome else None,
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
                    parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")),
                    d.get("busy") is True, _text(d.get("locationError")),
                    _count(d.get("locationErrors")), d.get("inDoubt") is True)
+
+
+# A poll message is input too (anyone with send rights on the queue, another release):
+# every field is read with its type, so one the app never writes is unreadable here
+# (ValueError: dead-lettered for a person to look at, README "Reliability") rather than
+# raising later in the step, after its ARM calls and ledger records.
+
+def _optional(d: Mapping[str, Any], key: str) -> str | None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key} must be a string or null")
+    return value
+
+
+def _whole(d: Mapping[str, Any], key: str, default: int | None = 0) -> int:
+    value = d.get(key, default) if default is not None else d[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be a whole number >= 0")
+    return value
+
+
+def _texts(d: Mapping[str, Any], key: str, default: list[str] | None = None
+           ) -> tuple[str, ...] | None:
+    value = d.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ValueError(f"{key} must be a list of strings or null")
+    return tuple(value)
 
 
 def _text(value: object) -> str | None:
@@ -203,26 +239,43 @@ class RunState:
             if not isinstance(d, dict) or d.get("v") != VERSION:
                 raise ValueError(f"unsupported poll state version {d.get('v')!r}"
                                  if isinstance(d, dict) else "poll state is not an object")
-            origin = Origin(d["requestId"], parse_iso(d["requestedAt"]), d.get("correlationId"),
-                            d.get("replyTo"), d.get("replyToSessionId"), d.get("reason"),
-                            d.get("requestedBy"), d.get("messageId"))
+            if not is_request_id(d.get("requestId")):
+                raise ValueError("requestId must be 1-80 characters of A-Z a-z 0-9 . _ : -")
+            origin = Origin(d["requestId"], parse_iso(d["requestedAt"]),
+                            _optional(d, "correlationId"), _optional(d, "replyTo"),
+                            _optional(d, "replyToSessionId"), _optional(d, "reason"),
+                            _optional(d, "requestedBy"), _optional(d, "messageId"))
             if d["phase"] not in ("open", "resolve", "run", "done"):
                 raise ValueError(f"unknown phase {d['phase']!r}")
-            linked = d.get("linkedRequest")
+            if not isinstance(d["targets"], list):
+                raise ValueError("targets must be a list")
             targets = tuple(TargetState.from_json(t) for t in d["targets"])
             if [t.index for t in targets] != list(range(len(targets))):
                 raise ValueError("target indexes must be 0..n-1 in order")
-            return cls(origin, parse_iso(d["deadline"]), str(d["fingerprint"]),
+            lists = d.get("pendingLists", [])
+            if not isinstance(lists, list) or not all(
+                    isinstance(c, dict) and isinstance(c.get("kind"), str)
+                    and isinstance(c.get("url"), str) and isinstance(c.get("of"), (str, type(None)))
+                    for c in lists):
+                raise ValueError("pendingLists must be a list of {kind, url, of}")
+            if d["phase"] == "resolve" and not d.get("selector"):
+                raise ValueError("a resolving chain needs its selector")
+            found = _texts(d, "found", []) or ()
+            for resource_id in found:
+                parse_resource_id(resource_id)  # ValidationError: unreadable
+            if not isinstance(d["fingerprint"], str):
+                raise ValueError("fingerprint must be a string")
+            return cls(origin, parse_iso(d["deadline"]), d["fingerprint"],
                        targets, parse_selector(d["selector"]) if d.get("selector") else None,
-                       d["phase"], int(d["step"]),
-                       tuple(ListCall(c["kind"], c["url"], c.get("of"))
-                             for c in d.get("pendingLists", [])),
-                       tuple(d.get("found", [])), int(d.get("ignored", 0)),
-                       int(d.get("pages", 0)), int(d.get("listFailures", 0)),
-                       parse_iso_or_none(d.get("due")), int(d.get("armRequests", 0)),
-                       d.get("noteStatus"), d.get("notePercent"), bool(d.get("reported")),
-                       None if linked is None else tuple(linked),
-                       reply_tag=d.get("replyTag"), list_paced=d.get("listPaced") is True,
+                       d["phase"], _whole(d, "step", None),
+                       tuple(ListCall(c["kind"], c["url"], c.get("of")) for c in lists),
+                       found, _whole(d, "ignored"),
+                       _whole(d, "pages"), _whole(d, "listFailures"),
+                       parse_iso_or_none(d.get("due")), _whole(d, "armRequests"),
+                       _optional(d, "noteStatus"), d.get("notePercent"),
+                       bool(d.get("reported")), _texts(d, "linkedRequest"),
+                       reply_tag=_optional(d, "replyTag"),
+                       list_paced=d.get("listPaced") is True,
                        scheduled_at=parse_iso_or_none(d.get("at")))
         except (KeyError, TypeError, AttributeError, ValidationError, ValueError,
                 RecursionError, UnicodeDecodeError) as exc:

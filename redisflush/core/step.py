@@ -177,7 +177,9 @@ def _target_calls(state: RunState, view: View, config: Config
             cx = _context(state, view, config, ts.target)
             state = state.with_target(flush_steps.timed_out(ts, cx))
             continue
-        if ts.due <= view.now and view.can_call:
+        # never later than the deadline: a due past it (only a forged poll message has one)
+        # would send the chain back for the deadline, at once, until that due came
+        if min(ts.due, state.deadline) <= view.now and view.can_call:
             ended = flush_steps.refused(ts, _context(state, view, config, ts.target))
             if ended is not None:
                 state = state.with_target(ended)
@@ -554,7 +556,12 @@ def _settle(state: RunState, view: View, config: Config, effects: list[Command])
         at = state.due or now
     else:
         pending = [t.due for t in state.targets if t.phase != "done"]
-        at = min(pending) if pending else now
+        if not pending:
+            # nothing left to follow: the app's own chains never get here (their last end
+            # is reported above, phase done), but a forged or corrupt poll message (every
+            # target done, already reported, or none) would re-queue itself at once, forever
+            return replace(state, phase="done"), effects
+        at = min(pending)
     at = min(max(at, now), max(state.deadline, now))
     state = replace(state, step=state.step + 1, scheduled_at=at)
     state, note = _note(state, now)

@@ -85,6 +85,28 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+# The request field each flag writes (redisflush/sender/targets.py), so an invalid value
+# is named by the flag the pipeline gave, as argparse names its own (README, "CLI").
+_FLAGS = (("resourceId", "--resource-id"), ("subscriptionId", "--subscription"),
+          ("selector.subscriptionId", "--subscription"), ("resourceGroup", "--resource-group"),
+          ("selector.resourceGroup", "--resource-group"), ("cacheName", "--cache"),
+          ("clusterName", "--cluster"), ("databaseName", "--database"),
+          ("selector.tags", "--tag"), ("selector.kinds", "--kind"), ("selector.all", "--all"),
+          ("requestId", "--request-id"), ("reason", "--reason"),
+          ("requestedBy", "--requested-by"), ("timeoutSeconds", "--timeout"))
+
+
+def flag_of(field: str, args: argparse.Namespace) -> str | None:
+    """The flag that wrote `field` (`resourceIds[1]`, `selector.tags.app`...), if one did."""
+    if field.startswith("linkedDatabaseIds"):
+        return "--no-linked" if getattr(args, "no_linked", False) else "--linked-id"
+    base = field.split("[", 1)[0]
+    for name, flag in _FLAGS:
+        if base == name or base.startswith(name + ".") or base == name + "s":
+            return flag
+    return None
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     _one_bus(args)
     body = request_body(args)
@@ -96,7 +118,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     prepared = prepare(body, settings, request_id=request_id, reply=args.wait,
                        now=dt.datetime.now(dt.UTC))
     if isinstance(prepared, Invalid):
-        raise UsageError(f"invalid request: {clean(prepared.reason, 300)}")
+        flag = flag_of(prepared.field, args)
+        raise UsageError((f"argument {flag}: " if flag else "")
+                         + f"invalid request: {clean(prepared.reason, 300)}")
     if args.dry_run:
         print(json.dumps(prepared.body, separators=(",", ":")))
         if prepared.selector:

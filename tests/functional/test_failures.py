@@ -288,3 +288,24 @@ def test_an_arm_error_without_a_text_code_or_message_still_gives_text_ones(
     error = h.event(rid, "Failed")["error"]
     assert (error["code"], error["message"]) == ("Http403", "ARM answered HTTP 403"), error
     assert error["httpStatus"] == 403
+
+
+def test_a_resend_arm_refused_does_not_count_and_the_event_says_what_went_out(
+        h: Harness) -> None:
+    """After a POST in doubt, ARM's own refusal of the resend (409: it starts nothing) has it
+    sent again; a second POST without an answer ends it FlushInDoubt. Three POSTs went out,
+    so the event said "it was not sent a third time" wrongly; it says it is not sent again."""
+    gateway = Answer(504, {}, b"<html>gateway timeout</html>")
+    h.arm.on_flush(SUB, RG, CACHE, gateway, Answer(409, {}, {"error": {"code": "Conflict",
+                                                                       "message": "busy"}}),
+                   then=gateway)
+    rid = h.send_request()
+
+    h.run()
+
+    posts = h.arm.route("POST", flush_path(SUB, RG, CACHE)).requests
+    assert len(posts) == 3
+    error = h.event(rid, "Failed", arm_requests=3)["error"]
+    assert error["code"] == "FlushInDoubt"
+    assert "went out twice with no answer" in error["message"]
+    assert "third time" not in error["message"] and "not sent again" in error["message"]

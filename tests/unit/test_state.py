@@ -129,7 +129,8 @@ def full_state() -> RunState:
     initial(request({"resourceId": rid()}), T0),
     initial(request({"selector": {"subscriptionId": SUB, "all": True}}), T0),
     initial(request({"resourceId": db_id(), "linkedDatabaseIds": []}), T0),
-    dataclasses.replace(full_state(), phase="resolve", selector=None, due=None,
+    # null selector, due and linked ids (a resolving chain always has its selector)
+    dataclasses.replace(full_state(), phase="run", selector=None, due=None,
                         linked_request=None),
 ])
 def test_round_trip(state):
