@@ -304,14 +304,17 @@ def _with_recorded(state: RunState, opened: Opened, now: dt.datetime,
     the request's end is kept, the events again with what they said then."""
     for ts in state.targets:
         row = opened.targets.get(ts.target.key)
-        if row and row[0] == "accepted" and ts.phase == "claim" and now >= state.deadline \
+        # not claimed yet in this chain: at its claim, or (a Managed Redis database) at the
+        # read of its geo group that comes first
+        unclaimed = ts.phase in ("read", "claim")
+        if row and row[0] == "accepted" and unclaimed and now >= state.deadline \
                 and row[1].get("pollUrl"):
             # past the deadline a target is not claimed, it ends TimedOut: one that ARM
             # accepted (a request re-sent after it was dead-lettered, docs/azure.md) is read
             # once, never said NotStarted
             state = state.with_target(flush_steps.adopt_accepted(ts, row[1], now))
             continue
-        if row and row[0] == "posting" and ts.phase == "claim" and now >= state.deadline:
+        if row and row[0] == "posting" and unclaimed and now >= state.deadline:
             # claimed, and its acceptance never recorded: the POST may have reached ARM (the
             # ledger's own view of a claim past its lease), so its TimedOut says so
             state = state.with_target(replace(ts, in_doubt=True))

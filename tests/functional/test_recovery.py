@@ -12,7 +12,8 @@ from collections.abc import Callable
 from redisflush.bus import OutboundMessage
 from redisflush.ledger import LedgerError, MemoryLedger
 from tests.support.harness import RG, SUB, Harness, resource_id
-from tests.support.scripted_arm import Answer, flush_path
+from tests.support.harness import database_id as amr_id
+from tests.support.scripted_arm import Answer, database_body, enterprise_flush_path, flush_path
 
 CACHES = ["cache-a", "cache-b"]
 BODY = {"resourceIds": [resource_id(cache=c) for c in CACHES]}
@@ -137,3 +138,33 @@ def test_resent_after_its_deadline_a_claim_never_recorded_accepted_is_in_doubt(
              if e.message.correlation_id == FIRST]
     assert [d["status"] for d in datas] == ["TimedOut"] * 3
     assert all("ARM may or may not have run it" in d["error"]["message"] for d in datas[:2])
+
+
+def test_resent_after_its_deadline_a_managed_redis_database_reads_its_accepted_flush(
+        h: Harness) -> None:
+    """A Managed Redis database starts by reading its geo group ("read"), not at its claim:
+    re-sent after the deadline it too is read once from its `accepted` row, never said
+    TimedOut "while the flush was NotStarted" (the engineer would flush it again)."""
+    cluster = "amr-a"
+    h.arm.on_database(SUB, RG, cluster, "default",
+                      then=Answer(200, {}, database_body(SUB, RG, cluster)))
+    op = h.arm.new_operation(SUB)
+    h.arm.on_enterprise_flush(SUB, RG, cluster, "default",
+                              then=Answer(202, {"Azure-AsyncOperation": op.url}, b""))
+    running = [Answer(200, {}, op.status("InProgress"))] * 9
+    h.arm.on_operation(op, *running, then=Answer(200, {}, op.status("Succeeded")))
+    body = {"resourceId": amr_id(cluster)}
+    h.send_request(body, message_id=FIRST)
+    h.bus.fail(h.settings.poll_queue, times=10)
+    done = h.run(allow_errors=True)
+    assert [d.outcome for d in done][-1] == "dead-lettered"
+    posts = len(h.arm.route("POST", enterprise_flush_path(SUB, RG, cluster)).requests)
+    assert posts == 1
+    h.clock.advance(dt.timedelta(hours=1).total_seconds())
+    before = len(h.arm.requests)
+    _resend(h, OutboundMessage(b"", FIRST), FIRST, body)
+    assert "POST" not in [r.method for r in h.arm.requests[before:]]
+    datas = [json.loads(e.message.body)["data"] for e in h.events()
+             if e.message.correlation_id == FIRST]
+    assert [d["status"] for d in datas] == ["Succeeded"] * len(datas), datas
+    assert datas[0]["acceptedAt"] is not None
