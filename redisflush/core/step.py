@@ -547,7 +547,9 @@ def _end_unresolved(state: RunState, ended: Mapping[str, Any]) -> list[Command]:
 def _settle(state: RunState, view: View, config: Config, effects: list[Command]) -> Decision:
     if state.phase == "done":
         return state, effects
-    before, now = state, view.now
+    # `given` stays as it came: a shed step settles again from it, and would otherwise
+    # carry this pass's retry records twice
+    before, now, given, effects = state, view.now, effects, list(effects)
     for ts in state.targets:
         if ts.phase == "post":
             # Claimed but not sent in this invocation (the pacer deferred it, its group is
@@ -571,7 +573,7 @@ def _settle(state: RunState, view: View, config: Config, effects: list[Command])
     message = poll_message(state, at)
     if len(message.body) > MAX_MESSAGE_BYTES and before.phase == "run" and \
             any(t.phase != "done" for t in before.targets):
-        return _settle_shed(before, view, config, effects)
+        return _settle_shed(before, view, config, given)
     commands = effects + [Schedule(message, at)]
     if note is not None and state.origin.reply_to:
         commands.append(Note(state.origin.reply_to, note))
