@@ -25,9 +25,10 @@ def _short(ts: TargetState, budget: int) -> TargetState:
                           outcome.accepted_at, outcome.arm_requests, outcome.linked)
     operation = fit(dict(ts.last_operation), budget) if ts.last_operation else None
     if ts.phase == "done" and ts.reported:
-        # nothing reads an ended target's operation URL again, and a signed one is KBs
+        # nothing reads an ended target's operation URL again, and a signed one is KBs; nor
+        # its linked ids (its outcome keeps those its flush carried, which others' shares read)
         return replace(ts, outcome=outcome, last_operation=operation, poll_url=None,
-                       poll_kind=None)
+                       poll_kind=None, poll_ref=None, linked=())
     return replace(ts, outcome=outcome, last_operation=operation)
 
 
