@@ -480,11 +480,12 @@ def too_large(ts: TargetState, cx: Context, limit: int) -> TargetState:
     sent = ts.accepted_at is not None or ts.in_doubt or ts.phase == "poll"
     what = ("ARM accepted its flush, which may still run (or has run): it was not followed "
             "further" if sent else "its flush request was not sent")
+    url = "kept in the ledger" if ts.poll_ref else f"{len(ts.poll_url or '')} characters"
     return _end(ts, cx, lro.FAILED, {
         "code": "PollStateTooLarge",
         "message": f"the request's poll state did not fit the {limit} bytes one Service Bus "
-                   f"message carries (this cache's operation URL is {len(ts.poll_url or '')} "
-                   f"characters, with {len(ts.linked or ())} linked databases); {what}"},
+                   f"message carries (this cache's operation URL is {url}, with "
+                   f"{len(ts.linked or ())} linked databases); {what}"},
         accepted=sent)
 
 
