@@ -4,7 +4,8 @@ targets and 2 KiB signed URLs it must stay under 192 KiB, whatever ARM put in it
 Targets already reported keep only what the request's event needs (status, time, a short
 error; not their operation URL); then every target's ARM JSON is cut to a shrinking budget
 until the state fits. Operation URLs of targets still followed are never cut: they are used
-verbatim (core.step sheds a target when even this does not fit).
+verbatim (core.step carries accepted ones by reference to the ledger, then ends a target,
+when even this does not fit).
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ def _short(ts: TargetState, budget: int) -> TargetState:
                           outcome.accepted_at, outcome.arm_requests, outcome.linked)
     operation = fit(dict(ts.last_operation), budget) if ts.last_operation else None
     if ts.phase == "done" and ts.reported:
-        # nothing reads an ended target's operation URL again, and a signed one is KBs
+        # nothing reads an ended target's operation URL again, and a signed one is KBs; nor
+        # its linked ids (its outcome keeps those its flush carried, which others' shares read)
         return replace(ts, outcome=outcome, last_operation=operation, poll_url=None,
-                       poll_kind=None)
+                       poll_kind=None, poll_ref=None, linked=())
     return replace(ts, outcome=outcome, last_operation=operation)
 
 

@@ -192,7 +192,8 @@ def adopt_accepted(ts: TargetState, d: Mapping[str, Any], now: dt.datetime) -> T
                    # without it: this delivery's reading of the group
                    linked=tuple(d["linked"]) if isinstance(d.get("linked"), list)
                    else tuple(ts.linked or ()), last_status="Accepted",
-                   arm_requests=max(ts.arm_requests, int(d.get("armRequests") or 0)))
+                   arm_requests=max(ts.arm_requests, int(d.get("armRequests") or 0)),
+                   stored=True)
 
 
 def _on_claim(ts: TargetState, c: Claimed, cx: Context) -> TargetState:
@@ -284,7 +285,7 @@ def _accept(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
     if not lro.is_trusted(found[1], cx.endpoint):
         return _untrusted(ts, found[1], cx)
     ts = replace(ts, phase="poll", poll_kind=found[0], poll_url=found[1], accepted_at=cx.now,
-                 last_status="Accepted", failures=0,
+                 last_status="Accepted", failures=0, stored=True,
                  due=cx.first_read_from(r, ts.target.kind))
     cx.records.append(RecordTarget(ts.target.key, "accepted", {
         "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": exact(cx.now),
@@ -319,7 +320,8 @@ def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetS
     if moved and moved != (ts.poll_kind, ts.poll_url):
         if not lro.is_trusted(moved[1], cx.endpoint):
             return _untrusted(ts, moved[1], cx)
-        ts = replace(ts, poll_kind=moved[0], poll_url=moved[1])
+        # the ledger's accepted row still names the URL it moved from
+        ts = replace(ts, poll_kind=moved[0], poll_url=moved[1], stored=False)
     gap = cadence.next_read_gap(cx.budget, ts.target.kind)
     ts = replace(ts, polls=ts.polls + 1)
     return _after_progress(ts, cx.read_gap_from(r, gap), cx.sent(r), gap, reading, cx)
@@ -478,12 +480,74 @@ def too_large(ts: TargetState, cx: Context, limit: int) -> TargetState:
     sent = ts.accepted_at is not None or ts.in_doubt or ts.phase == "poll"
     what = ("ARM accepted its flush, which may still run (or has run): it was not followed "
             "further" if sent else "its flush request was not sent")
+    url = "kept in the ledger" if ts.poll_ref else f"{len(ts.poll_url or '')} characters"
     return _end(ts, cx, lro.FAILED, {
         "code": "PollStateTooLarge",
         "message": f"the request's poll state did not fit the {limit} bytes one Service Bus "
-                   f"message carries (this cache's operation URL is {len(ts.poll_url or '')} "
-                   f"characters, with {len(ts.linked or ())} linked databases); {what}"},
+                   f"message carries (this cache's operation URL is {url}, with "
+                   f"{len(ts.linked or ())} linked databases); {what}"},
         accepted=sent)
+
+
+def url_digest(url: str) -> str:
+    """What a poll message carries of an operation URL kept in the ledger (`poll_ref`)."""
+    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def by_reference(ts: TargetState, deadline: dt.datetime) -> tuple[TargetState, list[Command]]:
+    """A target ARM accepted, its operation URL left out of the poll message: the ledger's
+    accepted row keeps it, and the step that next reads the target reads it back
+    (`from_ledger`; docs/design.md, "Poll message"). A URL this invocation does not know
+    the row holds (ARM moved the operation since, or the row was read by no one yet) is
+    recorded first; the record goes before the message that leaves it out."""
+    assert ts.phase == "poll" and ts.poll_url is not None
+    records: list[Command] = []
+    if not ts.stored:
+        records.append(RecordTarget(ts.target.key, "accepted", {
+            "pollUrl": ts.poll_url, "pollKind": ts.poll_kind,
+            "acceptedAt": exact(ts.accepted_at), "linked": list(ts.linked or ()),
+            "armRequests": ts.arm_requests}, expiry(deadline)))
+    return replace(ts, poll_url=None, poll_ref=url_digest(ts.poll_url), stored=False), records
+
+
+LEDGER_TRIES = 3  # a ledger that cannot be read back is tried this many times in a row
+
+
+def from_ledger(ts: TargetState, status: str, row: tuple[str, Mapping[str, Any]] | None,
+                cx: Context) -> TargetState:
+    """A target carried by reference (`by_reference`) after the ledger's rows were read
+    (`status` as `Opened` gives it; `row`, its own row). Its URL back when the accepted row
+    holds the URL the message names; its recorded outcome when the row is done (another
+    delivery or a repeat ended it); read again later when the ledger could not be read;
+    else it ends Failed `PollStateTooLarge`, saying why and that its flush may still run.
+    Never POSTed again (docs/design.md, "Poll message")."""
+    if status == "unknown":  # the ledger failed the read: no row to judge
+        failures = ts.failures + 1
+        if cx.now >= cx.deadline:
+            return timed_out(ts, cx)
+        if failures < LEDGER_TRIES:
+            return replace(ts, failures=failures,
+                           due=cx.at(cadence.retry_delay(failures, f"{ts.target.key}:ref")))
+        why = f"the ledger could not be read {failures} times in a row"
+    elif row is not None and row[0] == "done" and isinstance(row[1].get("outcome"), Mapping):
+        outcome = Outcome.from_json(row[1]["outcome"])
+        return replace(ts, phase="done", outcome=outcome, arm_requests=outcome.arm_requests,
+                       poll_ref=None)
+    elif row is None or status != "same" or row[0] != "accepted":
+        why = "the ledger holds no accepted row for it"
+    elif not isinstance(row[1].get("pollUrl"), str) or \
+            url_digest(row[1]["pollUrl"]) != ts.poll_ref or \
+            row[1].get("pollKind") not in ("azure-asyncoperation", "location"):
+        why = "the ledger's accepted row holds another operation URL"
+    else:
+        return replace(ts, poll_url=row[1]["pollUrl"], poll_kind=row[1]["pollKind"],
+                       poll_ref=None, stored=True)
+    return _end(replace(ts, poll_ref=None), cx, lro.FAILED, {
+        "code": "PollStateTooLarge",
+        "message": "the request's poll state did not fit one Service Bus message, so this "
+                   "cache's operation URL was kept in the ledger only, and "
+                   f"{why}: ARM accepted its flush, which may still run (or has run); it was "
+                   "not followed further"}, accepted=True)
 
 
 def _untrusted(ts: TargetState, url: str, cx: Context) -> TargetState:

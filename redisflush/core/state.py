@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ValidationError
@@ -53,11 +53,19 @@ class TargetState:
     location_errors: int = 0
     # a POST of it went out with no answer of ARM's own (flush_steps._in_doubt): it may run
     in_doubt: bool = False
+    # Its operation URL is not in the message but in the ledger's `accepted` row, whose
+    # pollUrl has this SHA-256 (hex): the poll state did not fit one message with it
+    # (docs/design.md, "Poll message"). The message carries `ledger:sha256:{hex}` as pollUrl.
+    poll_ref: str | None = None
+    # this invocation knows the ledger's accepted row holds poll_url (read from it, or
+    # recorded by it): carrying it by reference needs no record first. Never in a message.
+    stored: bool = field(default=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target.to_json(), "i": self.index, "phase": self.phase,
                 "due": exact(self.due), "linked": None if self.linked is None else
-                list(self.linked), "pollUrl": self.poll_url, "pollKind": self.poll_kind,
+                list(self.linked), "pollUrl": self.poll_url if self.poll_ref is None else
+                BY_REFERENCE + self.poll_ref, "pollKind": self.poll_kind,
                 "acceptedAt": exact(self.accepted_at), "lastStatus": self.last_status,
                 "lastOperation": self.last_operation, "polls": self.polls,
                 "failures": self.failures, "badPolls": self.bad_polls,
@@ -81,6 +89,11 @@ class TargetState:
                                     ("azure-asyncoperation", "location")):
             raise ValueError("a polling target needs pollUrl and a known pollKind")
         linked = _texts(d, "linked")
+        poll_url, poll_ref = _optional(d, "pollUrl"), None  # type: str | None, str | None
+        if poll_url is not None and poll_url.startswith(BY_REFERENCE):
+            poll_ref, poll_url = poll_url[len(BY_REFERENCE):], None
+            if not _SHA256.fullmatch(poll_ref):
+                raise ValueError("a pollUrl by reference must be ledger:sha256: and 64 hex")
         operation = d.get("lastOperation")
         if operation is not None and not isinstance(operation, dict):
             raise ValueError("lastOperation must be an object or null")
@@ -89,7 +102,7 @@ class TargetState:
             raise ValueError("outcome must be an object or null")
         return cls(Target.from_json(d["target"]), _whole(d, "i", None), phase,
                    parse_iso(d["due"]), linked,
-                   _optional(d, "pollUrl"), d.get("pollKind"),
+                   poll_url, d.get("pollKind"),
                    parse_iso_or_none(d.get("acceptedAt")),
                    _optional(d, "lastStatus"), operation, _whole(d, "polls"),
                    _whole(d, "failures"), _whole(d, "badPolls"),
@@ -98,7 +111,15 @@ class TargetState:
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
                    parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")),
                    d.get("busy") is True, _text(d.get("locationError")),
-                   _count(d.get("locationErrors")), d.get("inDoubt") is True)
+                   _count(d.get("locationErrors")), d.get("inDoubt") is True, poll_ref)
+
+
+# A target's pollUrl when its URL is carried by reference to the ledger's accepted row. Not a
+# URL any release follows: 65a10d8 and earlier refuse it as an untrusted operation URL (no
+# token sent) and end that target Failed UntrustedOperationUrl (docs/design.md, "Upgrades
+# and rollbacks").
+BY_REFERENCE = "ledger:sha256:"
+_SHA256 = re.compile("[0-9a-f]{64}")
 
 
 # A poll message is input too (anyone with send rights on the queue, another release):

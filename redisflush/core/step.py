@@ -89,6 +89,11 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
         state, done = _on_rows(state, answers["rows"], now)  # type: ignore[arg-type]
         if done is not None:
             return state, done
+    # targets carried by reference take their operation URL back from the rows (a
+    # redelivered step's read serves them too)
+    read = answers.get("refs", answers.get("rows"))
+    if isinstance(read, Opened):
+        state = _from_ledger(state, read, view, config)
     elif state.recheck and state.phase in ("resolve", "run"):
         return replace(state, recheck=False), [
             ReadRows("rows", state.fingerprint, earlier_fingerprints(state.selector))]
@@ -144,6 +149,12 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
             calls.append(resolve.list_call(state, state.step))
     elif state.phase == "run":
         state, calls = _target_calls(state, view, config)
+        if view.can_call and read is None and any(
+                _by_reference(t) and min(t.due, state.deadline) <= now for t in state.targets):
+            # the operation URL of a target due now is in its ledger row only: the shell
+            # reads the request's rows (as for a redelivered step) and the step goes on
+            calls.insert(0, ReadRows("refs", state.fingerprint,
+                                     earlier_fingerprints(state.selector)))
     state, reports = _reports(state, now)
     effects.extend(reports)
     if calls:
@@ -170,7 +181,7 @@ def _target_calls(state: RunState, view: View, config: Config
                   ) -> tuple[RunState, list[Command]]:
     calls: list[Command] = []
     for ts in state.targets:
-        if ts.phase == "done":
+        if ts.phase == "done" or _by_reference(ts):  # (its URL is read back first)
             continue
         if view.now >= state.deadline and ts.phase != "poll" and not (
                 ts.phase == "claim" and ts.busy):
@@ -206,6 +217,21 @@ def _target_calls(state: RunState, view: View, config: Config
 
 
 HOLD = dt.timedelta(seconds=1)
+
+
+def _by_reference(ts: TargetState) -> bool:
+    return ts.phase == "poll" and ts.poll_ref is not None
+
+
+def _from_ledger(state: RunState, read: Opened, view: View, config: Config) -> RunState:
+    """Each target carried by reference after the ledger's rows were read: its URL back, or
+    its end (flush_steps.from_ledger; docs/design.md, "Poll message")."""
+    for ts in state.targets:
+        if _by_reference(ts):
+            cx = _context(state, view, config, ts.target)
+            row = read.targets.get(ts.target.key)
+            state = state.with_target(flush_steps.from_ledger(ts, read.status, row, cx))
+    return state
 
 
 def _own_share(state: RunState, ts: TargetState) -> tuple[str, ...] | dt.datetime:
@@ -588,7 +614,17 @@ def _settle_shed(state: RunState, view: View, config: Config, effects: list[Comm
     was dead-lettered with no event. Instead the heaviest unfinished target ends Failed
     `PollStateTooLarge` (its event says whether its flush went out), one at a time until the
     rest fits; its `done` record goes before the step's first event (docs/design.md,
-    "Request ledger")."""
+    "Request ledger").
+
+    First, though, a target ARM accepted is carried by reference (its URL left in the
+    ledger's accepted row, the longest first): it is followed to its end all the same. Only
+    what is left after that ends (a target not accepted, or linked ids that alone do not
+    fit)."""
+    accepted = [t for t in state.targets if t.phase == "poll" and t.poll_url]
+    if accepted:
+        longest = max(accepted, key=lambda t: len(t.poll_url or ""))
+        carried, recorded = flush_steps.by_reference(longest, state.deadline)
+        return _settle(state.with_target(carried), view, config, effects + recorded)
     unfinished = [t for t in state.targets if t.phase != "done"]
     heaviest = max(unfinished, key=lambda t: (len(t.poll_url or "")
                                                + sum(len(i) for i in t.linked or ())))

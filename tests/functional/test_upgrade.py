@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -218,3 +219,36 @@ def test_what_this_release_writes_is_what_the_old_release_wrote(name: str) -> No
     assert set(new_events) == set(old_events)
     if name not in FIXED:
         assert new_events == old_events
+
+
+def test_a_target_carried_by_reference_ends_clearly_in_the_old_release() -> None:
+    """Rollback with a poll state that did not fit (docs/design.md, "Upgrades and
+    rollbacks"): this release carries an accepted target's URL by reference, as a pollUrl
+    `ledger:sha256:{hex}`. 65a10d8 reads a polling target whose pollUrl is a string and whose
+    pollKind is known (else the whole message is unreadable and dead-lettered, every cache
+    without its event); it then refuses to send a token to a URL that is not the ARM
+    endpoint's (its core/trust.py, unchanged since) and ends that target Failed
+    UntrustedOperationUrl with its event, never POSTing it again. Checked here against that
+    release's rules and its captured poll messages."""
+    from redisflush.core.state import BY_REFERENCE, RunState
+    from redisflush.core.trust import is_trusted
+
+    polls = [p["body"] for s in OLD.values() for p in s["inFlight"]["polls"]]
+    polling = [(body, i) for body in polls for i, t in enumerate(body["targets"])
+               if t["phase"] == "poll"]
+    assert polling
+    body, i = polling[0]
+    doc = json.loads(json.dumps(body).replace("{ARM}", "https://management.azure.com"))
+    state = RunState.from_json(json.dumps(doc).encode())
+    ts = state.targets[i]
+    carried = json.loads(RunState(state.origin, state.deadline, state.fingerprint, tuple(
+        dataclasses_replace(t, poll_url=None, poll_ref="0" * 64) if t.index == i else t
+        for t in state.targets), phase=state.phase, step=state.step).to_json())
+    target = carried["targets"][i]
+    # what 65a10d8's TargetState.from_json asks of a polling target
+    assert isinstance(target["pollUrl"], str) and target["pollUrl"] == BY_REFERENCE + "0" * 64
+    assert target["pollKind"] == ts.poll_kind in ("azure-asyncoperation", "location")
+    assert set(target) >= set(doc["targets"][i])  # every field it knows, still there
+    # what its ARM client does with it: no token goes there
+    assert not is_trusted(target["pollUrl"], "https://management.azure.com")
+    assert not is_trusted(target["pollUrl"], "http://127.0.0.1:8080")

@@ -184,7 +184,10 @@ def test_poll_message_of_fifty_targets_fits(state):
         else op_url(i) for i, t in enumerate(state.targets)]
     assert [t.target for t in back.targets] == [t.target for t in state.targets]
     assert [t.phase for t in back.targets] == [t.phase for t in state.targets]
-    assert [t.linked for t in back.targets] == [t.linked for t in state.targets]
+    # (an ended, reported target's linked ids only in its outcome, when the state was cut)
+    assert [t.linked for t in back.targets] == [
+        () if t.phase == "done" and t.reported and len(state.to_json()) > MAX_MESSAGE_BYTES
+        else t.linked for t in state.targets]
     for old, new in zip(state.targets, back.targets, strict=True):
         if old.outcome:
             assert new.outcome is not None and new.outcome.status == old.outcome.status
@@ -217,34 +220,191 @@ def test_fit_keeps_long_lists_that_fit(value):
     assert fit(value, 10_000) == value
 
 
-def test_a_state_that_cut_does_not_fit_sheds_its_heaviest_targets_records_first():
-    """50 signed URLs of ~6 KB: even cut, the state passes the limit. The step ends the
-    heaviest unfinished targets PollStateTooLarge until the rest fits; each one's `done`
-    record comes before the step's first event."""
+CONFIG_ARGS = (ENDPOINT, "2023-08-01", "2025-07-01", 50, (f"/subscriptions/{SUB}",),
+               "redis-flush-polls")
+
+
+def long_urls(**kw: object) -> RunState:
+    """50 accepted flushes whose signed URLs of ~6 KB do not fit one message even cut."""
+    state = fifty(last={"status": "InProgress"})
+    return dataclasses.replace(state, targets=tuple(
+        dataclasses.replace(t, poll_url=op_url(t.index) + "&x=" + "p" * (4000 + t.index * 10),
+                            due=at(60), linked=(), **kw)
+        for t in state.targets))
+
+
+def test_a_state_that_cut_does_not_fit_carries_its_longest_urls_by_reference():
+    """50 signed URLs of ~6 KB: even cut, the state passes the limit. The step carries the
+    longest URLs by reference to the ledger's accepted rows (each recorded first, as the
+    step does not know the row holds it) until the rest fits: no target ends."""
+    from redisflush.core.commands import RecordTarget, Schedule
+    from redisflush.core.flush_steps import url_digest
+    from redisflush.core.step import Config, View, step
+
+    state = long_urls()
+    after, commands = step(state, {}, View(at(5)), Config(*CONFIG_ARGS))
+
+    (schedule,) = [c for c in commands if isinstance(c, Schedule)]
+    assert len(schedule.message.body) <= MAX_MESSAGE_BYTES
+    assert all(t.phase == "poll" for t in after.targets)
+    carried = [t for t in after.targets if t.poll_ref]
+    assert 0 < len(carried) <= 25
+    # the longest (the highest indexes) went first
+    assert {t.index for t in carried} == set(range(50 - len(carried), 50))
+    records = [c for c in commands if isinstance(c, RecordTarget)]
+    assert sorted(r.key for r in records) == sorted(t.target.key for t in carried)
+    assert all(r.state == "accepted" and r.data["pollUrl"] == state.targets[t.index].poll_url
+               for r, t in zip(sorted(records, key=lambda r: r.key),
+                               sorted(carried, key=lambda t: t.target.key), strict=True))
+    assert max(commands.index(r) for r in records) < commands.index(schedule)
+    back = RunState.from_json(schedule.message.body)
+    assert back.targets == after.targets
+    for t in back.targets:
+        doc = json.loads(schedule.message.body)["targets"][t.index]
+        if t.poll_ref:
+            assert t.poll_ref == url_digest(state.targets[t.index].poll_url or "")
+            assert doc["pollUrl"] == "ledger:sha256:" + t.poll_ref
+            assert doc["pollKind"] == "azure-asyncoperation" and doc["phase"] == "poll"
+        else:
+            assert doc["pollUrl"] == state.targets[t.index].poll_url
+
+
+def test_a_url_the_ledger_is_known_to_hold_is_carried_without_a_record():
+    from redisflush.core.commands import RecordTarget
+    from redisflush.core.step import Config, View, step
+
+    after, commands = step(long_urls(stored=True), {}, View(at(5)), Config(*CONFIG_ARGS))
+    assert any(t.poll_ref for t in after.targets)
+    assert not [c for c in commands if isinstance(c, RecordTarget)]
+
+
+def _carried_due() -> RunState:
+    from redisflush.core.commands import Schedule
+    from redisflush.core.step import Config, View, step
+
+    _, commands = step(long_urls(), {}, View(at(5)), Config(*CONFIG_ARGS))
+    (schedule,) = [c for c in commands if isinstance(c, Schedule)]
+    return RunState.from_json(schedule.message.body)
+
+
+def _rows(state: RunState, urls: dict[int, object], row_state: str = "accepted"
+          ) -> dict[str, tuple[str, dict[str, object]]]:
+    return {t.target.key: (row_state, {"pollUrl": urls[t.index],
+                                        "pollKind": "azure-asyncoperation",
+                                        "acceptedAt": "2026-01-01T00:00:01+00:00"})
+            for t in state.targets if t.index in urls}
+
+
+def test_a_target_carried_by_reference_reads_its_url_back_from_the_ledger_when_due():
+    """The next step reads the request's rows first (as a redelivered step does), then
+    GETs each target's own URL; none is POSTed."""
+    from redisflush.core.commands import CallArm, Opened, ReadRows
+    from redisflush.core.step import Config, View, step
+
+    state, original = _carried_due(), long_urls()
+    carried = [t.index for t in state.targets if t.poll_ref]
+    config = Config(*CONFIG_ARGS)
+    state, commands = step(state, {}, View(at(60)), config)
+    assert isinstance(commands[0], ReadRows) and commands[0].ref == "refs"
+    assert {c.url for c in commands if isinstance(c, CallArm)} == \
+        {t.poll_url for t in original.targets if t.index not in carried}
+    rows = _rows(state, {i: original.targets[i].poll_url for i in carried})
+    _, commands = step(state, {"refs": Opened("same", targets=rows)}, View(at(60)), config)
+    calls = [c for c in commands if isinstance(c, CallArm)]
+    # (the others' GETs again too: their answers did not come back to this step)
+    assert {c.url for c in calls} >= {original.targets[i].poll_url for i in carried}
+    assert all(c.method == "GET" for c in calls) and len(calls) == 50
+
+
+@pytest.mark.parametrize("case, why", [
+    ("missing", "holds no accepted row"), ("other", "holds another operation URL"),
+    ("posting", "holds no accepted row"), ("gone", "holds no accepted row")])
+def test_a_target_whose_url_the_ledger_does_not_give_back_ends_saying_so(case, why):
+    from redisflush.core.commands import CallArm, Opened, Publish, RecordTarget
+    from redisflush.core.step import Config, View, step
+
+    state, original = _carried_due(), long_urls()
+    carried = [t.index for t in state.targets if t.poll_ref]
+    urls = {i: original.targets[i].poll_url for i in carried}
+    if case == "missing":
+        urls.pop(carried[0])
+    elif case == "other":
+        urls[carried[0]] = original.targets[0].poll_url
+    rows = _rows(state, urls, "posting" if case == "posting" else "accepted")
+    opened = Opened("gone") if case == "gone" else Opened("same", targets=rows)
+    after, commands = step(state, {"refs": opened}, View(at(60)), Config(*CONFIG_ARGS))
+    ended = [t for t in after.targets if t.phase == "done"]
+    expected = carried if case in ("gone", "posting") else carried[:1]
+    assert [t.index for t in ended] == expected
+    for t in ended:
+        assert t.outcome and t.outcome.status == "Failed" and t.outcome.error
+        assert t.outcome.error["code"] == "PollStateTooLarge"
+        assert why in t.outcome.error["message"] and "may still run" in \
+            t.outcome.error["message"]
+    assert len([c for c in commands if isinstance(c, Publish)]) == len(ended)
+    done = [c for c in commands if isinstance(c, RecordTarget) and c.state == "done"]
+    assert len(done) == len(ended)
+    assert not [c for c in commands if isinstance(c, CallArm) and c.method == "POST"]
+
+
+def test_a_ledger_that_cannot_be_read_is_tried_again_then_the_target_ends():
+    from redisflush.core.commands import Opened, ReadRows
+    from redisflush.core.step import Config, View, step
+
+    state, config = _carried_due(), Config(*CONFIG_ARGS)
+    first = next(t.index for t in state.targets if t.poll_ref)
+    now = at(60)
+    for attempt in range(1, 4):
+        state, commands = step(state, {}, View(now), config)
+        assert any(isinstance(c, ReadRows) for c in commands)
+        state, commands = step(state, {"refs": Opened("unknown")}, View(now), config)
+        ts = state.targets[first]
+        if attempt < 3:
+            assert ts.phase == "poll" and ts.poll_ref and ts.due > now
+            now = max(t.due for t in state.targets if t.poll_ref)
+        else:
+            assert ts.phase == "done" and ts.outcome and ts.outcome.error
+            assert "could not be read 3 times" in ts.outcome.error["message"]
+
+
+def test_a_target_the_ledger_records_done_takes_the_recorded_outcome():
+    from redisflush.core.commands import Opened
+    from redisflush.core.step import Config, View, step
+
+    state = _carried_due()
+    first = next(t for t in state.targets if t.poll_ref)
+    outcome = Outcome("Succeeded", at(30), None, {"status": "Succeeded"}, at(1), 4)
+    rows = {first.target.key: ("done", {"outcome": outcome.to_json()})}
+    after, _ = step(state, {"refs": Opened("same", targets=rows)}, View(at(60)),
+                    Config(*CONFIG_ARGS))
+    assert after.targets[first.index].outcome == outcome
+
+
+def test_what_a_reference_cannot_carry_still_sheds_its_heaviest_targets_records_first():
+    """Targets never sent (their claim still to come) with long linked ids: nothing to carry
+    by reference, and the state does not fit. The step ends the heaviest unfinished targets
+    PollStateTooLarge until the rest fits, saying their flush was not sent; each one's
+    `done` record comes before the step's first event."""
     from redisflush.core.commands import Publish, RecordTarget, Schedule
     from redisflush.core.step import Config, View, step
 
     state = fifty(last={"status": "InProgress"})
     state = dataclasses.replace(state, targets=tuple(
-        dataclasses.replace(t, poll_url=op_url(t.index) + "&x=" + "p" * (4000 + t.index * 10),
-                            due=at(60), linked=())
+        dataclasses.replace(t, phase="claim", poll_url=None, poll_kind=None, accepted_at=None,
+                            due=at(60), linked=tuple(
+                                db_id(f"peer-{t.index}-{n}") + "x" * (1200 + t.index)
+                                for n in range(4)))
         for t in state.targets))
-    config = Config(ENDPOINT, "2023-08-01", "2025-07-01", 50, (f"/subscriptions/{SUB}",),
-                    "redis-flush-polls")
 
-    after, commands = step(state, {}, View(at(5)), config)
+    after, commands = step(state, {}, View(at(5)), Config(*CONFIG_ARGS))
 
     (schedule,) = [c for c in commands if isinstance(c, Schedule)]
     assert len(schedule.message.body) <= MAX_MESSAGE_BYTES
     shed = [t for t in after.targets if t.phase == "done"]
     assert 0 < len(shed) <= 25
     assert all(t.outcome and t.outcome.error and t.outcome.error["code"] == "PollStateTooLarge"
-               for t in shed)
-    # the heaviest (longest URLs: the highest indexes) went first
+               and "was not sent" in t.outcome.error["message"] for t in shed)
     assert {t.index for t in shed} == set(range(50 - len(shed), 50))
     kinds = [type(c) for c in commands]
     last_record = max(i for i, k in enumerate(kinds) if k is RecordTarget)
     assert last_record < kinds.index(Publish)
-    back = RunState.from_json(schedule.message.body)
-    assert [t.poll_url for t in back.targets if t.phase == "poll"] == \
-        [t.poll_url for t in after.targets if t.phase == "poll"]
