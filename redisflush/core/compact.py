@@ -8,10 +8,9 @@ verbatim (core.step sheds a target when even this does not fit).
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .events import Outcome
 from .fit import fit
+from .frozen import replace
 from .state import RunState, TargetState
 
 
