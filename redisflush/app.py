@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .arm import MAX_BODY, MAX_LIST_BODY, ArmClient
 from .bus import Bus, BusError
@@ -47,6 +47,7 @@ from .core.commands import (
     Schedule,
     StoreTargets,
 )
+from .core.frozen import replace
 from .core.request import Delivery, Rejection, parse_request
 from .core.state import RunState
 from .core.step import Config, View, begin, rejected_on_arrival, step

@@ -9,10 +9,9 @@ when even this does not fit).
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .events import Outcome
 from .fit import fit
+from .frozen import replace
 from .state import RunState, TargetState
 
 

@@ -10,7 +10,6 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from ..errors import ValidationError
@@ -28,6 +27,7 @@ from .commands import (
 )
 from .events import Outcome, exact, parse_iso_or_none
 from .fit import fit
+from .frozen import replace
 from .ledger_rules import expiry
 from .state import TargetState
 from .targets import ENTERPRISE, in_scopes, parse_database_id, parse_resource_id

@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from ..ledger import LedgerRow, fits
+from .frozen import replace
 
 # Longer than one ARM call may last (its whole-duration limit) plus the records after it, so a
 # live invocation's row is never taken for a dead one's.

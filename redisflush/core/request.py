@@ -12,10 +12,11 @@ import json
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ValidationError
+from .frozen import replace
 from .selector import Selector, parse_selector
 from .targets import (
     ENTERPRISE,

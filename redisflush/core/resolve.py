@@ -5,13 +5,13 @@ count is capped so a list that links to itself cannot loop.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from . import cadence, lro
 from .answers import ArmAnswer, ArmFailure, error_detail, text_or_none
 from .commands import CallArm, Deferred
 from .fit import MAX_MESSAGE_BYTES
+from .frozen import replace
 from .selector import Selector, database_list_path, read_page
 from .state import ListCall, RunState
 from .targets import ENTERPRISE

@@ -11,11 +11,12 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ValidationError
 from .events import Outcome, exact, parse_iso, parse_iso_or_none
+from .frozen import replace
 from .ledger_rules import carried
 from .request import FlushRequest, Origin, is_request_id
 from .selector import Selector, parse_selector

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import flush_steps, resolve
@@ -45,6 +45,7 @@ from .events import (
     request_completed,
 )
 from .fit import MAX_MESSAGE_BYTES, fit
+from .frozen import replace
 from .ledger_rules import expiry
 from .outbound import OutboundMessage
 from .request import FlushRequest, Origin, Rejection, earlier_fingerprints

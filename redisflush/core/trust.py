@@ -29,19 +29,30 @@ def is_loopback_http(url: str) -> bool:
         return False
 
 
-@lru_cache(maxsize=256)  # a chain polls the same URL again and again: parse it once
+# A chain polls the same URL again and again: each is parsed once. Sized for every operation
+# a process follows at once (a fleet of hundreds): a cache smaller than that, read in turn,
+# would miss on every read (bench/cpu.py).
+@lru_cache(maxsize=4096)
 def is_trusted(url: str, arm_endpoint: str) -> bool:
     """True when `url` has the ARM endpoint's own scheme, host and port (token may go there);
     plain http only when the endpoint itself is an http loopback URL (the local emulator)."""
     try:
-        got, want = urlsplit(url), urlsplit(arm_endpoint)
-        if got.scheme == "http" and not is_loopback_http(arm_endpoint):
+        got, want = urlsplit(url), _endpoint(arm_endpoint)
+        if got.scheme == "http" and not want[1]:
             return False  # plain http only to the local emulator, never to a real host
-        return (got.scheme == want.scheme and got.scheme in ("https", "http")
-                and got.hostname is not None and got.hostname == want.hostname
-                and _port(got) == _port(want) and not got.username and not got.password)
+        return (got.scheme == want[0].scheme and got.scheme in ("https", "http")
+                and got.hostname is not None and got.hostname == want[0].hostname
+                and _port(got) == want[2] and not got.username and not got.password)
     except ValueError:
         return False
+
+
+@lru_cache(maxsize=16)
+def _endpoint(arm_endpoint: str) -> tuple[Any, bool, int]:
+    """The endpoint's parts, whether it is an http loopback URL, and its port: the same for
+    every URL checked against it (ValueError for an endpoint urlsplit refuses)."""
+    want = urlsplit(arm_endpoint)
+    return want, is_loopback_http(arm_endpoint), _port(want)
 
 
 def _port(parts: Any) -> int:

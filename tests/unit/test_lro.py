@@ -171,6 +171,24 @@ def test_is_trusted(url, endpoint, trusted):
     assert is_trusted(url, endpoint) is trusted
 
 
+@pytest.mark.parametrize("endpoint", ["https://management.azure.com:99999",
+                                      "https://[::1", "http://127.0.0.1:abc"])
+def test_an_unreadable_endpoint_trusts_no_url(endpoint):
+    assert not is_trusted(endpoint + "/x", endpoint)
+    assert not is_trusted("https://management.azure.com/x", endpoint)
+
+
+def test_is_trusted_keeps_every_url_of_a_fleet_read_in_turn():
+    """A process follows hundreds of operations, reading each in turn: a cache smaller than
+    that missed on every read, parsing the URL and the endpoint again (bench/cpu.py)."""
+    urls = [f"{ENDPOINT}/subscriptions/s/operations/op-{i}" for i in range(1000)]
+    for url in urls:
+        is_trusted(url, ENDPOINT)
+    before = trust.is_trusted.cache_info()
+    assert all(is_trusted(url, ENDPOINT) for url in urls)
+    assert trust.is_trusted.cache_info().hits - before.hits == len(urls)
+
+
 @pytest.mark.parametrize("url, expected", [
     (OP_URL, f"{ENDPOINT}/subscriptions/s/providers/Microsoft.Cache/locations/West%20US%202/"
              "operationresults/op-1?…"),
