@@ -61,3 +61,12 @@ def make_harness(clock: FakeClock, bus: MemoryBus, arm: ScriptedArm
 @pytest.fixture
 def h(make_harness: Callable[..., Harness]) -> Harness:
     return make_harness()
+
+
+@pytest.fixture(scope="module")
+def fuzz_arm() -> Iterator[ScriptedArm]:
+    """One scripted ARM for a fuzz module's many examples (a server per example is slow)."""
+    server = ScriptedArm().start()
+    yield server
+    server.stop()
+    install(None)

@@ -13,7 +13,6 @@ import copy
 import json
 import os
 import traceback
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -55,14 +54,6 @@ NUMBERS = st.integers() | st.floats() | st.sampled_from(
 SCALARS = st.none() | st.booleans() | NUMBERS | TEXT
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                     | st.dictionaries(TEXT, inner, max_size=3), max_leaves=8)
-
-
-@pytest.fixture(scope="module")
-def fuzz_arm() -> Iterator[ScriptedArm]:
-    server = ScriptedArm().start()
-    yield server
-    server.stop()
-    install(None)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -131,14 +129,6 @@ def bodies(draw: st.DrawFn) -> bytes:
 PROPERTY = st.none() | st.sampled_from(["", " ", "q", "redis-flush-polls", "a/b", "$dlq",
                                         "x" * 300, "\u00e9", "\u2028", "q\nq"]) | \
     st.text(max_size=20)
-
-
-@pytest.fixture(scope="module")
-def fuzz_arm() -> Iterator[ScriptedArm]:
-    server = ScriptedArm().start()
-    yield server
-    server.stop()
-    install(None)
 
 
 def _harness(fuzz_arm: ScriptedArm) -> Harness:
