@@ -287,10 +287,16 @@ def _accept(ts: TargetState, r: ArmAnswer, cx: Context) -> TargetState:
     ts = replace(ts, phase="poll", poll_kind=found[0], poll_url=found[1], accepted_at=cx.now,
                  last_status="Accepted", failures=0, stored=True,
                  due=cx.first_read_from(r, ts.target.kind))
-    cx.records.append(RecordTarget(ts.target.key, "accepted", {
-        "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": exact(cx.now),
-        "linked": list(ts.linked or ()), "armRequests": ts.arm_requests}, expiry(cx.deadline)))
+    cx.records.append(_accepted_record(ts, cx.deadline))
     return ts
+
+
+def _accepted_record(ts: TargetState, deadline: dt.datetime) -> RecordTarget:
+    """The `accepted` row of a target ARM took: its operation, followed by a redelivery or
+    read back for a target carried by reference (docs/design.md, "Request ledger")."""
+    return RecordTarget(ts.target.key, "accepted", {
+        "pollUrl": ts.poll_url, "pollKind": ts.poll_kind, "acceptedAt": exact(ts.accepted_at),
+        "linked": list(ts.linked or ()), "armRequests": ts.arm_requests}, expiry(deadline))
 
 
 def _on_poll(ts: TargetState, r: ArmAnswer | ArmFailure, cx: Context) -> TargetState:
@@ -501,12 +507,7 @@ def by_reference(ts: TargetState, deadline: dt.datetime) -> tuple[TargetState, l
     the row holds (ARM moved the operation since, or the row was read by no one yet) is
     recorded first; the record goes before the message that leaves it out."""
     assert ts.phase == "poll" and ts.poll_url is not None
-    records: list[Command] = []
-    if not ts.stored:
-        records.append(RecordTarget(ts.target.key, "accepted", {
-            "pollUrl": ts.poll_url, "pollKind": ts.poll_kind,
-            "acceptedAt": exact(ts.accepted_at), "linked": list(ts.linked or ()),
-            "armRequests": ts.arm_requests}, expiry(deadline)))
+    records: list[Command] = [] if ts.stored else [_accepted_record(ts, deadline)]
     return replace(ts, poll_url=None, poll_ref=url_digest(ts.poll_url), stored=False), records
 
 

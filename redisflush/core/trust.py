@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 
@@ -38,21 +38,28 @@ def is_trusted(url: str, arm_endpoint: str) -> bool:
     plain http only when the endpoint itself is an http loopback URL (the local emulator)."""
     try:
         got, want = urlsplit(url), _endpoint(arm_endpoint)
-        if got.scheme == "http" and not want[1]:
+        if got.scheme == "http" and not want.loopback_http:
             return False  # plain http only to the local emulator, never to a real host
-        return (got.scheme == want[0].scheme and got.scheme in ("https", "http")
-                and got.hostname is not None and got.hostname == want[0].hostname
-                and _port(got) == want[2] and not got.username and not got.password)
+        return (got.scheme == want.scheme and got.scheme in ("https", "http")
+                and got.hostname is not None and got.hostname == want.hostname
+                and _port(got) == want.port and not got.username and not got.password)
     except ValueError:
         return False
 
 
+class _Endpoint(NamedTuple):
+    scheme: str
+    hostname: str | None
+    port: int
+    loopback_http: bool
+
+
 @lru_cache(maxsize=16)
-def _endpoint(arm_endpoint: str) -> tuple[Any, bool, int]:
-    """The endpoint's parts, whether it is an http loopback URL, and its port: the same for
-    every URL checked against it (ValueError for an endpoint urlsplit refuses)."""
+def _endpoint(arm_endpoint: str) -> _Endpoint:
+    """What every URL checked against the endpoint is compared with, parsed once (ValueError
+    for an endpoint urlsplit refuses)."""
     want = urlsplit(arm_endpoint)
-    return want, is_loopback_http(arm_endpoint), _port(want)
+    return _Endpoint(want.scheme, want.hostname, _port(want), is_loopback_http(arm_endpoint))
 
 
 def _port(parts: Any) -> int:
