@@ -87,8 +87,11 @@ class FlushApp:
     monotonic: Callable[[], float] = time.monotonic
     _pool: cf.ThreadPoolExecutor = field(default_factory=lambda: cf.ThreadPoolExecutor(
         ARM_THREADS, thread_name_prefix="arm"), repr=False)
+    # Operations are keyed `{requestId}:{target index}` (`_operation`), never by URL: a URL
+    # carried by reference is not in the state, and one ARM moves would count twice.
+    # operations whose status was read lately: subscription -> operation -> when
     _pollers: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
-    # operations accepted and not seen ending: subscription -> poll URL -> forget after
+    # operations accepted and not seen ending: subscription -> operation -> forget after
     _in_flight: dict[str, dict[str, dt.datetime]] = field(default_factory=dict, repr=False)
     _durations: dict[tuple[str, str], durations.Estimate] = field(default_factory=dict,
                                                                   repr=False)
@@ -186,9 +189,10 @@ class FlushApp:
             else:
                 self._effect(command, request_id)
         if len(arm_calls) == 1:
-            answers[arm_calls[0].ref] = self._call(arm_calls[0], run.started)
+            answers[arm_calls[0].ref] = self._call(arm_calls[0], run.started, request_id)
         elif arm_calls:
-            results = self._pool.map(lambda call: self._call(call, run.started), arm_calls)
+            results = self._pool.map(lambda call: self._call(call, run.started, request_id),
+                                     arm_calls)
             for call, result in zip(arm_calls, results, strict=True):
                 answers[call.ref] = result
         return answers
@@ -265,7 +269,7 @@ class FlushApp:
         elif isinstance(command, Log):
             getattr(log, command.level, log.info)("%s", printable(command.text, 500))
 
-    def _call(self, call: CallArm, invocation_started: float) -> Result:
+    def _call(self, call: CallArm, invocation_started: float, request_id: str) -> Result:
         """One ARM call through the pacer. A call that would start after the invocation's
         CALL_WINDOW (queued behind others on the shared threads) is handed to the next
         message instead, its slot held: the invocation must end inside its lock."""
@@ -278,8 +282,9 @@ class FlushApp:
                 self.sleep(wait)
         if self.monotonic() - invocation_started >= CALL_WINDOW:
             return Deferred(0.0)
-        if method == "GET" and ":poll" in call.ref:
-            self._seen_poller(call.subscription_id, call.url)
+        polled = _polled(request_id, call)
+        if polled is not None:
+            self._seen_poller(call.subscription_id, polled)
         started = self.monotonic()
         result = self.arm.call(method, call.url, call.subscription_id, call.client_request_id,
                                call.body, max_body=MAX_LIST_BODY if call.large else MAX_BODY)
@@ -294,29 +299,27 @@ class FlushApp:
         """Which operations are in flight on each subscription. A finished one stops counting
         against the read budget at once (else it would stretch everyone's gap for
         POLLER_WINDOW seconds); one waiting for its first read counts until a window after
-        that read was due."""
+        that read was due. Keyed by target, not URL: one carried by reference (its URL in the
+        ledger only, docs/design.md "Poll message") is in flight all the same."""
         window, now = dt.timedelta(seconds=POLLER_WINDOW), self.clock()
         with self._lock:
             for ts in state.targets:
                 sub = ts.target.subscription_id.lower()
+                operation = _operation(state.origin.request_id, ts.index)
                 # a target POSTing now is an operation in flight by the time it is answered
                 # (not one whose POST waits for a later write slot)
-                posting = f"{state.origin.request_id}:{ts.index}"
                 if ts.phase == "post" and ts.due <= now:
-                    self._in_flight.setdefault(sub, {})[posting] = now + window
-                    continue
-                self._in_flight.get(sub, {}).pop(posting, None)
-                if not ts.poll_url:
-                    continue
-                if ts.phase == "done":
-                    self._pollers.get(sub, {}).pop(ts.poll_url, None)
-                    self._in_flight.get(sub, {}).pop(ts.poll_url, None)
+                    self._in_flight.setdefault(sub, {})[operation] = now + window
                 elif ts.phase == "poll":
-                    self._in_flight.setdefault(sub, {})[ts.poll_url] = ts.due + window
+                    self._in_flight.setdefault(sub, {})[operation] = ts.due + window
+                else:
+                    self._in_flight.get(sub, {}).pop(operation, None)
+                    if ts.phase == "done":
+                        self._pollers.get(sub, {}).pop(operation, None)
 
-    def _seen_poller(self, subscription: str, url: str) -> None:
+    def _seen_poller(self, subscription: str, operation: str) -> None:
         with self._lock:
-            self._pollers.setdefault(subscription.lower(), {})[url] = self.monotonic()
+            self._pollers.setdefault(subscription.lower(), {})[operation] = self.monotonic()
 
     def _budgets(self, state: RunState) -> Mapping[str, ReadBudget]:
         """Per subscription of this request: ARM's last remaining-reads count, how many
@@ -366,6 +369,22 @@ class _Invocation:
 
     started: float
     ledger_down: bool = False
+
+
+def _operation(request_id: str, index: int | str) -> str:
+    """How the readings key an operation: its request and target, as the client request id
+    does (`{requestId}:{target}.{step}`); the same whether its URL is in the state or in the
+    ledger only, and when ARM moves it."""
+    return f"{request_id}:{index}"
+
+
+def _polled(request_id: str, call: CallArm) -> str | None:
+    """The operation a status read follows (its ref is `t{index}:poll`, core/flush_steps
+    `call_for`), or None for any other call."""
+    target, _, phase = call.ref.partition(":")
+    if call.method != "GET" or phase != "poll" or not target[1:].isdigit():
+        return None
+    return _operation(request_id, int(target[1:]))
 
 
 def _describe(commands: list[Command]) -> str | None:
