@@ -189,7 +189,7 @@ def test_a_step_costs_the_same_whatever_number_of_operations_the_process_follows
     for n in (100, 20_000):
         app, clock = _following(n)
         budget = app._budgets(one)[SUB]
-        assert (budget.pollers, budget.in_flight) == (n + 0, n)
+        assert (budget.pollers, budget.in_flight) == (n, n)
         costs[n] = _cost(app, clock, one)
     # a scan of them all costs about 200 times more at 20,000 than at 100
     assert costs[20_000] < 10 * costs[100], costs
