@@ -864,7 +864,8 @@ def test_timed_out_keeps_what_is_known():
 @pytest.mark.parametrize("now, post_calls", [(at(0), True), (at(1799), True), (at(1800), False),
                                              (at(5000), False)])
 def test_past_the_deadline_no_post_starts_but_a_running_poll_gets_its_last_look(now, post_calls):
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
     parsed = parse_request(Delivery(json.dumps({"resourceIds": [rid("a"), rid("b")]}).encode(),
                                     "req-1", enqueued_at=T0),
                            default_timeout=1800, allowed_scopes=(), max_targets=50, now=T0)
@@ -892,7 +893,8 @@ def _drive_group(post_status: dict[str, int], read_first: dict[str, ArmAnswer]) 
     """Two targets a and b of one group {a, b, c} through `step`, as the shell drives it;
     the POST bodies ARM accepted, with the database they flushed."""
     from redisflush.core.commands import Opened, OpenRequest, Schedule
-    from redisflush.core.step import Config, View, begin, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import begin, step
     config = Config(ENDPOINT, "2023-08-01", "2025-07-01", 50, (), "redis-flush-polls")
     group = database_body(db_id("a"), db_id("b"), db_id("c"))
     reads: dict[str, int] = {}
