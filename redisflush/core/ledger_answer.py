@@ -8,7 +8,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from . import flush_steps, resolve
+from . import resolve
+from .accepted_row import adopt_accepted
 from .commands import Command, Opened
 from .decision import Config
 from .events import Outcome, parse_iso_or_none
@@ -20,7 +21,7 @@ from .targets import parse_resource_id
 
 
 def on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
-             ) -> tuple[RunState, list[Command] | None]:
+            ) -> tuple[RunState, list[Command] | None]:
     if opened.status == "reused":
         digest = hashlib.sha256(state.fingerprint.encode()).hexdigest()[:12]
         rejected = Rejection(state.origin, "requestId", "was already used for other caches: "
@@ -62,7 +63,7 @@ def on_open(state: RunState, opened: Opened, now: dt.datetime, config: Config
 
 
 def on_rows(state: RunState, opened: Opened, now: dt.datetime
-             ) -> tuple[RunState, list[Command] | None]:
+            ) -> tuple[RunState, list[Command] | None]:
     """A redelivered step: each target the rows record as done takes the recorded outcome,
     and a request the rows record as ended is announced with that end, so every copy of an
     event says what the ledger keeps (README, "Reliability")."""
@@ -98,7 +99,7 @@ def _with_recorded(state: RunState, opened: Opened, now: dt.datetime,
             # past the deadline a target is not claimed, it ends TimedOut: one that ARM
             # accepted (a request re-sent after it was dead-lettered, docs/azure.md) is read
             # once, never said NotStarted
-            state = state.with_target(flush_steps.adopt_accepted(ts, row[1], now))
+            state = state.with_target(adopt_accepted(ts, row[1], now))
             continue
         if row and row[0] == "posting" and unclaimed and now >= state.deadline:
             # claimed, and its acceptance never recorded: the POST may have reached ARM (the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from . import flush_steps
+from .accepted_row import by_reference
 from .commands import Command, Note, Publish, RecordRequest, RecordTarget, Reply, Schedule
 from .compact import compact
 from .decision import Config, Decision, View, target_context
@@ -15,6 +15,7 @@ from .ledger_rules import expiry
 from .outbound import OutboundMessage
 from .request_events import is_single, report_ended, request_scope
 from .state import RunState
+from .target_end import too_large
 
 
 def settle(state: RunState, view: View, config: Config, effects: list[Command]) -> Decision:
@@ -70,13 +71,13 @@ def _settle_shed(state: RunState, view: View, config: Config, effects: list[Comm
     accepted = [t for t in state.targets if t.phase == "poll" and t.poll_url]
     if accepted:
         longest = max(accepted, key=lambda t: len(t.poll_url or ""))
-        carried, recorded = flush_steps.by_reference(longest, state.deadline)
+        carried, recorded = by_reference(longest, state.deadline)
         return settle(state.with_target(carried), view, config, effects + recorded)
     unfinished = [t for t in state.targets if t.phase != "done"]
     heaviest = max(unfinished, key=lambda t: (len(t.poll_url or "")
                                                + sum(len(i) for i in t.linked or ())))
     cx = target_context(state, view, config, heaviest.target)
-    state = state.with_target(flush_steps.too_large(heaviest, cx, MAX_MESSAGE_BYTES))
+    state = state.with_target(too_large(heaviest, cx, MAX_MESSAGE_BYTES))
     state, reports = report_ended(state, view.now)
     first_event = next((i for i, c in enumerate(effects) if isinstance(c, (Publish, Reply))),
                        len(effects))

@@ -6,7 +6,6 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import flush_steps
 from .commands import Command, Publish, RecordRequest, RecordTarget, Reply, StoreTargets
 from .decision import Config, Decision
 from .events import (
@@ -24,6 +23,7 @@ from .frozen import replace
 from .ledger_rules import expiry
 from .request import Origin, Rejection, earlier_fingerprints
 from .state import RunState
+from .target_end import ERROR_BYTES
 from .targets import Target, scope_overlaps
 
 
@@ -77,7 +77,7 @@ def is_single(state: RunState) -> bool:
 
 
 def report_ended(state: RunState, now: dt.datetime, ended: Mapping[str, Any] | None = None
-             ) -> Decision:
+                 ) -> Decision:
     """Each target's event as soon as it is over; the request's when the last one is (a
     repeat's with the end its row recorded: `ended`). Every target's record comes before the
     first event: a publish that fails (or a stop after it) leaves each ended target recorded,
@@ -149,12 +149,12 @@ def rejection_error(rejection: Rejection) -> dict[str, str]:
 
 
 def request_failed(state: RunState, now: dt.datetime, status: str, code: str, message: str
-                    ) -> Decision:
+                   ) -> Decision:
     """The request ends before it had targets (a selector that could not be resolved)."""
     # ARM's words, cut by bytes as a target's are: the request row holds this end
     # (docs/design.md, "Request ledger"), and a row over the store's limit would raise
     ended = end_record(now, state.total_arm_requests, status=status, scope=request_scope(state),
-                   error=fit({"code": code, "message": message}, flush_steps.ERROR_BYTES))
+                       error=fit({"code": code, "message": message}, ERROR_BYTES))
     return state, end_unresolved(state, ended)
 
 
@@ -169,7 +169,7 @@ def selector_outside(state: RunState, now: dt.datetime, config: Config) -> Decis
                          "this app may flush (REDISFLUSH_ALLOWED_SCOPES, which may have changed "
                          "since the request came): it is not listed", code="OutsideAllowedScopes")
     ended = end_record(now, state.total_arm_requests, status="Rejected", scope=selector.scope,
-                   error=rejection_error(rejected))
+                       error=rejection_error(rejected))
     return state, end_unresolved(state, ended)
 
 

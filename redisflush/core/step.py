@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Mapping
 
 from . import flush_steps, resolve
+from .accepted_row import from_ledger
 from .answers import ArmFailure
 from .commands import Command, Opened, OpenRequest, ReadRows, Result, StoreTargets
 from .decision import Config, Decision, View, target_context
@@ -19,6 +20,7 @@ from .events import exact
 from .frozen import replace
 from .ledger_answer import on_open, on_rows
 from .ledger_rules import expiry
+from .linked_databases import refused
 from .next_message import settle
 from .request import FlushRequest, Rejection, earlier_fingerprints
 from .request_events import (
@@ -30,6 +32,7 @@ from .request_events import (
     selector_outside,
 )
 from .state import RunState, TargetState, initial, with_targets
+from .target_end import timed_out
 from .targets import in_scopes, parse_resource_id
 
 
@@ -100,7 +103,7 @@ def step(state: RunState, answers: Mapping[str, Result], view: View, config: Con
             return outside
         if now >= state.deadline and view.can_call:
             return request_failed(state, now, "TimedOut", "TimedOut",
-                                   "the deadline passed while the selector was being resolved")
+                                  "the deadline passed while the selector was being resolved")
         if view.can_call and (state.due is None or state.due <= now):
             calls.append(resolve.list_call(state, state.step))
     elif state.phase == "run":
@@ -136,12 +139,12 @@ def _target_calls(state: RunState, view: View, config: Config
         if view.now >= state.deadline and ts.phase != "poll" and not (
                 ts.phase == "claim" and ts.busy):
             cx = target_context(state, view, config, ts.target)
-            state = state.with_target(flush_steps.timed_out(ts, cx))
+            state = state.with_target(timed_out(ts, cx))
             continue
         # never later than the deadline: a due past it (only a forged poll message has one)
         # would send the chain back for the deadline, at once, until that due came
         if min(ts.due, state.deadline) <= view.now and view.can_call:
-            ended = flush_steps.refused(ts, target_context(state, view, config, ts.target))
+            ended = refused(ts, target_context(state, view, config, ts.target))
             if ended is not None:
                 state = state.with_target(ended)
                 continue
@@ -175,12 +178,12 @@ def _by_reference(ts: TargetState) -> bool:
 
 def _from_ledger(state: RunState, read: Opened, view: View, config: Config) -> RunState:
     """Each target carried by reference after the ledger's rows were read: its URL back, or
-    its end (flush_steps.from_ledger; docs/design.md, "Poll message")."""
+    its end (accepted_row.from_ledger; docs/design.md, "Poll message")."""
     for ts in state.targets:
         if _by_reference(ts):
             cx = target_context(state, view, config, ts.target)
             row = read.targets.get(ts.target.key)
-            state = state.with_target(flush_steps.from_ledger(ts, read.status, row, cx))
+            state = state.with_target(from_ledger(ts, read.status, row, cx))
     return state
 
 
@@ -230,6 +233,6 @@ def _resolved(state: RunState, now: dt.datetime, config: Config
     if rule is not None:
         rejected = Rejection(state.origin, "selector", rule, code="SelectorRejected")
         ended = end_record(now, state.arm_requests, status="Rejected", scope=scope,
-                       error=rejection_error(rejected))
+                           error=rejection_error(rejected))
         return state, (state, end_unresolved(state, ended))
     return replace(with_targets(state, targets, now), phase="run"), None

@@ -237,9 +237,9 @@ def test_a_state_that_cut_does_not_fit_carries_its_longest_urls_by_reference():
     """50 signed URLs of ~6 KB: even cut, the state passes the limit. The step carries the
     longest URLs by reference to the ledger's accepted rows (each recorded first, as the
     step does not know the row holds it) until the rest fits: no target ends."""
+    from redisflush.core.accepted_row import url_digest
     from redisflush.core.commands import RecordTarget, Schedule
     from redisflush.core.decision import Config, View
-    from redisflush.core.flush_steps import url_digest
     from redisflush.core.step import step
 
     state = long_urls()

@@ -1,5 +1,7 @@
-"""core/flush_steps.py (one target: the call it needs, what each ARM or ledger answer means)
-and core/resolve.py (a selector's list pages), as table tests and small replays.
+"""core/flush_steps.py and the rules it calls (core/arm_failures.py, core/target_end.py,
+core/accepted_row.py, core/linked_databases.py): one target, the call it needs and what each
+ARM or ledger answer means; and core/resolve.py (a selector's list pages), as table tests and
+small replays.
 
 The rules of the old orchestrator live here now: `on_answer(target state, answer, Context)`
 gives the target's next state (its `due` is when it next needs ARM) and the ledger writes in
@@ -20,22 +22,17 @@ from hypothesis import strategies as st
 
 from redisflush.core import cadence, lro, resolve
 from redisflush.core.answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
+from redisflush.core.arm_failures import MAX_BAD
 from redisflush.core.commands import CallArm, Claimed, ClaimTarget, Deferred, Learn, RecordTarget
+from redisflush.core.decision import Context
 from redisflush.core.events import STATUSES, Outcome
 from redisflush.core.fit import size
-from redisflush.core.flush_steps import (
-    ERROR_BYTES,
-    MAX_BAD,
-    OPERATION_BYTES,
-    Context,
-    call_for,
-    linked_databases,
-    on_answer,
-    timed_out,
-)
+from redisflush.core.flush_steps import call_for, on_answer
 from redisflush.core.ledger_rules import expiry
+from redisflush.core.linked_databases import linked_databases
 from redisflush.core.request import Delivery, FlushRequest, parse_request
 from redisflush.core.state import PHASES, ListCall, RunState, TargetState, initial
+from redisflush.core.target_end import ERROR_BYTES, OPERATION_BYTES, timed_out
 from redisflush.core.targets import make_enterprise, make_target
 
 from .helpers import (
