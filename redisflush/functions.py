@@ -21,7 +21,8 @@ from typing import Any
 from .app import FlushApp
 from .arm import ArmClient, IdentityToken, StaticToken
 from .bus import AzureServiceBus
-from .core.request import Delivery, stand_in_message_id
+from .core.request import Delivery
+from .core.request_id import stand_in_message_id
 from .errors import ConfigurationError
 from .settings import Settings
 

@@ -18,7 +18,8 @@ from ..errors import ValidationError
 from .events import Outcome, exact, parse_iso, parse_iso_or_none
 from .frozen import replace
 from .ledger_rules import carried
-from .request import FlushRequest, Origin, is_request_id
+from .request import FlushRequest, Origin
+from .request_id import is_request_id
 from .selector import Selector, parse_selector
 from .targets import ENTERPRISE, Target, parse_resource_id
 
