@@ -29,8 +29,8 @@ from redisflush.arm import (
     ArmAnswer,
     ArmClient,
     ArmFailure,
-    StaticToken,
 )
+from redisflush.arm_tokens import StaticToken
 from redisflush.core import answers
 from redisflush.logtext import printable
 
