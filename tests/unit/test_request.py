@@ -1,4 +1,5 @@
-"""core/request.py: every rule of the request table (docs/design.md, "Flush request")."""
+"""core/request.py (with request_body.py, request_targets.py, request_id.py): every rule of
+the request table (docs/design.md, "Flush request")."""
 from __future__ import annotations
 
 import datetime as dt
