@@ -31,7 +31,7 @@ from typing import Any
 
 from common import RG, ROOT, TOKEN, Emulator, Section, median, request_message, sub_id
 
-from redisflush.local.host import read_values
+from redisflush.local.function_folders import read_values
 
 SUB = sub_id(40)
 
