@@ -31,7 +31,7 @@ from typing import Any
 
 from common import RG, ROOT, TOKEN, Emulator, Section, median, request_message, sub_id
 
-from redisflush.local.host import read_values
+from redisflush.local.function_folders import read_values
 
 SUB = sub_id(40)
 
@@ -87,7 +87,8 @@ import FlushTrigger
 mark("import")
 from redisflush import functions
 from redisflush.app import FlushApp
-from redisflush.arm import ArmClient, IdentityToken
+from redisflush.arm import ArmClient
+from redisflush.arm_tokens import IdentityToken
 from redisflush.local.ledger import SqliteLedger
 from redisflush.local.runtime import open_bus
 from redisflush.settings import Settings

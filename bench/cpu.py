@@ -180,6 +180,7 @@ _LIBRARIES = (
     ("redisflush/local/sqlite_file", "redisflush local bus (SQLite)"),
     ("redisflush/ledger", "redisflush ledger (SQLite)"),
     ("redisflush/local/host", "redisflush local host"),
+    ("redisflush/local/function_folders", "redisflush local host"),
     ("redisflush/local/worker_message", "redisflush local host"),
     ("redisflush/arm", "redisflush ARM client"),
     ("redisflush/core", "redisflush core (decisions, JSON state)"),

@@ -37,7 +37,8 @@ import requests  # noqa: E402
 from requests.adapters import HTTPAdapter  # noqa: E402
 from requests.utils import get_environ_proxies  # noqa: E402
 
-from redisflush.arm import MAX_BODY, USER_AGENT, ArmClient, StaticToken  # noqa: E402
+from redisflush.arm import MAX_BODY, USER_AGENT, ArmClient  # noqa: E402
+from redisflush.arm_tokens import StaticToken  # noqa: E402
 from redisflush.core.answers import ArmAnswer  # noqa: E402
 from redisflush.core.lro import retry_after  # noqa: E402
 from redisflush.core.trust import is_trusted, redact_url  # noqa: E402

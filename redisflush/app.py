@@ -49,10 +49,12 @@ from .core.commands import (
     Schedule,
     StoreTargets,
 )
+from .core.decision import Config, View
 from .core.frozen import replace
 from .core.request import Delivery, Rejection, parse_request
+from .core.request_events import rejected_on_arrival
 from .core.state import RunState
-from .core.step import Config, View, begin, rejected_on_arrival, step
+from .core.step import begin, step
 from .ledger import Ledger, LedgerError
 from .ledger_ops import claim_target, open_request, read_rows, record, store_targets
 from .logtext import printable

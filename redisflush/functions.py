@@ -19,9 +19,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .app import FlushApp
-from .arm import ArmClient, IdentityToken, StaticToken
+from .arm import ArmClient
+from .arm_tokens import IdentityToken, StaticToken
 from .bus import AzureServiceBus
-from .core.request import Delivery, stand_in_message_id
+from .core.request import Delivery
+from .core.request_id import stand_in_message_id
 from .errors import ConfigurationError
 from .settings import Settings
 

@@ -7,22 +7,25 @@ resource id holds '/', which a key may not); the real key is the `Key` property.
 writes are the service's own: insert fails on an existing row (409), replace carries If-Match
 with the etag read (412 when it changed). azure.data.tables is imported only when a ledger is
 built, so importing this module costs nothing on a cold start that never uses it.
+The entity a row becomes is in ledger_table_rows.py; how a failure is read, in
+ledger_table_errors.py.
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
-from .ledger import REQUEST_KEY, LedgerError, LedgerRow, decode_data, encode_data, row_order
+from .ledger import LedgerError, LedgerRow, decode_data, encode_data, row_order
+from .ledger_table_errors import describe, error_code, table_missing
+from .ledger_table_rows import from_entity, row_key, to_entity, utc
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -41,11 +44,9 @@ CLIENT_OPTIONS: dict[str, Any] = {
 # that record outcomes; azure-core's default keeps 10 and opens (and logs) one more each
 # time a busy worker passes that.
 POOL_SIZE = 32
-REQUEST_ROW_KEY = "request"
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
 _BAD_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
-_SECRETS = re.compile(r"(?i)\b(accountkey|sharedaccesssignature|sig|signature)=[^;&\s'\"]+")
 _MILLISECOND = dt.timedelta(milliseconds=1)
 MAX_BATCH = 100  # operations in one entity-group transaction (the service's limit)
 PURGE_BUDGET = 90.0  # seconds of one purge run, inside host.json's 2-minute functionTimeout
@@ -71,13 +72,6 @@ def _transport() -> Any:
     return RequestsTransport(session=session, session_owner=True,
                              connection_timeout=CLIENT_OPTIONS["connection_timeout"],
                              read_timeout=CLIENT_OPTIONS["read_timeout"])
-
-
-def row_key(key: str) -> str:
-    """The RowKey of a ledger key: fixed for the request row, a hash for a target."""
-    if key == REQUEST_KEY:
-        return REQUEST_ROW_KEY
-    return "t-" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class TableLedger:
@@ -135,7 +129,7 @@ class TableLedger:
         text = encode_data(row.data)
         with self._calling("insert", row.request_id) as table:
             try:
-                answer = table.create_entity(_entity(row, text),
+                answer = table.create_entity(to_entity(row, text),
                                              response_preference="return-no-content")
             except ResourceExistsError as exc:
                 if error_code(exc) not in ("EntityAlreadyExists", ""):
@@ -153,13 +147,13 @@ class TableLedger:
             return None  # not an etag the service issued ('' = never stored): never current
         with self._calling("update", row.request_id) as table:
             try:
-                answer = table.update_entity(_entity(row, text), mode=UpdateMode.REPLACE,
+                answer = table.update_entity(to_entity(row, text), mode=UpdateMode.REPLACE,
                                              etag=row.etag,
                                              match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError:
                 return None
             except ResourceNotFoundError as exc:
-                if _table_missing(exc):
+                if table_missing(exc):
                     raise
                 return None
         return replace(row, data=decode_data(text), etag=answer["etag"])
@@ -171,14 +165,14 @@ class TableLedger:
             try:
                 entity = table.get_entity(request_id, row_key(key))
             except ResourceNotFoundError as exc:
-                if _table_missing(exc):
+                if table_missing(exc):
                     raise
                 return None
-        return _row(entity)
+        return from_entity(entity)
 
     def rows(self, request_id: str) -> list[LedgerRow]:
         with self._calling("rows", request_id) as table:
-            found = [_row(e) for e in table.query_entities(
+            found = [from_entity(e) for e in table.query_entities(
                 "PartitionKey eq @pk", parameters={"pk": request_id})]
         return sorted(found, key=row_order)
 
@@ -195,7 +189,7 @@ class TableLedger:
         from azure.core import MatchConditions
         from azure.data.tables import TableTransactionError
 
-        now = _utc(now)
+        now = utc(now)
         upper = now.replace(microsecond=now.microsecond // 1000 * 1000) + _MILLISECOND
         stop_at = time.monotonic() + budget
         gone = 0
@@ -207,7 +201,7 @@ class TableLedger:
                                                  parameters={"pk": request_id},
                                                  select=["PartitionKey", "RowKey", "ExpiresAt"]))
                 if not rows or len(rows) > MAX_BATCH or \
-                        any(_utc(r["ExpiresAt"]) > now for r in rows):
+                        any(utc(r["ExpiresAt"]) > now for r in rows):
                     continue
                 try:
                     table.submit_transaction([
@@ -237,7 +231,7 @@ class TableLedger:
         try:
             yield self._table()
         except AzureError as exc:
-            if _table_missing(exc):
+            if table_missing(exc):
                 self._ready = False  # deleted under us: create it again on the next call
             raise LedgerError(f"ledger table {self.table_name} at {self.endpoint}: "
                               f"{doing} failed: {describe(exc)}") from None
@@ -296,99 +290,8 @@ def identity_endpoint(*, account_name: str | None, table_service_uri: str | None
         "or AzureWebJobsStorage__tableServiceUri is set (the ledger's storage account)")
 
 
-def describe(exc: BaseException) -> str:
-    """One safe line for an azure.core error: its kind and status, no request URL (a SAS
-    rides in its query), no multi-line service payload, no key or signature."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-
-    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
-        text = f"HTTP {exc.status_code} {error_code(exc) or exc.reason or ''}"
-    elif isinstance(exc, ClientAuthenticationError):
-        text = f"no token: {_first_line(exc)}"
-    elif isinstance(exc, ServiceRequestError):
-        text = f"cannot connect: {_os_reason(exc) or 'connection failed'}"
-    elif isinstance(exc, ServiceResponseError):
-        text = f"no complete answer: {_os_reason(exc) or 'timed out or dropped'}"
-    else:
-        text = f"{type(exc).__name__}: {_first_line(exc)}"
-    return _SECRETS.sub(r"\1=<redacted>", re.sub(r"[\x00-\x1f\x7f]", " ", text))[:300]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _os_reason(exc: BaseException) -> str | None:
-    """The OS's words for a socket failure (e.g. 'Connection refused'), found down the
-    cause chain; a timeout says so."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, TimeoutError) or "timed out" in str(current).lower():
-            return "timed out"
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        inner = getattr(current, "inner_exception", None)
-        current = inner if isinstance(inner, BaseException) else (
-            current.__cause__ or current.__context__)
-    return None
-
-
-def error_code(exc: BaseException) -> str:
-    """The service's error code ('' when none): the SDK's error_code when it set one (an
-    enum or a str), else the x-ms-error-code header (create_entity re-raises without it)."""
-    code = getattr(exc, "error_code", None)
-    if not code:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None) or {}
-        code = headers.get("x-ms-error-code")
-    return str(getattr(code, "value", code) or "")
-
-
-def _table_missing(exc: BaseException) -> bool:
-    return error_code(exc) == "TableNotFound"
-
-
 def _public_url(url: str) -> str:
     """scheme://host[:port][/path] of a service URL: no query (a SAS), no trailing slash."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}" + (
         f":{parts.port}" if parts.port else "") + parts.path.rstrip("/")
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    """An aware UTC datetime (naive counts as UTC: the SDK would read it as local time), as a
-    plain datetime rather than the SDK's TablesEntityDatetime subclass."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    value = value.astimezone(dt.UTC)
-    return dt.datetime(value.year, value.month, value.day, value.hour, value.minute,
-                       value.second, value.microsecond, tzinfo=dt.UTC)
-
-
-def _entity(row: LedgerRow, text: str) -> dict[str, Any]:
-    return {
-        "PartitionKey": row.request_id,
-        "RowKey": row_key(row.key),
-        "Key": row.key,
-        "State": row.state,
-        "Data": text,
-        "Posts": row.posts,
-        "UpdatedAt": _utc(row.updated_at),
-        "ExpiresAt": _utc(row.expires_at),
-    }
-
-
-def _row(entity: Mapping[str, Any]) -> LedgerRow:
-    metadata: Mapping[str, Any] = getattr(entity, "metadata", {})
-    return LedgerRow(request_id=entity["PartitionKey"], key=entity["Key"],
-                     state=entity["State"], data=decode_data(entity["Data"]),
-                     posts=int(entity["Posts"]), updated_at=_utc(entity["UpdatedAt"]),
-                     expires_at=_utc(entity["ExpiresAt"]), etag=metadata["etag"])

@@ -4,8 +4,8 @@ targets and 2 KiB signed URLs it must stay under 192 KiB, whatever ARM put in it
 Targets already reported keep only what the request's event needs (status, time, a short
 error; not their operation URL); then every target's ARM JSON is cut to a shrinking budget
 until the state fits. Operation URLs of targets still followed are never cut: they are used
-verbatim (core.step carries accepted ones by reference to the ledger, then ends a target,
-when even this does not fit).
+verbatim (core.next_message carries accepted ones by reference to the ledger, then ends a
+target, when even this does not fit).
 """
 from __future__ import annotations
 

@@ -18,7 +18,16 @@ from ..errors import ValidationError
 from .events import Outcome, exact, parse_iso, parse_iso_or_none
 from .frozen import replace
 from .ledger_rules import carried
-from .request import FlushRequest, Origin, is_request_id
+from .poll_fields import (
+    optional_text,
+    positive_count,
+    positive_seconds,
+    str_or_none,
+    text_list,
+    whole_number,
+)
+from .request import FlushRequest, Origin
+from .request_id import is_request_id
 from .selector import Selector, parse_selector
 from .targets import ENTERPRISE, Target, parse_resource_id
 
@@ -89,8 +98,8 @@ class TargetState:
         if phase == "poll" and not (isinstance(d.get("pollUrl"), str) and d.get("pollKind") in
                                     ("azure-asyncoperation", "location")):
             raise ValueError("a polling target needs pollUrl and a known pollKind")
-        linked = _texts(d, "linked")
-        poll_url, poll_ref = _optional(d, "pollUrl"), None  # type: str | None, str | None
+        linked = text_list(d, "linked")
+        poll_url, poll_ref = optional_text(d, "pollUrl"), None  # type: str | None, str | None
         if poll_url is not None and poll_url.startswith(BY_REFERENCE):
             poll_ref, poll_url = poll_url[len(BY_REFERENCE):], None
             if not _SHA256.fullmatch(poll_ref):
@@ -101,18 +110,18 @@ class TargetState:
         outcome = d.get("outcome")
         if outcome and not isinstance(outcome, dict):
             raise ValueError("outcome must be an object or null")
-        return cls(Target.from_json(d["target"]), _whole(d, "i", None), phase,
+        return cls(Target.from_json(d["target"]), whole_number(d, "i", None), phase,
                    parse_iso(d["due"]), linked,
                    poll_url, d.get("pollKind"),
                    parse_iso_or_none(d.get("acceptedAt")),
-                   _optional(d, "lastStatus"), operation, _whole(d, "polls"),
-                   _whole(d, "failures"), _whole(d, "badPolls"),
-                   _whole(d, "armRequests"), bool(d.get("paced", False)),
+                   optional_text(d, "lastStatus"), operation, whole_number(d, "polls"),
+                   whole_number(d, "failures"), whole_number(d, "badPolls"),
+                   whole_number(d, "armRequests"), bool(d.get("paced", False)),
                    Outcome.from_json(outcome) if outcome else None,
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
-                   parse_iso_or_none(d.get("runningAt")), _seconds(d.get("projectedEnd")),
-                   d.get("busy") is True, _text(d.get("locationError")),
-                   _count(d.get("locationErrors")), d.get("inDoubt") is True, poll_ref)
+                   parse_iso_or_none(d.get("runningAt")), positive_seconds(d.get("projectedEnd")),
+                   d.get("busy") is True, str_or_none(d.get("locationError")),
+                   positive_count(d.get("locationErrors")), d.get("inDoubt") is True, poll_ref)
 
 
 # A target's pollUrl when its URL is carried by reference to the ledger's accepted row. Not a
@@ -121,51 +130,6 @@ class TargetState:
 # and rollbacks").
 BY_REFERENCE = "ledger:sha256:"
 _SHA256 = re.compile("[0-9a-f]{64}")
-
-
-# A poll message is input too (anyone with send rights on the queue, another release):
-# every field is read with its type, so one the app never writes is unreadable here
-# (ValueError: dead-lettered for a person to look at, README "Reliability") rather than
-# raising later in the step, after its ARM calls and ledger records.
-
-def _optional(d: Mapping[str, Any], key: str) -> str | None:
-    value = d.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key} must be a string or null")
-    return value
-
-
-def _whole(d: Mapping[str, Any], key: str, default: int | None = 0) -> int:
-    value = d.get(key, default) if default is not None else d[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key} must be a whole number >= 0")
-    return value
-
-
-def _texts(d: Mapping[str, Any], key: str, default: list[str] | None = None
-           ) -> tuple[str, ...] | None:
-    value = d.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise ValueError(f"{key} must be a list of strings or null")
-    return tuple(value)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _seconds(value: object) -> float | None:
-    """A finite, positive number of seconds, or None (a state written before the field
-    existed, or one whose value cannot be used)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if 0 < value < float("inf") else None
 
 
 @dataclass(frozen=True)
@@ -264,9 +228,9 @@ class RunState:
             if not is_request_id(d.get("requestId")):
                 raise ValueError("requestId must be 1-80 characters of A-Z a-z 0-9 . _ : -")
             origin = Origin(d["requestId"], parse_iso(d["requestedAt"]),
-                            _optional(d, "correlationId"), _optional(d, "replyTo"),
-                            _optional(d, "replyToSessionId"), _optional(d, "reason"),
-                            _optional(d, "requestedBy"), _optional(d, "messageId"))
+                            optional_text(d, "correlationId"), optional_text(d, "replyTo"),
+                            optional_text(d, "replyToSessionId"), optional_text(d, "reason"),
+                            optional_text(d, "requestedBy"), optional_text(d, "messageId"))
             if d["phase"] not in ("open", "resolve", "run", "done"):
                 raise ValueError(f"unknown phase {d['phase']!r}")
             if not isinstance(d["targets"], list):
@@ -282,21 +246,21 @@ class RunState:
                 raise ValueError("pendingLists must be a list of {kind, url, of}")
             if d["phase"] == "resolve" and not d.get("selector"):
                 raise ValueError("a resolving chain needs its selector")
-            found = _texts(d, "found", []) or ()
+            found = text_list(d, "found", []) or ()
             for resource_id in found:
                 parse_resource_id(resource_id)  # ValidationError: unreadable
             if not isinstance(d["fingerprint"], str):
                 raise ValueError("fingerprint must be a string")
             return cls(origin, parse_iso(d["deadline"]), d["fingerprint"],
                        targets, parse_selector(d["selector"]) if d.get("selector") else None,
-                       d["phase"], _whole(d, "step", None),
+                       d["phase"], whole_number(d, "step", None),
                        tuple(ListCall(c["kind"], c["url"], c.get("of")) for c in lists),
-                       found, _whole(d, "ignored"),
-                       _whole(d, "pages"), _whole(d, "listFailures"),
-                       parse_iso_or_none(d.get("due")), _whole(d, "armRequests"),
-                       _optional(d, "noteStatus"), d.get("notePercent"),
-                       bool(d.get("reported")), _texts(d, "linkedRequest"),
-                       reply_tag=_optional(d, "replyTag"),
+                       found, whole_number(d, "ignored"),
+                       whole_number(d, "pages"), whole_number(d, "listFailures"),
+                       parse_iso_or_none(d.get("due")), whole_number(d, "armRequests"),
+                       optional_text(d, "noteStatus"), d.get("notePercent"),
+                       bool(d.get("reported")), text_list(d, "linkedRequest"),
+                       reply_tag=optional_text(d, "replyTag"),
                        list_paced=d.get("listPaced") is True,
                        scheduled_at=parse_iso_or_none(d.get("at")))
         except (KeyError, TypeError, AttributeError, ValidationError, ValueError,

@@ -3,7 +3,8 @@ dir, the ARM emulator's fixed token (docs/design.md, "Request ledger": the same 
 from __future__ import annotations
 
 from ..app import FlushApp
-from ..arm import TOTAL_TIMEOUT, ArmClient, IdentityToken, StaticToken, TokenSource
+from ..arm import TOTAL_TIMEOUT, ArmClient
+from ..arm_tokens import IdentityToken, StaticToken, TokenSource
 from ..settings import Settings
 from .bus import LocalBus
 from .ledger import SqliteLedger

@@ -23,7 +23,8 @@ from ..errors import ConfigurationError
 from ..settings import Settings
 from .app import local_app
 from .bus import LocalBus
-from .host import LocalHost, load_functions, load_timers, read_values
+from .function_folders import load_functions, load_timers, read_values
+from .host import LocalHost
 
 log = logging.getLogger("redisflush.local")
 EVENTS_SUBSCRIPTION = "all"

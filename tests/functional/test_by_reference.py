@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from redisflush.core import step as step_module
+from redisflush.core import next_message
 from redisflush.functions import install
 from redisflush.ledger import LedgerError, LedgerRow, MemoryLedger
 from tests.support.harness import RG, SUB, Harness, resource_id
@@ -47,7 +47,7 @@ def arm() -> Iterator[ScriptedArm]:
 
 @pytest.fixture(autouse=True)
 def lowered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(step_module, "MAX_MESSAGE_BYTES", LIMIT)
+    monkeypatch.setattr(next_message, "MAX_MESSAGE_BYTES", LIMIT)
 
 
 def _started(arm: ScriptedArm, ledger: MemoryLedger) -> tuple[Harness, str, str]:

@@ -37,8 +37,7 @@ from urllib.parse import quote
 import pytest
 
 from redisflush.bus import OutboundMessage
-from redisflush.core import ledger_rules
-from redisflush.core import step as step_module
+from redisflush.core import ledger_rules, next_message
 from redisflush.functions import install
 from redisflush.ledger import REQUEST_KEY, Ledger, LedgerRow, MemoryLedger, encode_data
 from redisflush.local.bus_schema import DEFAULT_LOCK_SECONDS
@@ -510,7 +509,7 @@ def test_every_crash_point_holds_on_the_paths_of_long_and_huge_text(
         monkeypatch.setattr(ledger_rules, "fits", lambda data: len(
             encode_data(data)) <= ROW_LIMIT_FOR_LONG_NAMES)
     if variant == "shed":
-        monkeypatch.setattr(step_module, "MAX_MESSAGE_BYTES", SHED_LIMIT)
+        monkeypatch.setattr(next_message, "MAX_MESSAGE_BYTES", SHED_LIMIT)
     failures: list[str] = []
     for point, _ in POINTS:
         if point in UNREACHED.get(variant, ()):

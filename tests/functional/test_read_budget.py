@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from redisflush.core import cadence
-from redisflush.core import step as step_module
+from redisflush.core import cadence, next_message
 from redisflush.core.state import RunState
 from redisflush.functions import install
 from tests.support.harness import RG, SUB, Harness, resource_id
@@ -33,7 +32,7 @@ def arm() -> Iterator[ScriptedArm]:
 
 @pytest.fixture(autouse=True)
 def lowered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(step_module, "MAX_MESSAGE_BYTES", LIMIT)
+    monkeypatch.setattr(next_message, "MAX_MESSAGE_BYTES", LIMIT)
 
 
 def _running(arm: ScriptedArm, h: Harness, cache: str) -> None:

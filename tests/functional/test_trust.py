@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from redisflush.core.next_message import poll_message
 from redisflush.core.request import Delivery, FlushRequest, parse_request
 from redisflush.core.state import RunState, initial
-from redisflush.core.step import poll_message
 from tests.support.harness import CACHE, RG, SUB, Harness, database_id
 from tests.support.scripted_arm import Answer, ScriptedArm, flush_path
 

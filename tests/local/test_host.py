@@ -14,16 +14,15 @@ from azure.functions.servicebus import ServiceBusMessage as WorkerMessage
 from redisflush.bus import OutboundMessage, ReceivedMessage
 from redisflush.errors import ConfigurationError
 from redisflush.local.bus import LocalBus
-from redisflush.local.host import (
+from redisflush.local.function_folders import (
     FunctionSpec,
-    LocalHost,
     TimerSpec,
-    binding_message,
     load_functions,
     load_timers,
     read_values,
     resolve,
 )
+from redisflush.local.host import LocalHost, binding_message
 from tests.support.worker_messages import dotnet_text, function_data_type, outbound_worker_message
 
 REPO = Path(__file__).resolve().parents[2]
@@ -352,7 +351,8 @@ def test_the_invocation_line_escapes_what_the_sender_wrote(tmp_path, caplog):
 
     from redisflush.bus import ReceivedMessage
     from redisflush.local.bus import LocalBus
-    from redisflush.local.host import FunctionSpec, LocalHost
+    from redisflush.local.function_folders import FunctionSpec
+    from redisflush.local.host import LocalHost
 
     bus = LocalBus(tmp_path / "bus.sqlite")
     spec = FunctionSpec("FlushTrigger", "q", "ServiceBusConnection", lambda msg: None)

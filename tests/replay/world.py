@@ -24,9 +24,10 @@ from redisflush.core.commands import (
     Schedule,
     StoreTargets,
 )
+from redisflush.core.decision import Config, View
 from redisflush.core.request import Delivery, FlushRequest, parse_request
 from redisflush.core.state import RunState
-from redisflush.core.step import Config, View, begin, step
+from redisflush.core.step import begin, step
 from redisflush.ledger import MemoryLedger
 from redisflush.ledger_ops import claim_target, open_request, record, store_targets
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from redisflush import __version__
 from redisflush.app import FlushApp
-from redisflush.arm import ArmClient, StaticToken, TokenSource
+from redisflush.arm import ArmClient
+from redisflush.arm_tokens import StaticToken, TokenSource
 from redisflush.bus import OutboundMessage
 from redisflush.functions import install
 from redisflush.ledger import Ledger, MemoryLedger

@@ -1,6 +1,6 @@
-"""arm.py ArmClient against real loopback servers: the general call, the whole-call time limit,
-which exceptions become ArmFailure, proxies resolved once, in-flight counts, escaped logs (and
-logtext.printable, which escapes them)."""
+"""arm.py ArmClient against real loopback servers: the general call, the whole-call time limit
+(arm_deadline.py), which exceptions become ArmFailure, proxies resolved once, in-flight counts,
+escaped logs (and logtext.printable, which escapes them)."""
 from __future__ import annotations
 
 import json
@@ -29,8 +29,8 @@ from redisflush.arm import (
     ArmAnswer,
     ArmClient,
     ArmFailure,
-    StaticToken,
 )
+from redisflush.arm_tokens import StaticToken
 from redisflush.core import answers
 from redisflush.logtext import printable
 

@@ -364,7 +364,7 @@ def test_nan_and_huge_numbers_never_reach_an_event():
 
 @pytest.mark.parametrize("char", ["漢", "é", "😀"])
 def test_fifty_non_ascii_errors_fit_one_request_message(char):
-    per = 4096 // len(char.encode())  # each error as flush_steps leaves it (ERROR_BYTES)
+    per = 4096 // len(char.encode())  # each error as target_end leaves it (ERROR_BYTES)
     rows = [(make_target(SUB, RG, f"c{i}"),
              Outcome("Failed", at(1), {"code": "E", "message": char * (per - 40)}))
             for i in range(50)]

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from redisflush.core.compact import compact
 from redisflush.core.events import Outcome
 from redisflush.core.fit import MAX_MESSAGE_BYTES, clean, fit, size
+from redisflush.core.next_message import poll_message
 from redisflush.core.request import Origin
 from redisflush.core.state import RunState, TargetState
-from redisflush.core.step import poll_message
 from redisflush.core.targets import make_enterprise, make_target
 
 from .helpers import ENDPOINT, RG, SUB, T0, at, db_id
@@ -237,9 +237,10 @@ def test_a_state_that_cut_does_not_fit_carries_its_longest_urls_by_reference():
     """50 signed URLs of ~6 KB: even cut, the state passes the limit. The step carries the
     longest URLs by reference to the ledger's accepted rows (each recorded first, as the
     step does not know the row holds it) until the rest fits: no target ends."""
+    from redisflush.core.accepted_row import url_digest
     from redisflush.core.commands import RecordTarget, Schedule
-    from redisflush.core.flush_steps import url_digest
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
 
     state = long_urls()
     after, commands = step(state, {}, View(at(5)), Config(*CONFIG_ARGS))
@@ -271,7 +272,8 @@ def test_a_state_that_cut_does_not_fit_carries_its_longest_urls_by_reference():
 
 def test_a_url_the_ledger_is_known_to_hold_is_carried_without_a_record():
     from redisflush.core.commands import RecordTarget
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
 
     after, commands = step(long_urls(stored=True), {}, View(at(5)), Config(*CONFIG_ARGS))
     assert any(t.poll_ref for t in after.targets)
@@ -280,7 +282,8 @@ def test_a_url_the_ledger_is_known_to_hold_is_carried_without_a_record():
 
 def _carried_due() -> RunState:
     from redisflush.core.commands import Schedule
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
 
     _, commands = step(long_urls(), {}, View(at(5)), Config(*CONFIG_ARGS))
     (schedule,) = [c for c in commands if isinstance(c, Schedule)]
@@ -299,7 +302,8 @@ def test_a_target_carried_by_reference_reads_its_url_back_from_the_ledger_when_d
     """The next step reads the request's rows first (as a redelivered step does), then
     GETs each target's own URL; none is POSTed."""
     from redisflush.core.commands import CallArm, Opened, ReadRows
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
 
     state, original = _carried_due(), long_urls()
     carried = [t.index for t in state.targets if t.poll_ref]
@@ -321,7 +325,8 @@ def test_a_target_carried_by_reference_reads_its_url_back_from_the_ledger_when_d
     ("posting", "holds no accepted row"), ("gone", "holds no accepted row")])
 def test_a_target_whose_url_the_ledger_does_not_give_back_ends_saying_so(case, why):
     from redisflush.core.commands import CallArm, Opened, Publish, RecordTarget
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
 
     state, original = _carried_due(), long_urls()
     carried = [t.index for t in state.targets if t.poll_ref]
@@ -349,7 +354,8 @@ def test_a_target_whose_url_the_ledger_does_not_give_back_ends_saying_so(case, w
 
 def test_a_ledger_that_cannot_be_read_is_tried_again_then_the_target_ends():
     from redisflush.core.commands import Opened, ReadRows
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
 
     state, config = _carried_due(), Config(*CONFIG_ARGS)
     first = next(t.index for t in state.targets if t.poll_ref)
@@ -369,7 +375,8 @@ def test_a_ledger_that_cannot_be_read_is_tried_again_then_the_target_ends():
 
 def test_a_target_the_ledger_records_done_takes_the_recorded_outcome():
     from redisflush.core.commands import Opened
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
 
     state = _carried_due()
     first = next(t for t in state.targets if t.poll_ref)
@@ -386,7 +393,8 @@ def test_what_a_reference_cannot_carry_still_sheds_its_heaviest_targets_records_
     PollStateTooLarge until the rest fits, saying their flush was not sent; each one's
     `done` record comes before the step's first event."""
     from redisflush.core.commands import Publish, RecordTarget, Schedule
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
 
     state = fifty(last={"status": "InProgress"})
     state = dataclasses.replace(state, targets=tuple(

@@ -1,5 +1,7 @@
-"""core/flush_steps.py (one target: the call it needs, what each ARM or ledger answer means)
-and core/resolve.py (a selector's list pages), as table tests and small replays.
+"""core/flush_steps.py and the rules it calls (core/arm_failures.py, core/target_end.py,
+core/accepted_row.py, core/linked_databases.py): one target, the call it needs and what each
+ARM or ledger answer means; and core/resolve.py (a selector's list pages), as table tests and
+small replays.
 
 The rules of the old orchestrator live here now: `on_answer(target state, answer, Context)`
 gives the target's next state (its `due` is when it next needs ARM) and the ledger writes in
@@ -20,22 +22,17 @@ from hypothesis import strategies as st
 
 from redisflush.core import cadence, lro, resolve
 from redisflush.core.answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
+from redisflush.core.arm_failures import MAX_BAD
 from redisflush.core.commands import CallArm, Claimed, ClaimTarget, Deferred, Learn, RecordTarget
+from redisflush.core.decision import Context
 from redisflush.core.events import STATUSES, Outcome
 from redisflush.core.fit import size
-from redisflush.core.flush_steps import (
-    ERROR_BYTES,
-    MAX_BAD,
-    OPERATION_BYTES,
-    Context,
-    call_for,
-    linked_databases,
-    on_answer,
-    timed_out,
-)
+from redisflush.core.flush_steps import call_for, on_answer
 from redisflush.core.ledger_rules import expiry
+from redisflush.core.linked_databases import linked_databases
 from redisflush.core.request import Delivery, FlushRequest, parse_request
 from redisflush.core.state import PHASES, ListCall, RunState, TargetState, initial
+from redisflush.core.target_end import ERROR_BYTES, OPERATION_BYTES, timed_out
 from redisflush.core.targets import make_enterprise, make_target
 
 from .helpers import (
@@ -864,7 +861,8 @@ def test_timed_out_keeps_what_is_known():
 @pytest.mark.parametrize("now, post_calls", [(at(0), True), (at(1799), True), (at(1800), False),
                                              (at(5000), False)])
 def test_past_the_deadline_no_post_starts_but_a_running_poll_gets_its_last_look(now, post_calls):
-    from redisflush.core.step import Config, View, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
     parsed = parse_request(Delivery(json.dumps({"resourceIds": [rid("a"), rid("b")]}).encode(),
                                     "req-1", enqueued_at=T0),
                            default_timeout=1800, allowed_scopes=(), max_targets=50, now=T0)
@@ -892,7 +890,8 @@ def _drive_group(post_status: dict[str, int], read_first: dict[str, ArmAnswer]) 
     """Two targets a and b of one group {a, b, c} through `step`, as the shell drives it;
     the POST bodies ARM accepted, with the database they flushed."""
     from redisflush.core.commands import Opened, OpenRequest, Schedule
-    from redisflush.core.step import Config, View, begin, step
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import begin, step
     config = Config(ENDPOINT, "2023-08-01", "2025-07-01", 50, (), "redis-flush-polls")
     group = database_body(db_id("a"), db_id("b"), db_id("c"))
     reads: dict[str, int] = {}

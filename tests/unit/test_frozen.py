@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 import pytest
 
 from redisflush.core.answers import ArmAnswer
+from redisflush.core.decision import View
 from redisflush.core.frozen import _plain_fields, replace
 from redisflush.core.request import Origin
 from redisflush.core.state import RunState, TargetState
-from redisflush.core.step import View
 from redisflush.core.targets import make_target
 
 

@@ -1,4 +1,5 @@
-"""core/request.py: every rule of the request table (docs/design.md, "Flush request")."""
+"""core/request.py (with request_body.py, request_targets.py, request_id.py): every rule of
+the request table (docs/design.md, "Flush request")."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,6 @@ from hypothesis import strategies as st
 
 from redisflush.core.commands import OpenRequest
 from redisflush.core.request import (
-    MAX_BODY_BYTES,
     REQUEST_FIELDS,
     Delivery,
     FlushRequest,
@@ -21,8 +21,9 @@ from redisflush.core.request import (
     Rejection,
     earlier_fingerprints,
     parse_request,
-    request_id_from_message_id,
 )
+from redisflush.core.request_body import MAX_BODY_BYTES
+from redisflush.core.request_id import request_id_from_message_id
 from redisflush.core.selector import parse_selector
 from redisflush.core.targets import ENTERPRISE, REDIS, make_enterprise, make_target
 from redisflush.ledger import LedgerRow, MemoryLedger
@@ -764,7 +765,7 @@ def test_every_id_derived_from_the_longest_request_id_fits_a_service_bus_message
     """Service Bus refuses a MessageId over 128 characters (the local bus would not)."""
     import hashlib
 
-    from redisflush.core.request import MAX_REQUEST_ID
+    from redisflush.core.request_id import MAX_REQUEST_ID
 
     rid, tag = "r" * MAX_REQUEST_ID, hashlib.sha256(b"x").hexdigest()[:12]
     longest = [f"{rid}:reused:{tag}:completed:{tag}", f"{rid}:completed:49:{tag}",
@@ -801,7 +802,7 @@ def test_a_repeat_across_the_upgrade_finds_the_row_an_earlier_version_wrote():
 
 def test_a_message_without_a_message_id_gets_a_stand_in_its_redeliveries_repeat() -> None:
     """SequenceNumber and enqueue time (README, "The flush request": requestId)."""
-    from redisflush.core.request import request_id_from_message_id, stand_in_message_id
+    from redisflush.core.request_id import request_id_from_message_id, stand_in_message_id
 
     at = dt.datetime(2026, 12, 5, 3, 15, 0, 123456, tzinfo=dt.UTC)
     one = stand_in_message_id(42, at)

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 RID = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-app/providers/"
        "Microsoft.Cache/redis/cache-one")
 APP_MODULES = ("azure.functions", "redisflush.local", "redisflush.app", "redisflush.arm",
-               "redisflush.functions", "redisflush.ledger", "redisflush.orchestrator",
-               "sqlite3")
+               "redisflush.arm_deadline", "redisflush.arm_tokens", "redisflush.functions",
+               "redisflush.ledger", "redisflush.orchestrator", "sqlite3")
 BASE_DEPENDENCIES = {"azure-identity", "azure-servicebus"}
 
 
