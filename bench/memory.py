@@ -411,8 +411,9 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         "allocations only (not the interpreter, C libraries' own buffers, or thread "
         "stacks); 'peak' is the most allocated at once during the invocation above what "
         "was allocated before it, 'kept' what is still allocated after it and a collection "
-        "(ours: the process's per-subscription read budget and in-flight table, sockets "
-        "kept open; the SDK: the pollers with their responses, their threads' frames). Ours "
+        "(ours: the in-flight table and read budget per subscription, the two bounded "
+        "caches of the note above filling, sockets kept open; the SDK: the pollers with "
+        "their responses, their threads' frames). Ours "
         "keeps no request in the process between steps: each step starts from the poll "
         "message's state; the SDK's pollers live as long as the flush, each with a thread.",
     ]
