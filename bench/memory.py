@@ -417,6 +417,18 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         "keeps no request in the process between steps: each step starts from the poll "
         "message's state; the SDK's pollers live as long as the flush, each with a thread.",
     ]
+    per_thread = [(p["rss"]["hwm"] - p["rss"]["idle"]) / max(1, p["rss"]["threads"])
+                  for p in pools]
+    s.notes.insert(1, (
+        "The SDK's memory grows with its pool, not with the fleet: each worker thread plus an "
+        "LROPoller thread per call in flight (" + ", ".join(
+            f"{pt:.0f} KiB per thread seen with {p['threads']} threads"
+            for pt, p in zip(per_thread, pools, strict=True)) + "). A pool small enough to "
+        f"stay within ours' rise ({_mib(ours_rise)}, about "
+        f"{ours_rise / max(per_thread):.0f}-{ours_rise / min(per_thread):.0f} threads) is "
+        "one of section 2's slow ones (16-64 threads: several times the bound); the pools "
+        "here are section 2's fastest (a thread per cache) and the fastest of its 16-256 "
+        "sweep."))
     s.data = {"n": n, "ours": ours["rss"], "pools": [{**p["rss"], "threads_pool": p["threads"],
                                                        "interval": p.get("interval")}
                                                       for p in pools],
