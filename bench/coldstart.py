@@ -39,11 +39,22 @@ _PREAMBLE = """
 import json, sys, time
 t0 = time.perf_counter()
 phases = {}
+rss = {}
+def _status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
 def mark(name):
+    # the RSS after each phase (kB, section 6), read outside the timed phases
     global t0
     now = time.perf_counter()
     phases[name] = phases.get(name, 0.0) + (now - t0) * 1000
-    t0 = now
+    rss[name] = _status("VmRSS")
+    t0 = time.perf_counter()
+def report():
+    rss["peak (VmHWM)"] = _status("VmHWM")
+    print(json.dumps({"phases": phases, "rss": rss}))
 """
 
 _MESSAGE = """
@@ -79,7 +90,7 @@ mark("build app")
 msg = first_message()
 FlushTrigger.main(msg)
 mark("first request (token + POST + schedule)")
-print(json.dumps(phases))
+report()
 """
 
 OURS_MI = _PREAMBLE + _MESSAGE + """
@@ -103,7 +114,7 @@ mark("build app")
 msg = first_message()
 FlushTrigger.main(msg)
 mark("first request (token + POST + schedule)")
-print(json.dumps(phases))
+report()
 """
 
 SDK = _PREAMBLE + """
@@ -119,10 +130,12 @@ poller = client.redis.begin_flush_cache(sys.argv[4], sys.argv[5], enforce_https=
 status = poller.status().lower()
 assert status in ("inprogress", "accepted", "running", "succeeded"), status
 mark("first request (token + POST + schedule)")
-print(json.dumps(phases))
+report()
 """
 
 BARE = "pass"
+# the bare interpreter's RSS, once (a print and a file read would slow the timed bare case)
+BARE_RSS = _PREAMBLE + "report()"
 
 
 class _Identity(BaseHTTPRequestHandler):
@@ -143,7 +156,9 @@ class _Identity(BaseHTTPRequestHandler):
         pass
 
 
-def _once(code: str, env: dict[str, str], args: list[str]) -> tuple[float, dict[str, float]]:
+def _once(code: str, env: dict[str, str], args: list[str]
+          ) -> tuple[float, dict[str, float], dict[str, int]]:
+    """(whole-process ms, the script's phases in ms, its RSS after each phase in kB)."""
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
                          capture_output=True, text=True)
@@ -151,7 +166,8 @@ def _once(code: str, env: dict[str, str], args: list[str]) -> tuple[float, dict[
         raise RuntimeError(f"cold start case failed: {out.stderr[-1500:]}")
     wall = (time.perf_counter() - started) * 1000
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    return wall, (json.loads(lines[-1]) if lines else {})
+    got = json.loads(lines[-1]) if lines else {}
+    return wall, got.get("phases", {}), got.get("rss", {})
 
 
 def run(workdir: Path, repeats: int) -> Section:
@@ -162,6 +178,7 @@ def run(workdir: Path, repeats: int) -> Section:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")
                 and not k.startswith(("IDENTITY_", "MSI_", "AZURE_"))}
     samples: dict[str, list[tuple[float, dict[str, float]]]] = {}
+    rss: dict[str, list[dict[str, int]]] = {}
     cases = ("bare", "ours", "ours_mi", "sdk")
     try:
         for i in range(repeats + 1):            # the first round warms bytecode and page cache
@@ -188,9 +205,11 @@ def run(workdir: Path, repeats: int) -> Section:
                                           "id": m.message_id,
                                           "props": dict(m.application_properties)})
                     code, args = (OURS if case == "ours" else OURS_MI), [payload]
-                wall, phases = _once(code, env, args)
+                wall, phases, mem = _once(code, env, args)
                 if i:
                     samples.setdefault(case, []).append((wall, phases))
+                    rss.setdefault(case, []).append(mem)
+        rss["bare"] = [_once(BARE_RSS, base_env, [])[2]]
         stats = emulator.stats()["caches"]
     finally:
         identity.shutdown()
@@ -241,5 +260,8 @@ def run(workdir: Path, repeats: int) -> Section:
                   f"imports, against the SDK's {total['sdk']:.0f} ms "
                   f"({total['ours_mi'] / sdk_total:.2f}x); {total['ours']:.0f} ms with the "
                   "emulator's fixed token (local only)."]
-    s.data = {"median": med, "phases": phase_med, "posted": posted, "total": total}
+    # RSS (kB) after each phase, the median over the rounds (section 6)
+    rss_med = {c: {p: median(m.get(p, 0) for m in v) for p in v[0]} for c, v in rss.items()}
+    s.data = {"median": med, "phases": phase_med, "posted": posted, "total": total,
+              "rss": rss_med}
     return s

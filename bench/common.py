@@ -293,14 +293,56 @@ def median_interval(values: Iterable[float], level: float = 0.95) -> tuple[float
 
 
 def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM (kB) of a live process."""
+    """VmRSS / VmHWM / VmSize (kB) and Threads of a live process ({} once it is gone)."""
     out: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "Threads"):
+            if key in ("VmRSS", "VmHWM", "VmSize", "Threads"):
                 out[key] = int(value.split()[0])
     return out
+
+
+class RssSampler:
+    """VmRSS and Threads of a process every `interval` s in a background thread, from
+    /proc/PID/status (resident pages only: a thread's stack counts as far as it was touched,
+    memory the process freed but the allocator kept still counts)."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.samples: list[tuple[float, int, int]] = []  # (monotonic, VmRSS kB, Threads)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            st = proc_status(self.pid)
+            if "VmRSS" in st:
+                self.samples.append((time.monotonic(), st["VmRSS"], st.get("Threads", 0)))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict[str, float]:
+        """kB: the median and max sampled RSS, VmHWM now, the most threads seen."""
+        self._stop.set()
+        self._thread.join(5)
+        hwm = proc_status(self.pid).get("VmHWM", 0)
+        rss = [r for _, r, _ in self.samples]
+        return {"median": median(rss), "max": max(rss, default=0), "hwm": hwm,
+                "threads": max((t for _, _, t in self.samples), default=0),
+                "samples": len(rss)}
+
+
+def settled_rss(pid: int, seconds: float = 1.0) -> int:
+    """The median VmRSS (kB) over `seconds`: a process at rest."""
+    values = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        values.append(proc_status(pid).get("VmRSS", 0))
+        time.sleep(0.1)
+    return int(median(values))
 
 
 @dataclass

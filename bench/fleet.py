@@ -42,12 +42,14 @@ from common import (
     ROOT,
     Emulator,
     EventWatcher,
+    RssSampler,
     Section,
     Serve,
     median,
     request_message,
     sdk_client,
     sdk_flush,
+    settled_rss,
     sub_id,
 )
 
@@ -138,6 +140,9 @@ def run_ours(workdir: Path, fleet: Fleet, *, name: str = "fleet", load: float = 
         bus = open_bus(serve.settings)
         batch = [request_message(serve.settings, FLEET_SUB, f"fleet-{i:04d}", reply=False)
                  for i in range(fleet.caches)]
+        # memory (section 6): the serve at rest before the first request, then sampled
+        idle = settled_rss(serve.proc.pid)
+        sampler = RssSampler(serve.proc.pid)
         cpu0 = serve.cpu_seconds()
         started = time.time()
         for lo in range(0, len(batch), 200):   # a send takes 256 KiB at most, as in Azure
@@ -148,6 +153,8 @@ def run_ours(workdir: Path, fleet: Fleet, *, name: str = "fleet", load: float = 
         while watcher.count() < len(wanted) and time.monotonic() < deadline:
             time.sleep(0.05)
         cpu = serve.cpu_seconds() - cpu0
+        rss = sampler.stop()
+        rss.update(idle=idle, after=settled_rss(serve.proc.pid, 2.0))
         stats = emulator.stats()
         trace = emulator.trace()
         (workdir / f"{name}-trace.json").write_text(json.dumps(trace))
@@ -179,7 +186,8 @@ def run_ours(workdir: Path, fleet: Fleet, *, name: str = "fleet", load: float = 
             "outcomes": dict(outcomes), "requests": stats["requests"], "posts": stats["posts"],
             "polls": stats["polls"], "throttled": stats["throttled"],
             "complete": len(done) == len(wanted), "cpu": cpu, "load": load,
-            "load_taken": loads.get("readsTaken", 0.0), "invocations": invocations}
+            "load_taken": loads.get("readsTaken", 0.0), "invocations": invocations,
+            "rss": rss}
 
 
 def _invocations(log: Path) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""redisflush benchmarks: `python bench/run.py` (about 25 minutes) or `--quick` (under a minute).
+"""redisflush benchmarks: `python bench/run.py` (about 30 minutes) or `--quick` (under a minute).
 
 1. detection lag and ARM reads per flush for 1 .. 300 s flushes, one flush alone at a time per
    subscription, against azure-mgmt-redis begin_flush_cache() at its default polling and at
@@ -10,6 +10,10 @@
    filed (6332ebb) and at the start of the CPU work (d200612), and where it goes (py-spy)
 4. cold start as the first invocation pays it: import + first token + first ARM call
 5. Service Bus operations, function executions and list-price cost per flush
+6. memory: peak and at-rest RSS of the whole `serve --local` process in the fleet of 2 against
+   the SDK's fleet process (a thread per cache, and 256 threads), RSS of one cold invocation
+   (section 4's interpreters), and tracemalloc's peak of one invocation for a request of 50
+   caches against holding 50 SDK pollers
 
 Everything runs on this machine against the ARM emulator and the local bus; absolute figures
 and ratios come from the same run. The full run writes docs/benchmarks.md and docs/lag.png;
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="under a minute: 1, 3 and 10 s flushes, a 200-cache fleet, "
                         "fewer samples, every section at once")
     parser.add_argument("--out", type=Path, help="where to write the markdown report")
-    parser.add_argument("--only", help="comma list of sections to run (1,2,3,4; 5 needs 1)")
+    parser.add_argument("--only", help="comma list of sections to run (1,2,3,4,6; 5 needs "
+                        "1; 6 runs its own fleet and cold start unless 2 and 4 run)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
     _ensure_venv()
@@ -71,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     import cpu
     import fleet
     import lag
+    import memory
     import plot
     import report
     from common import machine
     from machine_load import LoadWatch
 
     cfg = QUICK if args.quick else FULL
-    only = {s.strip() for s in (args.only or "1,2,3,4,5").split(",")}
+    only = {s.strip() for s in (args.only or "1,2,3,4,5,6").split(",")}
     out = args.out or (ROOT / ".redisflush" / "benchmarks-quick.md" if args.quick
                        else ROOT / "docs" / "benchmarks.md")
     png = out.parent / ("lag-quick.png" if args.quick else "lag.png")
@@ -111,11 +117,22 @@ def main(argv: list[str] | None = None) -> int:
         def cold_step() -> object:
             return _step("4", lambda: coldstart.run(work, cfg["cold"]))
 
+        def fifty_step() -> dict:
+            return _step("6 (50 caches)", lambda: memory.fifty(work))
+
+        def sdk_memory_step() -> list:
+            # the SDK fleet processes (section 6), each pool alone on its own emulator
+            return [_step(f"6 SDK fleet ({t} threads)", lambda t=t, i=i: memory.sdk_fleet(
+                work, the_fleet, t, i, cfg["fleet_timeout"], f"mem-sdk{t}"))
+                for t, i in memory_pools]
+
+        memory_pools = [(n, 10.0)] + ([] if args.quick else [(256, 2.0)])
+
         sweep = None
         if args.quick:
             if "2" in only:
                 sweep = fleet.sdk_sweep_child(work, the_fleet, cfg["window"])
-            with cf.ThreadPoolExecutor(6) as pool:
+            with cf.ThreadPoolExecutor(9) as pool:
                 futs = {}
                 if "1" in only:
                     futs["1"] = pool.submit(lag_step)
@@ -126,6 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                     futs["3"] = pool.submit(cpu_step)
                 if "4" in only:
                     futs["4"] = pool.submit(cold_step)
+                if "6" in only:
+                    futs["6f"] = pool.submit(fifty_step)
+                    if "2" not in only:
+                        futs["2a"] = pool.submit(fleet_ours, 0.0)
+                    if "4" not in only:
+                        futs["6c"] = pool.submit(lambda: coldstart.run(work, 1))
+                    # beside the rest, like section 2's quick sweep (RSS hardly minds the load)
+                    futs["6s"] = pool.submit(sdk_memory_step)
                 results = {k: f.result() for k, f in futs.items()}
         else:
             results = {}
@@ -138,10 +163,18 @@ def main(argv: list[str] | None = None) -> int:
                 results["3"] = cpu_step()
             if "4" in only:
                 results["4"] = cold_step()
+            if "6" in only:
+                if "2" not in only:
+                    results["2a"] = fleet_ours(0.0)
+                if "4" not in only:
+                    results["6c"] = _step("6 (cold start)", lambda: coldstart.run(work, 1))
+                results["6f"] = fifty_step()
             if "2" in only:
                 spread = fleet.Fleet(n, d, w, r, fleet.SPREAD)
                 results["2c"] = _step("2 ours (spread durations)", lambda: fleet.run_ours(
                     work, spread, name="fleet-spread", timeout=cfg["fleet_timeout"]))
+            if "6" in only:  # alone: their threads would load the cores the others time
+                results["6s"] = sdk_memory_step()
             if "2" in only:  # alone: its polling threads would load the cores the others time
                 sweep = fleet.sdk_sweep_child(work, the_fleet, cfg["window"], alone=True)
         if sweep is not None:
@@ -153,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                 s[k] = results[k]
         if "1" in s and "5" in only:
             s["5"] = cost.run(s["1"])  # type: ignore[arg-type]
+        if "6" in only:
+            cold_data = (results.get("4") or results["6c"]).data  # type: ignore[attr-defined]
+            s["6"] = memory.render(results["2a"], results["6s"], cold_data, results["6f"],
+                                   n, label)
         if "3" in s and "2" in s:
             fleet_cpu = [(f"fleet of {n:,}" + (f", second client at {x['load']:g} reads/s"
                                                if x["load"] else ""),
@@ -165,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                           "Completion event after the operation's end (emulator, recorded "
                           "ARM shape)")
             plot_rel = os.path.relpath(png, out.parent)
-        sections = [s[k] for k in ("1", "2", "3", "4", "5") if k in s]
+        sections = [s[k] for k in ("1", "2", "3", "4", "5", "6") if k in s]
         findings = _findings(s)
         # kept with --keep: `python bench/plot.py WORK/data.json out.png` redraws the plot
         (work / "data.json").write_text(json.dumps(report.data_of(sections), default=str))
