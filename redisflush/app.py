@@ -17,17 +17,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import datetime as dt
-import heapq
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from .arm import MAX_BODY, MAX_LIST_BODY, ArmClient
 from .bus import Bus, BusError
-from .core import durations
 from .core.answers import ArmAnswer
 from .core.cadence import ReadBudget
 from .core.commands import (
@@ -58,6 +54,7 @@ from .core.step import begin, step
 from .ledger import Ledger, LedgerError
 from .ledger_ops import claim_target, open_request, read_rows, record, store_targets
 from .logtext import printable
+from .readings import Readings, polled_operation
 from .settings import Settings
 
 log = logging.getLogger("redisflush")
@@ -66,7 +63,6 @@ log = logging.getLogger("redisflush")
 CALL_WINDOW = 20.0
 MAX_ROUNDS = 64
 ARM_THREADS = 8
-POLLER_WINDOW = 10.0
 # A failed ledger record is tried again after these pauses, while the invocation is younger
 # than RECORD_WINDOW; once one has failed for good, the table is taken to be down and the
 # invocation's other records are skipped untried: it must end inside its one-minute lock.
@@ -91,16 +87,7 @@ class FlushApp:
     monotonic: Callable[[], float] = time.monotonic
     _pool: cf.ThreadPoolExecutor = field(default_factory=lambda: cf.ThreadPoolExecutor(
         ARM_THREADS, thread_name_prefix="arm"), repr=False)
-    # Operations are keyed `{requestId}:{target index}` (`_operation`), never by URL: a URL
-    # carried by reference is not in the state, and one ARM moves would count twice.
-    # operations whose status was read lately: subscription -> operation -> when
-    _pollers: dict[str, _Expiring[float]] = field(default_factory=dict, repr=False)
-    # operations accepted and not seen ending: subscription -> operation -> forget after
-    _in_flight: dict[str, _Expiring[dt.datetime]] = field(default_factory=dict, repr=False)
-    # what flushes took: subscription -> kind -> estimate
-    _durations: dict[str, dict[str, durations.Estimate]] = field(default_factory=dict,
-                                                                 repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _readings: Readings = field(default_factory=Readings, repr=False)
 
     @property
     def config(self) -> Config:
@@ -266,11 +253,7 @@ class FlushApp:
                             "the queue refuses" if exc.refused else "may pass; not retried",
                             printable(exc, 300))
         elif isinstance(command, Learn):
-            with self._lock:
-                kinds = self._durations.setdefault(command.subscription_id.lower(), {})
-                learned = durations.observe(kinds.get(command.kind), command.lo, command.hi)
-                if learned is not None:
-                    kinds[command.kind] = learned
+            self._readings.learn(command.subscription_id, command.kind, command.lo, command.hi)
         elif isinstance(command, Log):
             getattr(log, command.level, log.info)("%s", printable(command.text, 500))
 
@@ -287,7 +270,7 @@ class FlushApp:
                 self.sleep(wait)
         if self.monotonic() - invocation_started >= CALL_WINDOW:
             return Deferred(0.0)
-        polled = _polled(request_id, call)
+        polled = polled_operation(request_id, call)
         if polled is not None:
             self._seen_poller(call.subscription_id, polled)
         started = self.monotonic()
@@ -298,111 +281,25 @@ class FlushApp:
             result = replace(result, elapsed=max(0.0, self.monotonic() - started))
         return result
 
-    # -- readings ------------------------------------------------------------------------------
+    # -- readings (redisflush/readings.py) ---------------------------------------------------
 
     def _track(self, state: RunState) -> None:
-        """Which operations are in flight on each subscription. A finished one stops counting
-        against the read budget at once (else it would stretch everyone's gap for
-        POLLER_WINDOW seconds); one waiting for its first read counts until a window after
-        that read was due. Keyed by target, not URL: one carried by reference (its URL in the
-        ledger only, docs/design.md "Poll message") is in flight all the same."""
-        window, now = dt.timedelta(seconds=POLLER_WINDOW), self.clock()
-        with self._lock:
-            for ts in state.targets:
-                sub = ts.target.subscription_id.lower()
-                operation = _operation(state.origin.request_id, ts.index)
-                # a target POSTing now is an operation in flight by the time it is answered
-                # (not one whose POST waits for a later write slot)
-                if ts.phase == "post" and ts.due <= now:
-                    _of(self._in_flight, sub).set(operation, now + window)
-                elif ts.phase == "poll":
-                    _of(self._in_flight, sub).set(operation, ts.due + window)
-                else:
-                    if sub in self._in_flight:
-                        self._in_flight[sub].pop(operation)
-                    if ts.phase == "done" and sub in self._pollers:
-                        self._pollers[sub].pop(operation)
+        self._readings.track(state, self.clock())
 
     def _seen_poller(self, subscription: str, operation: str) -> None:
-        with self._lock:
-            _of(self._pollers, subscription.lower()).set(operation, self.monotonic())
+        self._readings.polled(subscription, operation, self.monotonic())
 
     def _budgets(self, state: RunState) -> Mapping[str, ReadBudget]:
         """Per subscription of this request: ARM's last remaining-reads count, how many
         operations this process has polled there lately and has in flight, and how long
-        flushes there have lately taken. What expired is dropped from the front of each
-        `_Expiring`: a step costs O(expired + 1), not a look at every operation followed."""
+        flushes there have lately taken."""
         now, wall, budgets = self.monotonic(), self.clock(), {}
         for sub in {t.target.subscription_id for t in state.targets}:
-            key = sub.lower()
-            with self._lock:
-                pollers = in_flight = 0
-                seen = self._pollers.get(key)
-                if seen is not None:
-                    seen.expire(lambda at: now - at > POLLER_WINDOW)
-                    pollers = len(seen)
-                flying = self._in_flight.get(key)
-                if flying is not None:
-                    flying.expire(lambda until: until < wall)
-                    in_flight = len(flying)
-                expected = {kind: e.seconds for kind, e in self._durations.get(key, {}).items()}
+            pollers, in_flight, expected = self._readings.counts(sub, now, wall)
             remaining = self.arm.pacer.remaining(sub, "reads")
             budgets[sub] = ReadBudget(remaining[0] if remaining else None, max(1, pollers),
                                       self.arm.pacer.refill(sub, "reads"), in_flight, expected)
         return budgets
-
-
-_T = TypeVar("_T", float, dt.datetime)
-
-
-def _of(table: dict[str, _Expiring[_T]], subscription: str) -> _Expiring[_T]:
-    found = table.get(subscription)
-    if found is None:
-        found = table[subscription] = _Expiring()
-    return found
-
-
-class _Expiring(Generic[_T]):
-    """Keys with a moment each (when an operation was read, or when to forget it), kept in a
-    heap by moment as well, so what has expired is found at its front: O(expired log n) a
-    step instead of a scan of every key (O(N^2) over a fleet of N caches in one process).
-    The moments need not come in order (a due time, a wall clock NTP steps back). A key set
-    again or popped leaves its old heap entry behind, skipped when it comes up and swept out
-    once such entries outnumber the live ones."""
-
-    def __init__(self) -> None:
-        self._at: dict[str, _T] = {}
-        self._heap: list[tuple[_T, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._at)
-
-    def set(self, key: str, at: _T) -> None:
-        if key in self._at and self._at[key] == at:
-            return  # its heap entry is there already
-        self._at[key] = at
-        heapq.heappush(self._heap, (at, key))
-        self._sweep()
-
-    def pop(self, key: str) -> None:
-        if self._at.pop(key, None) is not None:
-            self._sweep()
-
-    def _sweep(self) -> None:
-        """Rebuild the heap from the live keys once left-behind entries outnumber them (by
-        64): O(1) a change, amortized, and the heap stays under twice the keys."""
-        if len(self._heap) > 2 * len(self._at) + 64:
-            self._heap = [(when, k) for k, when in self._at.items()]
-            heapq.heapify(self._heap)
-
-    def expire(self, expired: Callable[[_T], bool]) -> None:
-        """Drop every key whose moment is `expired`, which must hold for all moments up to
-        some point and for none after it (a moment too old, or a time already past)."""
-        heap, at = self._heap, self._at
-        while heap and expired(heap[0][0]):
-            when, key = heapq.heappop(heap)
-            if key in at and at[key] == when:
-                del at[key]
 
 
 @contextlib.contextmanager
@@ -428,22 +325,6 @@ class _Invocation:
 
     started: float
     ledger_down: bool = False
-
-
-def _operation(request_id: str, index: int) -> str:
-    """How the readings key an operation: its request and target, as the client request id
-    does (`{requestId}:{target}.{step}`); the same whether its URL is in the state or in the
-    ledger only, and when ARM moves it."""
-    return f"{request_id}:{index}"
-
-
-def _polled(request_id: str, call: CallArm) -> str | None:
-    """The operation a status read follows (its ref is `t{index}:poll`, core/flush_steps
-    `call_for`), or None for any other call."""
-    target, _, phase = call.ref.partition(":")
-    if call.method != "GET" or phase != "poll" or not target[1:].isdigit():
-        return None
-    return _operation(request_id, int(target[1:]))
 
 
 def _describe(commands: list[Command]) -> str | None:
