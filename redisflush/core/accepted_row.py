@@ -68,11 +68,11 @@ def from_ledger(ts: TargetState, status: str, row: tuple[str, Mapping[str, Any]]
     else it ends Failed `PollStateTooLarge`, saying why and that its flush may still run.
     Never POSTed again (docs/design.md, "Poll message")."""
     if status == "unknown":  # the ledger failed the read: no row to judge
-        failures = ts.failures + 1
+        failures = ts.ref_failures + 1
         if cx.now >= cx.deadline:
             return timed_out(ts, cx)
         if failures < LEDGER_TRIES:
-            return replace(ts, failures=failures,
+            return replace(ts, ref_failures=failures,
                            due=cx.at(cadence.retry_delay(failures, f"{ts.target.key}:ref")))
         why = f"the ledger could not be read {failures} times in a row"
     elif row is not None and row[0] == "done" and isinstance(row[1].get("outcome"), Mapping):
@@ -87,8 +87,8 @@ def from_ledger(ts: TargetState, status: str, row: tuple[str, Mapping[str, Any]]
         why = "the ledger's accepted row holds another operation URL"
     else:
         return replace(ts, poll_url=row[1]["pollUrl"], poll_kind=row[1]["pollKind"],
-                       poll_ref=None, stored=True)
-    return end_target(replace(ts, poll_ref=None), cx, lro.FAILED, {
+                       poll_ref=None, ref_failures=0, stored=True)
+    return end_target(replace(ts, poll_ref=None, ref_failures=0), cx, lro.FAILED, {
         "code": "PollStateTooLarge",
         "message": "the request's poll state did not fit one Service Bus message, so this "
                    "cache's operation URL was kept in the ledger only, and "

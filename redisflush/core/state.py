@@ -67,6 +67,9 @@ class TargetState:
     # pollUrl has this SHA-256 (hex): the poll state did not fit one message with it
     # (docs/design.md, "Poll message"). The message carries `ledger:sha256:{hex}` as pollUrl.
     poll_ref: str | None = None
+    # reads of the ledger for poll_ref that failed in a row (ARM's transient errors are
+    # `failures`: a run of one does not shorten the tries the other gets)
+    ref_failures: int = 0
     # this invocation knows the ledger's accepted row holds poll_url (read from it, or
     # recorded by it): carrying it by reference needs no record first. Never in a message.
     stored: bool = field(default=False, compare=False)
@@ -84,7 +87,8 @@ class TargetState:
                 "reported": self.reported, "noted": self.noted,
                 "runningAt": exact(self.running_at), "projectedEnd": self.projected_end,
                 "busy": self.busy, "locationError": self.location_error,
-                "locationErrors": self.location_errors, "inDoubt": self.in_doubt}
+                "locationErrors": self.location_errors, "inDoubt": self.in_doubt,
+                "refFailures": self.ref_failures}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TargetState:
@@ -121,7 +125,8 @@ class TargetState:
                    bool(d.get("reported", False)), bool(d.get("noted", False)),
                    parse_iso_or_none(d.get("runningAt")), positive_seconds(d.get("projectedEnd")),
                    d.get("busy") is True, str_or_none(d.get("locationError")),
-                   positive_count(d.get("locationErrors")), d.get("inDoubt") is True, poll_ref)
+                   positive_count(d.get("locationErrors")), d.get("inDoubt") is True, poll_ref,
+                   positive_count(d.get("refFailures")))
 
 
 # A target's pollUrl when its URL is carried by reference to the ledger's accepted row. Not a

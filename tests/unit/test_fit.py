@@ -416,3 +416,36 @@ def test_what_a_reference_cannot_carry_still_sheds_its_heaviest_targets_records_
     kinds = [type(c) for c in commands]
     last_record = max(i for i, k in enumerate(kinds) if k is RecordTarget)
     assert last_record < kinds.index(Publish)
+
+
+def test_a_run_of_arm_errors_does_not_shorten_the_ledger_reads_a_carried_target_gets():
+    """ARM's transient errors and the ledger's failed reads are counted apart: a target
+    carried by reference after two 503s still gets its three reads of the ledger (one
+    counter for both ended it after one, saying "could not be read 3 times"), and a read
+    that comes back leaves ARM's count as it was."""
+    from redisflush.core.commands import Opened
+    from redisflush.core.decision import Config, View
+    from redisflush.core.state import RunState
+    from redisflush.core.step import step
+
+    state, config = _carried_due(), Config(*CONFIG_ARGS)
+    state = dataclasses.replace(state, targets=tuple(
+        dataclasses.replace(t, failures=2) if t.poll_ref else t for t in state.targets))
+    state = RunState.from_json(state.to_json())  # as a message carries it
+    first = next(t.index for t in state.targets if t.poll_ref)
+    state, _ = step(state, {}, View(at(60)), config)
+    state, _ = step(state, {"refs": Opened("unknown")}, View(at(60)), config)
+    ts = state.targets[first]
+    assert ts.phase == "poll" and ts.poll_ref and (ts.failures, ts.ref_failures) == (2, 1)
+    state = RunState.from_json(state.to_json())
+    assert state.targets[first].ref_failures == 1
+
+    original = long_urls()
+    now = max(t.due for t in state.targets if t.poll_ref)
+    state, _ = step(state, {}, View(now), config)
+    rows = _rows(state, {t.index: original.targets[t.index].poll_url
+                         for t in state.targets if t.poll_ref})
+    state, _ = step(state, {"refs": Opened("same", targets=rows)}, View(now), config)
+    ts = state.targets[first]
+    assert ts.poll_url == original.targets[first].poll_url
+    assert (ts.failures, ts.ref_failures) == (2, 0)
