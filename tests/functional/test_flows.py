@@ -143,9 +143,14 @@ def test_location_polling_that_answers_the_operation_error_ends_failed_with_it(
     assert data["durationSeconds"] < 60
 
 
-def test_location_polling_that_answers_a_cancel_error_ends_canceled(h: Harness) -> None:
+@pytest.mark.parametrize("code", ["OperationCanceled", "operationcanceled", "Canceled",
+                                  "CANCELED"])
+def test_location_polling_that_answers_a_cancel_error_ends_canceled(h: Harness,
+                                                                    code: str) -> None:
+    """ARM's cancel codes, in any case (error codes are compared without case here, as
+    terminal statuses are)."""
     op = h.arm.new_operation(SUB)
-    error = {"code": "OperationCanceled", "message": "The flush operation was canceled."}
+    error = {"code": code, "message": "The flush operation was canceled."}
     h.arm.on_flush(SUB, RG, CACHE, Answer(202, {"Location": op.url}, b""))
     h.arm.on_operation(op, then=Answer(409, {}, {"error": error}))
     rid = h.send_request()

@@ -237,3 +237,24 @@ def test_a_repeat_of_a_finished_batch_republishes_the_same_request_event(h: Harn
         first, again = copies
         assert first == again
     assert by_id["batch-again:completed"][0]["data"]["armRequests"] == sent
+
+
+def test_finished_operations_stop_counting_against_the_read_budget(h: Harness) -> None:
+    """A flush that ended stops counting among the subscription's operations at once
+    (FlushApp._track), not after POLLER_WINDOW: 40 flushes that just ended must not spread
+    the next flush's status reads to 2 s (41 operations over the 20 reads a second this
+    process plans for), which would cost it a second of lag per read."""
+    caches = [f"cache-{i:02d}" for i in range(40)]
+    for cache in caches:
+        accept(h, cache, running=0)
+    first = h.send_request({"resourceIds": [resource_id(cache=c) for c in caches]})
+    h.run()
+    h.batch(first, {resource_id(cache=c): "Succeeded" for c in caches}, "Succeeded")
+    op = accept(h, "cache-next", running=3)
+    second = h.send_request({"resourceId": resource_id(cache="cache-next")})
+    h.run()
+    h.event(second, "Succeeded", rid=resource_id(cache="cache-next"))
+    reads = [seconds(r.when) for r in h.arm.requests
+             if r.method == "GET" and r.raw_path == op.path]
+    assert len(reads) == 4
+    assert [round(b - a, 3) for a, b in zip(reads, reads[1:], strict=False)] == [1.0] * 3

@@ -440,14 +440,20 @@ def test_settings_reference_existing_resources(main: BicepFile) -> None:
 
 def test_function_json_placeholders_and_connections_are_set(main: BicepFile) -> None:
     settings = app_settings(main)
+    checked, placeholders = set(), set()
     for function_json in ROOT.glob("*/function.json"):
+        checked.add(function_json.parent.name)
         for binding in json.loads(function_json.read_text())["bindings"]:
             for value in binding.values():
                 for name in re.findall(r"%(\w+)%", str(value)):
+                    placeholders.add(name)
                     assert name in settings, f"{function_json}: %{name}%"
             connection = binding.get("connection")
             if connection:
                 assert f"{connection}__fullyQualifiedNamespace" in settings
+    # the loops above assert nothing when they find nothing: what they must have seen
+    assert checked == {"FlushTrigger", "PollOrchestrator", "LedgerPurge"}, checked
+    assert {"REDISFLUSH_REQUEST_QUEUE", "REDISFLUSH_POLL_QUEUE"} <= placeholders, placeholders
 
 
 # -- role assignments ------------------------------------------------------------------------------

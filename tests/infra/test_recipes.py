@@ -1,9 +1,9 @@
 """examples/*.yml: they parse, install the sender alone, and every `redisflush` command they run
 uses only flags the CLI defines (docs/design.md, "CLI") in a target form the request accepts.
 
-The CLI is being rewritten to the CLI section of docs/design.md; until then its flags live in
-SEND_FLAGS below. TODO: read them from the real parser once it has them
-(test_the_real_parser_knows_every_recipe_flag starts checking as soon as it does).
+SEND_FLAGS below is the checker's own list of `send` flags;
+test_the_real_parser_knows_every_recipe_flag holds it and every recipe to the real parser
+(redisflush.cli.build_parser), so a flag the CLI drops or renames fails here.
 """
 from __future__ import annotations
 
@@ -264,18 +264,13 @@ def test_pipeline_expressions_count_as_values() -> None:
 
 
 def test_the_real_parser_knows_every_recipe_flag() -> None:
-    """Once the rewritten CLI is in place, its own parser must know every flag the recipes use."""
-    try:
-        from redisflush.cli import build_parser
-        parser = build_parser()
-        send = next(action.choices["send"] for action in parser._actions
-                    if getattr(action, "choices", None) and "send" in action.choices)
-    except Exception as exc:  # noqa: BLE001 - anything: the CLI is mid-rewrite
-        pytest.skip(f"the CLI parser is not importable yet ({type(exc).__name__}); "
-                    "SEND_FLAGS stands in for it")
+    """The CLI's own parser knows every flag the recipes use (and every flag SEND_FLAGS
+    lets them use). No skip: a CLI that fails to import or lost a flag fails here."""
+    from redisflush.cli import build_parser
+    parser = build_parser()
+    send = next(action.choices["send"] for action in parser._actions
+                if getattr(action, "choices", None) and "send" in action.choices)
     known = set(send._option_string_actions)
-    if not {"--tag", "--cluster"} <= known:
-        pytest.skip("the CLI does not define docs/design.md's target flags yet")
     used = {flag for path in RECIPES for options in sends(path) for flag in options}
     assert used <= known, sorted(used - known)
     assert SEND_FLAGS <= known, sorted(SEND_FLAGS - known)

@@ -62,6 +62,14 @@ def test_a_posting_row_inside_its_lease_is_busy(age):
     assert (decision, until, write) == ("busy", at(0) + LEASE, None)
 
 
+@pytest.mark.parametrize("age, decision", [(89.0, "busy"), (90.0, "post")])
+def test_the_lease_is_the_90_seconds_the_design_names(age, decision):
+    """docs/design.md, "Request ledger": a `posting` row younger than 90 s belongs to a live
+    invocation. The tests above count in LEASE, so a lease of ten minutes (a redelivery
+    waiting that long before its POST) passed them all; this one counts in seconds."""
+    assert on_existing(row("posting", updated=0), at(age))[0] == decision
+
+
 def test_a_posting_row_from_the_future_is_busy_too():
     decision, _, until, write = on_existing(row("posting", updated=30), at(0))  # clock skew
     assert (decision, until, write) == ("busy", at(30) + LEASE, None)

@@ -52,6 +52,10 @@ def http_date(moment: dt.datetime) -> str:
     ({"Retry-After": http_date(T0 + dt.timedelta(seconds=120))}, 120.0),
     ({"Retry-After": http_date(T0 - dt.timedelta(seconds=120))}, 0.0),  # in the past
     ({"Retry-After": "Wed, 01 Jan 2030 12:00:30 GMT"}, 30.0),
+    # RFC 5322's "-0000" (UTC, zone unknown): parsedate_to_datetime gives a naive datetime,
+    # which compared with an aware now raised TypeError out of the step
+    ({"Retry-After": "Wed, 01 Jan 2030 12:00:30 -0000"}, 30.0),
+    ({"Retry-After": "Wed, 01 Jan 2030 13:00:30 +0100"}, 30.0),
     ({"retry-after-ms": "1500"}, 1.5),
     ({"x-ms-retry-after-ms": "250"}, 0.25),
     ({"Retry-After-Ms": "0"}, 0.0),

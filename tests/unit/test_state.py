@@ -301,3 +301,22 @@ def test_a_state_without_projected_end_reads_back():
     del doc["targets"][0]["projectedEnd"]
     state = RunState.from_json(json.dumps(doc).encode())
     assert state.targets[0].projected_end is None
+
+
+@pytest.mark.parametrize("scheduled, now, expected", [
+    (None, at(10), at(10)),             # a request message: the app's own clock
+    (at(20), at(10), at(20)),           # a clock behind the bus's: the scheduled time
+    (at(20), at(25), at(25)),           # delivered late: now
+    (at(10 ** 8), at(10), "deadline"),  # a forged `at` years on: capped at the deadline
+])
+def test_a_step_is_never_before_its_scheduled_time_nor_past_its_deadline(scheduled, now,
+                                                                          expected):
+    """docs/design.md, "Clocks": a poll message's step runs at its scheduled time at the
+    earliest (the bus delivered it by its own clock), capped at the deadline, so an `at` a
+    message could carry (any moment up to 9000) never dates an event past it."""
+    from redisflush.core.step import delivered_now
+
+    state = dataclasses.replace(initial(request({"resourceId": rid()}), T0),
+                                scheduled_at=scheduled)
+    assert delivered_now(state, now) == (state.deadline if expected == "deadline"
+                                         else expected)
