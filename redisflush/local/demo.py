@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..sender.follow import exit_code, follow
 from ..sender.local import LocalChannel
@@ -30,33 +30,63 @@ DEMO_GROUP, DEMO_CACHE = "rg-demo", "demo-cache"
 DEMO_SCOPE = f"/subscriptions/{DEMO_SUBSCRIPTION}/resourceGroups/{DEMO_GROUP}"
 
 
+def free_loopback_port() -> int:
+    """A loopback port free at this instant (released again: another process can take it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _redis_pid(port: int) -> int | None:
+    """The process_id of the Redis answering on `port` (INFO server), None if none answers:
+    a listener there that is not Redis, or not yet, or not the one we started, is told apart."""
+    with contextlib.suppress(OSError, ValueError), \
+            socket.create_connection(("127.0.0.1", port), 0.5) as conn:
+        conn.settimeout(0.5)
+        conn.sendall(b"INFO server\r\n")
+        reply = b""
+        while len(reply) < 1 << 16:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            reply += chunk
+            _, found, rest = reply.partition(b"\r\nprocess_id:")
+            if found and b"\r\n" in rest:
+                return int(rest.split(b"\r\n", 1)[0])
+    return None
+
+
 @contextlib.contextmanager
-def throwaway_redis(timeout: float = 5.0) -> Iterator[str | None]:
-    """A redis-server on a free loopback port with no persistence, or None if not installed."""
+def throwaway_redis(timeout: float = 5.0, *, tries: int = 3,
+                    pick_port: Callable[[], int] = free_loopback_port) -> Iterator[str | None]:
+    """A redis-server on a free loopback port with no persistence, or None if not installed
+    or it did not start. The port is free when picked but can be taken before redis-server
+    binds it (another process on a busy machine): redis-server then exits, and what answers
+    there is someone else's, so it is ready only when the Redis on the port reports its own
+    pid; else a new port is tried."""
     binary = shutil.which("redis-server")
     if binary is None:
         yield None
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.05)
-        else:
-            yield None
-            return
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
+    for _ in range(tries):
+        port = pick_port()
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save",
+                                 "", "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                if _redis_pid(port) == proc.pid:
+                    yield f"redis://127.0.0.1:{port}/0"
+                    return
+                time.sleep(0.05)
+            if proc.poll() is None:
+                break  # alive but never answered within `timeout`: no other port would help
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+    yield None
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -150,7 +150,7 @@ class AzureChannel:
         finally:
             self._close_reply()
 
-    def events(self, subscription: str, until: float | None) -> Iterator[Delivered]:
+    def events(self, subscription: str, timeout: float | None) -> Iterator[Delivered]:
         from azure.servicebus import ServiceBusReceiveMode
 
         topic = self.settings.events_topic
@@ -160,6 +160,7 @@ class AzureChannel:
                               max_wait_time=RECEIVE_WAIT, role=RECEIVER)
         try:
             self._call(what, receiver.__enter__, role=RECEIVER)
+            until = None if timeout is None else time.monotonic() + timeout  # link open
             for msg in self._receive(receiver, what, until):
                 event = self._readable(receiver, msg, what)
                 if event is not None:

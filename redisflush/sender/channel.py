@@ -31,8 +31,11 @@ class Channel(Protocol):
         (time.monotonic())."""
         ...
 
-    def events(self, subscription: str, until: float | None) -> Iterator[Delivered]:
-        """The subscription's events, one at a time, until `until` (None: forever)."""
+    def events(self, subscription: str, timeout: float | None) -> Iterator[Delivered]:
+        """The subscription's events, one at a time, for `timeout` seconds (None: forever)
+        counted from when the subscription is open: connecting can take seconds (Azure, or
+        a busy machine), and a timeout spent on it would end `watch` before its first look,
+        printing none of the events already waiting."""
         ...
 
     def close(self) -> None: ...

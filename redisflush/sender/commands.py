@@ -157,11 +157,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     _one_bus(args)
     settings, root = load_settings(args)
     wanted: frozenset[str] = args.status or frozenset()
-    until = None if args.timeout is None else time.monotonic() + args.timeout
     channel = open_channel(args, settings, root)
     seen = 0
     try:
-        for delivered in channel.events(args.subscription_name, until):
+        # --timeout counts from when the subscription is open (Channel.events), not from start
+        for delivered in channel.events(args.subscription_name, args.timeout):
             data = delivered.event.get("data")
             status = str(data.get("status", "")).lower() if isinstance(data, Mapping) else ""
             if not wanted or status in wanted:

@@ -32,9 +32,10 @@ class LocalChannel:
             if event is not None:
                 yield event
 
-    def events(self, subscription: str, until: float | None) -> Iterator[Delivered]:
+    def events(self, subscription: str, timeout: float | None) -> Iterator[Delivered]:
         topic = self.settings.events_topic
         self._guard(self.bus.ensure_subscription, topic, subscription)
+        until = None if timeout is None else time.monotonic() + timeout  # open: the clock runs
         for message in self._receive(f"{topic}/subscriptions/{subscription}", until, None):
             event = decode_event(message.body)
             if event is None:

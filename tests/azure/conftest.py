@@ -253,11 +253,13 @@ def app_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
+def closed_port() -> Iterator[int]:
+    """A loopback port nobody listens on: kept bound without listen() for the whole test, so
+    connecting is refused and no other process on a busy machine can start listening there
+    (a port bound, then released, could be taken meanwhile)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture

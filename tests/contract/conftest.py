@@ -51,19 +51,25 @@ def _accepts(port: int) -> bool:
 
 def _start(workdir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Azurite's table service on a free loopback port, ready to accept connections.
-    --inMemoryPersistence refuses --location, so the workspace is the process's cwd."""
+    --inMemoryPersistence refuses --location, so the workspace is the process's cwd.
+    Ready when this process said it started on the port (not merely when something accepts
+    there: the port, free when picked, may have been taken by another process meanwhile,
+    and then it is that one that accepts while this Azurite exits). Without --silent it says
+    so; the access log it then writes is small."""
     port = free_port()
+    started = f"successfully started on 127.0.0.1:{port}"
+    offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         process = subprocess.Popen(
             [str(AZURITE_TABLE), "--tableHost", "127.0.0.1", "--tablePort", str(port),
-             "--silent", "--skipApiVersionCheck", "--inMemoryPersistence",
-             "--disableTelemetry"],
+             "--skipApiVersionCheck", "--inMemoryPersistence", "--disableTelemetry"],
             cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             break
-        if _accepts(port):
+        said = log.read_bytes()[offset:].decode(errors="replace")
+        if started in said and _accepts(port):
             return process, port
         time.sleep(0.1)
     _stop(process)

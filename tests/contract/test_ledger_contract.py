@@ -26,7 +26,7 @@ from redisflush.ledger import REQUEST_KEY, Ledger, LedgerError, LedgerRow
 from redisflush.ledger_tables import TableLedger
 from redisflush.local.ledger import SqliteLedger
 
-from .conftest import DEV_KEY, ROOT, free_port
+from .conftest import DEV_KEY, ROOT
 
 T = TypeVar("T")
 UTC = dt.UTC
@@ -449,7 +449,13 @@ def test_sqlite_rows_survive_reopening(tmp_path: Path) -> None:
 # -- TableLedger specifics -------------------------------------------------------------------
 
 def test_table_dead_endpoint_fails_fast_with_a_safe_message() -> None:
-    port = free_port()  # bound and released: nothing listens there
+    # kept bound without listen(): refused, and no other process can listen there meanwhile
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        _dead_endpoint_fails_fast(dead.getsockname()[1])
+
+
+def _dead_endpoint_fails_fast(port: int) -> None:
     secret_sig = "c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
     for conn in (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
                  f"AccountKey={DEV_KEY};TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1",

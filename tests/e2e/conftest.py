@@ -69,6 +69,19 @@ def one_event(stdout: str) -> dict[str, Any]:
     return json.loads(lines[0])
 
 
+def topic_events(local_dir: Path, count: int) -> list[dict[str, Any]]:
+    """Exactly `count` events on the local topic: read with `watch --count` (it ends once it
+    has them, however slow the machine), then a second `watch` must find nothing more. A
+    `watch --timeout S` alone could end before reading all on a loaded machine."""
+    watch = run_cli(["watch", "--local", "--json", "--count", str(count), "--timeout", "60"],
+                    local_dir, timeout=90)
+    assert watch.returncode == 0, watch.stderr
+    events = [json.loads(line) for line in watch.stdout.splitlines() if line.strip()]
+    more = run_cli(["watch", "--local", "--json", "--timeout", "2"], local_dir, timeout=30)
+    assert more.returncode == 0 and more.stdout.strip() == "", (more.stdout, more.stderr)
+    return events
+
+
 def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 5) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,

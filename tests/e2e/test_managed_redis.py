@@ -8,14 +8,22 @@ in a throwaway redis-server when one is installed, and read back the same way.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import SUB, Processes, Serve, http_json, one_event, run_cli, write_config
+from .conftest import (
+    SUB,
+    Processes,
+    Serve,
+    http_json,
+    one_event,
+    run_cli,
+    topic_events,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 ENTERPRISE = "Microsoft.Cache/redisEnterprise"
@@ -182,8 +190,7 @@ def test_tag_selector_over_both_kinds(procs: Processes, local_dir: Path, tmp_pat
         assert not book.get("posts") and not book.get("flushes"), (name, stats)
 
     # the topic: one event per cache and one for the request
-    watch = run_cli(["watch", "--local", "--json", "--timeout", "3"], local_dir, timeout=30)
-    events = [json.loads(line) for line in watch.stdout.splitlines() if line.strip()]
+    events = topic_events(local_dir, 6)
     per_cache = [e for e in events if e["type"] == "RedisFlush.FlushCompleted"]
     assert sorted(e["subject"] for e in per_cache) == sorted(FLEET_TARGETS)
     assert sorted(e["id"] for e in per_cache) == [f"e2e-fleet-1:completed:{i}" for i in range(5)]

@@ -264,11 +264,14 @@ def test_connection_refused_on_a_poll_becomes_a_scheduled_retry(h: Harness) -> N
 
 
 def test_a_read_timeout_becomes_a_scheduled_retry(make_harness: Callable[..., Harness]) -> None:
-    h = make_harness(timeouts=(2.0, 0.25))
+    # the late answers come far past the 1 s read timeout and the others at once, so which
+    # calls time out does not depend on how loaded the machine is (0.8 s against 0.25 s made
+    # the prompt answers race the timeout too)
+    h = make_harness(timeouts=(2.0, 1.0))
     op = h.arm.new_operation(SUB)
-    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b"", delay=0.8),
+    h.arm.on_flush(SUB, RG, CACHE, Answer(202, both(op.url), b"", delay=30),
                    Answer(202, both(op.url), b""))
-    h.arm.on_operation(op, Answer(200, {}, op.status("InProgress"), delay=0.8),
+    h.arm.on_operation(op, Answer(200, {}, op.status("InProgress"), delay=30),
                        Answer(200, {}, op.status("Succeeded")))
     rid = h.send_request()
     done = h.run()

@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ DATA_FIELDS = {"requestId", "status", "resourceId", "kind", "linkedDatabaseIds",
 OPERATION_FIELDS = {"id", "name", "status", "percentComplete", "startTime", "endTime", "error"}
 REQUEST_DATA_FIELDS = {"requestId", "status", "counts", "results", "error", "requestedAt",
                        "completedAt", "durationSeconds", "armRequests", "reason", "requestedBy"}
+# how long a check waits for the scripted servers to record what the app already counted
+SETTLE_SECONDS = 10.0
 STATUSES = ("Succeeded", "Failed", "Canceled", "TimedOut", "Rejected")
 
 
@@ -169,11 +172,21 @@ class Harness:
                 found[envelope.message_id] = envelope.message
         return found
 
-    def arm_requests(self, request_id: str) -> list[Recorded]:
-        seen: list[Recorded] = []
-        for server in [self.arm, *self.others]:
-            seen.extend(server.requests_for(request_id))
-        return seen
+    def arm_requests(self, request_id: str, at_least: int = 0,
+                     timeout: float = SETTLE_SECONDS) -> list[Recorded]:
+        """What the servers recorded of `request_id`; with `at_least`, once they recorded that
+        many (or `timeout` passed): the app counts a request it gave up on (read timeout) when
+        it gives up, the server when its handler thread reads it, which on a loaded machine
+        can be after the app's run ended."""
+        servers = [self.arm, *self.others]
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = [r for server in servers for r in server.requests_for(request_id)]
+            left = deadline - time.monotonic()
+            if len(seen) >= at_least or left <= 0:
+                return seen
+            self.arm.wait_requests(request_id, len(self.arm.requests_for(request_id)) + 1,
+                                   min(left, 0.05) if self.others else left)
 
     def event(self, request_id: str, status: str, *, rid: str | None = resource_id(),
               arm_requests: int | None = None, event_id: str | None = None
@@ -184,7 +197,7 @@ class Harness:
         assert len(mine) == 1, f"expected one event for {request_id}, got {len(mine)}"
         envelope = mine[0]
         doc = check_event(envelope.message, request_id, status, rid, event_id=event_id)
-        seen = self.arm_requests(request_id)
+        seen = self.arm_requests(request_id, at_least=doc["data"]["armRequests"])
         expected = len(seen) if arm_requests is None else arm_requests
         assert doc["data"]["armRequests"] == expected, (
             f"armRequests {doc['data']['armRequests']} but the server saw {len(seen)}")
@@ -209,7 +222,7 @@ class Harness:
             caches[rid] = doc["data"]
         request = check_request_event(found[f"{request_id}:completed"], request_id, status,
                                       scope, results=statuses)
-        seen = self.arm_requests(request_id)
+        seen = self.arm_requests(request_id, at_least=request["data"]["armRequests"])
         expected = len(seen) if arm_requests is None else arm_requests
         assert request["data"]["armRequests"] == expected, (
             f"armRequests {request['data']['armRequests']} but the server saw {len(seen)}")

@@ -191,6 +191,9 @@ class ScriptedArm:
         self.connections = 0
         self.clock: Any = None  # anything with now(): stamps each Recorded.when
         self._lock = threading.Lock()
+        # notified on each recorded request: a request the client gave up on (read timeout)
+        # is recorded by its handler thread later, when a loaded machine schedules it
+        self._recorded = threading.Condition(self._lock)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._random = random.Random(seed)
@@ -306,6 +309,7 @@ class ScriptedArm:
     def _take(self, recorded: Recorded) -> Answer | None:
         with self._lock:
             self.requests.append(recorded)
+            self._recorded.notify_all()
             route = self.routes.get((recorded.method, recorded.raw_path))
             if route is None:
                 self.unexpected.append(recorded)
@@ -319,6 +323,12 @@ class ScriptedArm:
     def requests_for(self, request_id: str) -> list[Recorded]:
         with self._lock:
             return [r for r in self.requests if r.request_id == request_id]
+
+    def wait_requests(self, request_id: str, at_least: int, timeout: float) -> None:
+        """Until `at_least` requests of `request_id` are recorded, or `timeout` passed."""
+        with self._recorded:
+            self._recorded.wait_for(lambda: sum(r.request_id == request_id
+                                                for r in self.requests) >= at_least, timeout)
 
     def route(self, method: str, raw_path: str) -> Route:
         return self.routes[(method.upper(), raw_path)]

@@ -157,3 +157,30 @@ def test_watch_with_stdout_closed_takes_nothing_off_the_bus(local: Any) -> None:
     code = main(["--app-root", str(APP_ROOT), "watch", "--local", "--json", "--count", "1",
                  "--timeout", "5"])
     assert code == 0
+
+
+def test_watch_timeout_counts_from_when_the_subscription_is_open(
+        local: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`watch --timeout S` with events already waiting: a start-up slower than S (imports and
+    the bus file on a loaded machine, an AMQP link to Azure) must not use up the S seconds
+    before the first look. It printed nothing and exited 0 (seen in the e2e suite under load:
+    `watch --timeout 3` found none of the 6 events on the topic)."""
+    settings, bus = local
+    topic = settings.events_topic
+    bus.ensure_topic(topic)
+    bus.ensure_subscription(topic, "all")
+    bus.publish(topic, [OutboundMessage(_event("r-1", "r-1:completed", "cache-a", "Succeeded"),
+                                        "r-1:completed")])
+    from redisflush.local.bus import LocalBus
+
+    opened = LocalBus.ensure_subscription
+
+    def slow_open(self: Any, *args: Any, **kwargs: Any) -> Any:
+        import time
+        time.sleep(1.5)  # a start-up that outlasts --timeout
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalBus, "ensure_subscription", slow_open)
+    assert main(["watch", "--local", "--json", "--timeout", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["r-1:completed"]
