@@ -6,15 +6,13 @@ second POST, never a missing event."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from redisflush.core import next_message
-from redisflush.functions import install
 from redisflush.ledger import LedgerError, LedgerRow, MemoryLedger
 from tests.support.harness import RG, SUB, Harness, resource_id
-from tests.support.memory_bus import FakeClock, MemoryBus
 from tests.support.scripted_arm import Answer, ScriptedArm, flush_path, statuses
 
 CACHES = ["cache-a", "cache-b", "cache-c"]
@@ -37,24 +35,16 @@ class ReadFailingLedger(MemoryLedger):
         return super().rows(request_id)
 
 
-@pytest.fixture
-def arm() -> Iterator[ScriptedArm]:
-    arm = ScriptedArm(seed=11).start()
-    yield arm
-    install(None)
-    arm.stop()
-
-
 @pytest.fixture(autouse=True)
 def lowered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(next_message, "MAX_MESSAGE_BYTES", LIMIT)
 
 
-def _started(arm: ScriptedArm, ledger: MemoryLedger) -> tuple[Harness, str, str]:
+def _started(arm: ScriptedArm, make_harness: Callable[..., Harness], ledger: MemoryLedger
+             ) -> tuple[Harness, str, str]:
     """Three caches accepted with 10 KB operation URLs, after the request's first step: the
     request id and the key of the cache carried by reference."""
-    clock = FakeClock()
-    h = Harness.create(clock, MemoryBus(clock), arm, ledger=ledger)
+    h = make_harness(ledger=ledger)
     for cache in CACHES:
         op = arm.new_operation(SUB)
         pad = "&pad=" + "p" * PAD
@@ -83,9 +73,10 @@ def _posts(arm: ScriptedArm) -> list[int]:
     return [len(arm.route("POST", flush_path(SUB, RG, c)).requests) for c in CACHES]
 
 
-def test_a_cache_carried_by_reference_is_followed_to_its_end(arm: ScriptedArm) -> None:
+def test_a_cache_carried_by_reference_is_followed_to_its_end(
+        arm: ScriptedArm, make_harness: Callable[..., Harness]) -> None:
     ledger = MemoryLedger()
-    h, rid, key = _started(arm, ledger)
+    h, rid, key = _started(arm, make_harness, ledger)
     h.run()
     events = _events(h, rid)
     assert {d["status"] for d in events.values()} == {"Succeeded"} and len(events) == 3
@@ -98,9 +89,9 @@ def test_a_cache_carried_by_reference_is_followed_to_its_end(arm: ScriptedArm) -
     ("missing", "the ledger holds no accepted row for it"),
     ("other-url", "the ledger's accepted row holds another operation URL")])
 def test_a_cache_whose_url_the_ledger_does_not_give_back_ends_saying_why(
-        arm: ScriptedArm, case: str, why: str) -> None:
+        arm: ScriptedArm, make_harness: Callable[..., Harness], case: str, why: str) -> None:
     ledger = ReadFailingLedger()
-    h, rid, key = _started(arm, ledger)
+    h, rid, key = _started(arm, make_harness, ledger)
     row = ledger.get(rid, key)
     assert row is not None and row.state == "accepted"
     if case == "unreadable":

@@ -6,28 +6,19 @@ all the same, and a later request on that subscription spaces its reads by all o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from redisflush.core import cadence, next_message
 from redisflush.core.state import RunState
-from redisflush.functions import install
 from tests.support.harness import RG, SUB, Harness, resource_id
-from tests.support.memory_bus import FakeClock, MemoryBus
+from tests.support.memory_bus import FakeClock
 from tests.support.scripted_arm import Answer, ScriptedArm
 
 CACHES = [f"cache-{n:02d}" for n in range(50)]
 LIMIT = 60_000  # a (lowered) message that carries only a few 5.5 KB URLs: most go by reference
 RETRY_AFTER = 30  # ARM's status answers ask for 30 s between reads: longer than POLLER_WINDOW
-
-
-@pytest.fixture
-def arm() -> Iterator[ScriptedArm]:
-    arm = ScriptedArm(seed=5).start()
-    yield arm
-    install(None)
-    arm.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +38,9 @@ def _state(h: Harness, rid: str) -> RunState:
     return RunState.from_json(h.polls(rid)[-1].message.body)
 
 
-def test_operations_carried_by_reference_count_as_in_flight(arm: ScriptedArm) -> None:
-    clock = FakeClock()
-    h = Harness.create(clock, MemoryBus(clock), arm)
+def test_operations_carried_by_reference_count_as_in_flight(
+        arm: ScriptedArm, clock: FakeClock, make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
     for cache in CACHES:
         _running(arm, h, cache)
     rid = h.send_request({"resourceIds": [resource_id(cache=c) for c in CACHES]})
@@ -87,11 +78,11 @@ def test_operations_carried_by_reference_count_as_in_flight(arm: ScriptedArm) ->
     assert gap == pytest.approx(51 / rate, abs=0.01)
 
 
-def test_an_operation_arm_moves_to_another_url_counts_once(arm: ScriptedArm) -> None:
+def test_an_operation_arm_moves_to_another_url_counts_once(
+        arm: ScriptedArm, clock: FakeClock, make_harness: Callable[..., Harness]) -> None:
     """A 202 status answer with a new Location moves the poll (README, "How ARM is
     followed"): the same operation, read lately at two URLs, is one poller in flight."""
-    clock = FakeClock()
-    h = Harness.create(clock, MemoryBus(clock), arm)
+    h = make_harness()
     first, moved = arm.new_operation(SUB), arm.new_operation(SUB)
     arm.on_flush(SUB, RG, "cache-01", Answer(202, {"Location": first.url}, b""))
     arm.on_operation(first, then=Answer(202, {"Location": moved.url}, first.status("InProgress")))
