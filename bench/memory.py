@@ -127,7 +127,7 @@ def fifty(workdir: Path) -> dict[str, Any]:
             local_dir = Path(tempfile.mkdtemp(prefix=f"fifty-{kind}-", dir=workdir))
             env = {**os.environ, "REDISFLUSH_LOCAL_DIR": str(local_dir),
                    "REDISFLUSH_ARM_ENDPOINT": emulator.url}
-            from redisflush.local.host import read_values
+            from redisflush.local.function_folders import read_values
             env.update(read_values(ROOT, env))
             run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--fifty",
                                   kind, "--arm", emulator.url], cwd=ROOT, env=env,
