@@ -29,14 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# the SDK side lives apart from redisflush (bench/sdk_side.py); these names stay importable here
+from sdk_side import API_VERSION as API_VERSION  # noqa: E402
+from sdk_side import RG as RG  # noqa: E402
+from sdk_side import TOKEN as TOKEN  # noqa: E402
+from sdk_side import StubCredential as StubCredential  # noqa: E402
+from sdk_side import sdk_client as sdk_client  # noqa: E402
+from sdk_side import sdk_flush as sdk_flush  # noqa: E402
+
 from redisflush.bus import OutboundMessage  # noqa: E402
 from redisflush.client import decode_event, prepare  # noqa: E402
 from redisflush.local.runtime import local_settings, open_bus  # noqa: E402
 from redisflush.settings import Settings  # noqa: E402
-
-API_VERSION = "2023-08-01"
-TOKEN = "local-emulator-token"
-RG = "rg-bench"
 
 
 def sub_id(n: int) -> str:
@@ -205,40 +209,6 @@ def drain_events(bus: Any, entity: str, *, session_id: str | None = None,
         event = decode_event(message.body)
         if event is not None:
             yield at, event
-
-
-# -- the Azure SDK way ----------------------------------------------------------------------
-
-class StubCredential:
-    """azure-core TokenCredential that hands out the emulator's token."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken
-        return AccessToken(TOKEN, int(time.time()) + 10 * 365 * 86400)
-
-
-def sdk_client(arm_url: str, sub: str, **config: Any) -> Any:
-    """`config`: azure-core pipeline settings (e.g. retry_total) for a tuned client."""
-    from azure.mgmt.redis import RedisManagementClient
-    return RedisManagementClient(StubCredential(), sub, base_url=arm_url,
-                                 api_version=API_VERSION, **config)
-
-
-def sdk_flush(client: Any, cache: str, polling_interval: float | None = None
-              ) -> tuple[float, str]:
-    """begin_flush_cache(...).result() with the SDK's default polling (30 s without
-    Retry-After) or `polling_interval`; (seconds, status). time.time() at return is the
-    moment the caller learns the outcome."""
-    started = time.monotonic()
-    kwargs: dict[str, Any] = {"enforce_https": False}
-    if polling_interval is not None:
-        kwargs["polling_interval"] = polling_interval
-    try:
-        result = client.redis.begin_flush_cache(RG, cache, **kwargs).result()
-        status = getattr(result, "status", None) or "Succeeded"
-    except Exception as exc:  # noqa: BLE001 - an SDK failure is an outcome to count
-        status = f"error:{type(exc).__name__}"
-    return time.monotonic() - started, status
 
 
 # -- machine ---------------------------------------------------------------------------------

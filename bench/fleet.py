@@ -26,10 +26,8 @@ import argparse
 import collections
 import json
 import math
-import queue
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +45,10 @@ from common import (
     Serve,
     median,
     request_message,
-    sdk_client,
-    sdk_flush,
     settled_rss,
     sub_id,
 )
+from sdk_side import SDK_RETRIES, SdkFleet
 
 from redisflush.local.runtime import open_bus
 
@@ -59,8 +56,7 @@ FLEET_SUB = sub_id(2)
 LOAD_SUB = sub_id(4)
 # azure-core retries a 429 after its Retry-After 3 times by default (retry_status; at most
 # retry_total = 10 retries of any kind), then raises: under a fleet's throttling that fails
-# calls, so the sweep's client waits throttling out instead.
-SDK_RETRIES = 100
+# calls, so the sweep's client waits throttling out instead (sdk_side.SDK_RETRIES).
 # (threads, polling_interval; None = the SDK default, 30 s without Retry-After)
 SWEEP: tuple[tuple[int, float | None], ...] = (
     (16, None), (32, None), (64, None), (128, None), (192, None), (256, None),
@@ -201,63 +197,6 @@ def _invocations(log: Path) -> dict[str, int]:
 
 
 # -- the SDK way -----------------------------------------------------------------------------
-
-class SdkFleet:
-    """ThreadPoolExecutor(threads) x begin_flush_cache().result() over `caches` caches, for a
-    window at most. Daemon threads: when the window closes the figures are read without
-    waiting for the calls still asleep in the SDK's poller."""
-
-    def __init__(self, arm_url: str, sub: str, caches: int, threads: int,
-                 interval: float | None = None) -> None:
-        self.arm_url, self.sub, self.caches, self.threads = arm_url, sub, caches, threads
-        self.interval = interval
-        self.name = f"sdk{threads}" + (f"i{interval:g}" if interval else "")
-        self.results: list[tuple[float, float, str]] = []  # (end since start, seconds, status)
-        self._lock = threading.Lock()
-        self._todo: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.started = 0.0
-        self.all_done = threading.Event()
-
-    def _worker(self, client: Any) -> None:
-        while True:
-            try:
-                cache = self._todo.get_nowait()
-            except queue.Empty:
-                return
-            seconds, status = sdk_flush(client, cache, self.interval)
-            with self._lock:
-                self.results.append((time.monotonic() - self.started, seconds, status))
-                if len(self.results) == self.caches:
-                    self.all_done.set()
-
-    def start(self) -> None:
-        client = sdk_client(self.arm_url, self.sub, retry_total=SDK_RETRIES,
-                            retry_status=SDK_RETRIES)
-        for i in range(self.caches):
-            self._todo.put(f"{self.name}-{i:04d}")
-        self.started = time.monotonic()
-        for n in range(self.threads):
-            threading.Thread(target=self._worker, args=(client,), daemon=True,
-                             name=f"{self.name}-{n}").start()
-
-    def figures(self, window: float) -> dict[str, Any]:
-        with self._lock:
-            results = list(self.results)
-        done = len(results)
-        outcomes = collections.Counter(s for _, _, s in results)
-        failures = sum(v for k, v in outcomes.items() if k != "Succeeded")
-        mean_call = sum(s for _, s, _ in results) / done if done else float("nan")
-        finished = done == self.caches
-        if finished:
-            total, how = max(e for e, _, _ in results), "measured"
-        else:
-            total = math.ceil(self.caches / self.threads) * mean_call
-            how = f"projected from {done} calls in a {window:.0f} s window"
-        return {"threads": self.threads, "interval": self.interval, "name": self.name,
-                "done": done, "outcomes": dict(outcomes),
-                "failures": failures, "mean_call": mean_call, "total": total, "how": how,
-                "finished": finished}
-
 
 def sdk_sweep(workdir: Path, fleet: Fleet, window: float,
               sweep: tuple[tuple[int, float | None], ...] = SWEEP, *, alone: bool = False

@@ -4,8 +4,9 @@
    the fleet of section 2 (bench/fleet.py `run_ours` samples it), its VmHWM, its RSS at rest
    before the first request and 2 s after the last event; against the SDK's fleet process:
    `ThreadPoolExecutor(T)` x `begin_flush_cache().result()` (fleet.SdkFleet, as section 2
-   runs it) alone in a child process (`python bench/memory.py --sdk-fleet ...`), sampled the
-   same way from here, at rest after its imports and client, then during its fleet. Pools: a
+   runs it) alone in a child process (`python bench/sdk_side.py --fleet ...`, which imports
+   no redisflush), sampled the same way from here, at rest after its imports and client,
+   then during its fleet. Pools: a
    thread per cache at polling_interval=10 (the best-tuned SDK fleet of section 2) and 256
    threads at polling_interval=2 (the best pool of 16-256 threads).
 2. One invocation as the Functions worker sees it: VmRSS after each phase of section 4's
@@ -65,8 +66,10 @@ def sdk_fleet(workdir: Path, fleet: Any, threads: int, interval: float | None,
     """One SDK pool alone on its own emulator, in a child process sampled from here."""
     emulator = Emulator(workdir, fleet.emulator_config(), name)
     log = open(workdir / f"{name}-child.log", "wb")
-    args = [sys.executable, str(Path(__file__).resolve()), "--sdk-fleet", emulator.url,
-            "--caches", str(fleet.caches), "--threads", str(threads), "--window", str(window)]
+    # bench/sdk_side.py imports no redisflush: the child holds what an SDK process would
+    args = [sys.executable, str(Path(__file__).resolve().with_name("sdk_side.py")), "--fleet",
+            emulator.url, "--sub", SDK_FLEET_SUB, "--caches", str(fleet.caches),
+            "--threads", str(threads), "--window", str(window)]
     if interval:
         args += ["--interval", str(interval)]
     proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -100,21 +103,6 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-1500:] if path.exists() else "(no log)"
 
 
-def _sdk_fleet_child(url: str, caches: int, threads: int, interval: float | None,
-                     window: float) -> int:
-    from fleet import SdkFleet
-
-    pool = SdkFleet(url, SDK_FLEET_SUB, caches, threads, interval)
-    sdk_client(url, SDK_FLEET_SUB)        # imports done and a client built: at rest
-    print("ready", flush=True)
-    sys.stdin.readline()
-    pool.start()
-    pool.all_done.wait(window)
-    print(json.dumps(pool.figures(time.monotonic() - pool.started)), flush=True)
-    sys.stdin.read()                      # the parent reads the RSS after the run, then closes
-    return 0
-
-
 # -- 3. one request of 50 caches -----------------------------------------------------------
 
 def fifty(workdir: Path) -> dict[str, Any]:
@@ -141,19 +129,41 @@ def fifty(workdir: Path) -> dict[str, Any]:
     return out
 
 
-def _traced(fn: Any) -> tuple[int, int]:
-    """(tracemalloc's peak during fn above what was allocated before it, what fn left
-    allocated after a collection), in bytes."""
-    gc.collect()
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    fn()
-    peak = tracemalloc.get_traced_memory()[1]
-    gc.collect()
-    kept = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    return peak - base, kept - base
+class _Trace:
+    """tracemalloc over one whole request, from just before its first invocation: each
+    invocation's peak and what is still allocated after it (and a collection), both above
+    what was allocated before the request. Held is cumulative, as the SDK side's is: what the
+    trigger and every step so far left behind, not only the last step's share."""
+
+    def __init__(self, measure: bool) -> None:
+        self.measure = measure
+        self.base = 0
+
+    def start(self) -> None:
+        if self.measure:
+            gc.collect()
+            tracemalloc.start()
+            self.base = tracemalloc.get_traced_memory()[0]
+
+    def invoke(self, fn: Any, arg: Any) -> int:
+        """Run fn(arg); its peak above the request's base (bytes)."""
+        if not self.measure:
+            fn(arg)
+            return 0
+        tracemalloc.reset_peak()
+        fn(arg)
+        return tracemalloc.get_traced_memory()[1] - self.base
+
+    def held(self) -> int:
+        """Still allocated above the request's base after a collection (bytes)."""
+        if not self.measure:
+            return 0
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - self.base
+
+    def stop(self) -> None:
+        if self.measure:
+            tracemalloc.stop()
 
 
 def _ids(prefix: str, n: int) -> list[str]:
@@ -178,6 +188,16 @@ def _fifty_ours() -> dict[str, Any]:
     bus.ensure_subscription(topic, "mem")
     events = f"{topic}/subscriptions/mem"
 
+    def drain_events() -> int:
+        """Per-cache outcome events read off the topic (by the bench, not the app)."""
+        outcomes = 0
+        for m in bus.receive_wait(events, 0.05, max_count=200, poll_interval=0.01):
+            bus.complete(m)
+            data = (decode_event(m.body) or {}).get("data") or {}
+            if data.get("status") and data.get("resourceId"):
+                outcomes += 1
+        return outcomes
+
     def one_request(prefix: str, n: int, measure: bool) -> dict[str, Any]:
         body = {"resourceIds": _ids(prefix, n), "reason": "benchmark",
                 "requestedBy": "bench/memory.py"}
@@ -186,9 +206,12 @@ def _fifty_ours() -> dict[str, Any]:
         bus.send(settings.request_queue, [prepared.message])
         [received] = bus.receive(settings.request_queue)
         msg = binding_message(received)
-        first = _traced(lambda: FlushTrigger.main(msg)) if measure else \
-            (FlushTrigger.main(msg), (0, 0))[1]
+        trace = _Trace(measure)
+        trace.start()
+        peak = trace.invoke(FlushTrigger.main, msg)
         bus.complete(received)
+        del received, msg                      # the host lets go of a message once done
+        first = (peak, trace.held())
         steps: list[tuple[int, int]] = []
         bodies: list[int] = []
         done = 0
@@ -198,16 +221,12 @@ def _fifty_ours() -> dict[str, Any]:
                 break
             poll = got[0]
             bodies.append(len(poll.body))
-            pmsg = binding_message(poll)
-            steps.append(_traced(lambda pmsg=pmsg: PollOrchestrator.main(pmsg)) if measure
-                         else (PollOrchestrator.main(pmsg), (0, 0))[1])
+            peak = trace.invoke(PollOrchestrator.main, binding_message(poll))
             bus.complete(poll)
-            for m in bus.receive_wait(events, 0.05, max_count=200, poll_interval=0.01):
-                bus.complete(m)
-                event = decode_event(m.body) or {}
-                if (event.get("data") or {}).get("status") and \
-                        (event.get("data") or {}).get("resourceId"):
-                    done += 1
+            del got, poll
+            done += drain_events()             # its locals go: the bench's, not the app's
+            steps.append((peak, trace.held()))
+        trace.stop()
         return {"trigger": first, "steps": steps, "bodies": bodies, "events": done}
 
     one_request("warm", 1, measure=False)
@@ -308,7 +327,7 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
     s.table = rows
 
     # 2. one invocation
-    label_of = {"bare": "bare interpreter (`python -c pass`)",
+    label_of = {"bare": "bare interpreter (+ json, to report)",
                 "ours": "redisflush (local token)",
                 "ours_mi": "redisflush, managed identity + Azure SDK imports",
                 "sdk": "SDK: azure.functions + azure.identity + azure.mgmt.redis"}
@@ -331,7 +350,8 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
     # 3. fifty caches
     fo, fs = fifty_data["ours"], fifty_data["sdk"]
     step_peaks = [p for p, _ in fo["steps"]]
-    step_kept = [k for _, k in fo["steps"]]
+    held_all = [fo["trigger"][1], *(k for _, k in fo["steps"])]
+    ours_held = max(held_all)
     ours_peak = max([fo["trigger"][0], *step_peaks])
     extra2 = [[f"one request of {FIFTY} caches (tracemalloc, Python allocations)",
                "redisflush", f"SDK: {FIFTY} begin_flush_cache pollers", "SDK / ours"],
@@ -346,14 +366,16 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
               ["peak of any one invocation / of two SDK polling rounds",
                _kib(ours_peak), _kib(fs["polling_peak"]),
                f"{fs['polling_peak'] / ours_peak:.2f}x"],
-              ["held in the process while the flushes run (after a collection)",
-               f"{_kib(median(step_kept))} median after a step (max "
-               f"{_kib(max(step_kept, default=0))}); the request's state travels in the "
+              ["held in the process while the flushes run (after a collection, above "
+               "before the request)",
+               f"{_kib(ours_held)} at most, after the trigger or any step (after the last: "
+               f"{_kib(held_all[-1])}); the request's state travels in the "
                f"poll message ({median(fo['bodies']) / KB:.1f} KiB, on the bus)",
                f"{_kib(fs['held'])} = {fs['held'] / FIFTY / KB:.1f} KiB per poller, "
-               f"+ {fs['threads']} threads", f"{fs['held'] / max(1, median(step_kept)):.0f}x"
-               if median(step_kept) > 0 else "-"],
-              ["VmRSS rise of the process over the request (RSS, not tracemalloc)",
+               f"+ {fs['threads']} threads", f"{fs['held'] / ours_held:.0f}x"
+               if ours_held > 0 else "-"],
+              ["VmRSS rise of the process over the request (RSS; tracemalloc's own "
+               "records included)",
                _mib(fo["rss_delta"]), _mib(fs["rss_delta"]) + " (while held)", ""]]
     s.extra2 = extra2  # type: ignore[attr-defined]
 
@@ -369,15 +391,18 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         f"invocation peaks at {_mib(rss['ours_mi']['peak (VmHWM)'])} (managed identity + "
         f"Azure SDK imports) against the SDK's {_mib(sdk_end)} "
         f"({rss['ours_mi']['peak (VmHWM)'] / sdk_end:.2f}x). A request of {FIFTY} caches: "
-        f"one invocation's Python peak {_kib(ours_peak)}, {_kib(median(step_kept))} kept after "
-        f"a step, against {_kib(fs['held'])} held by {FIFTY} SDK pollers for the flushes' "
-        "length."]
+        f"one invocation's Python peak {_kib(ours_peak)}, at most {_kib(ours_held)} held "
+        f"between invocations, against {_kib(fs['held'])} held by {FIFTY} SDK pollers for "
+        "the flushes' length."]
+    adapters = rss["ours_mi"].get("Azure adapters' SDK imports", 0) - \
+        rss["ours_mi"].get("import", 0)
     s.notes = [
         "Fleet: VmRSS of each process from /proc every 0.1 s and its VmHWM (the kernel's "
         "peak, so no spike between samples is missed), from the moment the first request is "
         "sent (ours) or the pool starts (the SDK) to the last outcome; 'at rest' is the median "
         "over 1 s after start-up (ours: the serve ready, its host polling an empty bus; the "
-        "SDK: azure.mgmt.redis imported and a client built). Ours is the fleet run of "
+        "SDK: azure.mgmt.redis imported and the pool's client built, in a process that imports no "
+        "redisflush or bench code). Ours is the fleet run of "
         "section 2 (alone, no second client); each SDK pool runs alone in its own process "
         "against its own emulator afterwards, with the same buckets. Per cache = (peak - at "
         "rest) / N: what the fleet adds, not what one cache would cost alone.",
@@ -386,7 +411,13 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         "What they leave out: the emulator (ARM) runs in another process and is not counted "
         "on either side; ours keeps its queued and scheduled messages in the local bus's "
         "SQLite file (the page cache, not the process; in Azure they are in Service Bus) and "
-        "its ledger likewise, while the SDK keeps each operation in its threads; thread "
+        "its ledger likewise, while the SDK keeps each operation in its threads; ours' "
+        "serve --local loads none of the Azure adapters (azure-servicebus, azure-data-tables, "
+        "azure-identity and their clients' buffers), which the app holds in Azure: the "
+        "one-invocation table above puts their imports alone at about "
+        f"{_mib(adapters)}, so ours' whole-process rows are low by at least that much there "
+        "(its rise less so), while its local host's bus polling and dispatch, the .NET "
+        "host's work in Azure, count against it here; thread "
         "stacks are reserved virtually (8 MiB each by default) and count only as touched; "
         "memory freed inside the process but kept by the allocator still counts, so the "
         "'after' row is an upper bound on what is kept. Only the serve process exists "
@@ -410,25 +441,33 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         f"with {FIFTY_DURATION:g} s flushes and no throttling. tracemalloc counts Python "
         "allocations only (not the interpreter, C libraries' own buffers, or thread "
         "stacks); 'peak' is the most allocated at once during the invocation above what "
-        "was allocated before it, 'kept' what is still allocated after it and a collection "
-        "(ours: the in-flight table and read budget per subscription, the two bounded "
+        "was allocated before it, 'held' what is still allocated after it and a collection, "
+        "above what was allocated before the request (for ours the most over the trigger and "
+        "every step, cumulative like the SDK's figure; the bench's own bus reading is let go "
+        "first) (ours: the in-flight table and read budget per subscription, the two bounded "
         "caches of the note above filling, sockets kept open; the SDK: the pollers with "
         "their responses, their threads' frames). Ours "
         "keeps no request in the process between steps: each step starts from the poll "
         "message's state; the SDK's pollers live as long as the flush, each with a thread.",
     ]
-    per_thread = [(p["rss"]["hwm"] - p["rss"]["idle"]) / max(1, p["rss"]["threads"])
-                  for p in pools]
+    per_thread = [(p["rss"]["hwm"] - p["rss"]["idle"]) / max(1, p["threads"]) for p in pools]
     s.notes.insert(1, (
         "The SDK's memory grows with its pool, not with the fleet: each worker thread plus an "
-        "LROPoller thread per call in flight (" + ", ".join(
-            f"{pt:.0f} KiB per thread seen with {p['threads']} threads"
-            for pt, p in zip(per_thread, pools, strict=True)) + "). A pool small enough to "
-        f"stay within ours' rise ({_mib(ours_rise)}, about "
-        f"{ours_rise / max(per_thread):.0f}-{ours_rise / min(per_thread):.0f} threads) is "
-        "one of section 2's slow ones (16-64 threads: several times the bound); the pools "
+        "LROPoller thread per call in flight, so a pool of T threads runs up to 2T (" +
+        ", ".join(f"{pt:.0f} KiB of rise per pool thread with {p['threads']} "
+                  f"({p['rss']['threads']} threads seen)"
+                  for pt, p in zip(per_thread, pools, strict=True)) +
+        "). A pool small enough to stay within ours' rise "
+        f"({_mib(ours_rise)}) has about {ours_rise / max(per_thread):.0f}-"
+        f"{ours_rise / min(per_thread):.0f} threads: section 2's 16- and 32-thread pools are "
+        "the nearest measured, and they take many times the bound (a call lasts the flush "
+        "plus its polling, so 1,000 caches take about 1,000 / T calls' length); the pools "
         "here are section 2's fastest (a thread per cache) and the fastest of its 16-256 "
-        "sweep."))
+        "sweep: on the SDK's side a smaller pool saves memory and costs time. Not measured: the "
+        "SDK's asyncio client (azure.mgmt.redis.aio, needs aiohttp, not installed here), "
+        "which holds a call in flight as a coroutine, not two threads, and would likely sit "
+        "far below these threaded pools: the ratios here are against the threaded way "
+        "only."))
     s.data = {"n": n, "ours": ours["rss"], "pools": [{**p["rss"], "threads_pool": p["threads"],
                                                        "interval": p.get("interval")}
                                                       for p in pools],
@@ -438,16 +477,9 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
 
 def _main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sdk-fleet")
-    parser.add_argument("--caches", type=int)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--interval", type=float)
-    parser.add_argument("--window", type=float)
     parser.add_argument("--fifty", choices=("ours", "sdk"))
     parser.add_argument("--arm")
     a = parser.parse_args()
-    if a.sdk_fleet:
-        return _sdk_fleet_child(a.sdk_fleet, a.caches, a.threads, a.interval, a.window)
     result = _fifty_ours() if a.fifty == "ours" else _fifty_sdk(a.arm)
     print(json.dumps(result), flush=True)
     return 0
