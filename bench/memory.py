@@ -276,6 +276,10 @@ def _fifty_sdk(arm: str) -> dict[str, Any]:
 
 # -- the section ------------------------------------------------------------------------------
 
+def _span(lo: float, hi: float) -> str:
+    return f"{lo:.0f}" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}"
+
+
 def _mib(kb: float) -> str:
     return f"{kb / KB:.1f} MiB"
 
@@ -458,8 +462,8 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
                   f"({p['rss']['threads']} threads seen)"
                   for pt, p in zip(per_thread, pools, strict=True)) +
         "). A pool small enough to stay within ours' rise "
-        f"({_mib(ours_rise)}) has about {ours_rise / max(per_thread):.0f}-"
-        f"{ours_rise / min(per_thread):.0f} threads: section 2's 16- and 32-thread pools are "
+        f"({_mib(ours_rise)}) has about "
+        f"{_span(ours_rise / max(per_thread), ours_rise / min(per_thread))} threads: section 2's 16- and 32-thread pools are "
         "the nearest measured, and they take many times the bound (a call lasts the flush "
         "plus its polling, so 1,000 caches take about 1,000 / T calls' length); the pools "
         "here are section 2's fastest (a thread per cache) and the fastest of its 16-256 "
