@@ -463,9 +463,10 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
                   for pt, p in zip(per_thread, pools, strict=True)) +
         "). A pool small enough to stay within ours' rise "
         f"({_mib(ours_rise)}) has about "
-        f"{_span(ours_rise / max(per_thread), ours_rise / min(per_thread))} threads: section 2's 16- and 32-thread pools are "
-        "the nearest measured, and they take many times the bound (a call lasts the flush "
-        "plus its polling, so 1,000 caches take about 1,000 / T calls' length); the pools "
+        f"{_span(ours_rise / max(per_thread), ours_rise / min(per_thread))} threads: "
+        "section 2's 16- and 32-thread pools are the nearest measured, and they take many "
+        "times the bound (a call lasts the flush plus its polling, so 1,000 caches take "
+        "about 1,000 / T calls' length); the pools "
         "here are section 2's fastest (a thread per cache) and the fastest of its 16-256 "
         "sweep: on the SDK's side a smaller pool saves memory and costs time. Not measured: the "
         "SDK's asyncio client (azure.mgmt.redis.aio, needs aiohttp, not installed here), "
