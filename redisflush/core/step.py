@@ -178,9 +178,13 @@ def _by_reference(ts: TargetState) -> bool:
 
 def _from_ledger(state: RunState, read: Opened, view: View, config: Config) -> RunState:
     """Each target carried by reference after the ledger's rows were read: its URL back, or
-    its end (accepted_row.from_ledger; docs/design.md, "Poll message")."""
+    its end (accepted_row.from_ledger; docs/design.md, "Poll message"). A read the ledger
+    failed counts only for the targets that were due: one not due yet did not need it, and
+    keeps its next read (a Retry-After, a projected end) and its tries."""
     for ts in state.targets:
         if _by_reference(ts):
+            if read.status == "unknown" and min(ts.due, state.deadline) > view.now:
+                continue
             cx = target_context(state, view, config, ts.target)
             row = read.targets.get(ts.target.key)
             state = state.with_target(from_ledger(ts, read.status, row, cx))

@@ -96,7 +96,7 @@ TOP = ["v", "requestId", "requestedAt", "correlationId", "replyTo", "replyToSess
 TARGET = ["target", "i", "phase", "due", "linked", "pollUrl", "pollKind", "acceptedAt",
           "lastStatus", "lastOperation", "polls", "failures", "badPolls", "armRequests",
           "paced", "outcome", "reported", "noted", "runningAt", "projectedEnd", "busy",
-          "locationError", "locationErrors", "inDoubt"]
+          "locationError", "locationErrors", "inDoubt", "refFailures"]
 INNER = ["kind", "subscriptionId", "resourceGroup", "name", "database"]
 OUTCOME = {"status": "Succeeded", "completedAt": "2024-05-01T12:00:00Z", "error": None,
            "operation": None, "acceptedAt": None, "armRequests": 1, "linked": []}
@@ -149,6 +149,13 @@ def mutated(draw: st.DrawFn, bases: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _root(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
+
+
+def test_the_fuzzed_fields_are_every_field_a_poll_message_has(bases: list[dict[str, Any]]
+                                                               ) -> None:
+    """A field added to the poll message is fuzzed too (`refFailures` was left out)."""
+    assert {key for doc in bases for key in doc} == set(TOP)
+    assert {key for doc in bases for t in doc["targets"] for key in t} == set(TARGET)
 
 
 @FUZZ

@@ -93,3 +93,28 @@ def test_an_operation_arm_moves_to_another_url_counts_once(
     assert [len(arm.route("GET", op.path).requests) for op in (first, moved)] == [1, 1]
     budget = h.app._budgets(_state(h, rid))[SUB]
     assert (budget.pollers, budget.in_flight) == (1, 1)
+
+
+def test_a_redelivered_step_that_finds_its_request_ended_counts_nothing_in_flight(
+        arm: ScriptedArm, clock: FakeClock, make_harness: Callable[..., Harness]) -> None:
+    """The final step ended the flush and recorded it, then its message came again (its lock
+    was lost): the redelivery reads the rows, finds the request ended, and announces it again
+    without a call. Its operation is over; it was counted in flight again (the message's
+    target still in `poll`) until ten seconds after that read was due, spreading the
+    subscription's other reads."""
+    h = make_harness()
+    op = arm.new_operation(SUB)
+    arm.on_flush(SUB, RG, "cache-01", Answer(202, {"Location": op.url}, b""))
+    arm.on_operation(op, Answer(202, {}, op.status("InProgress")),
+                     then=Answer(200, {}, op.status("Succeeded")))
+    rid = h.send_request({"resourceIds": [resource_id(cache="cache-01")]})
+    h.bus.deliver_twice(f"{rid}:poll:2")
+
+    done = h.bus.pump(h.app, limit=4)  # POST, a running read, the final read, its redelivery
+
+    assert [(d.message_id, d.delivery_count) for d in done[-2:]] == [
+        (f"{rid}:poll:2", 1), (f"{rid}:poll:2", 2)]
+    assert all(d.error is None for d in done)
+    assert len(arm.route("GET", op.path).requests) == 2
+    budget = h.app._budgets(_state(h, rid))[SUB]
+    assert (budget.pollers, budget.in_flight) == (1, 0)

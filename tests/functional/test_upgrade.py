@@ -192,13 +192,15 @@ def test_what_this_release_writes_is_what_the_old_release_wrote(name: str) -> No
                     assert target["locationError"].startswith("404:sha256:")
                     target["locationError"] = f"404:{LONG_CODE}"
         for poll in new[moment]["polls"]:
-            # this release adds the time each message is scheduled for and whether a target's
-            # POST went out unanswered, which the old one ignores as it ignores every field it
-            # does not know (docs/design.md, "Upgrades and rollbacks")
+            # this release adds the time each message is scheduled for, whether a target's
+            # POST went out unanswered and its failed ledger reads (a target carried by
+            # reference), which the old one ignores as it ignores every field it does not
+            # know (docs/design.md, "Upgrades and rollbacks")
             at = poll["body"].pop("at")
             assert parse_time(at) == parse_time(poll["visibleAt"]), moment
             for target in poll["body"]["targets"]:
                 assert target.pop("inDoubt") is False, moment
+                assert target.pop("refFailures") == 0, moment
         assert new[moment]["polls"] == old[moment]["polls"], moment
         assert new[moment]["armRequests"] == old[moment]["armRequests"], moment
         old_rows = {r["key"]: r for r in old[moment]["rows"]}

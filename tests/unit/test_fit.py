@@ -451,3 +451,25 @@ def test_a_run_of_arm_errors_does_not_shorten_the_ledger_reads_a_carried_target_
     ts = state.targets[first]
     assert ts.poll_url == original.targets[first].poll_url
     assert (ts.failures, ts.ref_failures) == (2, 0)
+
+
+def test_a_failed_ledger_read_counts_only_against_carried_targets_that_were_due():
+    """The rows are read for the carried targets due now (or a redelivered step's check);
+    one carried target not due yet (a later Retry-After, its projected end) did not need the
+    read: a failure of it is none of its tries, and leaves its next read where it was. It
+    counted one (three such, through its neighbours' reads, ended it PollStateTooLarge
+    unread) and its read moved from 12:05 to 12:01:02, minutes before Retry-After."""
+    from redisflush.core.commands import Opened
+    from redisflush.core.decision import Config, View
+    from redisflush.core.step import step
+
+    state, config = _carried_due(), Config(*CONFIG_ARGS)
+    due, later = [t.index for t in state.targets if t.poll_ref][:2]
+    state = dataclasses.replace(state, targets=tuple(
+        dataclasses.replace(t, due=at(300)) if t.index == later else t
+        for t in state.targets))
+    state, _ = step(state, {}, View(at(60)), config)
+    state, _ = step(state, {"refs": Opened("unknown")}, View(at(60)), config)
+    assert state.targets[due].ref_failures == 1
+    waiting = state.targets[later]
+    assert waiting.poll_ref and (waiting.due, waiting.ref_failures) == (at(300), 0)
