@@ -172,6 +172,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 break
     finally:
         channel.close()
+    if args.count and seen < args.count:
+        # a pipeline waiting for its N events must not read a success (README, "CLI")
+        print(f"watch: {seen} of the {args.count} events (--count) before --timeout "
+              f"{args.timeout:g} s", file=sys.stderr)
+        return EXIT_TIMED_OUT
     return 0
 
 

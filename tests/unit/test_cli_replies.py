@@ -184,3 +184,25 @@ def test_watch_timeout_counts_from_when_the_subscription_is_open(
     assert main(["watch", "--local", "--json", "--timeout", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["r-1:completed"]
+
+
+def test_watch_count_that_the_timeout_cuts_short_exits_3(
+        local: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`watch --count 2 --timeout S` that sees one event: a pipeline waiting for its N events
+    must not read a success (it exited 0, as a full count does). Exit 3, as a `--wait` that
+    gave up, saying how many came."""
+    settings, bus = local
+    topic = settings.events_topic
+    bus.ensure_topic(topic)
+    bus.ensure_subscription(topic, "all")
+    bus.publish(topic, [OutboundMessage(_event("r-1", "r-1:completed", "cache-a", "Succeeded"),
+                                        "r-1:completed")])
+    assert main(["watch", "--local", "--json", "--count", "2", "--timeout", "1"]) == 3
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["r-1:completed"]
+    assert "1 of the 2 events (--count) before --timeout 1 s" in err
+    bus.publish(topic, [OutboundMessage(_event("r-2", "r-2:completed", "cache-b", "Succeeded"),
+                                        "r-2:completed")])
+    bus.publish(topic, [OutboundMessage(_event("r-3", "r-3:completed", "cache-c", "Failed"),
+                                        "r-3:completed")])
+    assert main(["watch", "--local", "--json", "--count", "2", "--timeout", "5"]) == 0
