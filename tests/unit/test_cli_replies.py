@@ -4,6 +4,7 @@ into a reader that stops (`| head -1`) ends without a traceback."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,18 +160,29 @@ def test_watch_with_stdout_closed_takes_nothing_off_the_bus(local: Any) -> None:
     assert code == 0
 
 
+def _events_topic(local: Any) -> Callable[[str, str, str], None]:
+    """The events topic with the `all` subscription open, and a way to put a request's
+    completion event on it."""
+    settings, bus = local
+    topic = settings.events_topic
+    bus.ensure_topic(topic)
+    bus.ensure_subscription(topic, "all")
+
+    def publish(request_id: str, cache: str, status: str) -> None:
+        event_id = f"{request_id}:completed"
+        bus.publish(topic, [OutboundMessage(_event(request_id, event_id, cache, status),
+                                            event_id)])
+    return publish
+
+
 def test_watch_timeout_counts_from_when_the_subscription_is_open(
         local: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`watch --timeout S` with events already waiting: a start-up slower than S (imports and
     the bus file on a loaded machine, an AMQP link to Azure) must not use up the S seconds
     before the first look. It printed nothing and exited 0 (seen in the e2e suite under load:
     `watch --timeout 3` found none of the 6 events on the topic)."""
-    settings, bus = local
-    topic = settings.events_topic
-    bus.ensure_topic(topic)
-    bus.ensure_subscription(topic, "all")
-    bus.publish(topic, [OutboundMessage(_event("r-1", "r-1:completed", "cache-a", "Succeeded"),
-                                        "r-1:completed")])
+    publish = _events_topic(local)
+    publish("r-1", "cache-a", "Succeeded")
     from redisflush.local.bus import LocalBus
 
     opened = LocalBus.ensure_subscription
@@ -191,18 +203,12 @@ def test_watch_count_that_the_timeout_cuts_short_exits_3(
     """`watch --count 2 --timeout S` that sees one event: a pipeline waiting for its N events
     must not read a success (it exited 0, as a full count does). Exit 3, as a `--wait` that
     gave up, saying how many came."""
-    settings, bus = local
-    topic = settings.events_topic
-    bus.ensure_topic(topic)
-    bus.ensure_subscription(topic, "all")
-    bus.publish(topic, [OutboundMessage(_event("r-1", "r-1:completed", "cache-a", "Succeeded"),
-                                        "r-1:completed")])
+    publish = _events_topic(local)
+    publish("r-1", "cache-a", "Succeeded")
     assert main(["watch", "--local", "--json", "--count", "2", "--timeout", "1"]) == 3
     out, err = capsys.readouterr()
     assert [json.loads(line)["id"] for line in out.splitlines()] == ["r-1:completed"]
     assert "1 of the 2 events (--count) before --timeout 1 s" in err
-    bus.publish(topic, [OutboundMessage(_event("r-2", "r-2:completed", "cache-b", "Succeeded"),
-                                        "r-2:completed")])
-    bus.publish(topic, [OutboundMessage(_event("r-3", "r-3:completed", "cache-c", "Failed"),
-                                        "r-3:completed")])
+    publish("r-2", "cache-b", "Succeeded")
+    publish("r-3", "cache-c", "Failed")
     assert main(["watch", "--local", "--json", "--count", "2", "--timeout", "5"]) == 0
