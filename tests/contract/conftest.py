@@ -19,6 +19,7 @@ import pytest
 
 from redisflush.ledger import Ledger, MemoryLedger
 from redisflush.ledger_tables import TableLedger
+from redisflush.local.demo import free_loopback_port
 from redisflush.local.ledger import SqliteLedger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,12 +29,6 @@ DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr"
            "/KBHBeksoGMGw==")
 START_SECONDS = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def connection_string(port: int) -> str:
@@ -56,7 +51,7 @@ def _start(workdir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     there: the port, free when picked, may have been taken by another process meanwhile,
     and then it is that one that accepts while this Azurite exits). Without --silent it says
     so; the access log it then writes is small."""
-    port = free_port()
+    port = free_loopback_port()
     started = f"successfully started on 127.0.0.1:{port}"
     offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
