@@ -11,17 +11,19 @@ claiming a target), so a redelivery must try again; everything else ends in a re
 outcome. A ledger record that still fails after
 its tries, or that the ledger refuses (too long), is logged and skipped, never raised: its
 redelivery would find the target's claim unanswered and POST it again (README,
-"Reliability")."""
+"Reliability"; those records are `app_ledger.py`'s, the invocation's bookkeeping and log
+lines `app_invocation.py`'s)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from .app_invocation import Invocation, describe, raising_logged
+from .app_ledger import read_rows_or_unknown, record_or_skip
 from .arm import MAX_BODY, MAX_LIST_BODY, ArmClient
 from .bus import Bus, BusError
 from .core.answers import ArmAnswer
@@ -34,7 +36,6 @@ from .core.commands import (
     Learn,
     Log,
     Note,
-    Opened,
     OpenRequest,
     Publish,
     ReadRows,
@@ -51,8 +52,8 @@ from .core.request import Delivery, Rejection, parse_request
 from .core.request_events import rejected_on_arrival
 from .core.state import RunState
 from .core.step import begin, step
-from .ledger import Ledger, LedgerError
-from .ledger_ops import claim_target, open_request, read_rows, record, store_targets
+from .ledger import Ledger
+from .ledger_ops import claim_target, open_request, store_targets
 from .logtext import printable
 from .readings import Readings, polled_operation
 from .settings import Settings
@@ -63,11 +64,6 @@ log = logging.getLogger("redisflush")
 CALL_WINDOW = 20.0
 MAX_ROUNDS = 64
 ARM_THREADS = 8
-# A failed ledger record is tried again after these pauses, while the invocation is younger
-# than RECORD_WINDOW; once one has failed for good, the table is taken to be down and the
-# invocation's other records are skipped untried: it must end inside its one-minute lock.
-RECORD_PAUSES = (0.5, 2.0)
-RECORD_WINDOW = 45.0
 
 
 def utcnow() -> dt.datetime:
@@ -107,9 +103,9 @@ class FlushApp:
             log.warning("request %s: completed Rejected (%s): %s",
                         printable(parsed.origin.request_id), printable(parsed.field, 80),
                         printable(parsed.message, 300))
-            with _raising_logged(parsed.origin.request_id):
+            with raising_logged(parsed.origin.request_id):
                 self._carry_out(rejected_on_arrival(parsed, now), parsed.origin.request_id,
-                                _Invocation(self.monotonic()))
+                                Invocation(self.monotonic()))
             return f"completed Rejected ({printable(parsed.field, 80)})"
         return self._drive(begin(parsed, now))
 
@@ -137,12 +133,12 @@ class FlushApp:
     # -- the loop ----------------------------------------------------------------------------
 
     def _drive(self, state: RunState) -> str:
-        with _raising_logged(state.origin.request_id):
+        with raising_logged(state.origin.request_id):
             return self._drive_rounds(state)
 
     def _drive_rounds(self, state: RunState) -> str:
         answers: dict[str, Result] = {}
-        outcome, run = "no change", _Invocation(self.monotonic())
+        outcome, run = "no change", Invocation(self.monotonic())
         for round_ in range(MAX_ROUNDS):
             # no ARM call in the last two rounds: a ledger call a step makes on an ARM
             # answer (storing a selector's list or end) still has a round for its answer
@@ -150,14 +146,14 @@ class FlushApp:
             view = View(self.clock(), can_call, self._budgets(state))
             state, commands = step(state, answers, view, self.config)
             self._track(state)
-            outcome = _describe(commands) or outcome
+            outcome = describe(commands) or outcome
             answers = self._carry_out(commands, state.origin.request_id, run)
             if not answers:
                 break
         log.info("request %s: %s", printable(state.origin.request_id), outcome)
         return outcome
 
-    def _carry_out(self, commands: list[Command], request_id: str, run: _Invocation
+    def _carry_out(self, commands: list[Command], request_id: str, run: Invocation
                    ) -> dict[str, Result]:
         """Effects in order; then the calls (ARM calls side by side), answered by ref."""
         answers: dict[str, Result] = {}
@@ -169,7 +165,7 @@ class FlushApp:
                 answers[command.ref] = open_request(self.ledger, request_id, command,
                                                     self.clock())
             elif isinstance(command, ReadRows):
-                answers[command.ref] = self._read_rows(command, request_id, run)
+                answers[command.ref] = read_rows_or_unknown(self.ledger, command, request_id, run)
             elif isinstance(command, StoreTargets):
                 answers[command.ref] = store_targets(self.ledger, request_id, command,
                                                      self.clock())
@@ -177,7 +173,8 @@ class FlushApp:
                 answers[command.ref] = claim_target(self.ledger, request_id, command,
                                                     self.clock())
             elif isinstance(command, (RecordTarget, RecordRequest)):
-                self._record(command, request_id, run)
+                record_or_skip(self.ledger, command, request_id, run, clock=self.clock,
+                               monotonic=self.monotonic, sleep=self.sleep)
             else:
                 self._effect(command, request_id)
         if len(arm_calls) == 1:
@@ -188,49 +185,6 @@ class FlushApp:
             for call, result in zip(arm_calls, results, strict=True):
                 answers[call.ref] = result
         return answers
-
-    def _read_rows(self, command: ReadRows, request_id: str, run: _Invocation) -> Opened:
-        """A redelivered step's look at what its first try recorded: best effort. A ledger
-        that fails answers `unknown`, and the step reads ARM again as it would have; raising
-        would spend the message's deliveries on a table outage and lose the chain."""
-        if not run.ledger_down:
-            try:
-                return read_rows(self.ledger, request_id, command)
-            except LedgerError as exc:
-                run.ledger_down = True
-                log.warning("request %s: the ledger's rows could not be read for a redelivered "
-                            "step, so it reads ARM again: %s", printable(request_id),
-                            printable(exc, 300))
-        return Opened("unknown")
-
-    def _record(self, command: RecordTarget | RecordRequest, request_id: str,
-                run: _Invocation) -> None:
-        """A ledger record, tried again after RECORD_PAUSES. One that still fails is logged
-        and skipped: the step has made its calls, and raising would have the redelivery find
-        each answered target still claimed and POST it again. What it costs: a repeat of the
-        request finds the row as it was (docs/design.md, "Request ledger"). A row the ledger
-        refuses as too long (ValueError: a bug, not an outage) is skipped the same way, at
-        once: raising would POST again just the same."""
-        problem = "the ledger failed an earlier record of this invocation"
-        for pause in (*RECORD_PAUSES, None):
-            if run.ledger_down:
-                break
-            try:
-                record(self.ledger, request_id, command, self.clock())
-                return
-            except ValueError as exc:
-                problem = f"the ledger refuses the row: {exc}"
-                break
-            except LedgerError as exc:
-                problem = str(exc)
-                if pause is None or self.monotonic() - run.started >= RECORD_WINDOW:
-                    run.ledger_down = True
-                    break
-                self.sleep(pause)
-        what = f"target {command.key}" if isinstance(command, RecordTarget) else "the request"
-        log.error("request %s: %s not recorded %s in the ledger, skipped (a repeat of the "
-                  "request finds its row as it was): %s", printable(request_id),
-                  printable(what, 300), command.state, printable(problem, 300))
 
     def _effect(self, command: Command, request_id: str) -> None:
         s = self.settings
@@ -301,38 +255,3 @@ class FlushApp:
                                       self.arm.pacer.refill(sub, "reads"), in_flight, expected)
         return budgets
 
-
-@contextlib.contextmanager
-def _raising_logged(request_id: str) -> Iterator[None]:
-    """An invocation that raises (the bus or the ledger failed) logs one line naming its
-    request before the exception leaves: the host's exception names no request, and the
-    engineer on call looks a dead-lettered request up by its id (docs/azure.md,
-    "Application Insights queries")."""
-    try:
-        yield
-    except Exception as exc:
-        log.error("request %s: raised, so the message is delivered again (dead-lettered "
-                  "after MaxDeliveryCount): %s: %s", printable(request_id),
-                  type(exc).__name__, printable(exc, 300))
-        raise
-
-
-@dataclass
-class _Invocation:
-    """One invocation: when it began (no ARM call starts CALL_WINDOW after it, no failed
-    ledger record is tried again RECORD_WINDOW after it), and whether a record failed for
-    good (the table is taken to be down: the rest are skipped)."""
-
-    started: float
-    ledger_down: bool = False
-
-
-def _describe(commands: list[Command]) -> str | None:
-    """What a decision did, for the host's one log line per invocation."""
-    done = [c for c in commands if isinstance(c, Publish)]
-    scheduled = [c for c in commands if isinstance(c, Schedule)]
-    parts = [f"completed {c.message.application_properties.get('status')} "
-             f"({c.message.application_properties.get('cacheName') or 'request'})"
-             for c in done]
-    parts += [f"scheduled {c.message.message_id} at {c.at:%H:%M:%S.%f}"[:-3] for c in scheduled]
-    return "; ".join(parts) or None

@@ -19,25 +19,35 @@ One row per message. `visible_at` is the single time that says when a row may ne
 received: its send time, its scheduled time, or the end of its current lock. So a receive is
 one indexed range scan inside BEGIN IMMEDIATE, which also makes it atomic between processes:
 two receivers never lock the same row. A lock that expires needs no sweeper: the row is simply
-visible again. The schema and row mapping live in `redisflush.local.bus_schema`.
+visible again. The schema and row mapping live in `redisflush.local.bus_schema`; what a
+send writes in `bus_enqueue`, the entities and their options in `bus_entities`, the locks a
+settle checks and dead-lettering in `bus_locks` (LockLostError is re-exported here, where
+callers of `complete` and the other settles have always imported it).
 """
 from __future__ import annotations
 
 import datetime as dt
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-from redisflush.bus import BusError, OutboundMessage, ReceivedMessage
+from redisflush.bus import OutboundMessage, ReceivedMessage
+from redisflush.local.bus_enqueue import enqueue
+from redisflush.local.bus_entities import ReceiveOptions, ensure_entity, receivable
+from redisflush.local.bus_locks import (
+    LockLostError,
+    dead_letter_if_exhausted,
+    dead_letter_row,
+    lock_lost,
+    locked_row,
+)
 from redisflush.local.bus_schema import (
     DEADLETTER_SUFFIX,
     DEFAULT_DUPLICATE_WINDOW_SECONDS,
     DEFAULT_LOCK_SECONDS,
     DEFAULT_MAX_DELIVERY_COUNT,
-    MAX_DELIVERY_COUNT_EXCEEDED,
     SCHEMA,
     SUBSCRIPTIONS,
     check_sizes,
@@ -50,17 +60,7 @@ from redisflush.local.bus_schema import (
 )
 from redisflush.local.sqlite_file import SqliteFile
 
-
-class LockLostError(BusError):
-    """The message's lock expired or passed to another receiver: it will be delivered again."""
-
-
-class _Options(NamedTuple):
-    """What receiving from one entity needs; a dead-letter queue never dead-letters again."""
-
-    max_delivery_count: int | None
-    lock_us: int
-    requires_session: bool
+__all__ = ["LocalBus", "LockLostError"]
 
 
 class LocalBus:
@@ -77,51 +77,12 @@ class LocalBus:
         self.path = self._file.path
         # Entities this bus has received from, with their options as last read: an idle
         # receive from one of them is a read, not a write transaction (see `receive`).
-        self._received_from: dict[str, _Options] = {}
+        self._received_from: dict[str, ReceiveOptions] = {}
 
     def _now(self) -> int:
         return to_us(self._clock())
 
     # -- entities -----------------------------------------------------------------------
-
-    def _ensure(self, db: sqlite3.Connection, name: str, kind: str, topic: str | None = None,
-                **options: Any) -> sqlite3.Row:
-        """Create the entity with defaults if new (Service Bus entities exist before use;
-        here first use creates them), apply `options`, and check it is of the right kind."""
-        if not name or name.endswith(DEADLETTER_SUFFIX):
-            raise ValueError(f"not an entity name: {name!r}")
-        row: sqlite3.Row | None = None if options else db.execute(
-            "SELECT * FROM entities WHERE name = ?", (name,)).fetchone()
-        if row is None:  # new, or being reconfigured (a send or receive only reads it)
-            # The defaults are written out so a file made by an older version gets today's.
-            db.execute("INSERT OR IGNORE INTO entities (name, kind, topic, max_delivery_count, "
-                       "lock_us, duplicate_window_us) VALUES (?, ?, ?, ?, ?, ?)",
-                       (name, kind, topic, DEFAULT_MAX_DELIVERY_COUNT,
-                        round(DEFAULT_LOCK_SECONDS * 1e6),
-                        round(DEFAULT_DUPLICATE_WINDOW_SECONDS * 1e6)))
-            if options:
-                assignments = ", ".join(f"{column} = ?" for column in options)
-                db.execute(f"UPDATE entities SET {assignments} WHERE name = ?",
-                           (*options.values(), name))
-            row = db.execute("SELECT * FROM entities WHERE name = ?", (name,)).fetchone()
-        assert row is not None
-        if row["kind"] != kind:
-            raise BusError(f"{name!r} is a {row['kind']}, not a {kind}", refused=True)
-        return row
-
-    def _receivable(self, db: sqlite3.Connection, entity: str) -> _Options:
-        """Options of a queue, subscription (`{topic}/subscriptions/{name}`) or either's
-        dead-letter queue (`{entity}/$deadletterqueue`), creating the entity on first use."""
-        base = entity.removesuffix(DEADLETTER_SUFFIX)
-        if SUBSCRIPTIONS in base:
-            topic = base.split(SUBSCRIPTIONS, 1)[0]
-            self._ensure(db, topic, "topic")
-            row = self._ensure(db, base, "subscription", topic)
-        else:
-            row = self._ensure(db, base, "queue")
-        if base != entity:
-            return _Options(None, row["lock_us"], False)
-        return _Options(row["max_delivery_count"], row["lock_us"], bool(row["requires_session"]))
 
     def ensure_queue(self, name: str, *, max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT,
                      lock_seconds: float = DEFAULT_LOCK_SECONDS,
@@ -131,16 +92,17 @@ class LocalBus:
         if max_delivery_count < 1 or lock_seconds <= 0:
             raise ValueError("max_delivery_count must be >= 1 and lock_seconds > 0")
         with self._file.transaction() as db:
-            self._ensure(db, name, "queue", max_delivery_count=max_delivery_count,
-                         lock_us=round(lock_seconds * 1e6), requires_session=int(requires_session),
-                         duplicate_window_us=round(duplicate_window_seconds * 1e6))
+            ensure_entity(db, name, "queue", max_delivery_count=max_delivery_count,
+                          lock_us=round(lock_seconds * 1e6),
+                          requires_session=int(requires_session),
+                          duplicate_window_us=round(duplicate_window_seconds * 1e6))
 
     def ensure_topic(self, name: str, *,
                      duplicate_window_seconds: float = DEFAULT_DUPLICATE_WINDOW_SECONDS) -> None:
         """Create or reconfigure a topic (idempotent)."""
         with self._file.transaction() as db:
-            self._ensure(db, name, "topic",
-                         duplicate_window_us=round(duplicate_window_seconds * 1e6))
+            ensure_entity(db, name, "topic",
+                          duplicate_window_us=round(duplicate_window_seconds * 1e6))
 
     def ensure_subscription(self, topic: str, name: str, *,
                             max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT,
@@ -149,9 +111,10 @@ class LocalBus:
         if max_delivery_count < 1 or lock_seconds <= 0:
             raise ValueError("max_delivery_count must be >= 1 and lock_seconds > 0")
         with self._file.transaction() as db:
-            self._ensure(db, topic, "topic")
-            self._ensure(db, f"{topic}{SUBSCRIPTIONS}{name}", "subscription", topic,
-                         max_delivery_count=max_delivery_count, lock_us=round(lock_seconds * 1e6))
+            ensure_entity(db, topic, "topic")
+            ensure_entity(db, f"{topic}{SUBSCRIPTIONS}{name}", "subscription", topic,
+                          max_delivery_count=max_delivery_count,
+                          lock_us=round(lock_seconds * 1e6))
 
     # -- sending ------------------------------------------------------------------------
 
@@ -170,37 +133,7 @@ class LocalBus:
         check_sizes(name, [(m, message_size(m, props)) for m, props in prepared])
         now = self._now()
         with self._file.transaction() as db:
-            entity = self._ensure(db, name, kind)
-            if kind == "queue":
-                targets = [name]
-            else:
-                targets = [r[0] for r in db.execute(
-                    "SELECT name FROM entities WHERE topic = ? AND kind = 'subscription'", (name,))]
-            window = entity["duplicate_window_us"]
-            db.execute("DELETE FROM duplicates WHERE expires_at <= ?", (now,))
-            for message, properties in prepared:
-                if entity["requires_session"] and message.session_id is None:
-                    raise BusError(f"queue {name!r} requires sessions: message "
-                                   f"{message.message_id!r} has no session_id", refused=True)
-                if window > 0:
-                    # Service Bus keeps the first MessageId for the window and silently
-                    # accepts (and drops) repeats; the window is not extended by a repeat.
-                    if db.execute("SELECT 1 FROM duplicates WHERE entity = ? AND message_id = ?",
-                                  (name, message.message_id)).fetchone():
-                        continue
-                    db.execute("INSERT INTO duplicates VALUES (?, ?, ?)",
-                               (name, message.message_id, now + window))
-                scheduled = None if message.scheduled_at is None else to_us(message.scheduled_at)
-                visible = now if scheduled is None else max(now, scheduled)
-                db.executemany(
-                    "INSERT INTO messages (entity, visible_at, enqueued_at, scheduled_at, "
-                    "message_id, body, content_type, correlation_id, subject, session_id, "
-                    "reply_to, reply_to_session_id, properties) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(target, visible, visible, scheduled, message.message_id,
-                      bytes(message.body), message.content_type, message.correlation_id,
-                      message.subject, message.session_id, message.reply_to,
-                      message.reply_to_session_id, properties) for target in targets])
+            enqueue(db, name, kind, prepared, now)
 
     # -- receiving and settling ---------------------------------------------------------
 
@@ -222,7 +155,7 @@ class LocalBus:
             return []
         received: list[ReceivedMessage] = []
         with self._file.transaction() as db:
-            options = self._receivable(db, entity)
+            options = receivable(db, entity)
             self._received_from[entity] = options
             if options.requires_session and session_id is None:
                 raise ValueError(f"{entity!r} requires sessions: pass session_id")
@@ -236,7 +169,7 @@ class LocalBus:
                 if not rows:
                     break
                 for row in rows:
-                    if self._dead_letter_if_exhausted(db, row, now, options):
+                    if dead_letter_if_exhausted(db, row, now, options):
                         continue
                     token, until = str(uuid.uuid4()), now + options.lock_us
                     db.execute("UPDATE messages SET lock_token = ?, visible_at = ?, "
@@ -267,49 +200,22 @@ class LocalBus:
                 return received
             time.sleep(min(poll_interval, remaining))
 
-    def _locked_row(self, db: sqlite3.Connection, message: ReceivedMessage,
-                    now: int) -> sqlite3.Row:
-        row: sqlite3.Row | None = db.execute(
-            "SELECT * FROM messages WHERE seq = ? AND lock_token = ? AND visible_at > ?",
-            (message.sequence_number, message.lock_token, now)).fetchone()
-        if row is None:
-            raise _lock_lost(message)
-        return row
-
-    def _dead_letter(self, db: sqlite3.Connection, row: sqlite3.Row, now: int,
-                     reason: str, description: str) -> None:
-        db.execute("UPDATE messages SET entity = ?, visible_at = ?, lock_token = NULL, "
-                   "properties = json_set(properties, '$.DeadLetterReason', ?, "
-                   "'$.DeadLetterErrorDescription', ?) WHERE seq = ?",
-                   (row["entity"] + DEADLETTER_SUFFIX, now, reason, description, row["seq"]))
-
-    def _dead_letter_if_exhausted(self, db: sqlite3.Connection, row: sqlite3.Row, now: int,
-                                  options: _Options) -> bool:
-        """Service Bus dead-letters a message instead of delivering it more than
-        MaxDeliveryCount times (and at once when such a last delivery is abandoned)."""
-        limit = options.max_delivery_count
-        if limit is None or row["delivery_count"] < limit:
-            return False
-        self._dead_letter(db, row, now, MAX_DELIVERY_COUNT_EXCEEDED,
-                          f"Message could not be consumed after {limit} delivery attempts.")
-        return True
-
     def complete(self, message: ReceivedMessage) -> None:
         """Delete the message: it was handled. LockLostError if the lock is gone."""
         now = self._now()
         deleted = self._file.write(
             "DELETE FROM messages WHERE seq = ? AND lock_token = ? AND visible_at > ?",
             (message.sequence_number, message.lock_token, now))
-        if not deleted:  # the same check as _locked_row, in the one statement
-            raise _lock_lost(message)
+        if not deleted:  # the same check as bus_locks.locked_row, in the one statement
+            raise lock_lost(message)
 
     def abandon(self, message: ReceivedMessage) -> None:
         """Unlock at once for redelivery; dead-letter if that was the last delivery allowed."""
         now = self._now()
         with self._file.transaction() as db:
-            row = self._locked_row(db, message, now)
-            options = self._receivable(db, row["entity"])
-            if not self._dead_letter_if_exhausted(db, row, now, options):
+            row = locked_row(db, message, now)
+            options = receivable(db, row["entity"])
+            if not dead_letter_if_exhausted(db, row, now, options):
                 db.execute("UPDATE messages SET lock_token = NULL, visible_at = ? WHERE seq = ?",
                            (now, row["seq"]))
 
@@ -320,14 +226,14 @@ class LocalBus:
             raise ValueError("a dead-lettered message cannot be dead-lettered again")
         now = self._now()
         with self._file.transaction() as db:
-            self._dead_letter(db, self._locked_row(db, message, now), now, reason, description)
+            dead_letter_row(db, locked_row(db, message, now), now, reason, description)
 
     def renew_lock(self, message: ReceivedMessage) -> dt.datetime:
         """Extend the lock by the entity's lock duration from now; returns the new expiry."""
         now = self._now()
         with self._file.transaction() as db:
-            row = self._locked_row(db, message, now)
-            until = now + self._receivable(db, row["entity"]).lock_us
+            row = locked_row(db, message, now)
+            until = now + receivable(db, row["entity"]).lock_us
             db.execute("UPDATE messages SET visible_at = ? WHERE seq = ?", (until, row["seq"]))
         return to_dt(until)
 
@@ -367,8 +273,3 @@ class LocalBus:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-
-def _lock_lost(message: ReceivedMessage) -> LockLostError:
-    return LockLostError(f"lock on message {message.message_id!r} (sequence "
-                         f"{message.sequence_number}) in {message.entity!r} expired or "
-                         "was lost: it is, or will be, delivered again")

@@ -23,7 +23,8 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[2]
 RID = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-app/providers/"
        "Microsoft.Cache/redis/cache-one")
-APP_MODULES = ("azure.functions", "redisflush.local", "redisflush.app", "redisflush.arm",
+APP_MODULES = ("azure.functions", "redisflush.local", "redisflush.app",
+               "redisflush.app_invocation", "redisflush.app_ledger", "redisflush.arm",
                "redisflush.arm_deadline", "redisflush.arm_tokens", "redisflush.functions",
                "redisflush.ledger", "redisflush.orchestrator", "sqlite3")
 BASE_DEPENDENCIES = {"azure-identity", "azure-servicebus"}
