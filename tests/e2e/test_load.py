@@ -104,9 +104,10 @@ def test_a_throttled_fleet_sends_nothing_before_retry_after(procs: Processes, lo
         "caches": {"thr-*": {"duration": 1}},
         "throttling": {"writes": {"burst": 8, "perSecond": 4},
                        "reads": {"burst": 8, "perSecond": 8}}})
-    # one invocation per function at a time, one cache per request: no two requests of one
-    # bucket are ever in flight together, so a refusal that finds the last Retry-After still
-    # running is a request the app sent after it had that 429 in hand
+    # one invocation per function at a time, one cache per request: the reads come from
+    # PollOrchestrator alone, the POSTs from FlushTrigger and (a retried one) PollOrchestrator,
+    # each on a pacer slot of its own, a refill interval apart; a refusal that finds the last
+    # Retry-After still running is then a request the app sent after it had that 429 in hand
     serve = procs.serve(local_dir, "--config", str(cfg), "--concurrency", "1")
     messages = []
     for i in range(n):
