@@ -39,6 +39,9 @@ AZURE_WAIT_S = 0.07
 
 FLEX_MIN_S = 1.0     # Flex bills an activity period of at least 1 s, then by 100 ms
 PHI_MEAN = 0.5       # section 1's flushes last d + phi, phi spread over [0, 1)
+# Executions in progress at once on one busy instance (Flex bills the instance's time, not each
+# execution's, so C executions at once share it); host.json's maxConcurrentCalls is 16.
+SHARED = (1, 2, 4, 8, 16, 32)
 
 
 def flex_seconds(held: float) -> float:
@@ -61,13 +64,32 @@ def _ours(v: dict[str, Any]) -> dict[str, float]:
 def _sdk(v: dict[str, Any], d: float) -> dict[str, float]:
     held = d + PHI_MEAN + v["median"]                # the execution waits for .result()
     return {"execs": 1, "ops": 4, "held": held,
-            "flex_gb_s": flex_seconds(held) * FLEX_MEMORY_GB}
+            "flex_gb_s": flex_seconds(held) * FLEX_MEMORY_GB,
+            # on an instance busy anyway: the time held, no activity period of its own
+            "busy_gb_s": held * FLEX_MEMORY_GB}
 
 
-def _money(c: dict[str, float], billing: str = "flex_gb_s") -> float:
-    gb_s = c[billing]
-    return (c["execs"] * FLEX_PER_MILLION / 1e6 + gb_s * FLEX_GB_S
-            + c["ops"] * SB_PER_MILLION / 1e6)
+def _money(c: dict[str, float], billing: str = "flex_gb_s", shared: float = 1.0) -> float:
+    """USD per flush; `shared`: executions in progress at once on the instance, which split
+    its GB-s (the executions and Service Bus operations do not shrink)."""
+    return _fixed(c) + c[billing] * FLEX_GB_S / shared
+
+
+def _fixed(c: dict[str, float]) -> float:
+    """The part of a flush's cost that no sharing of an instance makes smaller."""
+    return c["execs"] * FLEX_PER_MILLION / 1e6 + c["ops"] * SB_PER_MILLION / 1e6
+
+
+def break_even(ours: dict[str, float], ours_billing: str, sdk: dict[str, float],
+               sdk_billing: str = "busy_gb_s") -> float | None:
+    """The executions at once C above which the SDK way costs less on a busy instance:
+    ours' fixed part is larger (3 Service Bus operations and an execution per poll) and its
+    time per flush smaller, so the two lines a + b/C cross once (None if they never do)."""
+    a_o, b_o = _fixed(ours), ours[ours_billing] * FLEX_GB_S
+    a_s, b_s = _fixed(sdk), sdk[sdk_billing] * FLEX_GB_S
+    if a_o <= a_s or b_s <= b_o:
+        return None
+    return (b_s - b_o) / (a_o - a_s)
 
 
 def run(lag: Section) -> Section:
@@ -78,8 +100,9 @@ def run(lag: Section) -> Section:
                 "SDK interval=2 in a function: held / $ per 1,000 (ARM requests)",
                 "SDK interval=1: held / $ per 1,000 (ARM requests)",
                 "SDK default: held / $ per 1,000",
-                "ours on an instance never idle: $ per 1,000 with the executions' loopback "
-                f"time / with {AZURE_WAIT_S * 1000:.0f} ms of Azure waits each (assumed)"]]
+                "ours on an instance never idle, one execution on it at a time: $ per 1,000 "
+                f"with the executions' loopback time / with {AZURE_WAIT_S * 1000:.0f} ms of "
+                "Azure waits each (assumed)"]]
 
     def sdk_cell(v: dict[str, Any] | None, d: float, requests: bool = True) -> str:
         if not v:
@@ -116,19 +139,50 @@ def run(lag: Section) -> Section:
         "executions come a second apart, so each is billed a full second, and ours costs "
         "somewhat more than an SDK call held in a function at polling_interval=2 or 1 (which "
         "also detects the end within a second or two, as section 1 shows). The last column "
-        "is not a Flex meter: it is the floor ours tends to on an instance that never idles "
-        "(a fleet, other work), where its executions' own time is all that adds up, measured "
-        "on loopback (ARM answers in ~1 ms, the bus and ledger are SQLite files) and with an "
-        f"assumed {AZURE_WAIT_S * 1000:.0f} ms of Azure waits per execution. The SDK way "
-        "shares a busy instance too (its held executions overlap), but each holds a "
-        "concurrency slot for the whole flush, so a fleet of them needs more instances at "
-        "once.",
+        "is not a Flex meter: it is ours on an instance that never idles (a fleet, other "
+        "work) when its executions never overlap there, each execution's own time billed at "
+        "the whole instance, measured on loopback (ARM answers in ~1 ms, the bus and ledger "
+        f"are SQLite files) and with an assumed {AZURE_WAIT_S * 1000:.0f} ms of Azure waits "
+        "per execution.",
+        "A busy instance shared (the second table): with C executions in progress at once "
+        "the instance's time is split C ways, for ours and for the SDK's held executions "
+        "alike; the executions and Service Bus operations are not. Ours has the larger part "
+        "that does not shrink (1 execution and 3 Service Bus operations per poll, against "
+        "1 execution and 4 operations per flush) and the smaller time (short executions "
+        "against one held for the whole flush), so the SDK way costs less above the "
+        "break-even C given there. C is what the instance really runs at once (host.json's "
+        "maxConcurrentCalls caps it at 16 per function for ours; an SDK function's own host "
+        "settings and its worker's threads cap its held executions); this benchmark does "
+        "not measure it.",
         PRICES_NOTE,
     ]
     d10 = next((d for d in lag.data["durations"] if d == 10), lag.data["durations"][-1])
     o, a, b, one = (rows.get(f"{w}|{d10:g}") for w in ("ours", "sdk", "sdk2", "sdk1"))
+    if o and b and one:
+        c, sb, s1 = _ours(o), _sdk(b, d10), _sdk(one, d10)
+        s.extra = [  # type: ignore[attr-defined]
+            [f"a {d10:g} s flush on an instance that never idles, C executions in progress "
+             "at once: $ per 1,000",
+             f"ours ({AZURE_WAIT_S * 1000:.0f} ms of Azure waits each, assumed)",
+             "SDK interval=1 (held)", "SDK interval=2 (held)", "cheaper"]]
+        for n in SHARED:
+            mo, m1, m2 = (_money(c, "azure_gb_s", n), _money(s1, "busy_gb_s", n),
+                          _money(sb, "busy_gb_s", n))
+            s.extra.append([f"C = {n}", f"${mo * 1000:.3f}", f"${m1 * 1000:.3f}",  # type: ignore[attr-defined]
+                            f"${m2 * 1000:.3f}",
+                            "ours" if mo < min(m1, m2) else "the SDK way"])
+        even1, even2 = (break_even(c, "azure_gb_s", x) for x in (s1, sb))
+        s.extra.append(["break-even C (the SDK way cheaper above it)", "",  # type: ignore[attr-defined]
+                        "never" if even1 is None else f"{even1:.1f}",
+                        "never" if even2 is None else f"{even2:.1f}", ""])
+        s.data["shared"] = {
+            "ours": [_fixed(c), c["azure_gb_s"] * FLEX_GB_S],
+            "sdk1": [_fixed(s1), s1["busy_gb_s"] * FLEX_GB_S],
+            "sdk2": [_fixed(sb), sb["busy_gb_s"] * FLEX_GB_S],
+            "break_even": {"sdk1": even1, "sdk2": even2}}
     if o and a and b and one:
         c, sa, sb, s1 = _ours(o), _sdk(a, d10), _sdk(b, d10), _sdk(one, d10)
+        even1 = break_even(c, "azure_gb_s", s1)
         s.headline = [f"Cost of a {d10:g} s flush alone on Flex Consumption (each billed "
                       f"period at least 1 s): ours {c['execs']:g} executions and "
                       f"{c['ops']:g} Service Bus operations = ${_money(c) * 1000:.3f} per "
@@ -136,9 +190,17 @@ def run(lag: Section) -> Section:
                       f"${_money(sb) * 1000:.3f} at polling_interval=2, "
                       f"${_money(s1) * 1000:.3f} at 1, ${_money(sa) * 1000:.3f} at its "
                       f"default: ours costs {_money(c) / _money(s1):.2f}x the SDK at "
-                      f"polling_interval=1. On an instance that never idles ours tends to "
-                      f"${_money(c, 'azure_gb_s') * 1000:.3f} (its executions' own time, "
-                      f"with an assumed {AZURE_WAIT_S * 1000:.0f} ms of Azure waits each)."]
-    s.data = {"prices": {"flex_gb_s": FLEX_GB_S, "flex_per_million": FLEX_PER_MILLION,
-                         "sb_per_million": SB_PER_MILLION}}
+                      f"polling_interval=1. On an instance that never idles (an assumed "
+                      f"{AZURE_WAIT_S * 1000:.0f} ms of Azure waits per execution), with C "
+                      f"executions in progress there at once: ours "
+                      f"${_fixed(c) * 1000:.4f} + ${c['azure_gb_s'] * FLEX_GB_S * 1000:.4f}/C "
+                      f"per 1,000 (${_money(c, 'azure_gb_s') * 1000:.3f} at C = 1), the SDK "
+                      f"at polling_interval=1 ${_fixed(s1) * 1000:.4f} + "
+                      f"${s1['busy_gb_s'] * FLEX_GB_S * 1000:.4f}/C: "
+                      + ("ours costs less at any C." if even1 is None else
+                         f"ours costs less below C = {even1:.1f}, the SDK way above it (at "
+                         f"C = 32: ours ${_money(c, 'azure_gb_s', 32) * 1000:.3f}, the SDK "
+                         f"${_money(s1, 'busy_gb_s', 32) * 1000:.3f}).")]
+    s.data.update({"prices": {"flex_gb_s": FLEX_GB_S, "flex_per_million": FLEX_PER_MILLION,
+                              "sb_per_million": SB_PER_MILLION}})
     return s

@@ -358,6 +358,15 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         "on loopback) and its own jitter are not here, so the 0 429s and the ratio hold for "
         "the model. Ours ran before the SDK pools, not beside them, each against its own "
         "emulator process.",
+        "The emulator's throttling against ARM's (docs/design.md, \"What ARM really does\"): "
+        "as ARM documents, a request sent before the Retry-After of the 429 its subscription "
+        "was last given has elapsed is refused again (429, nothing taken); the 429s above "
+        "count those too. Simpler than ARM: Retry-After is the whole seconds until a token "
+        "is back (1 s for a write at 10/s, where the token may come back after 0.1 s), the "
+        "x-ms-ratelimit-remaining-subscription-* headers are the bucket's exact count, "
+        "there is no subscription-global bucket or per-region split, and the "
+        "emulator knows one principal, so the SDK pools and ours are told apart only by "
+        "their subscriptions.",
     ]
     if spread_note:
         s.notes.append(spread_note)

@@ -214,9 +214,10 @@ class FlushApp:
     def _call(self, call: CallArm, invocation_started: float, request_id: str) -> Result:
         """One ARM call through the pacer. A call that would start after the invocation's
         CALL_WINDOW (queued behind others on the shared threads) is handed to the next
-        message instead, its slot held: the invocation must end inside its lock."""
+        message instead, its slot held: the invocation must end inside its lock. A slot held
+        from before a 429 whose Retry-After is still running is given up for a new one."""
         method = call.method
-        if not call.paced:
+        if not call.paced or self.arm.pacer.paused(call.subscription_id, method):
             wait = self.arm.pacer.reserve(call.subscription_id, method)
             if wait > call.max_inline_wait:
                 return Deferred(wait)

@@ -42,6 +42,7 @@ class _Bucket:
     anchor: tuple[float, float, int] | None = None  # (remaining, clock, our answers) then
     answers: int = 0  # our requests ARM answered (each took one token)
     refill: float | None = None  # the refill left for us, estimated from the headers
+    paused_until: float = float("-inf")  # the last 429's Retry-After (capped) ends here
 
 
 class Pacer:
@@ -92,6 +93,16 @@ class Pacer:
                 if retry_after is not None and math.isfinite(retry_after) and retry_after >= 0:
                     pause = retry_after
                 bucket.tat = max(bucket.tat, now + bucket.tolerance + min(pause, MAX_PAUSE))
+                bucket.paused_until = max(bucket.paused_until, now + min(pause, MAX_PAUSE))
+
+    def paused(self, subscription: str, method: str) -> bool:
+        """Whether a 429's Retry-After for this bucket is still running. ARM refuses a request
+        sent before it elapses again (docs/design.md, "What ARM really does"), so a slot handed
+        out before that 429 came is void: the caller takes a new one (`reserve`), which lies
+        past the pause."""
+        with self._lock:
+            bucket = self._buckets.get((subscription.lower(), bucket_kind(method)))
+            return bucket is not None and self._clock() < bucket.paused_until
 
     def _estimate(self, bucket: _Bucket, kind: str, left: float, now: float) -> None:
         """The refill rate actually left for us when another client shares the bucket:

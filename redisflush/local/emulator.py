@@ -65,7 +65,7 @@ class ArmEmulator:
         self._book = OperationBook(self.keystore, state_path, clock)
         self._lock = self._book.lock
         self._totals = dict.fromkeys(("requests", "posts", "polls", "lists", "databaseGets",
-                                      "throttled", "maxConcurrent"), 0)
+                                      "throttled", "throttledEarly", "maxConcurrent"), 0)
         self._inflight = 0
         self._arm = ArmRoutes(self._book, self.keystore, self._totals)
         self._server: EmulatorServer | None = None

@@ -105,7 +105,9 @@ class ArmRoutes:
         kind, sub = route.kind, unquote(match.group(1))
         with self._lock:
             self._totals[route.counter] += 1
-            allowed, n = self.throttle.take(cfg.throttling, cfg.read_load, sub, kind)
+            allowed, n, early = self.throttle.take(cfg.throttling, cfg.read_load, sub, kind)
+            if early:
+                self._totals["throttledEarly"] += 1
         limit = {f"x-ms-ratelimit-remaining-subscription-{kind}": str(n if allowed else 0)}
         if not allowed:
             reply = error_reply(429, "TooManyRequests",

@@ -10,6 +10,16 @@ is looked at (no thread), so a `FakeClock` drives it exactly like the real clock
 are left it takes `readsPerSecond`; on an empty bucket it gets the refill as soon as it comes,
 as a client hammering at that rate would. A load at or above the refill rate starves everyone
 else (their Retry-After is then 60 s).
+
+A 429's Retry-After holds: ARM documents that a request sent before the retry value has elapsed
+"isn't processed and a new retry value is returned" (docs/design.md, "What ARM really does").
+So a bucket that refused remembers until when, and refuses every request of its subscription and
+kind before then again, taking no token, with the whole seconds still to wait. The emulator
+knows one principal (one token), so "the same client" is the subscription.
+
+Where the emulator stays simpler than ARM: Retry-After is the whole seconds until a token is
+back (at least 1), the `x-ms-ratelimit-remaining-subscription-*` headers are this bucket's exact
+count, and there is no subscription-global bucket (`...-global-*`) or per-region split.
 """
 from __future__ import annotations
 
@@ -31,6 +41,7 @@ class TokenBucket:
         self.burst, self.rate, self.tokens = burst, per_second, float(burst)
         self.clock, self.drain, self.drained = clock, drain, 0.0
         self.at = clock.monotonic()
+        self.refused_until = float("-inf")   # the last Retry-After handed out ends here
 
     def _advance(self) -> None:
         now = self.clock.monotonic()
@@ -49,16 +60,25 @@ class TokenBucket:
         self._advance()
         self.drain = per_second
 
+    def early(self) -> bool:
+        """Whether the Retry-After of the last refusal has not elapsed yet."""
+        return self.clock.monotonic() < self.refused_until
+
     def take(self) -> tuple[bool, int]:
-        """(True, tokens left) after taking one, or (False, whole seconds until one is back)."""
+        """(True, tokens left) after taking one, or (False, Retry-After in whole seconds): until
+        one is back, or, before the last Retry-After has elapsed, what is left of it (nothing
+        taken, the refusal's end not moved)."""
         self._advance()
+        now = self.clock.monotonic()
+        if now < self.refused_until:
+            return False, max(1, math.ceil(round(self.refused_until - now, 6)))
         if self.tokens >= 1:
             self.tokens -= 1
             return True, int(self.tokens)
         net = self.rate - self.drain
-        if net <= 0:
-            return False, _STARVED_RETRY_AFTER
-        return False, max(1, math.ceil((1 - self.tokens) / net))
+        wait = _STARVED_RETRY_AFTER if net <= 0 else max(1, math.ceil((1 - self.tokens) / net))
+        self.refused_until = now + wait
+        return False, wait
 
 
 class Throttle:
@@ -87,17 +107,19 @@ class Throttle:
             bucket.set_drain(self.load(config_loads, sub))
 
     def take(self, throttling: Any, config_loads: Mapping[str, float], sub: str,
-             kind: str) -> tuple[bool, int]:
-        """One request of `kind` ("reads" or "writes") on `sub`: see `TokenBucket.take`."""
+             kind: str) -> tuple[bool, int, bool]:
+        """One request of `kind` ("reads" or "writes") on `sub`: `TokenBucket.take`'s answer,
+        and whether the request came before the Retry-After its client was last given."""
         b = getattr(throttling, kind)
         if not throttling.enabled:
-            return True, b.burst
+            return True, b.burst, False
         key = (sub.lower(), kind)
         bucket = self._buckets.get(key)
         if bucket is None:
             drain = self.load(config_loads, sub) if kind == "reads" else 0.0
             bucket = self._buckets[key] = TokenBucket(b.burst, b.per_second, self.clock, drain)
-        return bucket.take()
+        early = bucket.early()
+        return (*bucket.take(), early)
 
     def loads(self, config_loads: Mapping[str, float]) -> dict[str, dict[str, float]]:
         """Every subscription with a read load: its rate and how many reads it took so far."""

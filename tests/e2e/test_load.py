@@ -89,3 +89,43 @@ def test_flood_of_200_requests_for_200_caches(procs: Processes, local_dir: Path,
     # ~1 CPU s here; a host that spins while every invocation slot is busy burns a whole
     # core for the duration (it took 7.5 CPU s and 3-6x as long before that was fixed)
     assert cpu is None or cpu < 5, f"serve used {cpu:.1f} CPU s for {n} requests"
+
+
+@pytest.mark.timeout(120)
+def test_a_throttled_fleet_sends_nothing_before_retry_after(procs: Processes, local_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """ARM refuses again a request sent before the Retry-After it gave has elapsed
+    (docs/design.md, "What ARM really does"), and the emulator plays that, counting those
+    refusals as `throttledEarly`. Buckets far smaller than the pacer's mirror (burst 8, not 200)
+    make the app meet 429s; every one of them must be a fresh refusal: the pacer parks the
+    subscription's bucket for the Retry-After, so nothing of ours comes back early."""
+    n = 60
+    cfg = write_config(tmp_path / "emulator.json", {
+        "caches": {"thr-*": {"duration": 1}},
+        "throttling": {"writes": {"burst": 8, "perSecond": 4},
+                       "reads": {"burst": 8, "perSecond": 8}}})
+    # one invocation per function at a time, one cache per request: the reads come from
+    # PollOrchestrator alone, the POSTs from FlushTrigger and (a retried one) PollOrchestrator,
+    # each on a pacer slot of its own, a refill interval apart; a refusal that finds the last
+    # Retry-After still running is then a request the app sent after it had that 429 in hand
+    serve = procs.serve(local_dir, "--config", str(cfg), "--concurrency", "1")
+    messages = []
+    for i in range(n):
+        rid, cache = f"e2e-thr-{i:03d}", f"thr-{i:03d}"
+        body = {"subscriptionId": SUB, "resourceGroup": RG, "cacheName": cache}
+        messages.append(OutboundMessage(json.dumps(body).encode(), rid,
+                                        application_properties={"requestId": rid}))
+    with LocalBus(local_dir / "bus.sqlite") as bus:
+        started = time.monotonic()
+        bus.send(REQUEST_QUEUE, messages)
+        wait_for(lambda: bus.counts(EVENTS)["active"] >= n, 100, f"{n} events on the topic",
+                 interval=0.2)
+        elapsed = time.monotonic() - started
+        events = [json.loads(m.body) for m in bus.peek(EVENTS, max_count=2 * n)]
+    assert {e["data"]["status"] for e in events} == {"Succeeded"}
+    stats = serve.stats()
+    print(f"\n{n} caches in {elapsed:.1f} s: {stats['throttled']} 429s, "
+          f"{stats['throttledEarly']} of them early; {stats['posts']} POSTs, "
+          f"{stats['polls']} polls")
+    assert stats["throttled"] > 0, "the buckets never bound: the test checks nothing"
+    assert stats["throttledEarly"] == 0, stats

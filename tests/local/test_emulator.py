@@ -380,10 +380,13 @@ def test_throttling_buckets(s):
         assert reads[0].status_code in (200, 202) and reads[1].status_code in (200, 202)
         assert reads[2].status_code == 429
         assert reads[0].headers["x-ms-ratelimit-remaining-subscription-reads"] == "1"
-        assert arm.stats()["throttled"] == 2
+        assert arm.stats()["throttled"] == 2 and arm.stats()["throttledEarly"] == 0
         clock.advance(0.2)   # 4/s: not yet a whole token
         assert post(s, arm, "c").status_code == 429
-        clock.advance(0.05)
+        clock.advance(0.05)  # a token is back, but the 429's Retry-After (1 s) holds
+        assert post(s, arm, "c").status_code == 429
+        assert arm.stats()["throttledEarly"] == 2
+        clock.advance(0.75)
         assert post(s, arm, "c").status_code == 202
 
 

@@ -65,14 +65,42 @@ def arm(clock):
 def test_bucket_refills_with_the_clock(clock):
     b = TokenBucket(2, 4.0, clock)
     assert [b.take() for _ in range(3)] == [(True, 1), (True, 0), (False, 1)]
-    clock.advance(0.25)
-    assert b.take() == (True, 0)
+    clock.advance(1)
+    assert b.take() == (True, 1)                   # 4 tokens back, capped at the burst of 2
     clock.advance(100)
     assert b.take() == (True, 1)                   # never more than the burst
     assert TokenBucket(1, 0.1, clock).take() == (True, 0)
     slow = TokenBucket(1, 0.1, clock)
     slow.take()
     assert slow.take() == (False, 10)              # whole seconds until a token is back
+
+
+def test_a_request_before_retry_after_is_refused_again(clock):
+    """ARM: "If you send a request before the retry value has elapsed, your request isn't
+    processed and a new retry value is returned." A token that comes back sooner than the
+    whole-second Retry-After does not let an early request through."""
+    b = TokenBucket(1, 4.0, clock)
+    assert b.take() == (True, 0)
+    assert b.take() == (False, 1) and b.early()
+    clock.advance(0.25)                            # a token is back, the Retry-After is not over
+    assert b.early() and b.take() == (False, 1)    # refused again, the 1 s not restarted
+    clock.advance(0.5)
+    assert b.take() == (False, 1)                  # 0.25 s left: rounded up to a whole second
+    assert b.tokens == 1.0                         # refusals took nothing (capped at the burst)
+    clock.advance(0.25)
+    assert not b.early() and b.take() == (True, 0)
+    assert b.take() == (False, 1)                  # a fresh refusal: a fresh Retry-After
+
+
+def test_the_starved_retry_after_holds_too(clock):
+    b = TokenBucket(1, 1.0, clock, drain=2.0)
+    clock.advance(1)
+    assert b.take() == (False, 60)
+    b.set_drain(0)                                 # the other client stops...
+    clock.advance(59)
+    assert b.take() == (False, 1)                  # ...but what ARM said holds
+    clock.advance(1)
+    assert b.take() == (True, 0)
 
 
 def test_drain_shares_the_refill(clock):
@@ -91,8 +119,8 @@ def test_drain_above_the_refill_starves_everyone(clock):
     clock.advance(2)                  # empty after 1 s, then the load takes every refill
     assert b.take() == (False, 60) and b.drained == pytest.approx(6 * 1 + 2 * 1)
     b.set_drain(0)
-    clock.advance(0.5)
-    assert b.take() == (True, 0)
+    clock.advance(60)                 # the Retry-After of 60 s holds (then the bucket is full)
+    assert b.take() == (True, 3)
 
 
 # ---- the second client -----------------------------------------------------------------------
@@ -127,7 +155,8 @@ def test_load_from_config_and_over_config_changes(s, clock):
         assert reads_allowed(s, arm) == 10 and reads_allowed(s, arm, OTHER_SUB) == 10
         clock.advance(1)
         assert reads_allowed(s, arm) == 10 and reads_allowed(s, arm, OTHER_SUB) == 0
-        assert s.get(read_url(arm, OTHER_SUB), headers=AUTH).headers["Retry-After"] == "60"
+        # starved: told 60 s a second ago (before the advance), so 59 s are left
+        assert s.get(read_url(arm, OTHER_SUB), headers=AUTH).headers["Retry-After"] == "59"
 
 
 @pytest.mark.parametrize("body", [

@@ -215,3 +215,22 @@ def test_a_second_client_on_the_bucket_is_seen_in_the_refill_estimate():
     full = Pacer(clock=lambda: now[0])
     full.observe("sub", "GET", 200, {header: "249"})
     assert full.refill("sub", "reads") is None  # a full bucket says nothing about the rate
+
+
+def test_paused_while_a_429s_retry_after_runs(clock):
+    """A slot handed out before a 429 may fall inside its Retry-After, which ARM answers with
+    another 429: `paused` tells the shell to take a new slot, past the pause."""
+    pacer = Pacer(clock)
+    held = pacer.reserve(SUB_A, "POST")                 # a slot for now, held by a message
+    assert held == 0.0 and not pacer.paused(SUB_A, "POST")
+    pacer.observe(SUB_A, "POST", 429, {WRITES_HEADER: "0"}, 2.0)
+    assert pacer.paused(SUB_A, "POST") and not pacer.paused(SUB_A, "GET")
+    assert not pacer.paused(SUB_B, "POST")
+    assert pacer.reserve(SUB_A, "POST") >= 2.0          # the new slot lies past the pause
+    clock.now += 1.999
+    assert pacer.paused(SUB_A.upper(), "POST")
+    clock.now += 0.001
+    assert not pacer.paused(SUB_A, "POST")
+    pacer.observe(SUB_A, "POST", 429, {}, 10**9)        # capped like the slots
+    clock.now += MAX_PAUSE
+    assert not pacer.paused(SUB_A, "POST")
