@@ -12,8 +12,9 @@ subscription of one emulator process with the same buckets, all side by side in 
 process (`python bench/fleet.py --sdk-sweep ...`); then, in the full run, a thread per cache
 (T = N) at intervals near the flush's length (5 and 10 s), each alone on a fresh emulator: the
 best-tuned pool is there, past the sweep's edge. One that finishes its N caches inside the
-window is measured; one that does not is projected from the calls it finished (rounds of T
-calls, each as long as the measured mean call).
+window is measured; one of T < N threads that does not is projected from the calls it finished
+(rounds of T calls, each as long as the measured mean call); one with every call in flight at
+once (T >= N, the asyncio fleet) is not projected: the window is a lower bound of its total.
 
 The SDK's asyncio client (azure.mgmt.redis.aio on aiohttp, sdk_side.AioSdkFleet): all N
 `begin_flush_cache()` + `result()` as coroutines in one event loop, the same retry tuning, at
@@ -355,7 +356,7 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
                    f"{n:,} caches", "vs bound", "429s seen", "how"]]
     for fig in sweep["runs"]:
         failed = fig["failures"] > 0
-        more = "> " if fig.get("kind") == "asyncio" and not fig["finished"] else ""
+        more = "> " if fig.get("lower_bound") else ""
         sweep_rows.append([
             _pool_label(fig), f"{fig['done']} / {_outcomes(fig['outcomes'])}",
             f"{fig['mean_call']:.1f} s",
@@ -382,8 +383,11 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         "hammering at that rate would).",
         f"SDK sweep: each thread count on its own subscription of one emulator process with "
         f"the same buckets, all side by side in a child process for at most "
-        f"{sweep['window']:.0f} s; a count that did not finish is projected as "
-        f"ceil({n:,} / T) rounds x its mean call (the buckets do not bind at those rates). "
+        f"{sweep['window']:.0f} s; a count T < {n:,} that did not finish is projected as "
+        f"ceil({n:,} / T) rounds x its mean call (the buckets do not bind at those rates); "
+        "a pool with every call in flight at once (T >= N, the asyncio client) that did not "
+        "finish shows '> window' (its fastest calls alone would project below the bound) "
+        "and is no candidate for the best. "
         "azure-core retries a 429 after its Retry-After (status reads included) 3 times by "
         "default (retry_status), then raises: the sweep's clients set retry_status and "
         f"retry_total to {SDK_RETRIES} so throttling costs time, not a failure; a count "
@@ -461,7 +465,7 @@ def _spread(s: Section, fleet: Fleet, ours: dict[str, Any] | None,
                  f"{ours['requests'] / fleet.caches:.2f}", _outcomes(ours["outcomes"])])
     for fig in pools:
         failed = fig["failures"] > 0
-        more = "> " if fig.get("kind") == "asyncio" and not fig["finished"] else ""
+        more = "> " if fig.get("lower_bound") else ""
         rows.append([f"SDK {_pool_label(fig)}",
                      "fails" if failed else f"{more}{fig['total']:.1f} s",
                      "-" if failed else f"{more}{fig['total'] / bound:.3f}x / "
@@ -519,7 +523,7 @@ def _aio_note(sweep: dict[str, Any], bound: float, ours: dict[str, Any]) -> str:
                 f"{f['limit'] or 'unlimited'}"
                 + (" (aiohttp's default)" if f["limit"] == 100 else "") + ": "
                 + ("fails" if f["failures"] else
-                   f"{'' if f['finished'] else '> '}{f['total']:.1f} s")
+                   f"{'> ' if f.get('lower_bound') else ''}{f['total']:.1f} s")
                 for f in sorted(figs, key=lambda f: f["limit"] or 10**9)) + ".")
     return text
 
@@ -547,11 +551,11 @@ def _starved(sweep: dict[str, Any], duration: float) -> str | None:
 
 
 def _best(sweep: dict[str, Any]) -> dict[str, Any] | None:
-    """The fastest pool without failures: a measured one when any finished (a projection of
-    T = N threads is one mean call, shorter than the last call's end; an asyncio fleet is
-    never projected, so one that did not finish is no candidate)."""
+    """The fastest pool without failures: a measured one when any finished. A pool with every
+    call in flight at once (T >= N threads, the asyncio fleet) that did not finish is no
+    candidate: its total is only known to be more than the window."""
     ok = [f for f in sweep["runs"] if f["failures"] == 0 and f["done"]
-          and (f["finished"] or f.get("kind") != "asyncio")]  # an unfinished one: no total
+          and not f.get("lower_bound")]  # no total known, only that it is more
     finished = [f for f in ok if f["finished"]]
     return min(finished or ok, key=lambda f: f["total"]) if ok else None
 

@@ -167,8 +167,15 @@ class SdkFleet:
         failures = sum(v for k, v in outcomes.items() if k != "Succeeded")
         mean_call = sum(s for _, s, _ in results) / done if done else float("nan")
         finished = done == self.caches
+        # a pool with a thread per cache or more has every call in flight at once: no rounds
+        # to project, and the calls done so far are the fastest, so the window is a lower bound
+        lower_bound = not finished and self.threads >= self.caches
         if finished:
             total, how = max(e for e, _, _ in results), "measured"
+        elif lower_bound:
+            total = window
+            how = (f"not finished in the {window:.0f} s window ({done} calls done): the "
+                   "total is more")
         else:
             total = math.ceil(self.caches / self.threads) * mean_call
             how = f"projected from {done} calls in a {window:.0f} s window"
@@ -176,7 +183,7 @@ class SdkFleet:
                 "name": self.name,
                 "done": done, "outcomes": dict(outcomes),
                 "failures": failures, "mean_call": mean_call, "total": total, "how": how,
-                "finished": finished}
+                "finished": finished, "lower_bound": lower_bound}
 
 
 class AioSdkFleet(SdkFleet):
@@ -184,9 +191,9 @@ class AioSdkFleet(SdkFleet):
     then `await poller.result()` as a coroutine, all `caches` of them at once in one event
     loop (on a thread of its own, so it runs beside the threaded pools), on one client whose
     aiohttp connector keeps at most `limit` connections open (0 = no limit). Same retry
-    tuning as the threaded pools (SDK_RETRIES). Every call is in flight at once, so a fleet
-    that has not finished in the window is not projected: its total is the window, a lower
-    bound ("finished" False)."""
+    tuning as the threaded pools (SDK_RETRIES). Every call is in flight at once, as in a
+    thread-per-cache pool: one that has not finished in the window is not projected, its total
+    is the window, a lower bound (figures' "lower_bound")."""
 
     def __init__(self, arm_url: str, sub: str, caches: int, interval: float | None = None,
                  limit: int = AIO_LIMIT) -> None:
@@ -240,9 +247,6 @@ class AioSdkFleet(SdkFleet):
     def figures(self, window: float) -> dict[str, Any]:
         fig = super().figures(window)
         fig.update(kind="asyncio", limit=self.limit)
-        if not fig["finished"]:
-            fig.update(total=window, how=f"not finished in the {window:.0f} s window "
-                       f"({fig['done']} calls done): the total is more")
         if self.error is not None:
             fig["outcomes"][f"error:{type(self.error).__name__}"] = self.caches - fig["done"]
             fig["failures"] += self.caches - fig["done"]
