@@ -16,7 +16,9 @@ executions the serve log shows. Rows:
 - the SDK way, best tuned for detection: `begin_flush_cache(...).result()` at
   `polling_interval=1`, a thread per flush in one process (`python bench/cpu.py --sdk ...`),
   CPU of that process from the first call to the last result (its imports and clients made
-  before);
+  before); and the same flushes through the SDK's asyncio client (azure.mgmt.redis.aio on
+  aiohttp, `--sdk ... --aio`): every flush a coroutine in one event loop, a client per
+  subscription as the threaded row has;
 
 the baselines each exported with `git archive` and run by bench/serve_variant.py with its own
 package and function folders, on the same workload in the same run,
@@ -30,6 +32,7 @@ that releases it (a SQLite statement, a socket send or receive) is not seen at a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import concurrent.futures as cf
 import json
@@ -58,6 +61,7 @@ from common import (
     sdk_flush,
     sub_id,
 )
+from sdk_side import AIO_LIMIT, aio_client, aio_flush
 
 from redisflush.local.runtime import open_bus
 
@@ -137,13 +141,15 @@ def one_run(workdir: Path, n: int, name: str, *, tree: Path | None = None,
             "exec_ms": ms, "profile": _grouped(spy_out) if spy_out.exists() else None}
 
 
-def sdk_run(workdir: Path, n: int, name: str) -> dict[str, Any]:
-    """The same flushes through the SDK at polling_interval=1 in a child process."""
+def sdk_run(workdir: Path, n: int, name: str, aio: bool = False) -> dict[str, Any]:
+    """The same flushes through the SDK at polling_interval=1 in a child process (with
+    `aio`, through its asyncio client)."""
     emulator = Emulator(workdir, WORKLOAD, name)
     try:
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sdk",
-                              emulator.url, str(n), name], cwd=ROOT, capture_output=True,
-                             text=True, timeout=300, check=True).stdout
+                              emulator.url, str(n), name] + (["--aio"] if aio else []),
+                             cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             check=True).stdout
         stats = emulator.stats()
     finally:
         emulator.stop()
@@ -162,6 +168,21 @@ def _sdk_child(url: str, n: int, name: str) -> dict[str, Any]:
                                f"{name}-{i:04d}", 1.0) for i in range(n)]
         done = sum(1 for f in futures if f.result()[1] == "Succeeded")
         c1, span = os.times(), time.monotonic() - t0
+    return {"cpu": (c1.user - c0.user) + (c1.system - c0.system), "span": span, "done": done}
+
+
+async def _sdk_aio_child(url: str, n: int, name: str) -> dict[str, Any]:
+    subs = sorted({sub_id(500 + i // PER_SUB) for i in range(n)})
+    clients = {s: aio_client(url, s, AIO_LIMIT) for s in subs}
+    try:
+        t0, c0 = time.monotonic(), os.times()
+        results = await asyncio.gather(*(aio_flush(clients[sub_id(500 + i // PER_SUB)],
+                                                   f"{name}-{i:04d}", 1.0) for i in range(n)))
+        c1, span = os.times(), time.monotonic() - t0
+    finally:
+        for client in clients.values():
+            await client.close()
+    done = sum(1 for _, status in results if status == "Succeeded")
     return {"cpu": (c1.user - c0.user) + (c1.system - c0.system), "span": span, "done": done}
 
 
@@ -275,6 +296,7 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
     trees = {commit: export(commit, workdir) for commit, _ in BASELINES}
     now_runs: list[dict[str, Any]] = []
     sdk_runs: list[dict[str, Any]] = []
+    aio_runs: list[dict[str, Any]] = []
     base_runs: dict[str, list[dict[str, Any]]] = {commit: [] for commit, _ in BASELINES}
     for i in range(rounds):  # alternating, so load from elsewhere falls on every row alike
         for commit, _ in BASELINES:
@@ -282,6 +304,7 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
                                              tree=trees[commit]))
         now_runs.append(one_run(workdir, n, f"cpu-now-{i}"))
         sdk_runs.append(sdk_run(workdir, n, f"cpu-sdk-{i}"))
+        aio_runs.append(sdk_run(workdir, n, f"cpu-aio-{i}", aio=True))
     prof = one_run(workdir, n, "cpu-now-py-spy", profile=True) if profile else None
     now = _median_row(now_runs)
     bases = {commit: _median_row(runs) for commit, runs in base_runs.items()}
@@ -296,9 +319,12 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
                 "ARM requests / executions per flush", "span (s) / events",
                 "idle CPU of the process"]]
     sdk = _median_row(sdk_runs)
+    aio = _median_row(aio_runs)
     labelled = [("now", now)] + [(f"{what} ({commit})", bases[commit])
                                  for commit, what in BASELINES] + [
-        ("SDK, polling_interval=1, a thread per flush (ARM calls only)", sdk)]
+        ("SDK, polling_interval=1, a thread per flush (ARM calls only)", sdk),
+        ("SDK asyncio client, polling_interval=1, a coroutine per flush (ARM calls only)",
+         aio)]
     for label, r in labelled:
         s.table.append([f"{label}: median of {rounds} ({', '.join(f'{x:.1f}' for x in r['runs'])})",
                         f"{r['per']:.2f} ms", f"{r['per_req']:.2f} ms", f"{r['per_exec']:.2f} ms",
@@ -312,6 +338,8 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
                         "", ""])
     s.table.append(["now / SDK", f"{now['per'] / sdk['per']:.2f}x",
                     f"{now['per_req'] / sdk['per_req']:.2f}x", "", "", "", ""])
+    s.table.append(["now / SDK asyncio client", f"{now['per'] / aio['per']:.2f}x",
+                    f"{now['per_req'] / aio['per_req']:.2f}x", "", "", "", ""])
     for label, ms in fleet_cpu or []:
         s.table.append([label, f"{ms:.2f} ms", "", "", "", "", ""])
     s.notes = [
@@ -344,7 +372,11 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
         "client, in a process that does nothing else: it leaves out what a function built "
         "on it would also do (the trigger's message, the event's publish, a held execution "
         "per flush in the worker) and the exactly-once ledger, so it is the floor of that "
-        "way, and ours carries all of those. Its executions column is one per flush.",
+        "way, and ours carries all of those. Its executions column is one per flush. The "
+        "asyncio row is the same flushes through azure.mgmt.redis.aio on aiohttp: every "
+        "flush a coroutine in one event loop (no threads), a client per subscription with "
+        f"its own aiohttp session (at most {AIO_LIMIT or 'unlimited'} connections), the "
+        "same floor of the SDK way without threads.",
     ]
     p = prof["profile"] if prof else None
     if p and p["total"]:
@@ -378,7 +410,9 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
                   f"request; {ratio[start]:.2f}x / {ratio_req[start]:.2f}x against {start}; "
                   f"the SDK at polling_interval=1 (ARM calls only, a thread per flush): "
                   f"{sdk['per']:.2f} ms ({sdk['per_req']:.2f} ms per request, "
-                  f"{sdk['reqs']:.0f} requests), ours {now['per'] / sdk['per']:.2f}x; "
+                  f"{sdk['reqs']:.0f} requests), ours {now['per'] / sdk['per']:.2f}x; its "
+                  f"asyncio client (a coroutine per flush): {aio['per']:.2f} ms "
+                  f"({aio['per_req']:.2f} ms per request), ours {now['per'] / aio['per']:.2f}x; "
                   f"where it goes: {where}."]
     s.data = {"after": now_runs, "before": base_runs, "profile": prof, "per": now["per"],
               "per_req": now["per_req"], "reqs": now["reqs"],
@@ -387,16 +421,20 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
                                 "ratio_req": ratio_req[c], "what": what}
                             for c, what in BASELINES},
               "issue_baseline": issue, "sdk": {"per": sdk["per"], "per_req": sdk["per_req"],
-                                               "reqs": sdk["reqs"], "runs": sdk_runs}}
+                                               "reqs": sdk["reqs"], "runs": sdk_runs},
+              "sdk_aio": {"per": aio["per"], "per_req": aio["per_req"], "reqs": aio["reqs"],
+                          "runs": aio_runs}}
     return s
 
 
 def _main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sdk", nargs=3, metavar=("URL", "N", "NAME"), required=True)
+    parser.add_argument("--aio", action="store_true", help="the SDK's asyncio client")
     a = parser.parse_args()
     url, n, name = a.sdk[0], int(a.sdk[1]), a.sdk[2]
-    print(json.dumps(_sdk_child(url, n, name)))
+    result = asyncio.run(_sdk_aio_child(url, n, name)) if a.aio else _sdk_child(url, n, name)
+    print(json.dumps(result))
     return 0
 
 

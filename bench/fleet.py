@@ -12,8 +12,14 @@ subscription of one emulator process with the same buckets, all side by side in 
 process (`python bench/fleet.py --sdk-sweep ...`); then, in the full run, a thread per cache
 (T = N) at intervals near the flush's length (5 and 10 s), each alone on a fresh emulator: the
 best-tuned pool is there, past the sweep's edge. One that finishes its N caches inside the
-window is measured; one that does not is projected from the calls it finished (rounds of T
-calls, each as long as the measured mean call).
+window is measured; one of T < N threads that does not is projected from the calls it finished
+(rounds of T calls, each as long as the measured mean call); one with every call in flight at
+once (T >= N, the asyncio fleet) is not projected: the window is a lower bound of its total.
+
+The SDK's asyncio client (azure.mgmt.redis.aio on aiohttp, sdk_side.AioSdkFleet): all N
+`begin_flush_cache()` + `result()` as coroutines in one event loop, the same retry tuning, at
+polling_interval 2, 5 and 10 s (AIO_INTERVALS); in the full run each alone on a fresh emulator
+after the threaded pools, with --quick side by side with each other after the threaded sweep.
 
 A fleet whose flushes all last exactly the same is the easy case for reading an operation when
 it is expected to end (ours learns durations as they succeed), so the full run also flushes a
@@ -48,7 +54,7 @@ from common import (
     settled_rss,
     sub_id,
 )
-from sdk_side import SDK_RETRIES, SdkFleet
+from sdk_side import AIO_LIMIT, AIO_LIMIT_NOTE, SDK_RETRIES, AioSdkFleet, SdkFleet
 
 from redisflush.local.runtime import open_bus
 
@@ -63,6 +69,16 @@ SWEEP: tuple[tuple[int, float | None], ...] = (
     (64, 2.0), (128, 2.0), (256, 2.0))
 # a thread per cache (T = N, filled in), each alone: intervals near a 10 s flush's length
 ALONE_INTERVALS: tuple[float, ...] = (5.0, 10.0)
+# the asyncio client's fleet (every call a coroutine), at its connector's tuned limit
+AIO_INTERVALS: tuple[float, ...] = (2.0, 5.0, 10.0)
+# the full run also measures the connector's other limits at this interval, each alone, so
+# the tuning of sdk_side.AIO_LIMIT is checked in every full run (0 = no limit)
+AIO_LIMIT_CHECK: tuple[tuple[float, int], ...] = ((10.0, 100), (10.0, 0))
+# What the app in Azure imports and `serve --local` does not (its bus, ledger and identity
+# adapters' SDKs): ours' fleet serve imports them first (bench/serve_variant.py), so the RSS
+# section 6 reads from this run carries them as the app's process does
+AZURE_ADAPTERS = ("azure.servicebus", "azure.data.tables", "azure.identity",
+                  "redisflush.ledger_tables")
 SPREAD = 5.0  # the spread fleet's durations: d + SPREAD * (last digit of the cache) / 10
 
 
@@ -125,7 +141,13 @@ class Fleet:
 
 def run_ours(workdir: Path, fleet: Fleet, *, name: str = "fleet", load: float = 0.0,
              timeout: float = 600.0, launcher: list[str] | None = None,
-             env: dict[str, str] | None = None) -> dict[str, Any]:
+             env: dict[str, str] | None = None, adapters: bool = True) -> dict[str, Any]:
+    """Ours on `fleet`; with `adapters` (and no `launcher` of the caller's) the serve imports
+    AZURE_ADAPTERS before serving, as the app in Azure holds them."""
+    imported = list(AZURE_ADAPTERS) if adapters and launcher is None else []
+    if imported:
+        launcher = [str(ROOT / "bench" / "serve_variant.py")]
+        env = {**(env or {}), "REDISFLUSH_BENCH_IMPORTS": ",".join(AZURE_ADAPTERS)}
     emulator = Emulator(workdir, fleet.emulator_config(), name)
     serve = watcher = None
     try:
@@ -183,7 +205,7 @@ def run_ours(workdir: Path, fleet: Fleet, *, name: str = "fleet", load: float = 
             "polls": stats["polls"], "throttled": stats["throttled"],
             "complete": len(done) == len(wanted), "cpu": cpu, "load": load,
             "load_taken": loads.get("readsTaken", 0.0), "invocations": invocations,
-            "rss": rss}
+            "rss": rss, "adapters": imported}
 
 
 def _invocations(log: Path) -> dict[str, int]:
@@ -202,29 +224,50 @@ def sdk_sweep(workdir: Path, fleet: Fleet, window: float,
               sweep: tuple[tuple[int, float | None], ...] = SWEEP, *, alone: bool = False
               ) -> dict[str, Any]:
     """Every (T, interval) of the sweep side by side, one subscription each, for `window` s
-    at most; with `alone`, then each thread-per-cache pool alone on a fresh emulator, for the
-    fleet as given and for its spread-duration twin."""
+    at most; then the asyncio client's fleets (AIO_INTERVALS): with `alone`, each
+    thread-per-cache pool and each asyncio fleet alone on a fresh emulator, for the fleet as
+    given and for its spread-duration twin; without, the asyncio fleets side by side with
+    each other on one emulator, after the threaded sweep."""
     result = _side_by_side(workdir, fleet, window, sweep, "fleet-sdk")
     if alone:
         spread = Fleet(fleet.caches, fleet.duration, fleet.writes, fleet.reads, SPREAD)
         for which, f in (("same", fleet), ("spread", spread)):
-            for interval in ALONE_INTERVALS:
-                name = f"fleet-sdk-{which}-{interval:g}"
-                one = _side_by_side(workdir, f, window, ((f.caches, interval),), name)
+            runs: list[tuple[str, tuple[tuple[int, float | None], ...],
+                             tuple[tuple[float, int], ...]]] = [
+                (f"fleet-sdk-{which}-{interval:g}", ((f.caches, interval),), ())
+                for interval in ALONE_INTERVALS]
+            runs += [(f"fleet-aio-{which}-{interval:g}", (), ((interval, AIO_LIMIT),))
+                     for interval in AIO_INTERVALS]
+            if which == "same":
+                runs += [(f"fleet-aio-{which}-{interval:g}-c{limit}", (), ((interval, limit),))
+                         for interval, limit in AIO_LIMIT_CHECK]
+            for name, pools, aio in runs:
+                one = _side_by_side(workdir, f, window, pools, name, aio=aio)
                 for fig in one["runs"]:
                     fig["alone"] = True
                     fig["how"] += ", alone"
                     (result["runs"] if which == "same" else
                      result.setdefault("spread", [])).append(fig)
+    else:
+        aio = _side_by_side(workdir, fleet, window, (), "fleet-aio",
+                            aio=tuple((i, AIO_LIMIT) for i in AIO_INTERVALS))
+        for fig in aio["runs"]:
+            fig["how"] += ", side by side with the other asyncio fleets"
+        result["runs"] += aio["runs"]
     return result
 
 
 def _side_by_side(workdir: Path, fleet: Fleet, window: float,
-                  sweep: tuple[tuple[int, float | None], ...], name: str) -> dict[str, Any]:
+                  sweep: tuple[tuple[int, float | None], ...], name: str, *,
+                  aio: tuple[tuple[float, int], ...] = ()) -> dict[str, Any]:
+    """The threaded pools of `sweep` and an asyncio fleet per (polling interval, connector
+    limit) of `aio`, one subscription each, on one emulator process."""
     emulator = Emulator(workdir, fleet.emulator_config(), name)
     try:
         runs = [SdkFleet(emulator.url, sub_id(300 + k), fleet.caches, t, interval)
                 for k, (t, interval) in enumerate(sweep)]
+        runs += [AioSdkFleet(emulator.url, sub_id(400 + k), fleet.caches, interval, limit)
+                 for k, (interval, limit) in enumerate(aio)]
         for r in runs:
             r.start()
         began = time.monotonic()
@@ -309,15 +352,16 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         f"{r['cpu'] / n * 1000:.1f} ms per flush")
     s.table = rows
     best = _best(sweep)
-    sweep_rows = [["SDK threads (polling)", "caches done / outcomes", "mean call", "total for "
+    sweep_rows = [["SDK way (polling)", "caches done / outcomes", "mean call", "total for "
                    f"{n:,} caches", "vs bound", "429s seen", "how"]]
     for fig in sweep["runs"]:
         failed = fig["failures"] > 0
+        more = "> " if fig.get("lower_bound") else ""
         sweep_rows.append([
             _pool_label(fig), f"{fig['done']} / {_outcomes(fig['outcomes'])}",
             f"{fig['mean_call']:.1f} s",
-            "fails" if failed else f"{fig['total']:.0f} s",
-            "-" if failed else f"{fig['total'] / bounds[0][0]:.1f}x", str(fig["throttled"]),
+            "fails" if failed else f"{more}{fig['total']:.0f} s",
+            "-" if failed else f"{more}{fig['total'] / bounds[0][0]:.1f}x", str(fig["throttled"]),
             f"calls failed ({SDK_RETRIES} retries of 429s ran out)" if failed
             else fig["how"]])
     s.extra = sweep_rows  # type: ignore[attr-defined]
@@ -328,15 +372,22 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         f"to us refill at {fleet.reads[1] - runs[-1]['load']:g}/s: "
         + "; ".join(bounds[-1][1][2:]) + ".",
         f"Ours: {n:,} requests dropped on the request queue at once, one `serve --local` "
-        "process (default concurrency), one emulator process enforcing the buckets; the "
+        "process (default concurrency"
+        + (f"; it imports {', '.join(ours['adapters'])} before serving, as the app in Azure "
+           "holds them and serve --local would not: section 6 reads this run's memory"
+           if ours.get("adapters") else "")
+        + "), one emulator process enforcing the buckets; the "
         "clock stops at the last completion event on the topic. The second client is the "
         "emulator's read load on the same subscription for the whole run (it drains the "
         "read bucket at that rate; on an empty bucket it takes the refill first, as a client "
         "hammering at that rate would).",
         f"SDK sweep: each thread count on its own subscription of one emulator process with "
         f"the same buckets, all side by side in a child process for at most "
-        f"{sweep['window']:.0f} s; a count that did not finish is projected as "
-        f"ceil({n:,} / T) rounds x its mean call (the buckets do not bind at those rates). "
+        f"{sweep['window']:.0f} s; a count T < {n:,} that did not finish is projected as "
+        f"ceil({n:,} / T) rounds x its mean call (the buckets do not bind at those rates); "
+        "a pool with every call in flight at once (T >= N, the asyncio client) that did not "
+        "finish shows '> window' (its fastest calls alone would project below the bound) "
+        "and is no candidate for the best. "
         "azure-core retries a 429 after its Retry-After (status reads included) 3 times by "
         "default (retry_status), then raises: the sweep's clients set retry_status and "
         f"retry_total to {SDK_RETRIES} so throttling costs time, not a failure; a count "
@@ -350,8 +401,9 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         "serving each kept connection on a thread of its own) and took 112 s at 1000 threads, "
         "polling_interval=10, so the default stays. The thread-per-cache pools ran after the "
         "side-by-side sweep, each alone on a fresh emulator: a pool of T = N threads at an "
-        "interval near the flush's length is the best-tuned SDK fleet found; larger pools are "
-        "not possible (one call per cache) and shorter intervals only buy 429s.",
+        "interval near the flush's length is the best-tuned threaded fleet found; larger "
+        "pools are not possible (one call per cache) and shorter intervals only buy 429s.",
+        _aio_note(sweep, bounds[0][0], ours),
         "What this leaves out: the emulator's buckets are the model of ARM's that the app's "
         "pacer also assumes (redisflush/pacing.py: writes 200 + 10/s, reads 250 + 25/s per "
         "subscription and principal); real ARM's buckets, its latency (tens of ms, not ~1 ms "
@@ -380,7 +432,7 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
             f"{ours['wall'] / bounds[0][0]:.3f}x the {bounds[0][0]:.0f} s lower bound, "
             f"{ours['throttled']} 429s; with a second client at {runs[-1]['load']:g} reads/s "
             f"{runs[-1]['wall']:.1f} s = {runs[-1]['wall'] / bounds[-1][0]:.3f}x, "
-            f"{runs[-1]['throttled']} 429s. Best SDK pool: {_pool_label(best)}, "
+            f"{runs[-1]['throttled']} 429s. Best SDK way: {_pool_label(best)}, "
             f"{best['total']:.0f} s ({best['how'].split(',')[0].split(' ')[0]}) = "
             f"{best['total'] / bounds[0][0]:.2f}x the bound, "
             f"{best['total'] / ours['wall']:.2f}x ours, {best['throttled']} 429s."
@@ -400,7 +452,7 @@ def _spread_headline(data: dict[str, Any] | None, fleet: Fleet) -> str:
             f"(an oracle knowing every duration), {ours['wall'] / data['in_order']:.3f}x the "
             f"last end when POSTed in the order sent, {ours['throttled']} 429s")
     if best is not None:
-        text += (f"; best SDK pool {_pool_label(best)}, {best['total']:.1f} s = "
+        text += (f"; best SDK way {_pool_label(best)}, {best['total']:.1f} s = "
                  f"{best['total'] / ours['wall']:.2f}x ours, {best['throttled']} 429s")
     return text + "."
 
@@ -422,8 +474,10 @@ def _spread(s: Section, fleet: Fleet, ours: dict[str, Any] | None,
                  f"{ours['requests'] / fleet.caches:.2f}", _outcomes(ours["outcomes"])])
     for fig in pools:
         failed = fig["failures"] > 0
-        rows.append([f"SDK {_pool_label(fig)}", "fails" if failed else f"{fig['total']:.1f} s",
-                     "-" if failed else f"{fig['total'] / bound:.3f}x / "
+        more = "> " if fig.get("lower_bound") else ""
+        rows.append([f"SDK {_pool_label(fig)}",
+                     "fails" if failed else f"{more}{fig['total']:.1f} s",
+                     "-" if failed else f"{more}{fig['total'] / bound:.3f}x / "
                      f"{fig['total'] / in_order:.3f}x", str(fig["throttled"]),
                      f"{fig['requests'] / fleet.caches:.2f}", _outcomes(fig["outcomes"])])
     s.extra2 = rows  # type: ignore[attr-defined]
@@ -439,8 +493,48 @@ def _spread(s: Section, fleet: Fleet, ours: dict[str, Any] | None,
 
 def _pool_label(fig: dict[str, Any]) -> str:
     interval = fig.get("interval")
-    return f"{fig['threads']} threads" + (f", polling_interval={interval:g}" if interval
-                                          else ", default polling")
+    who = (f"asyncio client ({fig['limit'] or 'unlimited'} connections)"
+           if fig.get("kind") == "asyncio" else f"{fig['threads']} threads")
+    return who + (f", polling_interval={interval:g}" if interval else ", default polling")
+
+
+def _aio_note(sweep: dict[str, Any], bound: float, ours: dict[str, Any]) -> str:
+    """Which SDK way is best in this run: the asyncio client's fastest fleet without
+    failures against the threaded pools' fastest, each against the bound and ours."""
+    aio = _best({"runs": [f for f in sweep["runs"] if f.get("kind") == "asyncio"]})
+    threaded = _best({"runs": [f for f in sweep["runs"] if f.get("kind") != "asyncio"]})
+    text = ("The asyncio client (azure.mgmt.redis.aio on aiohttp, sdk_side.AioSdkFleet): "
+            "all N begin_flush_cache() + result() as coroutines in one event loop on one "
+            f"client, the same retry tuning ({SDK_RETRIES}), its aiohttp connector keeping at "
+            f"most {AIO_LIMIT or 'unlimited'} connections ({AIO_LIMIT_NOTE}), at "
+            f"polling_interval {', '.join(f'{i:g}' for i in AIO_INTERVALS)} s. ")
+    if aio is None:
+        return text + "No asyncio fleet finished without failures in this run."
+    text += (f"Its fastest without failures: polling_interval={aio['interval']:g}, "
+             f"{aio['total']:.1f} s ({aio['how'].split(',')[0]}) = {aio['total'] / bound:.2f}x "
+             f"the bound, {aio['total'] / ours['wall']:.2f}x ours, {aio['throttled']} 429s"
+             + ("." if threaded is None else ""))
+    if threaded is not None:
+        text += (f"; the fastest threaded pool: {_pool_label(threaded)}, "
+                 f"{threaded['total']:.1f} s ({threaded['how'].split(',')[0]}) = "
+                 f"{threaded['total'] / bound:.2f}x the bound. ")
+        best = _best(sweep)  # as the headline picks it: a measured total before a projection
+        winner = ("the asyncio client" if best is not None and best.get("kind") == "asyncio"
+                  else f"the threaded client ({_pool_label(threaded)})")
+        text += f"The best SDK way in this run is {winner}."
+    by_interval = collections.defaultdict(list)
+    for f in sweep["runs"]:
+        if f.get("kind") == "asyncio":
+            by_interval[f["interval"]].append(f)
+    for interval, figs in sorted(by_interval.items()):
+        if len(figs) > 1:
+            text += (f" The connector's limit at polling_interval={interval:g}: " + ", ".join(
+                f"{f['limit'] or 'unlimited'}"
+                + (" (aiohttp's default)" if f["limit"] == 100 else "") + ": "
+                + ("fails" if f["failures"] else
+                   f"{'> ' if f.get('lower_bound') else ''}{f['total']:.1f} s")
+                for f in sorted(figs, key=lambda f: f["limit"] or 10**9)) + ".")
+    return text
 
 
 SDK_DEFAULT_POLL = 30.0  # azure-core's wait after each answer without Retry-After
@@ -453,7 +547,7 @@ def _starved(sweep: dict[str, Any], duration: float) -> str | None:
     sweep's threads or the emulator were starved of CPU, and its totals would flatter ours."""
     expected = math.ceil(duration / SDK_DEFAULT_POLL) * SDK_DEFAULT_POLL
     calm = [f for f in sweep["runs"] if not f.get("interval") and f["throttled"] == 0
-            and f["done"]]
+            and f["done"] and f.get("kind") != "asyncio"]
     if not calm:
         return None
     smallest = min(calm, key=lambda f: f["threads"])
@@ -466,9 +560,11 @@ def _starved(sweep: dict[str, Any], duration: float) -> str | None:
 
 
 def _best(sweep: dict[str, Any]) -> dict[str, Any] | None:
-    """The fastest pool without failures: a measured one when any finished (a projection of
-    T = N threads is one mean call, shorter than the last call's end)."""
-    ok = [f for f in sweep["runs"] if f["failures"] == 0 and f["done"]]
+    """The fastest pool without failures: a measured one when any finished. A pool with every
+    call in flight at once (T >= N threads, the asyncio fleet) that did not finish is no
+    candidate: its total is only known to be more than the window."""
+    ok = [f for f in sweep["runs"] if f["failures"] == 0 and f["done"]
+          and not f.get("lower_bound")]  # no total known, only that it is more
     finished = [f for f in ok if f["finished"]]
     return min(finished or ok, key=lambda f: f["total"]) if ok else None
 

@@ -7,8 +7,10 @@
    runs it) alone in a child process (`python bench/sdk_side.py --fleet ...`, which imports
    no redisflush), sampled the same way from here, at rest after its imports and client,
    then during its fleet. Pools: a
-   thread per cache at polling_interval=10 (the best-tuned SDK fleet of section 2) and 256
-   threads at polling_interval=2 (the best pool of 16-256 threads).
+   thread per cache at polling_interval=10 (the best-tuned threaded fleet of section 2), 256
+   threads at polling_interval=2 (the best pool of 16-256 threads) and the asyncio client
+   (azure.mgmt.redis.aio, every call a coroutine in one event loop) at its fastest setting
+   (AIO_MEMORY_INTERVAL, sdk_side.AIO_LIMIT connections).
 2. One invocation as the Functions worker sees it: VmRSS after each phase of section 4's
    cold-start interpreters (import, build, first token + ARM call) and their VmHWM.
 3. One request of 50 caches (REDISFLUSH_MAX_TARGETS, the most a request may name), in a fresh
@@ -57,19 +59,25 @@ SDK_FLEET_SUB = sub_id(61)
 FIFTY = 50           # REDISFLUSH_MAX_TARGETS: the largest request the rules allow (README)
 FIFTY_DURATION = 4.0  # the 50 caches' flushes: a few poll steps, each reading the 50
 KB = 1024
+# the asyncio SDK fleet's fastest setting on section 2's fleet (bench/fleet.py AIO_INTERVALS,
+# each alone): section 6 runs before section 2's sweep, so the setting is fixed here
+AIO_MEMORY_INTERVAL = 10.0
 
 
 # -- 1. the fleet: the SDK's process ------------------------------------------------------
 
 def sdk_fleet(workdir: Path, fleet: Any, threads: int, interval: float | None,
-              window: float, name: str) -> dict[str, Any]:
-    """One SDK pool alone on its own emulator, in a child process sampled from here."""
+              window: float, name: str, aio_limit: int | None = None) -> dict[str, Any]:
+    """One SDK pool alone on its own emulator, in a child process sampled from here; with
+    `aio_limit`, the asyncio client's fleet (every call a coroutine) instead of threads."""
     emulator = Emulator(workdir, fleet.emulator_config(), name)
     log = open(workdir / f"{name}-child.log", "wb")
     # bench/sdk_side.py imports no redisflush: the child holds what an SDK process would
     args = [sys.executable, str(Path(__file__).resolve().with_name("sdk_side.py")), "--fleet",
             emulator.url, "--sub", SDK_FLEET_SUB, "--caches", str(fleet.caches),
             "--threads", str(threads), "--window", str(window)]
+    if aio_limit is not None:
+        args += ["--aio", str(aio_limit)]
     if interval:
         args += ["--interval", str(interval)]
     proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -297,8 +305,12 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
 
     def pool_name(p: dict[str, Any]) -> str:
         iv = p.get("interval")
-        return f"SDK: {p['threads']} threads, " + (f"polling_interval={iv:g}" if iv
-                                                    else "default polling")
+        who = (f"SDK asyncio client: {p.get('limit') or 'unlimited'} connections, "
+               if p.get("kind") == "asyncio" else f"SDK: {p['threads']} threads, ")
+        return who + (f"polling_interval={iv:g}" if iv else "default polling")
+
+    threaded = [p for p in pools if p.get("kind") != "asyncio"]
+    aio = next((p for p in pools if p.get("kind") == "asyncio"), None)
 
     head = ["", "redisflush `serve --local`", *(pool_name(p) for p in pools)]
     rows = [head]
@@ -383,7 +395,7 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
                _mib(fo["rss_delta"]), _mib(fs["rss_delta"]) + " (while held)", ""]]
     s.extra2 = extra2  # type: ignore[attr-defined]
 
-    best = pools[0]
+    best = threaded[0]
     b = best["rss"]
     s.headline = [
         f"Memory ({label}): the whole serve process peaks at {_mib(o['hwm'])} "
@@ -391,7 +403,13 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         f"{ours_rise / n:.1f} KiB per cache), against {_mib(b['hwm'])} for the SDK fleet "
         f"process ({pool_name(best)[5:]}; {_mib(b['hwm'] - b['idle'])} over rest = "
         f"{(b['hwm'] - b['idle']) / n:.1f} KiB per cache): {b['hwm'] / o['hwm']:.2f}x ours "
-        f"whole, {(b['hwm'] - b['idle']) / max(1, ours_rise):.2f}x over rest. One cold "
+        f"whole, {(b['hwm'] - b['idle']) / max(1, ours_rise):.2f}x over rest"
+        + ("" if aio is None else
+           f"; the SDK's asyncio client ({pool_name(aio)[len('SDK asyncio client: '):]}) "
+           f"peaks at {_mib(aio['rss']['hwm'])} = {aio['rss']['hwm'] / o['hwm']:.2f}x ours "
+           f"whole, {(aio['rss']['hwm'] - aio['rss']['idle']) / max(1, ours_rise):.2f}x "
+           "over rest")
+        + ". One cold "
         f"invocation peaks at {_mib(rss['ours_mi']['peak (VmHWM)'])} (managed identity + "
         f"Azure SDK imports) against the SDK's {_mib(sdk_end)} "
         f"({rss['ours_mi']['peak (VmHWM)'] / sdk_end:.2f}x). A request of {FIFTY} caches: "
@@ -404,7 +422,8 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         "Fleet: VmRSS of each process from /proc every 0.1 s and its VmHWM (the kernel's "
         "peak, so no spike between samples is missed), from the moment the first request is "
         "sent (ours) or the pool starts (the SDK) to the last outcome; 'at rest' is the median "
-        "over 1 s after start-up (ours: the serve ready, its host polling an empty bus; the "
+        "over 1 s after start-up (ours: the serve ready, its host polling an empty bus, the "
+        "Azure adapters' SDKs imported; the "
         "SDK: azure.mgmt.redis imported and the pool's client built, in a process that imports no "
         "redisflush or bench code). Ours is the fleet run of "
         "section 2 (alone, no second client); each SDK pool runs alone in its own process "
@@ -415,12 +434,21 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         "What they leave out: the emulator (ARM) runs in another process and is not counted "
         "on either side; ours keeps its queued and scheduled messages in the local bus's "
         "SQLite file (the page cache, not the process; in Azure they are in Service Bus) and "
-        "its ledger likewise, while the SDK keeps each operation in its threads; ours' "
-        "serve --local loads none of the Azure adapters (azure-servicebus, azure-data-tables, "
-        "azure-identity and their clients' buffers), which the app holds in Azure: the "
-        "one-invocation table above puts their imports alone at about "
-        f"{_mib(adapters)}, so ours' whole-process rows are low by at least that much there "
-        "(its rise less so), while its local host's bus polling and dispatch, the .NET "
+        "its ledger likewise, while the SDK keeps each operation in its threads; "
+        + (f"ours' serve imports the Azure adapters' SDKs before serving "
+           f"({', '.join(ours['adapters'])}: the app holds them in Azure, serve --local "
+           "alone would not load them; in the one-invocation table above azure.servicebus "
+           f"and azure.data.tables alone take about {_mib(adapters)}, azure.identity comes "
+           "with the first token; all of them about 20 MiB, measured apart), so its "
+           "whole-process rows carry them, though not their clients' buffers and "
+           "connections (serve --local opens none), "
+           if ours.get("adapters") else
+           "ours' serve --local loads none of the Azure adapters (azure-servicebus, "
+           "azure-data-tables, azure-identity and their clients' buffers), which the app "
+           "holds in Azure: the one-invocation table above puts their imports alone at about "
+           f"{_mib(adapters)}, so ours' whole-process rows are low by at least that much "
+           "there (its rise less so), ")
+        + "while its local host's bus polling and dispatch, the .NET "
         "host's work in Azure, count against it here; thread "
         "stacks are reserved virtually (8 MiB each by default) and count only as touched; "
         "memory freed inside the process but kept by the allocator still counts, so the "
@@ -454,13 +482,14 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         "keeps no request in the process between steps: each step starts from the poll "
         "message's state; the SDK's pollers live as long as the flush, each with a thread.",
     ]
-    per_thread = [(p["rss"]["hwm"] - p["rss"]["idle"]) / max(1, p["threads"]) for p in pools]
+    per_thread = [(p["rss"]["hwm"] - p["rss"]["idle"]) / max(1, p["threads"])
+                  for p in threaded]
     s.notes.insert(1, (
         "The SDK's memory grows with its pool, not with the fleet: each worker thread plus an "
         "LROPoller thread per call in flight, so a pool of T threads runs up to 2T (" +
         ", ".join(f"{pt:.0f} KiB of rise per pool thread with {p['threads']} "
                   f"({p['rss']['threads']} threads seen)"
-                  for pt, p in zip(per_thread, pools, strict=True)) +
+                  for pt, p in zip(per_thread, threaded, strict=True)) +
         "). A pool small enough to stay within ours' rise "
         f"({_mib(ours_rise)}) has about "
         f"{_span(ours_rise / max(per_thread), ours_rise / min(per_thread))} threads: "
@@ -468,16 +497,39 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
         "times the bound (a call lasts the flush plus its polling, so 1,000 caches take "
         "about 1,000 / T calls' length); the pools "
         "here are section 2's fastest (a thread per cache) and the fastest of its 16-256 "
-        "sweep: on the SDK's side a smaller pool saves memory and costs time. Not measured: the "
-        "SDK's asyncio client (azure.mgmt.redis.aio, needs aiohttp, not installed here), "
-        "which holds a call in flight as a coroutine, not two threads, and would likely sit "
-        "far below these threaded pools: the ratios here are against the threaded way "
-        "only."))
+        "sweep: on the SDK's side a smaller pool saves memory and costs time."
+        + ("" if aio is None else _aio_memory_note(aio, threaded, o, n))))
     s.data = {"n": n, "ours": ours["rss"], "pools": [{**p["rss"], "threads_pool": p["threads"],
+                                                       "kind": p.get("kind", "threads"),
                                                        "interval": p.get("interval")}
                                                       for p in pools],
               "cold": rss, "fifty": fifty_data}
     return s
+
+
+def _aio_memory_note(aio: dict[str, Any], threaded: list[dict[str, Any]],
+                     ours: dict[str, Any], n: int) -> str:
+    """The asyncio client's fleet process against ours and the threaded pools."""
+    a = aio["rss"]
+    rise = a["hwm"] - a["idle"]
+    done = (f"its last outcome after {aio['total']:.1f} s" if aio.get("finished") else
+            f"{aio['done']} of {n:,} done in the window")
+    failed = f", {aio['failures']} calls failed" if aio.get("failures") else ""
+    return (
+        " The SDK's asyncio client (azure.mgmt.redis.aio on aiohttp, bench/sdk_side.py "
+        f"AioSdkFleet: all {n:,} calls as coroutines in one event loop on one client, "
+        f"polling_interval={aio['interval']:g}, its connector keeping at most "
+        f"{aio.get('limit') or 'unlimited'} connections; section 2's fastest asyncio "
+        f"setting, {done}{failed}) holds a call in flight as a coroutine and its poller, "
+        f"not two threads ({a['threads']} threads seen): it peaks at {_mib(a['hwm'])} "
+        f"({_mib(rise)} over its {_mib(a['idle'])} at rest = {rise / n:.1f} KiB per cache), "
+        f"{a['hwm'] / ours['hwm']:.2f}x ours whole, "
+        f"{rise / max(1, ours['hwm'] - ours['idle']):.2f}x ours over rest, against "
+        + ", ".join(f"{_mib(p['rss']['hwm'])} for {p['threads']} threads"
+                    for p in threaded)
+        + " (the asyncio process's peak is "
+        + ", ".join(f"{a['hwm'] / p['rss']['hwm']:.2f}x" for p in threaded)
+        + " theirs).")
 
 
 def _main() -> int:

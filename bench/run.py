@@ -4,16 +4,17 @@
    subscription, against azure-mgmt-redis begin_flush_cache() at its default polling and at
    polling_interval=2 and 1 (plus docs/lag.png)
 2. a fleet of 1,000 caches on one subscription under ARM's buckets, alone and with a second
-   client spending half of the read refill, against SDK thread pools of 16 .. 256 and a
-   thread per cache (full run), and a fleet whose flush durations spread over 10-14.5 s
+   client spending half of the read refill, against SDK thread pools of 16 .. 256, a
+   thread per cache (full run) and the SDK's asyncio client at polling_interval 2, 5 and
+   10, and a fleet whose flush durations spread over 10-14.5 s
 3. CPU per flush of the whole `serve --local` process against the serve when issue 11 was
    filed (6332ebb) and at the start of the CPU work (d200612), and where it goes (py-spy)
 4. cold start as the first invocation pays it: import + first token + first ARM call
 5. Service Bus operations, function executions and list-price cost per flush
 6. memory: peak and at-rest RSS of the whole `serve --local` process in the fleet of 2 against
-   the SDK's fleet process (a thread per cache, and 256 threads), RSS of one cold invocation
-   (section 4's interpreters), and tracemalloc's peak of one invocation for a request of 50
-   caches against holding 50 SDK pollers
+   the SDK's fleet process (a thread per cache, 256 threads, and the asyncio client), RSS of
+   one cold invocation (section 4's interpreters), and tracemalloc's peak of one invocation
+   for a request of 50 caches against holding 50 SDK pollers
 
 Everything runs on this machine against the ARM emulator and the local bus; absolute figures
 and ratios come from the same run. The full run writes docs/benchmarks.md and docs/lag.png;
@@ -129,11 +130,16 @@ def main(argv: list[str] | None = None) -> int:
 
         def sdk_memory_step() -> list:
             # the SDK fleet processes (section 6), each pool alone on its own emulator
-            return [_step(f"6 SDK fleet ({t} threads)", lambda t=t, i=i: memory.sdk_fleet(
-                work, the_fleet, t, i, cfg["fleet_timeout"], f"mem-sdk{t}"))
-                for t, i in memory_pools]
+            return [_step(f"6 SDK fleet ({'asyncio' if aio is not None else f'{t} threads'})",
+                          lambda t=t, i=i, aio=aio: memory.sdk_fleet(
+                              work, the_fleet, t, i, cfg["fleet_timeout"],
+                              f"mem-sdk{'aio' if aio is not None else t}", aio))
+                    for t, i, aio in memory_pools]
 
-        memory_pools = [(n, 10.0)] + ([] if args.quick else [(256, 2.0)])
+        # (threads, polling_interval, asyncio connector limit or None for the threaded pool)
+        memory_pools: list[tuple[int, float, int | None]] = \
+            [(n, 10.0, None)] + ([] if args.quick else [(256, 2.0, None)]) + \
+            [(n, memory.AIO_MEMORY_INTERVAL, fleet.AIO_LIMIT)]
 
         sweep = None
         if args.quick:

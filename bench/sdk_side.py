@@ -1,13 +1,16 @@
 """The Azure SDK way, apart from redisflush: a client on the emulator, one flush call, a pool
-of them (section 2's SdkFleet), and the SDK fleet process section 6 measures
-(`python bench/sdk_side.py --fleet URL ...`).
+of them (section 2's SdkFleet), the asyncio client's fleet (AioSdkFleet: every call a
+coroutine in one event loop), and the SDK fleet process section 6 measures
+(`python bench/sdk_side.py --fleet URL ...`, `--aio` for the asyncio one).
 
-This module imports only the standard library and the Azure SDK, never redisflush or the rest
-of bench/ (common.py pulls in redisflush, its local bus and SQLite: about 9 MiB of RSS that an
-SDK-only process would not hold, and section 6 reads the SDK process's whole RSS)."""
+This module imports only the standard library, the Azure SDK and aiohttp (the asyncio
+client's transport), never redisflush or the rest of bench/ (common.py pulls in redisflush,
+its local bus and SQLite: about 9 MiB of RSS that an SDK-only process would not hold, and
+section 6 reads the SDK process's whole RSS)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import json
 import math
@@ -23,6 +26,16 @@ RG = "rg-bench"
 # The best-tuned SDK pools raise azure-core's retries of a 429 (3 by default), so throttling
 # costs time rather than a failed call (bench/fleet.py, section 2).
 SDK_RETRIES = 100
+# The asyncio fleet's aiohttp connector: at most this many connections open at once (aiohttp's
+# default is 100 per session; 0 = no limit). On section 2's 1,000-cache fleet (one-off runs,
+# each alone on a fresh emulator, 2026-12-05, the machine shared with other work) 10 was the
+# fastest, by little: AIO_LIMIT_NOTE; bench/fleet.py's full run measures 100 and no limit again.
+AIO_LIMIT = 10
+AIO_LIMIT_NOTE = ("the fastest of the limits tried in one-off runs of the 1,000-cache fleet, "
+                  "each alone: at polling_interval=5, 10 connections 112.7 s, 100 (aiohttp's "
+                  "default) 114.4 s, no limit 115.5 s; at polling_interval=10, 10 connections "
+                  "102.2 s, 100 104.0 s; the 429s, not the connections, set the pace "
+                  "(polling_interval=15 took 118.5 s)")
 
 
 class StubCredential:
@@ -33,11 +46,58 @@ class StubCredential:
         return AccessToken(TOKEN, int(time.time()) + 10 * 365 * 86400)
 
 
+class AsyncStubCredential:
+    """azure-core AsyncTokenCredential that hands out the emulator's token."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+        return AccessToken(TOKEN, int(time.time()) + 10 * 365 * 86400)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> AsyncStubCredential:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+
 def sdk_client(arm_url: str, sub: str, **config: Any) -> Any:
     """`config`: azure-core pipeline settings (e.g. retry_total) for a tuned client."""
     from azure.mgmt.redis import RedisManagementClient
     return RedisManagementClient(StubCredential(), sub, base_url=arm_url,
                                  api_version=API_VERSION, **config)
+
+
+def aio_client(arm_url: str, sub: str, limit: int = AIO_LIMIT, **config: Any) -> Any:
+    """The asyncio client (azure.mgmt.redis.aio) on an aiohttp session of its own whose
+    connector keeps at most `limit` connections (0 = no limit); closing the client closes
+    the session. Call it inside a running event loop (aiohttp's session wants one)."""
+    import aiohttp
+    from azure.core.pipeline.transport import AioHttpTransport
+    from azure.mgmt.redis.aio import RedisManagementClient
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
+    return RedisManagementClient(AsyncStubCredential(), sub, base_url=arm_url,
+                                 api_version=API_VERSION,
+                                 transport=AioHttpTransport(session=session), **config)
+
+
+async def aio_flush(client: Any, cache: str, polling_interval: float | None = None
+                    ) -> tuple[float, str]:
+    """sdk_flush's asyncio twin: `await begin_flush_cache(...)`, `await poller.result()`."""
+    started = time.monotonic()
+    kwargs: dict[str, Any] = {"enforce_https": False}
+    if polling_interval is not None:
+        kwargs["polling_interval"] = polling_interval
+    try:
+        poller = await client.redis.begin_flush_cache(RG, cache, **kwargs)
+        result = await poller.result()
+        status = getattr(result, "status", None) or "Succeeded"
+    except Exception as exc:  # noqa: BLE001 - an SDK failure is an outcome to count
+        status = f"error:{type(exc).__name__}"
+    return time.monotonic() - started, status
 
 
 def sdk_flush(client: Any, cache: str, polling_interval: float | None = None
@@ -107,27 +167,111 @@ class SdkFleet:
         failures = sum(v for k, v in outcomes.items() if k != "Succeeded")
         mean_call = sum(s for _, s, _ in results) / done if done else float("nan")
         finished = done == self.caches
+        # a pool with a thread per cache or more has every call in flight at once: no rounds
+        # to project, and the calls done so far are the fastest, so the window is a lower bound
+        lower_bound = not finished and self.threads >= self.caches
         if finished:
             total, how = max(e for e, _, _ in results), "measured"
+        elif lower_bound:
+            total = window
+            how = (f"not finished in the {window:.0f} s window ({done} calls done): the "
+                   "total is more")
         else:
             total = math.ceil(self.caches / self.threads) * mean_call
             how = f"projected from {done} calls in a {window:.0f} s window"
-        return {"threads": self.threads, "interval": self.interval, "name": self.name,
+        return {"kind": "threads", "threads": self.threads, "interval": self.interval,
+                "name": self.name,
                 "done": done, "outcomes": dict(outcomes),
                 "failures": failures, "mean_call": mean_call, "total": total, "how": how,
-                "finished": finished}
+                "finished": finished, "lower_bound": lower_bound}
+
+
+class AioSdkFleet(SdkFleet):
+    """The asyncio client (azure.mgmt.redis.aio): every cache's `await begin_flush_cache()`
+    then `await poller.result()` as a coroutine, all `caches` of them at once in one event
+    loop (on a thread of its own, so it runs beside the threaded pools), on one client whose
+    aiohttp connector keeps at most `limit` connections open (0 = no limit). Same retry
+    tuning as the threaded pools (SDK_RETRIES). Every call is in flight at once, as in a
+    thread-per-cache pool: one that has not finished in the window is not projected, its total
+    is the window, a lower bound (figures' "lower_bound")."""
+
+    def __init__(self, arm_url: str, sub: str, caches: int, interval: float | None = None,
+                 limit: int = AIO_LIMIT) -> None:
+        super().__init__(arm_url, sub, caches, caches, interval)
+        self.limit = limit
+        self.name = f"aio{limit}" + (f"i{interval:g}" if interval else "")
+        self.ready = threading.Event()
+        self._go = threading.Event()
+        self.error: BaseException | None = None
+
+    def prepare(self) -> None:
+        """Start the loop's thread: it imports the asyncio client, builds it and its aiohttp
+        session, sets `ready`, and waits for go() to send the calls."""
+        threading.Thread(target=self._thread, daemon=True, name=f"{self.name}-loop").start()
+        self.ready.wait(60)
+        if self.error is not None:
+            raise RuntimeError(f"asyncio SDK fleet failed to start: {self.error!r}")
+
+    def go(self) -> None:
+        self.started = time.monotonic()
+        self._go.set()
+
+    def start(self, client: Any = None) -> None:
+        self.prepare()
+        self.go()
+
+    def _thread(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # noqa: BLE001 - reported through figures' outcomes
+            self.error = exc
+            self.ready.set()
+
+    async def _run(self) -> None:
+        client = aio_client(self.arm_url, self.sub, self.limit, retry_total=SDK_RETRIES,
+                            retry_status=SDK_RETRIES)
+        async with client:
+            self.ready.set()
+            while not self._go.is_set():
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*(self._flush(client, f"{self.name}-{i:04d}")
+                                   for i in range(self.caches)))
+
+    async def _flush(self, client: Any, cache: str) -> None:
+        seconds, status = await aio_flush(client, cache, self.interval)
+        with self._lock:
+            self.results.append((time.monotonic() - self.started, seconds, status))
+            if len(self.results) == self.caches:
+                self.all_done.set()
+
+    def figures(self, window: float) -> dict[str, Any]:
+        fig = super().figures(window)
+        fig.update(kind="asyncio", limit=self.limit)
+        if self.error is not None:
+            fig["outcomes"][f"error:{type(self.error).__name__}"] = self.caches - fig["done"]
+            fig["failures"] += self.caches - fig["done"]
+        return fig
 
 
 def fleet_child(url: str, sub: str, caches: int, threads: int, interval: float | None,
-                window: float) -> int:
+                window: float, aio_limit: int | None = None) -> int:
     """Section 6's SDK fleet process: says "ready" at rest (azure.mgmt.redis imported, the
-    pool's own client built), runs the pool on "go", prints its figures, then waits for the
-    parent to read its RSS and close stdin."""
-    pool = SdkFleet(url, sub, caches, threads, interval)
-    client = pool.client()
-    print("ready", flush=True)
-    sys.stdin.readline()
-    pool.start(client)
+    pool's own client built; with `aio_limit`, the asyncio client and its aiohttp session on
+    the loop's thread), runs the pool on "go", prints its figures, then waits for the parent
+    to read its RSS and close stdin."""
+    if aio_limit is not None:
+        aio = AioSdkFleet(url, sub, caches, interval, aio_limit)
+        aio.prepare()
+        pool: SdkFleet = aio
+        print("ready", flush=True)
+        sys.stdin.readline()
+        aio.go()
+    else:
+        pool = SdkFleet(url, sub, caches, threads, interval)
+        client = pool.client()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        pool.start(client)
     pool.all_done.wait(window)
     print(json.dumps(pool.figures(time.monotonic() - pool.started)), flush=True)
     sys.stdin.read()
@@ -139,11 +283,16 @@ def _main() -> int:
     parser.add_argument("--fleet", required=True, help="the emulator's URL")
     parser.add_argument("--sub", required=True)
     parser.add_argument("--caches", type=int, required=True)
-    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=0, help="the threaded pool's size")
+    parser.add_argument("--aio", type=int, metavar="LIMIT",
+                        help="the asyncio client instead, its connector keeping at most LIMIT "
+                        "connections (0 = no limit)")
     parser.add_argument("--interval", type=float)
     parser.add_argument("--window", type=float, required=True)
     a = parser.parse_args()
-    return fleet_child(a.fleet, a.sub, a.caches, a.threads, a.interval, a.window)
+    if a.aio is None and a.threads <= 0:
+        parser.error("--threads T or --aio LIMIT")
+    return fleet_child(a.fleet, a.sub, a.caches, a.threads, a.interval, a.window, a.aio)
 
 
 if __name__ == "__main__":

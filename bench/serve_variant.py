@@ -5,9 +5,15 @@ exported with `git archive COMMIT | tar -x -C DIR`): that tree's redisflush pack
 function folders (DIR is made the current folder, so it is the app root), so bench/cpu.py
 can measure an earlier version on the same workload in the same run. Without the variable
 this is plain `python -m redisflush` from this checkout.
+
+REDISFLUSH_BENCH_IMPORTS=mod,mod imports those modules before serving: `serve --local` loads
+none of the Azure adapters' SDKs (azure.servicebus, azure.data.tables, azure.identity), which
+the app holds in Azure, so the fleet whose RSS section 6 reports imports them first
+(bench/fleet.py AZURE_ADAPTERS) and its figure does not leave them out.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -22,6 +28,8 @@ def main() -> int:
         ROOT, ROOT / "bench")]
     if tree:
         os.chdir(source)  # the app root: host.json and the function folders of that tree
+    for module in filter(None, os.environ.get("REDISFLUSH_BENCH_IMPORTS", "").split(",")):
+        importlib.import_module(module.strip())
     from redisflush.cli import main as cli_main
     return cli_main(sys.argv[1:])
 
