@@ -10,11 +10,12 @@ in a sweep (16 .. 256) at the SDK's default polling and for the larger T at
 `polling_interval=2` (the SDK's own knob for a shorter wait), each (T, interval) on its own
 subscription of one emulator process with the same buckets, all side by side in a child
 process (`python bench/fleet.py --sdk-sweep ...`); then, in the full run, a thread per cache
-(T = N) at intervals near the flush's length (5 and 10 s), each alone on a fresh emulator: the
-best-tuned pool is there, past the sweep's edge. One that finishes its N caches inside the
-window is measured; one of T < N threads that does not is projected from the calls it finished
-(rounds of T calls, each as long as the measured mean call); one with every call in flight at
-once (T >= N, the asyncio fleet) is not projected: the window is a lower bound of its total.
+(T = N) and 256 threads at intervals near the flush's length (5 and 10 s), each alone on a
+fresh emulator: the best-tuned pool is there, past the sweep's edge. One that finishes its N
+caches inside the window is measured; one of T < N threads that does not is projected from
+the calls it finished (rounds of T calls, each as long as the measured mean call); one with
+every call in flight at once (T >= N, the asyncio fleet) is not projected: the window is a
+lower bound of its total.
 
 The SDK's asyncio client (azure.mgmt.redis.aio on aiohttp, sdk_side.AioSdkFleet): all N
 `begin_flush_cache()` + `result()` as coroutines in one event loop, the same retry tuning, at
@@ -69,6 +70,9 @@ SWEEP: tuple[tuple[int, float | None], ...] = (
     (64, 2.0), (128, 2.0), (256, 2.0))
 # a thread per cache (T = N, filled in), each alone: intervals near a 10 s flush's length
 ALONE_INTERVALS: tuple[float, ...] = (5.0, 10.0)
+# the sweep's largest pool at those intervals, each alone (full run): a review found 256
+# threads at polling_interval=10 as fast as a thread per cache, with a quarter of the threads
+ALONE_POOLS: tuple[tuple[int, float], ...] = ((256, 5.0), (256, 10.0))
 # the asyncio client's fleet (every call a coroutine), at its connector's tuned limit
 AIO_INTERVALS: tuple[float, ...] = (2.0, 5.0, 10.0)
 # the full run also measures the connector's other limits at this interval, each alone, so
@@ -239,6 +243,8 @@ def sdk_sweep(workdir: Path, fleet: Fleet, window: float,
             runs += [(f"fleet-aio-{which}-{interval:g}", (), ((interval, AIO_LIMIT),))
                      for interval in AIO_INTERVALS]
             if which == "same":
+                runs += [(f"fleet-sdk-{which}-t{t}-{interval:g}", ((t, interval),), ())
+                         for t, interval in ALONE_POOLS]
                 runs += [(f"fleet-aio-{which}-{interval:g}-c{limit}", (), ((interval, limit),))
                          for interval, limit in AIO_LIMIT_CHECK]
             for name, pools, aio in runs:

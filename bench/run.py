@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # (threads, polling_interval, asyncio connector limit or None for the threaded pool)
         memory_pools: list[tuple[int, float, int | None]] = \
-            [(n, 10.0, None)] + ([] if args.quick else [(256, 2.0, None)]) + \
+            [(n, 10.0, None)] + ([] if args.quick else [(256, 10.0, None)]) + \
             [(n, memory.AIO_MEMORY_INTERVAL, fleet.AIO_LIMIT)]
 
         sweep = None

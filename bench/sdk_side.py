@@ -258,7 +258,9 @@ def fleet_child(url: str, sub: str, caches: int, threads: int, interval: float |
     """Section 6's SDK fleet process: says "ready" at rest (azure.mgmt.redis imported, the
     pool's own client built; with `aio_limit`, the asyncio client and its aiohttp session on
     the loop's thread), runs the pool on "go", prints its figures, then waits for the parent
-    to read its RSS and close stdin."""
+    to read its RSS and close stdin. It imports azure.identity first: an SDK function in
+    Azure gets its token from it, as ours does (ours' measured serve imports it too)."""
+    import azure.identity  # noqa: F401 - held as in Azure, not used against the emulator
     if aio_limit is not None:
         aio = AioSdkFleet(url, sub, caches, interval, aio_limit)
         aio.prepare()
