@@ -265,6 +265,11 @@ def test_dotnet_text_is_json_net_iso() -> None:
     assert dotnet_text(moment, offset=False) == "2026-01-02T03:04:05.12"
     assert dotnet_text(moment.replace(microsecond=0), offset=True) == \
         "2026-01-02T03:04:05+00:00"
+    # another zone is given in UTC; fields are zero-padded as strftime pads them
+    east = dt.datetime(2030, 12, 31, 23, 59, 59, 1, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert dotnet_text(east, offset=False) == "2030-12-31T21:59:59.000001"
+    assert dotnet_text(east, offset=False)[:19] == \
+        east.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def test_local_host_and_fixtures_build_the_same_message() -> None:
