@@ -427,6 +427,11 @@ def test_trigger_metadata_json_is_what_json_dumps_writes() -> None:
     assert list(client) == ["FullyQualifiedNamespace", "IsClosed", "TransportType",
                             "Identifier"] and client["FullyQualifiedNamespace"] == "ns\u00e9"
     assert "sys" not in md
+    # one ServiceBusClient for the host's life, so one Identifier on every message
+    again = trigger_metadata(message_id="m2", delivery_count=1, sequence_number=11,
+                             enqueued_at=dt.datetime(2026, 1, 2), lock_token="t2",
+                             namespace="ns\u00e9")
+    assert json.loads(again["Client"].value)["Identifier"] == client["Identifier"]
     no_ttl = trigger_metadata(message_id="m", delivery_count=1, sequence_number=1,
                               enqueued_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
                               lock_token="t")
