@@ -308,6 +308,55 @@ def test_host_hands_main_the_bytes_and_no_sys_entry(tmp_path: Path) -> None:
     assert msg.enqueued_time_utc is not None and msg.enqueued_time_utc.tzinfo is None
 
 
+def test_a_host_with_every_slot_taken_waits_without_receiving_and_wakes_on_a_free_slot(
+        tmp_path: Path) -> None:
+    """Saturated, the loop must not spin (it would starve the invocations of the GIL) nor
+    receive; a call that returns hands its slot to the next message at once."""
+    bus = LocalBus(tmp_path / "bus.sqlite")
+    release, started = threading.Event(), []
+
+    def main(msg: WorkerMessage) -> None:
+        started.append((msg.message_id, time.monotonic()))
+        if msg.message_id == "m0":
+            release.wait(10)
+
+    bus.send("q", [OutboundMessage(b"x", "m0"), OutboundMessage(b"x", "m1")])
+    host = LocalHost(bus, [FunctionSpec("F", "q", "c", main)], concurrency=1)
+    passes, receives = [0], [0]
+    dispatch, receive = host._dispatch_once, bus.receive
+
+    def counted_dispatch() -> bool:
+        passes[0] += 1
+        return dispatch()
+
+    def counted_receive(*args: object, **kwargs: object) -> list[ReceivedMessage]:
+        receives[0] += 1
+        return receive(*args, **kwargs)  # type: ignore[arg-type]
+
+    host._dispatch_once = counted_dispatch  # type: ignore[method-assign]
+    bus.receive = counted_receive  # type: ignore[method-assign]
+    thread = threading.Thread(target=host.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        passes[0] = receives[0] = 0
+        time.sleep(0.4)  # m0 holds the one slot
+        assert receives[0] == 0 and passes[0] <= 40  # a wait per pass, no spinning
+        freed = time.monotonic()
+        release.set()
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [m for m, _ in started] == ["m0", "m1"]
+        assert started[1][1] - freed < 0.5
+    finally:
+        release.set()
+        host.stop()
+        thread.join(10)
+        bus.close()
+
+
 def test_host_completes_on_return_abandons_on_exception_and_bounds_concurrency(
         tmp_path: Path) -> None:
     bus = LocalBus(tmp_path / "bus.sqlite")
@@ -365,7 +414,7 @@ def test_the_invocation_line_escapes_what_the_sender_wrote(tmp_path, caplog):
     now = dt.datetime.now(dt.UTC)
     message = ReceivedMessage(b"{}", "m1\nFORGED level=ERROR", 1, 1, now, "tok", now,
                               application_properties={"requestId": "r\r\nFORGED"}, entity="q")
-    host._slots["FlushTrigger"].acquire()
+    assert host._take_slots("FlushTrigger", 1) == 1
     with caplog.at_level(logging.INFO, logger="redisflush.host"):
         host._invoke(spec, message)
     lines = [r.getMessage() for r in caplog.records if r.name == "redisflush.host"]
