@@ -38,7 +38,7 @@ from .arm_deadline import (
     went_out,
 )
 from .arm_tokens import TokenSource
-from .core.answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, error_detail
+from .core.answers import UNTRUSTED_URL, ArmAnswer, ArmFailure, LowerCaseHeaders, error_detail
 from .core.lro import retry_after
 from .core.trust import is_trusted, redact_url
 from .logtext import printable
@@ -195,7 +195,8 @@ class ArmClient:
                                           f"{printable(redact_url(url))}: ARM's answer was "
                                           f"over {max_body} bytes")
                     return ArmAnswer(response.status,
-                                     {k.lower(): v for k, v in response.headers.items()},
+                                     LowerCaseHeaders({k.lower(): v for k, v
+                                                       in response.headers.items()}),
                                      data, url, time.monotonic() - started)
                 finally:
                     response.close()  # what requests does: a body left unread drops the

@@ -9,6 +9,11 @@ from typing import Any
 UNTRUSTED_URL = "UntrustedUrl"
 
 
+class LowerCaseHeaders(dict[str, str]):
+    """Header names already lower-cased by whoever built it (`arm.py`): `lro.header` looks a
+    name up directly instead of lower-casing every name for each lookup."""
+
+
 @dataclass(frozen=True)
 class ArmAnswer:
     """One HTTP answer from ARM (sans-IO view): status, headers (lower-cased), body, URL."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from .answers import LowerCaseHeaders
+
 # Trust rules live in core/trust.py; re-exported here for the modules that import them from lro.
 from .trust import is_loopback_http as is_loopback_http
 from .trust import is_trusted as is_trusted
@@ -30,8 +32,12 @@ MAX_STATUS = 64
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup that works on plain dicts too."""
+    """Case-insensitive header lookup that works on plain dicts too. An answer from arm.py
+    carries LowerCaseHeaders: one lookup, where the scan lower-cased every name for each of
+    the ~8 lookups made of an answer."""
     wanted = name.lower()
+    if type(headers) is LowerCaseHeaders:
+        return headers.get(wanted)
     for key, value in headers.items():
         if key.lower() == wanted:
             return value

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redisflush.bus import OutboundMessage, ReceivedMessage
-from redisflush.local.bus_enqueue import enqueue
+from redisflush.local.bus_enqueue import PURGE_EVERY_US, enqueue
 from redisflush.local.bus_entities import ReceiveOptions, ensure_entity, receivable
 from redisflush.local.bus_locks import (
     LockLostError,
@@ -78,6 +78,7 @@ class LocalBus:
         # Entities this bus has received from, with their options as last read: an idle
         # receive from one of them is a read, not a write transaction (see `receive`).
         self._received_from: dict[str, ReceiveOptions] = {}
+        self._next_purge = 0  # when a send next sweeps expired duplicate-detection rows
 
     def _now(self) -> int:
         return to_us(self._clock())
@@ -133,7 +134,12 @@ class LocalBus:
         check_sizes(name, [(m, message_size(m, props)) for m, props in prepared])
         now = self._now()
         with self._file.transaction() as db:
-            enqueue(db, name, kind, prepared, now)
+            # expired duplicate-detection rows only take room (the check ignores them):
+            # swept at most once a second rather than in every send's transaction
+            purge = now >= self._next_purge
+            enqueue(db, name, kind, prepared, now, purge_expired=purge)
+            if purge:
+                self._next_purge = now + PURGE_EVERY_US
 
     # -- receiving and settling ---------------------------------------------------------
 
@@ -164,12 +170,12 @@ class LocalBus:
             if session_id is not None:
                 query, params = query + " AND session_id = ?", params + (session_id,)
             while len(received) < max_count:
-                rows = db.execute(query + " ORDER BY seq LIMIT ?",
-                                  params + (max_count - len(received),)).fetchall()
-                if not rows:
-                    break
+                wanted = max_count - len(received)
+                rows = db.execute(query + " ORDER BY seq LIMIT ?", params + (wanted,)).fetchall()
+                dead_lettered = False
                 for row in rows:
                     if dead_letter_if_exhausted(db, row, now, options):
+                        dead_lettered = True
                         continue
                     token, until = str(uuid.uuid4()), now + options.lock_us
                     db.execute("UPDATE messages SET lock_token = ?, visible_at = ?, "
@@ -177,6 +183,10 @@ class LocalBus:
                                (token, until, row["seq"]))
                     received.append(received_message(row, lock_token=token, locked_until=until,
                                                      delivery_count=row["delivery_count"] + 1))
+                if len(rows) < wanted or not dead_lettered:
+                    # fewer rows than asked: no more are ready; all locked: as many as asked.
+                    # Only rows dead-lettered instead of delivered leave room to look again.
+                    break
         return received
 
     def _any_ready(self, entity: str, now: int, session_id: str | None) -> bool:

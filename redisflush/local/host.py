@@ -60,8 +60,12 @@ class LocalHost:
         self.invocations = 0
         self._count_lock = threading.Lock()
         # Like maxConcurrentCalls: each function's listener has its own slots, so a flood of
-        # requests cannot starve the polls of the operations already running.
-        self._slots = {spec.name: threading.Semaphore(self.concurrency) for spec in functions}
+        # requests cannot starve the polls of the operations already running. Free slots are
+        # counted under one condition (taken all at once per receive, given back one per
+        # call): a Semaphore per function cost `concurrency` acquires and releases, each a
+        # Condition round in Python, on every pass of the loop (50 a second when idle).
+        self._free = {spec.name: self.concurrency for spec in functions}
+        self._slot_freed = threading.Condition(threading.Lock())
         self._pool = cf.ThreadPoolExecutor(self.concurrency * len(functions) + len(self.timers),
                                            thread_name_prefix="invoke")
         keep_strptime_formats()
@@ -113,14 +117,23 @@ class LocalHost:
                  (time.perf_counter() - started) * 1000,
                  f": {printable(decided, 500)}" if decided else "")
 
+    def _take_slots(self, name: str, most: int) -> int:
+        """Take up to `most` of the function's free slots; how many were taken."""
+        with self._slot_freed:
+            free = min(most, self._free[name])
+            self._free[name] -= free
+        return free
+
+    def _give_slots(self, name: str, count: int) -> None:
+        with self._slot_freed:
+            self._free[name] += count
+            self._slot_freed.notify()
+
     def _dispatch_once(self) -> bool:
         """One receive per function with free slots; False when there was nothing to do."""
         dispatched, saturated = False, True
         for spec in self.functions:
-            slots = self._slots[spec.name]
-            free = 0
-            while free < self.concurrency and slots.acquire(blocking=False):
-                free += 1
+            free = self._take_slots(spec.name, self.concurrency)
             if not free:
                 continue
             saturated = False
@@ -129,17 +142,17 @@ class LocalHost:
             except Exception as exc:
                 log.error("receiving from %s failed: %s", spec.queue, printable(exc, 300))
                 messages = []
-            for _ in range(free - len(messages)):
-                slots.release()
+            if free > len(messages):
+                self._give_slots(spec.name, free - len(messages))
             for message in messages:
                 dispatched = True
                 self._pool.submit(self._invoke, spec, message)
         if saturated:
             # every slot is taken: wait for one to come back, never spin (which would starve
             # the invocations of the GIL)
-            slot = self._slots[self.functions[0].name]
-            if slot.acquire(timeout=IDLE_SLEEP):
-                slot.release()
+            with self._slot_freed:
+                if not any(self._free.values()):
+                    self._slot_freed.wait(IDLE_SLEEP)
             return True
         return dispatched
 
@@ -161,7 +174,7 @@ class LocalHost:
             except Exception as settle_error:
                 outcome = f"lock lost before completing: {settle_error}"
         finally:
-            self._slots[spec.name].release()
+            self._give_slots(spec.name, 1)
         with self._count_lock:
             self.invocations += 1
         request_id = message.application_properties.get("requestId", message.message_id)

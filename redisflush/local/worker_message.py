@@ -53,7 +53,9 @@ def dotnet_text(moment: dt.datetime, *, offset: bool) -> str:
     seven fractional digits at most with trailing zeros dropped."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(_UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # fields formatted directly: strftime costs more than the rest of this function
+    text = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}")
     fraction = f"{moment.microsecond:06d}0".rstrip("0")
     return text + (f".{fraction}" if fraction else "") + ("+00:00" if offset else "")
 
@@ -76,6 +78,12 @@ def _json_int(value: int) -> meta.Datum:
     return meta.Datum(str(value) if type(value) is int else json.dumps(value), "json")
 
 
+# ServiceBusClient.Identifier is "{namespace}-{a new GUID}" made once per client, and the
+# extension keeps one client per connection for the host's life: one GUID per process (a new
+# one per message cost a uuid4 and its getrandom call on every execution).
+_CLIENT_ID = str(uuid.uuid4())
+
+
 def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: int,
                      enqueued_at: dt.datetime, lock_token: str,
                      content_type: str | None = None, correlation_id: str | None = None,
@@ -95,7 +103,6 @@ def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: i
     expires_text = NO_EXPIRY if time_to_live is None \
         else dotnet_text(enqueued + time_to_live, offset=False)
     props = _quoted_json(application_properties)
-    client_id = str(uuid.uuid4())
     fields: dict[str, meta.Datum] = {}
     for name, value in (
             ("MessageId", message_id), ("LockToken", lock_token), ("ContentType", content_type),
@@ -120,7 +127,7 @@ def trigger_metadata(*, message_id: str, delivery_count: int, sequence_number: i
         "UserProperties": meta.Datum(props, "json"),
         "Client": meta.Datum(
             '{"FullyQualifiedNamespace":' + _quoted(namespace) + ',"IsClosed":false,'
-            '"TransportType":0,"Identifier":' + _quoted(f"{namespace}-{client_id}") + "}",
+            '"TransportType":0,"Identifier":' + _quoted(f"{namespace}-{_CLIENT_ID}") + "}",
             "json"),
     })
     for name in _ACTIONS:

@@ -265,6 +265,11 @@ def test_dotnet_text_is_json_net_iso() -> None:
     assert dotnet_text(moment, offset=False) == "2026-01-02T03:04:05.12"
     assert dotnet_text(moment.replace(microsecond=0), offset=True) == \
         "2026-01-02T03:04:05+00:00"
+    # another zone is given in UTC; fields are zero-padded as strftime pads them
+    east = dt.datetime(2030, 12, 31, 23, 59, 59, 1, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert dotnet_text(east, offset=False) == "2030-12-31T21:59:59.000001"
+    assert dotnet_text(east, offset=False)[:19] == \
+        east.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def test_local_host_and_fixtures_build_the_same_message() -> None:
@@ -301,6 +306,55 @@ def test_host_hands_main_the_bytes_and_no_sys_entry(tmp_path: Path) -> None:
     assert msg.get_body() == b"\xff not text"
     assert "sys" not in msg.metadata
     assert msg.enqueued_time_utc is not None and msg.enqueued_time_utc.tzinfo is None
+
+
+def test_a_host_with_every_slot_taken_waits_without_receiving_and_wakes_on_a_free_slot(
+        tmp_path: Path) -> None:
+    """Saturated, the loop must not spin (it would starve the invocations of the GIL) nor
+    receive; a call that returns hands its slot to the next message at once."""
+    bus = LocalBus(tmp_path / "bus.sqlite")
+    release, started = threading.Event(), []
+
+    def main(msg: WorkerMessage) -> None:
+        started.append((msg.message_id, time.monotonic()))
+        if msg.message_id == "m0":
+            release.wait(10)
+
+    bus.send("q", [OutboundMessage(b"x", "m0"), OutboundMessage(b"x", "m1")])
+    host = LocalHost(bus, [FunctionSpec("F", "q", "c", main)], concurrency=1)
+    passes, receives = [0], [0]
+    dispatch, receive = host._dispatch_once, bus.receive
+
+    def counted_dispatch() -> bool:
+        passes[0] += 1
+        return dispatch()
+
+    def counted_receive(*args: object, **kwargs: object) -> list[ReceivedMessage]:
+        receives[0] += 1
+        return receive(*args, **kwargs)  # type: ignore[arg-type]
+
+    host._dispatch_once = counted_dispatch  # type: ignore[method-assign]
+    bus.receive = counted_receive  # type: ignore[method-assign]
+    thread = threading.Thread(target=host.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        passes[0] = receives[0] = 0
+        time.sleep(0.4)  # m0 holds the one slot
+        assert receives[0] == 0 and passes[0] <= 40  # a wait per pass, no spinning
+        freed = time.monotonic()
+        release.set()
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [m for m, _ in started] == ["m0", "m1"]
+        assert started[1][1] - freed < 0.5
+    finally:
+        release.set()
+        host.stop()
+        thread.join(10)
+        bus.close()
 
 
 def test_host_completes_on_return_abandons_on_exception_and_bounds_concurrency(
@@ -360,7 +414,7 @@ def test_the_invocation_line_escapes_what_the_sender_wrote(tmp_path, caplog):
     now = dt.datetime.now(dt.UTC)
     message = ReceivedMessage(b"{}", "m1\nFORGED level=ERROR", 1, 1, now, "tok", now,
                               application_properties={"requestId": "r\r\nFORGED"}, entity="q")
-    host._slots["FlushTrigger"].acquire()
+    assert host._take_slots("FlushTrigger", 1) == 1
     with caplog.at_level(logging.INFO, logger="redisflush.host"):
         host._invoke(spec, message)
     lines = [r.getMessage() for r in caplog.records if r.name == "redisflush.host"]
@@ -422,6 +476,11 @@ def test_trigger_metadata_json_is_what_json_dumps_writes() -> None:
     assert list(client) == ["FullyQualifiedNamespace", "IsClosed", "TransportType",
                             "Identifier"] and client["FullyQualifiedNamespace"] == "ns\u00e9"
     assert "sys" not in md
+    # one ServiceBusClient for the host's life, so one Identifier on every message
+    again = trigger_metadata(message_id="m2", delivery_count=1, sequence_number=11,
+                             enqueued_at=dt.datetime(2026, 1, 2), lock_token="t2",
+                             namespace="ns\u00e9")
+    assert json.loads(again["Client"].value)["Identifier"] == client["Identifier"]
     no_ttl = trigger_metadata(message_id="m", delivery_count=1, sequence_number=1,
                               enqueued_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
                               lock_token="t")

@@ -149,6 +149,32 @@ def test_duplicate_detection_per_entity_within_window_from_first_send(
     assert [m.body for m in bus.peek("q")] == [b"first", b"after window"]
 
 
+def test_an_expired_message_id_is_accepted_before_the_expired_rows_are_swept(
+        bus: LocalBus, clock: FakeClock) -> None:
+    """Expired duplicate-detection rows are swept at most once a second; until then the
+    check itself must read them as gone (a short window ends between two sweeps)."""
+    bus.ensure_queue("short", duplicate_window_seconds=0.2)
+    bus.send("short", [msg("dup", b"first")])
+    clock.advance(0.1)
+    bus.send("short", [msg("dup", b"inside window")])
+    clock.advance(0.15)  # 0.25 s after the first: expired, and no sweep since the first send
+    bus.send("short", [msg("dup", b"after window"), msg("dup", b"repeat of it")])
+    clock.advance(0.1)  # inside the new window the second send opened
+    bus.send("short", [msg("dup", b"inside the new window")])
+    assert [m.body for m in bus.peek("short")] == [b"first", b"after window"]
+
+
+def test_a_receive_past_dead_lettered_rows_still_fills_its_count(
+        bus: LocalBus, clock: FakeClock) -> None:
+    bus.ensure_queue("dl", max_delivery_count=1, lock_seconds=1)
+    bus.send("dl", [msg("a"), msg("b")])
+    assert ids(bus.receive("dl", max_count=2)) == ["a", "b"]
+    clock.advance(2)  # both locks expired: each has used its one delivery
+    bus.send("dl", [msg("c"), msg("d"), msg("e")])
+    assert ids(bus.receive("dl", max_count=3)) == ["c", "d", "e"]
+    assert ids(bus.peek("dl/$deadletterqueue")) == ["a", "b"]
+
+
 def test_duplicate_detection_on_topic_and_configurable_window(bus: LocalBus,
                                                                 clock: FakeClock) -> None:
     bus.ensure_topic("events", duplicate_window_seconds=30)

@@ -32,6 +32,8 @@ from redisflush.arm import (
 )
 from redisflush.arm_tokens import StaticToken
 from redisflush.core import answers
+from redisflush.core.answers import LowerCaseHeaders
+from redisflush.core.lro import header
 from redisflush.logtext import printable
 
 SUB = "00000000-1111-2222-3333-444444444444"
@@ -189,6 +191,8 @@ def test_get_sends_no_body_headers(server: Server) -> None:
     assert isinstance(answer, ArmAnswer)
     assert answer.body == b'{"status":"Succeeded"}'
     assert answer.headers["content-type"] == "application/json"
+    # lower-cased and marked so: lro.header looks names up directly
+    assert type(answer.headers) is LowerCaseHeaders and header(answer.headers, "Content-Type")
     (seen,) = server.seen
     assert seen.method == "GET"
     assert "content-length" not in seen.headers and "content-type" not in seen.headers

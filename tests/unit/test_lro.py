@@ -478,3 +478,17 @@ def test_a_running_status_past_a_word_is_cut_so_messages_stay_small() -> None:
     assert len(reading.status) == lro.MAX_STATUS and reading.status.startswith("Runningxx")
     assert lro.AsyncOperationPolling().read(200, b'{"status": "InProgress"}').status == \
         "InProgress"
+
+
+def test_header_lookup_is_case_insensitive_on_any_dict() -> None:
+    from redisflush.core.lro import header
+    assert header({"retry-after": "5"}, "Retry-After") == "5"  # an ArmAnswer's lower-cased
+    assert header({"Retry-After": "7"}, "retry-after") == "7"  # a plain dict's own case
+    assert header({"Retry-After": ""}, "RETRY-AFTER") == ""
+    assert header({"x-other": "1"}, "retry-after") is None
+    from redisflush.core.answers import LowerCaseHeaders
+    lowered = LowerCaseHeaders({"retry-after": "5", "x-ms-ratelimit-remaining-subscription-reads":
+                                "11"})
+    assert header(lowered, "Retry-After") == "5"
+    assert header(lowered, "x-ms-ratelimit-remaining-subscription-READS") == "11"
+    assert header(lowered, "retry-after-ms") is None
