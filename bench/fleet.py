@@ -242,9 +242,9 @@ def sdk_sweep(workdir: Path, fleet: Fleet, window: float,
                 for interval in ALONE_INTERVALS]
             runs += [(f"fleet-aio-{which}-{interval:g}", (), ((interval, AIO_LIMIT),))
                      for interval in AIO_INTERVALS]
+            runs += [(f"fleet-sdk-{which}-t{t}-{interval:g}", ((t, interval),), ())
+                     for t, interval in ALONE_POOLS]
             if which == "same":
-                runs += [(f"fleet-sdk-{which}-t{t}-{interval:g}", ((t, interval),), ())
-                         for t, interval in ALONE_POOLS]
                 runs += [(f"fleet-aio-{which}-{interval:g}-c{limit}", (), ((interval, limit),))
                          for interval, limit in AIO_LIMIT_CHECK]
             for name, pools, aio in runs:
@@ -465,7 +465,7 @@ def _spread_headline(data: dict[str, Any] | None, fleet: Fleet) -> str:
 
 def _spread(s: Section, fleet: Fleet, ours: dict[str, Any] | None,
             pools: list[dict[str, Any]]) -> str | None:
-    """The spread-duration fleet: ours against the thread-per-cache pools, its own bounds."""
+    """The spread-duration fleet: ours against the SDK ways run alone, its own bounds."""
     if ours is None:
         return None
     spread = Fleet(fleet.caches, fleet.duration, fleet.writes, fleet.reads, SPREAD)

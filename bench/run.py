@@ -1,4 +1,4 @@
-"""redisflush benchmarks: `python bench/run.py` (about 30 minutes) or `--quick` (under a minute).
+"""redisflush benchmarks: `python bench/run.py` (about 50 minutes) or `--quick` (under a minute).
 
 1. detection lag and ARM reads per flush for 1 .. 300 s flushes, one flush alone at a time per
    subscription, against azure-mgmt-redis begin_flush_cache() at its default polling and at
