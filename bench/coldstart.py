@@ -225,7 +225,7 @@ def run(workdir: Path, repeats: int) -> Section:
              "sdk": "SDK: azure.functions + azure.identity + azure.mgmt.redis"}
     s = Section("4. Cold start: import + first token + first ARM call (fresh interpreter)")
     phase_names = ["import", "Azure adapters' SDK imports", "build app",
-              "first request (token + POST + schedule)"]
+                   "first request (token + POST + schedule)"]
     total = {c: median(sum(ph.values()) for _, ph in v) for c, v in samples.items()
              if c != "bare"}
     s.table = [["", "import + token + first call (sum of phases, median)", "vs SDK",
