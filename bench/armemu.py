@@ -70,9 +70,13 @@ class TracingEmulator(ArmEmulator):
             requests = {k: list(v) for k, v in self._trace.items()}
         caches: dict[str, Any] = {}
         for name in set(accepted) | set(requests):
-            at, duration = accepted.get(name, (None, None))
-            caches[name] = {"acceptedAt": at, "duration": duration,
-                            "end": at + duration if at is not None else None,
+            at: float | None = None
+            duration: float | None = None
+            end: float | None = None
+            if name in accepted:
+                at, duration = accepted[name]
+                end = at + duration
+            caches[name] = {"acceptedAt": at, "duration": duration, "end": end,
                             "requests": requests.get(name, [])}
         return {"caches": caches, "now": time.time()}
 

@@ -224,19 +224,19 @@ def run(workdir: Path, repeats: int) -> Section:
              "ours_mi": "redisflush, managed identity + Azure SDK imports",
              "sdk": "SDK: azure.functions + azure.identity + azure.mgmt.redis"}
     s = Section("4. Cold start: import + first token + first ARM call (fresh interpreter)")
-    phases = ["import", "Azure adapters' SDK imports", "build app",
-              "first request (token + POST + schedule)"]
+    phase_names = ["import", "Azure adapters' SDK imports", "build app",
+                   "first request (token + POST + schedule)"]
     total = {c: median(sum(ph.values()) for _, ph in v) for c, v in samples.items()
              if c != "bare"}
     s.table = [["", "import + token + first call (sum of phases, median)", "vs SDK",
-                *phases, "whole process incl. interpreter and test harness"]]
+                *phase_names, "whole process incl. interpreter and test harness"]]
     sdk_total = total["sdk"]
     for c in ("ours", "ours_mi", "sdk"):
         # the local token cannot run in Azure: no ratio against the SDK for that row
         vs = "-" if c == "ours" else f"{total[c] / sdk_total:.2f}x"
         s.table.append([label[c], f"**{total[c]:.0f} ms**", vs,
                         *(f"{phase_med[c][p]:.0f} ms" if p in phase_med[c] else "-"
-                          for p in phases), f"{med[c]:.0f} ms"])
+                          for p in phase_names), f"{med[c]:.0f} ms"])
     s.table.append(["bare interpreter", "", "", "", "", "", "", f"{med['bare']:.0f} ms"])
     s.notes = [
         f"Median of {repeats} interleaved rounds after one unmeasured warm-up round (warm page "

@@ -59,7 +59,7 @@ def median(values: Iterable[float]) -> float:
 class Proc:
     """A child process whose stderr goes to a file (never a pipe nobody reads)."""
 
-    popen: subprocess.Popen
+    popen: subprocess.Popen[bytes]
     log: Path
 
     @property
@@ -130,14 +130,16 @@ class Emulator:
 
     def _get(self, path: str) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + path, timeout=60) as r:
-            return json.loads(r.read())
+            answer: dict[str, Any] = json.loads(r.read())  # the admin routes answer an object
+        return answer
 
     def stats(self) -> dict[str, Any]:
         return self._get("/_emulator/stats")
 
     def trace(self) -> dict[str, Any]:
         """{cache: {acceptedAt, duration, end, requests: [[t, method, status]]}} (wall clock)."""
-        return self._get("/_bench/trace")["caches"]
+        caches: dict[str, Any] = self._get("/_bench/trace")["caches"]
+        return caches
 
     def set_load(self, subscription: str, reads_per_second: float) -> None:
         """The emulator's second client: spend `reads_per_second` of the sub's read budget."""
@@ -200,7 +202,7 @@ def request_message(settings: Settings, sub: str, cache: str, *, reply: bool,
 
 
 def drain_events(bus: Any, entity: str, *, session_id: str | None = None,
-                 wait: float = 0.2, max_count: int = 200) -> Iterator[tuple[float, dict]]:
+                 wait: float = 0.2, max_count: int = 200) -> Iterator[tuple[float, dict[str, Any]]]:
     """(monotonic receive time, event) for what is on `entity` now (completes each)."""
     for message in bus.receive_wait(entity, wait, max_count=max_count, session_id=session_id,
                                     poll_interval=0.02):
@@ -324,6 +326,11 @@ class Section:
     notes: list[str] = field(default_factory=list)
     headline: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    # further tables under the main one (report.py renders each when non-empty)
+    extra: list[list[str]] = field(default_factory=list)
+    extra2: list[list[str]] = field(default_factory=list)
+    # section 2's spread-fleet figures, for its headline and data (fleet.py)
+    data_spread: dict[str, Any] | None = None
 
 
 class EventWatcher:

@@ -160,7 +160,7 @@ def run(lag: Section) -> Section:
     o, a, b, one = (rows.get(f"{w}|{d10:g}") for w in ("ours", "sdk", "sdk2", "sdk1"))
     if o and b and one:
         c, sb, s1 = _ours(o), _sdk(b, d10), _sdk(one, d10)
-        s.extra = [  # type: ignore[attr-defined]
+        s.extra = [
             [f"a {d10:g} s flush on an instance that never idles, C executions in progress "
              "at once: $ per 1,000",
              f"ours ({AZURE_WAIT_S * 1000:.0f} ms of Azure waits each, assumed)",
@@ -168,11 +168,11 @@ def run(lag: Section) -> Section:
         for n in SHARED:
             mo, m1, m2 = (_money(c, "azure_gb_s", n), _money(s1, "busy_gb_s", n),
                           _money(sb, "busy_gb_s", n))
-            s.extra.append([f"C = {n}", f"${mo * 1000:.3f}", f"${m1 * 1000:.3f}",  # type: ignore[attr-defined]
+            s.extra.append([f"C = {n}", f"${mo * 1000:.3f}", f"${m1 * 1000:.3f}",
                             f"${m2 * 1000:.3f}",
                             "ours" if mo < min(m1, m2) else "the SDK way"])
         even1, even2 = (break_even(c, "azure_gb_s", x) for x in (s1, sb))
-        s.extra.append(["break-even C (the SDK way cheaper above it)", "",  # type: ignore[attr-defined]
+        s.extra.append(["break-even C (the SDK way cheaper above it)", "",
                         "never" if even1 is None else f"{even1:.1f}",
                         "never" if even2 is None else f"{even2:.1f}", ""])
         s.data["shared"] = {

@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -268,21 +269,21 @@ def _grouped(path: Path) -> dict[str, Any]:
 
 
 def _per(r: dict[str, Any]) -> float:
-    return r["cpu"] / r["n"] * 1000
+    return float(r["cpu"] / r["n"] * 1000)
 
 
 def _per_req(r: dict[str, Any]) -> float:
-    return r["cpu"] / max(1, r["posts"] + r["polls"]) * 1000
+    return float(r["cpu"] / max(1, r["posts"] + r["polls"]) * 1000)
 
 
 def _per_exec(r: dict[str, Any]) -> float:
-    return r["cpu"] / max(1, r["executions"]) * 1000
+    return float(r["cpu"] / max(1, r["executions"]) * 1000)
 
 
 def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of each figure over the runs, taken column by column (with two runs, the
     mean; a row's figures need not come from one run)."""
-    def med(f: Any) -> float:
+    def med(f: Callable[[dict[str, Any]], float]) -> float:
         return statistics.median(f(r) for r in runs)
     return {"per": med(_per), "per_req": med(_per_req), "per_exec": med(_per_exec),
             "reqs": med(lambda r: (r["posts"] + r["polls"]) / r["n"]),
@@ -379,9 +380,9 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
         "same floor of the SDK way without threads.",
     ]
     p = prof["profile"] if prof else None
-    if p and p["total"]:
+    if prof and p and p["total"]:  # p is set only from a profile
         rows = sorted(p["self"].items(), key=lambda kv: -kv[1])
-        s.extra = [["where the Python CPU of \"now\" goes (py-spy --gil, innermost frame)",  # type: ignore[attr-defined]
+        s.extra = [["where the Python CPU of \"now\" goes (py-spy --gil, innermost frame)",
                     "share of samples"]] + [
             [k, f"{v / p['total'] * 100:.1f}%"] for k, v in rows] + [
             ["**inclusive**: " + k, f"{v / p['total'] * 100:.1f}%"]

@@ -129,7 +129,7 @@ def run(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         endpoint = f"http://127.0.0.1:{port}"
         url = f"{endpoint}/subscriptions/{SUB}/providers/Microsoft.Cache/locations/x/" \
               "operationresults/op-1?api-version=2023-08-01"
-        clients = {
+        clients: dict[str, BeforeClient | ArmClient] = {
             BEFORE: BeforeClient(endpoint),
             "before, trust_env off": BeforeClient(endpoint, trust_env=False),
             AFTER: ArmClient(endpoint, "2023-08-01", StaticToken("t")),
@@ -137,10 +137,13 @@ def run(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
         for client in clients.values():  # warm-up: connections, imports, caches
             for _ in range(200):
-                assert client.get(url, SUB, "warm").status == 200  # type: ignore[attr-defined]
+                answer = client.get(url, SUB, "warm")
+                assert isinstance(answer, ArmAnswer) and answer.status == 200, answer
         for _ in range(rounds):
             for name, client in clients.items():
-                results[name].append(measure(lambda c=client: c.get(url, SUB, "bench"), calls))
+                def one_call(c: BeforeClient | ArmClient = client) -> object:
+                    return c.get(url, SUB, "bench")
+                results[name].append(measure(one_call, calls))
         return {name: {"cpu_ms": statistics.median(r[0] for r in rows),
                        "wall_ms": statistics.median(r[1] for r in rows)}
                 for name, rows in results.items()}

@@ -255,11 +255,11 @@ def sdk_sweep(workdir: Path, fleet: Fleet, window: float,
                     (result["runs"] if which == "same" else
                      result.setdefault("spread", [])).append(fig)
     else:
-        aio = _side_by_side(workdir, fleet, window, (), "fleet-aio",
-                            aio=tuple((i, AIO_LIMIT) for i in AIO_INTERVALS))
-        for fig in aio["runs"]:
+        aio_fleets = _side_by_side(workdir, fleet, window, (), "fleet-aio",
+                                   aio=tuple((i, AIO_LIMIT) for i in AIO_INTERVALS))
+        for fig in aio_fleets["runs"]:
             fig["how"] += ", side by side with the other asyncio fleets"
-        result["runs"] += aio["runs"]
+        result["runs"] += aio_fleets["runs"]
     return result
 
 
@@ -295,7 +295,7 @@ def _side_by_side(workdir: Path, fleet: Fleet, window: float,
 
 
 def sdk_sweep_child(workdir: Path, fleet: Fleet, window: float, *, alone: bool = False
-                    ) -> subprocess.Popen:
+                    ) -> subprocess.Popen[bytes]:
     """The sweep in its own process (its threads stay off this process's GIL)."""
     out = workdir / "sdk-sweep.json"
     args = [sys.executable, str(Path(__file__).resolve()), "--sdk-sweep", str(workdir),
@@ -307,13 +307,14 @@ def sdk_sweep_child(workdir: Path, fleet: Fleet, window: float, *, alone: bool =
     return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
-def sweep_result(proc: subprocess.Popen, workdir: Path) -> dict[str, Any]:
+def sweep_result(proc: subprocess.Popen[bytes], workdir: Path) -> dict[str, Any]:
     proc.wait()
     path = workdir / "sdk-sweep.json"
     if proc.returncode != 0 or not path.exists():
         text = (workdir / "sdk-sweep.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"SDK sweep failed ({proc.returncode}): {text}")
-    return json.loads(path.read_text())
+    result: dict[str, Any] = json.loads(path.read_text())  # written by _main
+    return result
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
             "-" if failed else f"{more}{fig['total'] / bounds[0][0]:.1f}x", str(fig["throttled"]),
             f"calls failed ({SDK_RETRIES} retries of 429s ran out)" if failed
             else fig["how"]])
-    s.extra = sweep_rows  # type: ignore[attr-defined]
+    s.extra = sweep_rows
     spread_note = _spread(s, fleet, spread_run, sweep.get("spread") or [])
     ours = runs[0]
     s.notes = [
@@ -442,10 +443,10 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
             f"{best['total']:.0f} s ({best['how'].split(',')[0].split(' ')[0]}) = "
             f"{best['total'] / bounds[0][0]:.2f}x the bound, "
             f"{best['total'] / ours['wall']:.2f}x ours, {best['throttled']} 429s."
-            + _spread_headline(getattr(s, "data_spread", None), fleet)
+            + _spread_headline(s.data_spread, fleet)
             + (f" **{starved}.**" if starved else "")]
     s.data = {"n": n, "runs": runs, "bounds": [b[0] for b in bounds], "sweep": sweep,
-              "best": best, "spread": getattr(s, "data_spread", None)}
+              "best": best, "spread": s.data_spread}
     return s
 
 
@@ -486,9 +487,9 @@ def _spread(s: Section, fleet: Fleet, ours: dict[str, Any] | None,
                      "-" if failed else f"{more}{fig['total'] / bound:.3f}x / "
                      f"{fig['total'] / in_order:.3f}x", str(fig["throttled"]),
                      f"{fig['requests'] / fleet.caches:.2f}", _outcomes(fig["outcomes"])])
-    s.extra2 = rows  # type: ignore[attr-defined]
+    s.extra2 = rows
     best = _best({"runs": pools})
-    s.data_spread = {"ours": ours, "bound": bound, "in_order": in_order,  # type: ignore[attr-defined]
+    s.data_spread = {"ours": ours, "bound": bound, "in_order": in_order,
                      "best": best}
     return ("Spread fleet (the table above): the same buckets, each cache's flush "
             f"{fleet.duration:g} s + {SPREAD:g} x its last digit / 10, so the end of an "

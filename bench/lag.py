@@ -77,7 +77,7 @@ class Plan:
                 names_per_slot = min(per_slot if n_slots == 1 else
                                      math.ceil(self.samples / n_slots), 4 * self.samples)
                 for slot in range(n_slots):
-                    names = []
+                    names: list[str] = []
                     for _ in range(names_per_slot):
                         phi = (k * 0.6180339887) % 1.0   # golden-ratio spread over [0, 1)
                         name = f"lag-d{d:g}-{way.replace('_', '')}-{slot}-{len(names)}"
@@ -185,7 +185,7 @@ def measure(workdir: Path, durations: tuple[float, ...], budget: float, samples:
         r["rate"] = len(reads) / span if span and span > 0 else float("nan")
         r["max_in_1s"] = _max_in_window(reads, 1.0)
         if r["way"] in OURS:
-            r["executions"], r["exec_ms"] = execs.get(r.get("rid"), (0, 0.0))
+            r["executions"], r["exec_ms"] = execs.get(r["rid"], (0, 0.0))
     return {"results": results, "plan": plan, "serve_cpu": serve_cpu}
 
 
@@ -212,7 +212,8 @@ def _max_in_window(times: list[float], width: float) -> int:
     return best
 
 
-def summarize(data: dict[str, Any], durations: tuple[float, ...]) -> dict[str, Any]:
+def summarize(data: dict[str, Any], durations: tuple[float, ...]
+              ) -> dict[tuple[str, float], dict[str, float]]:
     rows: dict[tuple[str, float], dict[str, float]] = {}
     for way in WAYS:
         for d in durations:

@@ -375,7 +375,7 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
             f"above bare ({peak / sdk_end:.2f}x whole)"
         extra.append([label_of[c], *(_mib(m[p]) if p in m else "-" for p in phases),
                       f"**{_mib(peak)}**", "-" if c == "bare" else _mib(peak - bare), vs])
-    s.extra = extra  # type: ignore[attr-defined]
+    s.extra = extra
 
     # 3. fifty caches
     fo, fs = fifty_data["ours"], fifty_data["sdk"]
@@ -407,7 +407,7 @@ def render(ours: dict[str, Any], pools: list[dict[str, Any]], cold: dict[str, An
               ["VmRSS rise of the process over the request (RSS; tracemalloc's own "
                "records included)",
                _mib(fo["rss_delta"]), _mib(fs["rss_delta"]) + " (while held)", ""]]
-    s.extra2 = extra2  # type: ignore[attr-defined]
+    s.extra2 = extra2
 
     best = _leanest_of_fastest(threaded)
     b = best["rss"]

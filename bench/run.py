@@ -26,13 +26,21 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime as dt
+import functools
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+
+if TYPE_CHECKING:  # imported at run time inside main(), once bench/ is on sys.path
+    from common import Section
+
+T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -52,12 +60,30 @@ def _ensure_venv() -> None:
                          "matplotlib): pip install -r requirements-dev.txt") from exc
 
 
-FULL = {"durations": (1.0, 3.0, 5.0, 10.0, 20.0, 45.0, 90.0, 150.0, 300.0), "budget": 305.0,
-        "samples": 10, "fleet": (1000, 10.0, (200, 10.0), (250, 25.0)), "load": 12.5,
-        "window": 300.0, "cpu_n": 300, "cpu_rounds": 2, "cold": 5, "fleet_timeout": 400.0}
-QUICK = {"durations": (1.0, 3.0, 10.0), "budget": 24.0, "samples": 4,
-         "fleet": (200, 10.0, (40, 10.0), (50, 25.0)), "load": 12.5, "window": 28.0,
-         "cpu_n": 60, "cpu_rounds": 1, "cold": 1, "fleet_timeout": 45.0}
+class Config(TypedDict):
+    """One run's sizes: FULL or QUICK."""
+
+    durations: tuple[float, ...]
+    budget: float
+    samples: int
+    # caches, flush duration, (write burst, refill/s), (read burst, refill/s)
+    fleet: tuple[int, float, tuple[int, float], tuple[int, float]]
+    load: float
+    window: float
+    cpu_n: int
+    cpu_rounds: int
+    cold: int
+    fleet_timeout: float
+
+
+FULL: Config = {
+    "durations": (1.0, 3.0, 5.0, 10.0, 20.0, 45.0, 90.0, 150.0, 300.0), "budget": 305.0,
+    "samples": 10, "fleet": (1000, 10.0, (200, 10.0), (250, 25.0)), "load": 12.5,
+    "window": 300.0, "cpu_n": 300, "cpu_rounds": 2, "cold": 5, "fleet_timeout": 400.0}
+QUICK: Config = {
+    "durations": (1.0, 3.0, 10.0), "budget": 24.0, "samples": 4,
+    "fleet": (200, 10.0, (40, 10.0), (50, 25.0)), "load": 12.5, "window": 28.0,
+    "cpu_n": 60, "cpu_rounds": 1, "cold": 1, "fleet_timeout": 45.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     import report
     from common import machine
     from machine_load import LoadWatch
+    from sdk_side import AIO_LIMIT
 
     cfg = QUICK if args.quick else FULL
     only = {s.strip() for s in (args.only or "1,2,3,4,5,6").split(",")}
@@ -101,52 +128,55 @@ def main(argv: list[str] | None = None) -> int:
              f"{d:g} s flushes")
     if args.quick:
         label += " (quick: bursts scaled with the fleet, refill rates kept)"
-    s: dict[str, object] = {}
+    s: dict[str, Section] = {}
     try:
-        def lag_step() -> object:
+        def lag_step() -> Section:
             return _step("1", lambda: lag.run(work, cfg["durations"], cfg["budget"],
                                               cfg["samples"]))
 
-        def fleet_ours(load: float) -> dict:
+        def fleet_ours(load: float) -> dict[str, Any]:
             return _step(f"2 ours (load {load:g})", lambda: fleet.run_ours(
                 work, the_fleet, name=f"fleet-{load:g}", load=load,
                 timeout=cfg["fleet_timeout"]))
 
-        def cpu_step() -> object:
+        def cpu_step() -> Section:
             section = _step("3", lambda: cpu.run(work, cfg["cpu_n"], rounds=cfg["cpu_rounds"],
                                                  profile=not args.quick))
             # ArmClient's own exchange, measured alone: what the CPU finding sets against the
             # whole process's CPU per request
             calls, rounds = (200, 1) if args.quick else (500, 3)
-            section.data["arm_client"] = _step(  # type: ignore[attr-defined]
+            section.data["arm_client"] = _step(
                 "3 (ArmClient per call)", lambda: cpu_arm.run(calls, rounds))[cpu_arm.AFTER]
             return section
 
-        def cold_step() -> object:
+        def cold_step() -> Section:
             return _step("4", lambda: coldstart.run(work, cfg["cold"]))
 
-        def fifty_step() -> dict:
+        def fifty_step() -> dict[str, Any]:
             return _step("6 (50 caches)", lambda: memory.fifty(work))
 
-        def sdk_memory_step() -> list:
+        def sdk_memory_step() -> list[dict[str, Any]]:
             # the SDK fleet processes (section 6), each pool alone on its own emulator
             return [_step(f"6 SDK fleet ({'asyncio' if aio is not None else f'{t} threads'})",
-                          lambda t=t, i=i, aio=aio: memory.sdk_fleet(
-                              work, the_fleet, t, i, cfg["fleet_timeout"],
+                          functools.partial(
+                              memory.sdk_fleet, work, the_fleet, t, i, cfg["fleet_timeout"],
                               f"mem-sdk{'aio' if aio is not None else t}", aio))
                     for t, i, aio in memory_pools]
 
         # (threads, polling_interval, asyncio connector limit or None for the threaded pool)
-        memory_pools: list[tuple[int, float, int | None]] = \
-            [(n, 10.0, None)] + ([] if args.quick else [(256, 10.0, None)]) + \
-            [(n, memory.AIO_MEMORY_INTERVAL, fleet.AIO_LIMIT)]
+        memory_pools: list[tuple[int, float, int | None]] = [(n, 10.0, None)]
+        if not args.quick:
+            memory_pools.append((256, 10.0, None))
+        memory_pools.append((n, memory.AIO_MEMORY_INTERVAL, AIO_LIMIT))
 
         sweep = None
+        # each section's result: a Section, a fleet's figures (dict) or a list of them
+        results: dict[str, Any]
         if args.quick:
             if "2" in only:
                 sweep = fleet.sdk_sweep_child(work, the_fleet, cfg["window"])
             with cf.ThreadPoolExecutor(9) as pool:
-                futs = {}
+                futs: dict[str, cf.Future[Any]] = {}
                 if "1" in only:
                     futs["1"] = pool.submit(lag_step)
                 if "2" in only:
@@ -198,20 +228,20 @@ def main(argv: list[str] | None = None) -> int:
             if k in results:
                 s[k] = results[k]
         if "1" in s and "5" in only:
-            s["5"] = cost.run(s["1"])  # type: ignore[arg-type]
+            s["5"] = cost.run(s["1"])
         if "6" in only:
-            cold_data = (results.get("4") or results["6c"]).data  # type: ignore[attr-defined]
+            cold_data = (results.get("4") or results["6c"]).data
             s["6"] = memory.render(results["2a"], results["6s"], cold_data, results["6f"],
                                    n, label)
         if "3" in s and "2" in s:
             fleet_cpu = [(f"fleet of {n:,}" + (f", second client at {x['load']:g} reads/s"
                                                if x["load"] else ""),
                           x["cpu"] / n * 1000) for x in (results["2a"], results["2b"])]
-            s["3"].table += [[f"{lbl} (whole run, ARM throttled)", f"{ms:.2f} ms", "", "",  # type: ignore[attr-defined]
+            s["3"].table += [[f"{lbl} (whole run, ARM throttled)", f"{ms:.2f} ms", "", "",
                               "", "", ""] for lbl, ms in fleet_cpu]
         plot_rel = None
         if "1" in s:
-            plot.lag_plot(s["1"].data, png,  # type: ignore[attr-defined]
+            plot.lag_plot(s["1"].data, png,
                           "Completion event after the operation's end (emulator, recorded "
                           "ARM shape)")
             plot_rel = os.path.relpath(png, out.parent)
@@ -227,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - began
     info = machine()
     info["load"] = load.stop()
-    text = report.render(sections, machine=info, command=command,  # type: ignore[arg-type]
+    text = report.render(sections, machine=info, command=command,
                          quick=args.quick, when=dt.datetime.now(dt.UTC),
                          elapsed=elapsed, plot=plot_rel, findings=findings)
     print(text)
@@ -237,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _step(name: str, fn):  # type: ignore[no-untyped-def]
+def _step(name: str, fn: Callable[[], T]) -> T:
     started = time.monotonic()
     print(f"section {name} ...", file=sys.stderr, flush=True)
     result = fn()
@@ -246,12 +276,12 @@ def _step(name: str, fn):  # type: ignore[no-untyped-def]
     return result
 
 
-def _findings(s: dict[str, object]) -> list[str]:
+def _findings(s: dict[str, Section]) -> list[str]:
     """Plain statements of why each missed target is missed, from this run's figures."""
     out: list[str] = []
     s1 = s.get("1")
     if s1 is not None:
-        data = s1.data  # type: ignore[attr-defined]
+        data = s1.data
         missed = [d for d in data["durations"] if not data["verdicts"].get(f"{d:g}", True)]
         rows = [data["rows"][f"ours|{d:g}"] for d in data["durations"]
                 if f"ours|{d:g}" in data["rows"]]
@@ -289,7 +319,7 @@ def _findings(s: dict[str, object]) -> list[str]:
                     "interval shows.")
     s2 = s.get("2")
     if s2 is not None:
-        data = s2.data  # type: ignore[attr-defined]
+        data = s2.data
         for r, bound in zip(data["runs"], data["bounds"], strict=False):
             ratio = r["wall"] / bound
             if ratio <= 1.02 and r["throttled"] == 0:
@@ -311,11 +341,11 @@ def _findings(s: dict[str, object]) -> list[str]:
                 "only as the backlog drains.")
     s3 = s.get("3")
     if s3 is not None:
-        data = s3.data  # type: ignore[attr-defined]
+        data = s3.data
         base = data["baselines"][data["issue_baseline"]]
         if base["ratio"] > 0.5:
             out.append(_cpu_finding(data, base))
-    best = s2.data.get("best") if s2 is not None else None  # type: ignore[attr-defined]
+    best = s2.data.get("best") if s2 is not None else None
     if best is not None and not best["finished"]:
         polling = f"polling_interval={best['interval']:g}" if best.get("interval") \
             else "default polling"
@@ -324,7 +354,7 @@ def _findings(s: dict[str, object]) -> list[str]:
     return out
 
 
-def _cpu_finding(data: dict, base: dict) -> str:
+def _cpu_finding(data: dict[str, Any], base: dict[str, Any]) -> str:
     """Why halving CPU per flush is missed, saying only what this run shows: the per-request
     cost it would need, ArmClient's own exchange measured alone, and where py-spy saw the
     rest of the Python work go (it cannot split the C work outside the GIL)."""
