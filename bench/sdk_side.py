@@ -26,6 +26,13 @@ RG = "rg-bench"
 # The best-tuned SDK pools raise azure-core's retries of a 429 (3 by default), so throttling
 # costs time rather than a failed call (bench/fleet.py, section 2).
 SDK_RETRIES = 100
+# Memory: azure-core's RetryPolicy keeps every retried 429 as a RequestHistory (a deep copy of
+# the request and the whole aiohttp response) and hangs the list on the final response's
+# context["history"]; the POST's final response is the poller's _initial_response, so a call
+# holds each 429 it got until its poller is let go. The cost follows the 429s received, not
+# this cap (any cap above them is the same); azure-core's default (retry_status=3) fails most
+# calls of a throttled fleet instead (tests/infra/test_bench_aio_fleet.py checks the harness
+# itself keeps nothing of a finished call).
 # The asyncio fleet's aiohttp connector: at most this many connections open at once (aiohttp's
 # default is 100 per session; 0 = no limit). On section 2's 1,000-cache fleet (one-off runs,
 # each alone on a fresh emulator, 2026-12-05, the machine shared with other work) 10 was the

@@ -4,10 +4,12 @@ loopback, throttled so azure-core's retries of a 429 run too. A broken asyncio f
 import, the client's transport, the poller) fails here, not minutes into a benchmark run."""
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -78,3 +80,42 @@ def test_asyncio_fleet_process_for_section_6() -> None:
         stats = arm.stats()
     assert fig["limit"] == 0
     _check(fig, stats)
+
+
+def _live(type_name: str) -> int:
+    """How many objects of that class name the collector tracks now (no reference kept)."""
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == type_name)
+
+
+def _live_flush_frames(code: object) -> int:
+    """aio_flush coroutines still holding a frame (suspended or running)."""
+    return sum(1 for o in gc.get_objects()
+               if type(o).__name__ == "coroutine" and o.cr_code is code and o.cr_frame)
+
+
+def test_asyncio_fleet_keeps_nothing_of_a_finished_call() -> None:
+    """Section 6 reads this fleet's RSS as the SDK's: the harness may hold a call's poller
+    (with its responses and azure-core's retry history of 429s) only while the call is in
+    flight, as a user's `await poller.result()` does, and keep only (end, seconds, status)
+    once it ends; a poller, response, exception or coroutine frame kept past its call would
+    count against the SDK."""
+    sdk_side = _sdk_side()
+    with ArmEmulator(EmulatorConfig.from_dict(CONFIG)).start() as arm:
+        fleet = sdk_side.AioSdkFleet(arm.url, SUB, CACHES, interval=0.2, limit=2)
+        fleet.start()
+        seen: list[tuple[int, int, int]] = []  # (calls done, pollers alive, frames alive)
+        while not fleet.all_done.wait(0.1):
+            done = len(fleet.results)
+            seen.append((done, _live("AsyncLROPoller"),
+                         _live_flush_frames(sdk_side.aio_flush.__code__)))
+        time.sleep(0.3)  # the loop closes the client and ends
+        after = (_live("AsyncLROPoller"), _live("RequestHistory"),
+                 _live_flush_frames(sdk_side.aio_flush.__code__))
+        fig = fleet.figures(15)
+        stats = arm.stats()
+    _check(fig, stats)
+    # in flight: at most one poller and one frame per call not yet done
+    assert all(p <= CACHES - d + 1 and f <= CACHES - d + 1 for d, p, f in seen), seen
+    assert after == (0, 0, 0), after
+    assert all(type(e) is float and type(s) is float and type(st) is str
+               for e, s, st in fleet.results), fleet.results
