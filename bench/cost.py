@@ -158,6 +158,7 @@ def run(lag: Section) -> Section:
     ]
     d10 = next((d for d in lag.data["durations"] if d == 10), lag.data["durations"][-1])
     o, a, b, one = (rows.get(f"{w}|{d10:g}") for w in ("ours", "sdk", "sdk2", "sdk1"))
+    even1: float | None = None
     if o and b and one:
         c, sb, s1 = _ours(o), _sdk(b, d10), _sdk(one, d10)
         s.extra = [
@@ -181,8 +182,7 @@ def run(lag: Section) -> Section:
             "sdk2": [_fixed(sb), sb["busy_gb_s"] * FLEX_GB_S],
             "break_even": {"sdk1": even1, "sdk2": even2}}
     if o and a and b and one:
-        c, sa, sb, s1 = _ours(o), _sdk(a, d10), _sdk(b, d10), _sdk(one, d10)
-        even1 = break_even(c, "azure_gb_s", s1)
+        sa = _sdk(a, d10)
         s.headline = [f"Cost of a {d10:g} s flush alone on Flex Consumption (each billed "
                       f"period at least 1 s): ours {c['execs']:g} executions and "
                       f"{c['ops']:g} Service Bus operations = ${_money(c) * 1000:.3f} per "
@@ -199,8 +199,9 @@ def run(lag: Section) -> Section:
                       f"${s1['busy_gb_s'] * FLEX_GB_S * 1000:.4f}/C: "
                       + ("ours costs less at any C." if even1 is None else
                          f"ours costs less below C = {even1:.1f}, the SDK way above it (at "
-                         f"C = 32: ours ${_money(c, 'azure_gb_s', 32) * 1000:.3f}, the SDK "
-                         f"${_money(s1, 'busy_gb_s', 32) * 1000:.3f}).")]
+                         f"C = {SHARED[-1]}: ours "
+                         f"${_money(c, 'azure_gb_s', SHARED[-1]) * 1000:.3f}, the SDK "
+                         f"${_money(s1, 'busy_gb_s', SHARED[-1]) * 1000:.3f}).")]
     s.data.update({"prices": {"flex_gb_s": FLEX_GB_S, "flex_per_million": FLEX_PER_MILLION,
                               "sb_per_million": SB_PER_MILLION}})
     return s

@@ -406,10 +406,11 @@ def render(fleet: Fleet, runs: list[dict[str, Any]], sweep: dict[str, Any], labe
         "thread past them opens one per request): a run with a client keeping one connection "
         "per thread starved the side-by-side sweep here (mean calls doubled, the emulator "
         "serving each kept connection on a thread of its own) and took 112 s at 1000 threads, "
-        "polling_interval=10, so the default stays. The thread-per-cache pools ran after the "
-        "side-by-side sweep, each alone on a fresh emulator: a pool of T = N threads at an "
-        "interval near the flush's length is the best-tuned threaded fleet found; larger "
-        "pools are not possible (one call per cache) and shorter intervals only buy 429s.",
+        "polling_interval=10, so the default stays. The thread-per-cache pools and 256 "
+        "threads at intervals near the flush's length ran after the side-by-side sweep, "
+        "each alone on a fresh emulator: the sweep's shorter intervals only buy 429s, and "
+        "larger pools than one per cache are not possible (one call per cache); which "
+        "threaded pool was fastest is said below.",
         _aio_note(sweep, bounds[0][0], ours),
         "What this leaves out: the emulator's buckets are the model of ARM's that the app's "
         "pacer also assumes (redisflush/pacing.py: writes 200 + 10/s, reads 250 + 25/s per "

@@ -45,20 +45,23 @@ AIO_LIMIT_NOTE = ("the fastest of the limits tried in one-off runs of the 1,000-
                   "(polling_interval=15 took 118.5 s)")
 
 
+def _token() -> Any:
+    from azure.core.credentials import AccessToken
+    return AccessToken(TOKEN, int(time.time()) + 10 * 365 * 86400)
+
+
 class StubCredential:
     """azure-core TokenCredential that hands out the emulator's token."""
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken
-        return AccessToken(TOKEN, int(time.time()) + 10 * 365 * 86400)
+        return _token()
 
 
 class AsyncStubCredential:
     """azure-core AsyncTokenCredential that hands out the emulator's token."""
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken
-        return AccessToken(TOKEN, int(time.time()) + 10 * 365 * 86400)
+        return _token()
 
     async def close(self) -> None:
         return None
@@ -91,17 +94,26 @@ def aio_client(arm_url: str, sub: str, limit: int = AIO_LIMIT, **config: Any) ->
                                  transport=AioHttpTransport(session=session), **config)
 
 
+def _flush_kwargs(polling_interval: float | None) -> dict[str, Any]:
+    """begin_flush_cache's options: plain HTTP to the emulator, the interval when given."""
+    kwargs: dict[str, Any] = {"enforce_https": False}
+    if polling_interval is not None:
+        kwargs["polling_interval"] = polling_interval
+    return kwargs
+
+
+def _status(result: Any) -> str:
+    return getattr(result, "status", None) or "Succeeded"
+
+
 async def aio_flush(client: Any, cache: str, polling_interval: float | None = None
                     ) -> tuple[float, str]:
     """sdk_flush's asyncio twin: `await begin_flush_cache(...)`, `await poller.result()`."""
     started = time.monotonic()
-    kwargs: dict[str, Any] = {"enforce_https": False}
-    if polling_interval is not None:
-        kwargs["polling_interval"] = polling_interval
     try:
-        poller = await client.redis.begin_flush_cache(RG, cache, **kwargs)
-        result = await poller.result()
-        status = getattr(result, "status", None) or "Succeeded"
+        poller = await client.redis.begin_flush_cache(RG, cache,
+                                                      **_flush_kwargs(polling_interval))
+        status = _status(await poller.result())
     except Exception as exc:  # noqa: BLE001 - an SDK failure is an outcome to count
         status = f"error:{type(exc).__name__}"
     return time.monotonic() - started, status
@@ -113,12 +125,9 @@ def sdk_flush(client: Any, cache: str, polling_interval: float | None = None
     Retry-After) or `polling_interval`; (seconds, status). time.time() at return is the
     moment the caller learns the outcome."""
     started = time.monotonic()
-    kwargs: dict[str, Any] = {"enforce_https": False}
-    if polling_interval is not None:
-        kwargs["polling_interval"] = polling_interval
     try:
-        result = client.redis.begin_flush_cache(RG, cache, **kwargs).result()
-        status = getattr(result, "status", None) or "Succeeded"
+        status = _status(client.redis.begin_flush_cache(
+            RG, cache, **_flush_kwargs(polling_interval)).result())
     except Exception as exc:  # noqa: BLE001 - an SDK failure is an outcome to count
         status = f"error:{type(exc).__name__}"
     return time.monotonic() - started, status
@@ -146,11 +155,14 @@ class SdkFleet:
                 cache = self._todo.get_nowait()
             except queue.Empty:
                 return
-            seconds, status = sdk_flush(client, cache, self.interval)
-            with self._lock:
-                self.results.append((time.monotonic() - self.started, seconds, status))
-                if len(self.results) == self.caches:
-                    self.all_done.set()
+            self._record(*sdk_flush(client, cache, self.interval))
+
+    def _record(self, seconds: float, status: str) -> None:
+        """One call's outcome, from any of the pool's threads (or the event loop)."""
+        with self._lock:
+            self.results.append((time.monotonic() - self.started, seconds, status))
+            if len(self.results) == self.caches:
+                self.all_done.set()
 
     def client(self) -> Any:
         """The pool's client: every thread shares it, as section 2 runs it."""
@@ -245,11 +257,7 @@ class AioSdkFleet(SdkFleet):
                                    for i in range(self.caches)))
 
     async def _flush(self, client: Any, cache: str) -> None:
-        seconds, status = await aio_flush(client, cache, self.interval)
-        with self._lock:
-            self.results.append((time.monotonic() - self.started, seconds, status))
-            if len(self.results) == self.caches:
-                self.all_done.set()
+        self._record(*await aio_flush(client, cache, self.interval))
 
     def figures(self, window: float) -> dict[str, Any]:
         fig = super().figures(window)
