@@ -35,11 +35,13 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -138,8 +140,20 @@ def one_run(workdir: Path, n: int, name: str, *, tree: Path | None = None,
         emulator.stop()
     execs, ms = _executions(log)
     return {"n": n, "cpu": cpu, "span": span, "idle": idle, "events": watcher.count(),
+            "ledger_writes": _ledger_writes(serve.local_dir / "ledger.sqlite"),
             "posts": stats["posts"], "polls": stats["polls"], "executions": execs,
             "exec_ms": ms, "profile": _grouped(spy_out) if spy_out.exists() else None}
+
+
+def _ledger_writes(path: Path) -> int | None:
+    """Rows the local ledger stored over the run (its version counter counts every insert
+    and update that took; one that lost its condition rolls back), or None without one."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT last FROM ledger_version WHERE id = 1").fetchone()
+    except sqlite3.Error:
+        return None
+    return int(found[0]) if found else None
 
 
 def sdk_run(workdir: Path, n: int, name: str, aio: bool = False) -> dict[str, Any]:
@@ -415,7 +429,9 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
                   f"asyncio client (a coroutine per flush): {aio['per']:.2f} ms "
                   f"({aio['per_req']:.2f} ms per request), ours {now['per'] / aio['per']:.2f}x; "
                   f"where it goes: {where}."]
-    s.data = {"after": now_runs, "before": base_runs, "profile": prof, "per": now["per"],
+    writes = [r["ledger_writes"] for r in now_runs if r.get("ledger_writes") is not None]
+    s.data = {"ledger_writes": statistics.median(writes) / n if writes else None,
+              "after": now_runs, "before": base_runs, "profile": prof, "per": now["per"],
               "per_req": now["per_req"], "reqs": now["reqs"],
               "baselines": {c: {"per": bases[c]["per"], "per_req": bases[c]["per_req"],
                                 "reqs": bases[c]["reqs"], "ratio": ratio[c],

@@ -233,6 +233,31 @@ def table(result: dict[str, Any], requests: float, target: float) -> list[list[s
     return rows
 
 
+def note(result: dict[str, Any], ledger_writes: float | None) -> str:
+    """What the floor table is and what it leaves out, for section 3's notes
+    (`ledger_writes`: the app's per flush in section 3's runs of "now", when known)."""
+    app = (f"the app's serve stored {ledger_writes:.2f} rows per flush in this section's "
+           "runs: the request's row opened and closed, the target's claim, acceptance and "
+           "end" if ledger_writes is not None else "the app writes more")
+    return (
+        "The floor table: each part a poll step cannot skip, measured alone in one thread "
+        f"(bench/cpu_floor.py, {result['calls']} calls per round after a warm-up, the median "
+        f"of {result['rounds']} rounds; time.process_time(), the HTTP server in another "
+        f"process): the local bus's send of a real poll message ({result['poll_body_bytes']} "
+        "bytes, scheduled now), its receive and complete; the worker's conversion of it "
+        "(azure-functions' own converter, as in Azure); the poll state read from it and the "
+        "next one written; one GET three ways: http.client alone (one keep-alive connection, "
+        "nothing else), urllib3's pool called directly, and ArmClient (proxies resolved once, "
+        "a deadline on every read, the pacer's bookkeeping). Per flush it adds two ledger "
+        f"writes (a claim and the record of the end, the least exactly-once needs; {app}) "
+        "and one event publish. It leaves out everything else an execution does: "
+        "the step's decisions, the host's dispatch and its threads, the log lines, the "
+        "ledger's reads. Alone and in one thread, each part runs warmer than inside the "
+        "serve, where ten threads share the GIL: the floor is what these parts cost at best, "
+        "with this local bus and the worker's converter; a bus cheaper than one SQLite "
+        "transaction per send, receive and complete would lower it.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)

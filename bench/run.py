@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             base = section.data["baselines"][section.data["issue_baseline"]]
             section.data["floor"] = floor
             section.extra2 = cpu_floor.table(floor, section.data["reqs"], base["per"] / 2)
+            section.notes.append(cpu_floor.note(floor, section.data.get("ledger_writes")))
             return section
 
         def cold_step() -> Section:

@@ -11,6 +11,9 @@ from types import ModuleType
 
 import pytest
 
+from redisflush.ledger import LedgerRow
+from redisflush.local.ledger import SqliteLedger
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 MEASURED = {"bus: send + receive + complete": 0.103, "worker: message conversion": 0.098,
             "state: decode + encode": 0.051, "http.client alone": 0.092, "urllib3 pool": 0.168,
@@ -29,6 +32,20 @@ def test_every_part_runs_for_real_and_costs_cpu(bench):
     assert all(ms > 0 for ms in result["ms"].values()), result["ms"]
     # the poll message is the app's own, with its operation URL: about 1.4 KiB
     assert 1000 < result["poll_body_bytes"] < 4000
+    assert "stored 5.00 rows per flush" in bench["cpu_floor"].note(result, 5.0)
+    assert "the app writes more" in bench["cpu_floor"].note(result, None)
+
+
+def test_section_3_counts_the_rows_the_ledger_stored(bench, tmp_path):
+    cpu = importlib.import_module("cpu")
+    path = tmp_path / "ledger.sqlite"
+    assert cpu._ledger_writes(path) is None  # no ledger: nothing to say
+    ledger = SqliteLedger(path)
+    row = ledger.insert(LedgerRow("r", "", "open"))
+    assert row is not None and ledger.insert(LedgerRow("r", "", "open")) is None  # lost
+    assert ledger.update(row) is not None
+    ledger.close()
+    assert cpu._ledger_writes(path) == 2  # the insert that lost counts nothing
 
 
 def test_the_floor_adds_the_parts_of_each_read_and_of_the_flush(bench):
