@@ -7,6 +7,7 @@ one line naming the setting and the rule, so the app stops before it takes a mes
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Mapping
@@ -229,8 +230,15 @@ def _optional(name: str, value: str | None, rule: re.Pattern[str], says: str) ->
 
 
 def _api_version(name: str, value: str) -> str:
-    return _matching(name, value, _API_VERSION, "must be an api-version like 2023-08-01 "
-                                                "or 2024-01-01-preview")
+    """YYYY-MM-DD[-preview] naming a real date: ARM's api-versions are dates, and a month 13
+    would only come back from ARM as a 400 on every flush and listing."""
+    says = "must be an api-version like 2023-08-01 or 2024-01-01-preview"
+    _matching(name, value, _API_VERSION, says)
+    try:
+        dt.date.fromisoformat(value[:10])
+    except ValueError:
+        raise ConfigurationError(f"{name}: {_shown(value)} {says} (a real date)") from None
+    return value
 
 
 def _storage_connection(value: str | None) -> str | None:

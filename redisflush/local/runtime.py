@@ -20,6 +20,7 @@ from typing import Any
 from .. import functions
 from ..arm import TOTAL_TIMEOUT
 from ..errors import ConfigurationError
+from ..logtext import printable
 from ..settings import Settings
 from .app import local_app
 from .bus import LocalBus
@@ -106,7 +107,24 @@ def local_settings(app_root: Path, env: Mapping[str, str] | None = None,
     if not settings.local_dir.is_absolute():
         settings = Settings.from_env({**values, "REDISFLUSH_LOCAL_DIR":
                                       str(app_root / settings.local_dir)}, app_root)
+    _usable_local_dir(settings.local_dir)
     return settings, values
+
+
+def _usable_local_dir(path: Path) -> None:
+    """REDISFLUSH_LOCAL_DIR must be a folder (made when missing). Checked here, where every
+    local command (send, watch, serve, demo) reads its settings, so a file in its place is one
+    line naming the setting and the rule (README, "Settings"), not a bare OSError such as
+    `File exists` from whichever part first touched it."""
+    shown = printable(str(path), 400)  # one line even when the value holds a newline
+    try:
+        if path.exists() and not path.is_dir():
+            raise ConfigurationError(f"REDISFLUSH_LOCAL_DIR: '{shown}' must be a folder "
+                                     "(it names a file); set it to a folder or leave it unset")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"REDISFLUSH_LOCAL_DIR: '{shown}' must be a folder this user "
+                                 f"can create ({exc.strerror or exc})") from None
 
 
 def open_bus(settings: Settings) -> LocalBus:

@@ -120,14 +120,23 @@ def test_a_non_utf8_local_settings_json_is_named_in_one_line(command: list[str],
                              "is not UTF-8)\n")
 
 
-def test_demo_with_a_local_dir_that_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["demo"], ["serve", "--local"],
+                                     ["send", "--local", *cache_args("c1")],
+                                     ["watch", "--local", "--timeout", "0"]],
+                         ids=["demo", "serve", "send", "watch"])
+@pytest.mark.parametrize("under", [False, True], ids=["is-a-file", "under-a-file"])
+def test_a_local_dir_that_is_a_file_names_the_setting_in_one_line(
+        command: list[str], under: bool, tmp_path: Path) -> None:
     a_file = tmp_path / "not-a-dir"
     a_file.write_text("")
-    result = run_cli(["demo"], a_file, timeout=60)
+    local_dir = a_file / "sub" if under else a_file
+    result = run_cli(command, local_dir, timeout=60)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().startswith("error: demo: ") and "Not a directory" in \
-        result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: REDISFLUSH_LOCAL_DIR: '{local_dir}' must be a folder")
     assert "Traceback" not in result.stderr
+    assert a_file.read_text() == ""                     # the file is left as it was
 
 
 def test_send_dry_run_prints_the_request(local_dir: Path) -> None:
