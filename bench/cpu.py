@@ -69,7 +69,11 @@ from sdk_side import AIO_LIMIT, aio_client, aio_flush
 from redisflush.local.runtime import open_bus
 
 PER_SUB = 10
-WORKLOAD = {"throttling": {"enabled": False}, "caches": {"*": {"duration": 10.0}}}
+DURATION = 10.0  # each flush's length (the quick run's shorter, to stay under a minute)
+
+
+def workload(duration: float = DURATION) -> dict[str, Any]:
+    return {"throttling": {"enabled": False}, "caches": {"*": {"duration": duration}}}
 ROUNDS = 2
 BASELINES = (("6332ebb", "the serve when issue 11 was filed"),
              ("d200612", "the serve at the start of the CPU work"))
@@ -94,8 +98,8 @@ def export(commit: str, workdir: Path) -> Path:
 
 
 def one_run(workdir: Path, n: int, name: str, *, tree: Path | None = None,
-            profile: bool = False) -> dict[str, Any]:
-    emulator = Emulator(workdir, WORKLOAD, name)
+            profile: bool = False, duration: float = DURATION) -> dict[str, Any]:
+    emulator = Emulator(workdir, workload(duration), name)
     serve = watcher = spy = None
     spy_out = workdir / f"{name}-py-spy.txt"
     try:
@@ -156,10 +160,11 @@ def _ledger_writes(path: Path) -> int | None:
     return int(found[0]) if found else None
 
 
-def sdk_run(workdir: Path, n: int, name: str, aio: bool = False) -> dict[str, Any]:
+def sdk_run(workdir: Path, n: int, name: str, aio: bool = False,
+            duration: float = DURATION) -> dict[str, Any]:
     """The same flushes through the SDK at polling_interval=1 in a child process (with
     `aio`, through its asyncio client)."""
-    emulator = Emulator(workdir, WORKLOAD, name)
+    emulator = Emulator(workdir, workload(duration), name)
     try:
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sdk",
                               emulator.url, str(n), name] + (["--aio"] if aio else []),
@@ -307,7 +312,7 @@ def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
-        rounds: int = ROUNDS, profile: bool = True) -> Section:
+        rounds: int = ROUNDS, profile: bool = True, duration: float = DURATION) -> Section:
     trees = {commit: export(commit, workdir) for commit, _ in BASELINES}
     now_runs: list[dict[str, Any]] = []
     sdk_runs: list[dict[str, Any]] = []
@@ -316,11 +321,12 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
     for i in range(rounds):  # alternating, so load from elsewhere falls on every row alike
         for commit, _ in BASELINES:
             base_runs[commit].append(one_run(workdir, n, f"cpu-{commit}-{i}",
-                                             tree=trees[commit]))
-        now_runs.append(one_run(workdir, n, f"cpu-now-{i}"))
-        sdk_runs.append(sdk_run(workdir, n, f"cpu-sdk-{i}"))
-        aio_runs.append(sdk_run(workdir, n, f"cpu-aio-{i}", aio=True))
-    prof = one_run(workdir, n, "cpu-now-py-spy", profile=True) if profile else None
+                                             tree=trees[commit], duration=duration))
+        now_runs.append(one_run(workdir, n, f"cpu-now-{i}", duration=duration))
+        sdk_runs.append(sdk_run(workdir, n, f"cpu-sdk-{i}", duration=duration))
+        aio_runs.append(sdk_run(workdir, n, f"cpu-aio-{i}", aio=True, duration=duration))
+    prof = (one_run(workdir, n, "cpu-now-py-spy", profile=True, duration=duration)
+            if profile else None)
     now = _median_row(now_runs)
     bases = {commit: _median_row(runs) for commit, runs in base_runs.items()}
     issue, start = BASELINES[0][0], BASELINES[1][0]
@@ -358,8 +364,8 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
     for label, ms in fleet_cpu or []:
         s.table.append([label, f"{ms:.2f} ms", "", "", "", "", ""])
     s.notes = [
-        f"{n} requests, 10 s flushes, {PER_SUB} per subscription (throttling off), sent at "
-        f"once, each row run {rounds} times alternating with the others (the median shown, "
+        f"{n} requests, {duration:g} s flushes, {PER_SUB} per subscription (throttling off), "
+        f"sent at once, each row run {rounds} times alternating with the others (the median shown, "
         "every run in brackets). CPU = utime + stime of the serve process from the send to "
         "the last event; per flush, per ARM request the emulator answered, per function "
         "execution in the serve log. It includes the host's polling of the local bus over "
@@ -367,8 +373,8 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
         "Same-run ratios per flush (per round): "
         + "; ".join(f"now / {c} {ratio[c]:.2f}x ({', '.join(f'{x:.2f}' for x in pairs[c])})"
                     for c, _ in BASELINES) + ". "
-        f"{issue} reads a 10 s flush at fixed gaps ({bases[issue]['reqs']:.0f} ARM requests "
-        f"per flush, the last event {bases[issue]['span']:.1f} s after the send, against "
+        f"{issue} reads a {duration:g} s flush at fixed gaps ({bases[issue]['reqs']:.0f} ARM "
+        f"requests per flush, the last event {bases[issue]['span']:.1f} s after the send, against "
         f"{now['span']:.1f} s now); now "
         f"reads it once a second ({now['reqs']:.0f} requests) to detect the end within a "
         "second (section 1): the per-request and per-execution columns compare the work done "
@@ -430,7 +436,8 @@ def run(workdir: Path, n: int, fleet_cpu: list[tuple[str, float]] | None = None,
                   f"({aio['per_req']:.2f} ms per request), ours {now['per'] / aio['per']:.2f}x; "
                   f"where it goes: {where}."]
     writes = [r["ledger_writes"] for r in now_runs if r.get("ledger_writes") is not None]
-    s.data = {"ledger_writes": statistics.median(writes) / n if writes else None,
+    s.data = {"duration": duration,
+              "ledger_writes": statistics.median(writes) / n if writes else None,
               "after": now_runs, "before": base_runs, "profile": prof, "per": now["per"],
               "per_req": now["per_req"], "reqs": now["reqs"],
               "baselines": {c: {"per": bases[c]["per"], "per_req": bases[c]["per_req"],

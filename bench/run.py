@@ -1,4 +1,4 @@
-"""redisflush benchmarks: `python bench/run.py` (about 50 minutes) or `--quick` (under a minute).
+"""redisflush benchmarks: `python bench/run.py` (about an hour) or `--quick` (under a minute).
 
 1. detection lag and ARM reads per flush for 1 .. 300 s flushes, one flush alone at a time per
    subscription, against azure-mgmt-redis begin_flush_cache() at its default polling and at
@@ -72,6 +72,7 @@ class Config(TypedDict):
     window: float
     cpu_n: int
     cpu_rounds: int
+    cpu_duration: float
     cold: int
     fleet_timeout: float
 
@@ -79,17 +80,19 @@ class Config(TypedDict):
 FULL: Config = {
     "durations": (1.0, 3.0, 5.0, 10.0, 20.0, 45.0, 90.0, 150.0, 300.0), "budget": 305.0,
     "samples": 10, "fleet": (1000, 10.0, (200, 10.0), (250, 25.0)), "load": 12.5,
-    "window": 300.0, "cpu_n": 300, "cpu_rounds": 2, "cold": 5, "fleet_timeout": 400.0}
+    "window": 300.0, "cpu_n": 300, "cpu_rounds": 2, "cpu_duration": 10.0, "cold": 5,
+    "fleet_timeout": 400.0}
 QUICK: Config = {
     "durations": (1.0, 3.0, 10.0), "budget": 24.0, "samples": 4,
     "fleet": (200, 10.0, (40, 10.0), (50, 25.0)), "load": 12.5, "window": 28.0,
-    "cpu_n": 60, "cpu_rounds": 1, "cold": 1, "fleet_timeout": 45.0}
+    "cpu_n": 60, "cpu_rounds": 1, "cpu_duration": 5.0, "cold": 1, "fleet_timeout": 45.0}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="under a minute: 1, 3 and 10 s flushes, a 200-cache fleet, "
+                        help="under a minute: 1, 3 and 10 s flushes, a 200-cache fleet, 5 s "
+                        "flushes for the CPU section, "
                         "fewer samples, every section at once")
     parser.add_argument("--out", type=Path, help="where to write the markdown report")
     parser.add_argument("--only", help="comma list of sections to run (1,2,3,4,6; 5 needs "
@@ -142,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def cpu_step() -> Section:
             section = _step("3", lambda: cpu.run(work, cfg["cpu_n"], rounds=cfg["cpu_rounds"],
-                                                 profile=not args.quick))
+                                                 profile=not args.quick,
+                                                 duration=cfg["cpu_duration"]))
             # ArmClient's own exchange, measured alone: what the CPU finding sets against the
             # whole process's CPU per request
             calls, rounds = (200, 1) if args.quick else (500, 3)
@@ -163,13 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         def fifty_step() -> dict[str, Any]:
             return _step("6 (50 caches)", lambda: memory.fifty(work))
 
+        def sdk_memory_one(t: int, i: float, aio: int | None) -> dict[str, Any]:
+            # one SDK fleet process (section 6) on its own emulator
+            return _step(f"6 SDK fleet ({'asyncio' if aio is not None else f'{t} threads'})",
+                         functools.partial(
+                             memory.sdk_fleet, work, the_fleet, t, i, cfg["fleet_timeout"],
+                             f"mem-sdk{'aio' if aio is not None else t}", aio))
+
         def sdk_memory_step() -> list[dict[str, Any]]:
-            # the SDK fleet processes (section 6), each pool alone on its own emulator
-            return [_step(f"6 SDK fleet ({'asyncio' if aio is not None else f'{t} threads'})",
-                          functools.partial(
-                              memory.sdk_fleet, work, the_fleet, t, i, cfg["fleet_timeout"],
-                              f"mem-sdk{'aio' if aio is not None else t}", aio))
-                    for t, i, aio in memory_pools]
+            return [sdk_memory_one(t, i, aio) for t, i, aio in memory_pools]
 
         # (threads, polling_interval, asyncio connector limit or None for the threaded pool)
         memory_pools: list[tuple[int, float, int | None]] = [(n, 10.0, None)]
@@ -200,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
                         futs["2a"] = pool.submit(fleet_ours, 0.0)
                     if "4" not in only:
                         futs["6c"] = pool.submit(lambda: coldstart.run(work, 1))
-                    # beside the rest, like section 2's quick sweep (RSS hardly minds the load)
-                    futs["6s"] = pool.submit(sdk_memory_step)
+                    # beside the rest and each other, like section 2's quick sweep (RSS
+                    # hardly minds the load)
+                    memory_futs = [pool.submit(sdk_memory_one, *p) for p in memory_pools]
                 results = {k: f.result() for k, f in futs.items()}
+                if "6" in only:
+                    results["6s"] = [f.result() for f in memory_futs]
         else:
             results = {}
             if "1" in only:
@@ -405,7 +414,8 @@ def _cpu_finding(data: dict[str, Any], base: dict[str, Any]) -> str:
     text = (
         f"- **CPU per flush** ({base['ratio']:.2f}x the serve when the issue was filed, "
         f"{data['issue_baseline']}). CPU goes with executions, one per ARM request: "
-        f"{base['ratio_req']:.2f}x per request, but a 10 s flush now takes {reqs:.0f} "
+        f"{base['ratio_req']:.2f}x per request, but a {data.get('duration', 10.0):g} s flush "
+        f"now takes {reqs:.0f} "
         f"requests where the fixed gaps took {base['reqs']:.0f}, because detecting the end "
         "within a second means reading it once a second. Halving per flush at "
         f"{reqs:.0f} requests would need {need:.2f} ms per request, against {per_req:.2f} "
