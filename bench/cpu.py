@@ -70,10 +70,6 @@ from redisflush.local.runtime import open_bus
 
 PER_SUB = 10
 DURATION = 10.0  # each flush's length (the quick run's shorter, to stay under a minute)
-
-
-def workload(duration: float = DURATION) -> dict[str, Any]:
-    return {"throttling": {"enabled": False}, "caches": {"*": {"duration": duration}}}
 ROUNDS = 2
 BASELINES = (("6332ebb", "the serve when issue 11 was filed"),
              ("d200612", "the serve at the start of the CPU work"))
@@ -84,6 +80,11 @@ _VARIANT = [str(ROOT / "bench" / "serve_variant.py")]
 def _py_spy() -> str | None:
     found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return found if Path(found).exists() else None
+
+
+def workload(duration: float = DURATION) -> dict[str, Any]:
+    """The emulator's config: throttling off, every flush `duration` s long."""
+    return {"throttling": {"enabled": False}, "caches": {"*": {"duration": duration}}}
 
 
 def export(commit: str, workdir: Path) -> Path:

@@ -40,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import urllib3  # noqa: E402
-from cpu_arm import SERVER, SUB  # noqa: E402
+from cpu_arm import SERVER, SUB, measure  # noqa: E402
 
 from redisflush.arm import ArmClient  # noqa: E402
 from redisflush.arm_tokens import StaticToken  # noqa: E402
@@ -106,16 +105,8 @@ def event_body(now: dt.datetime) -> bytes:
                  "requestedBy": None}}).encode()
 
 
-def measure(call: Callable[[int], object], calls: int) -> float:
-    """CPU ms per call over `calls` calls (each told its number: the ledger alternates)."""
-    cpu = time.process_time()
-    for i in range(calls):
-        call(i)
-    return (time.process_time() - cpu) * 1000 / calls
-
-
 class Parts:
-    """Each part as a one-argument call, on its own files and connections."""
+    """Each part as a call of no arguments, on its own files and connections."""
 
     def __init__(self, endpoint: str, folder: Path) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -126,12 +117,12 @@ class Parts:
         self.bus.ensure_queue("poll", max_delivery_count=10)
         self.bus.ensure_topic("events")
         self.bus.ensure_subscription("events", "all")
-        self.received = self._cycle(0)
+        self.received = self._cycle()
         self.event = event_body(now)
         self.ledger = SqliteLedger(folder / "ledger.sqlite")
         self.row = LedgerRow("floor", "", "done", json.loads(self.event)["data"], 1, now,
                              now + dt.timedelta(days=7))
-        self.stored = self.ledger.insert(dataclasses.replace(self.row, request_id="base"))
+        self.stored: LedgerRow | None = None  # the last claim, which the next write records
         url = endpoint + OPERATION
         host, port = endpoint.removeprefix("http://").split(":")
         self.raw = http.client.HTTPConnection(host, int(port))
@@ -139,20 +130,20 @@ class Parts:
         self.arm = ArmClient(endpoint, "2024-11-01", StaticToken("t"))
         headers = {"Authorization": "Bearer t", "Accept": "application/json",
                    "x-ms-client-request-id": "floor"}
-        self.calls: dict[str, Callable[[int], object]] = {
+        self.calls: dict[str, Callable[[], object]] = {
             PARTS[0]: self._cycle,
-            PARTS[1]: lambda i: received_worker_message(self.received, data_type="binary"),
-            STATE: lambda i: poll_message(RunState.from_json(self.received.body), now),
-            "http.client alone": lambda i: self._raw_get(OPERATION, headers),
-            "urllib3 pool": lambda i: self.pool.urlopen("GET", OPERATION, headers=headers,
-                                                        retries=False).data,
-            "ArmClient": lambda i: self.arm.get(url, SUB, "floor"),
+            PARTS[1]: lambda: received_worker_message(self.received, data_type="binary"),
+            STATE: lambda: poll_message(RunState.from_json(self.received.body), now),
+            "http.client alone": lambda: self._raw_get(OPERATION, headers),
+            "urllib3 pool": lambda: self.pool.urlopen("GET", OPERATION, headers=headers,
+                                                      retries=False).data,
+            "ArmClient": lambda: self.arm.get(url, SUB, "floor"),
             "ledger: one write": self._ledger_write,
-            "event: one publish": lambda i: self.bus.publish("events", [OutboundMessage(
+            "event: one publish": lambda: self.bus.publish("events", [OutboundMessage(
                 self.event, f"event-{next(self._ids)}")]),
         }
 
-    def _cycle(self, i: int) -> Any:
+    def _cycle(self) -> Any:
         msg = dataclasses.replace(self.message, message_id=f"poll-{next(self._ids)}",
                                   scheduled_at=dt.datetime.now(dt.UTC))
         self.bus.send("poll", [msg])
@@ -164,14 +155,14 @@ class Parts:
         self.raw.request("GET", path, headers=headers)
         return self.raw.getresponse().read()
 
-    def _ledger_write(self, i: int) -> object:
-        """A claim (insert) on even calls, the record of its end (update) on odd ones."""
-        if i % 2 == 0:
+    def _ledger_write(self) -> object:
+        """A claim (insert), then the record of its end (update), in turn."""
+        if self.stored is None:
             self.stored = self.ledger.insert(dataclasses.replace(
                 self.row, request_id=f"r{next(self._ids)}"))
             return self.stored
-        assert self.stored is not None
-        return self.ledger.update(self.stored)
+        recorded, self.stored = self.ledger.update(self.stored), None
+        return recorded
 
     def close(self) -> None:
         self.raw.close()
@@ -195,7 +186,7 @@ def run(calls: int, rounds: int) -> dict[str, Any]:
                 runs: dict[str, list[float]] = {name: [] for name in parts.calls}
                 for _ in range(rounds):
                     for name, call in parts.calls.items():
-                        runs[name].append(measure(call, calls))
+                        runs[name].append(measure(call, calls)[0])
                 body_bytes = parts.body_bytes
             finally:
                 parts.close()

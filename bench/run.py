@@ -376,8 +376,8 @@ def _floor_sentence(floor: dict[str, Any], reqs: float, allowed: float, per_req:
     import cpu_floor
 
     lows = {way: cpu_floor.floor(floor["ms"], reqs, way) for way in cpu_floor.HTTP_WAYS}
-    app, bare = lows["ArmClient"], min(lows.values(), key=lambda low: low["per_flush"])
-    bare_way = next(way for way, low in lows.items() if low is bare)
+    bare_way = min(lows, key=lambda way: lows[way]["per_flush"])
+    app, bare = lows["ArmClient"], lows[bare_way]
     text = (
         "The parts no poll step can skip, each measured alone in one thread "
         "(bench/cpu_floor.py: the bus's scheduled send, receive and complete of a real-sized "
